@@ -1,0 +1,38 @@
+//! The contract between the controller charm and the dbaccessor: the serde types of every
+//! file and socket payload they exchange, and the paths where those live.
+//!
+//! This crate is an API boundary. It does no IO and holds no policy: the charm (synchronous,
+//! short-lived) and the daemon (tokio) both convert to and from these types at their edges.
+//!
+//! - [`conf`]: `controller.conf`, the map of every controller's Dqlite bind address.
+//! - [`paths`]: where Juju (or the simulator) keeps the files and sockets.
+//! - [`reload`]: the HTTP routes of the reload socket.
+//! - [`status`]: the dbaccessor's status socket, read by the charm's actions.
+#![forbid(unsafe_code)]
+
+pub mod conf;
+pub mod paths;
+pub mod reload;
+pub mod status;
+
+/// The TCP port every Dqlite node listens on (upstream Juju's choice).
+pub const DQLITE_PORT: u16 = 17666;
+
+/// Formats the Dqlite address of a controller from its bind IP: `ip:17666`, IPv6 bracketed.
+pub fn dqlite_address(ip: std::net::IpAddr) -> String {
+    std::net::SocketAddr::new(ip, DQLITE_PORT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dqlite_address_brackets_ipv6() {
+        let check = |ip: &str, expected: &str| {
+            assert_eq!(dqlite_address(ip.parse().expect("test ip")), expected);
+        };
+        check("10.0.0.5", "10.0.0.5:17666");
+        check("fc00::1", "[fc00::1]:17666");
+    }
+}

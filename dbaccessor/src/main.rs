@@ -1,0 +1,2 @@
+//! The dbaccessor daemon (placeholder).
+fn main() {}

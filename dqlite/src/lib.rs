@@ -1,0 +1,1 @@
+//! Dqlite for Rust (placeholder).

@@ -1,0 +1,1 @@
+//! The Juju model simulator (placeholder).

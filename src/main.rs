@@ -1,0 +1,2 @@
+//! The charm's `dispatch` entry point (placeholder until the charm lands).
+fn main() {}
