@@ -61,3 +61,9 @@ pub struct NodeInfo {
     pub address: String,
     pub role: NodeRole,
 }
+
+pub mod app;
+pub mod client;
+mod ffi;
+pub mod node;
+pub mod wire;

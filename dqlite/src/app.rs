@@ -1,0 +1,1 @@
+//! The cluster application layer: bootstrap, join, restart, roles, hand-over, recovery.

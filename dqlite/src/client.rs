@@ -1,0 +1,1 @@
+//! An async (tokio) client for the Dqlite wire protocol.
