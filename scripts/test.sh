@@ -7,5 +7,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build (every binary the integration tests run)"
+cargo build --workspace --bins --locked
 echo "== cargo test"
 cargo test --workspace --locked
