@@ -1,0 +1,2 @@
+//! Convergence benchmark (placeholder until the dqlite crate lands).
+fn main() {}

@@ -1,0 +1,1 @@
+//! The dbaccessor daemon library (placeholder).
