@@ -1,1 +1,286 @@
-//! Raw `extern "C"` declarations of libdqlite 1.11: the only unsafe code in the workspace.
+//! Raw `extern "C"` declarations of libdqlite 1.11 and the private owner of the node pointer:
+//! the only unsafe code in the workspace.
+//!
+//! The declarations cover exactly the node API the crate needs (see
+//! `/usr/include/dqlite.h`), so that a newer libdqlite with its gateway fixes can be swapped
+//! in. Above them sit two owners with safe methods: [`CreatedNode`] (a node that exists but
+//! has no bind address: it can be configured, recovered or bound) and [`BoundNode`] (the
+//! only one that can start). Starting a node without a bind address aborts the process in
+//! 1.11, so the type that can start is the type that has bound: that rule holds by
+//! construction, not by a check.
+#![allow(non_camel_case_types)]
+
+use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void, CStr};
+use std::ptr;
+
+/// The opaque `dqlite_node` of `dqlite.h`; only ever used behind a pointer.
+#[repr(C)]
+pub struct dqlite_node {
+    _opaque: [u8; 0],
+}
+
+/// `dqlite_node_id`: `unsigned long long`.
+pub type dqlite_node_id = c_ulonglong;
+
+/// `struct dqlite_node_info_ext` of `dqlite.h`: four 64-bit words, the address a `char *`
+/// carried as a `u64`.
+#[repr(C)]
+pub struct dqlite_node_info_ext {
+    pub size: u64,
+    pub id: u64,
+    pub address: u64,
+    pub dqlite_role: u64,
+}
+
+/// `DQLITE_NODE_INFO_EXT_SZ_ORIG`: the size a 1.11 library expects in `size`.
+pub const DQLITE_NODE_INFO_EXT_SZ_ORIG: u64 = 32;
+
+/// `int (*f)(void *arg, const char *address, int *fd)` of `dqlite_node_set_connect_func`.
+// Declared with the rest of the 1.11 surface for the TLS/IPv6 proxy hook; not wrapped yet.
+#[allow(dead_code)]
+pub type dqlite_connect_func =
+    Option<unsafe extern "C" fn(arg: *mut c_void, address: *const c_char, fd: *mut c_int) -> c_int>;
+
+extern "C" {
+    pub fn dqlite_node_create(
+        id: dqlite_node_id,
+        address: *const c_char,
+        data_dir: *const c_char,
+        n: *mut *mut dqlite_node,
+    ) -> c_int;
+    pub fn dqlite_node_destroy(n: *mut dqlite_node);
+    pub fn dqlite_node_set_bind_address(n: *mut dqlite_node, address: *const c_char) -> c_int;
+    #[allow(dead_code)]
+    pub fn dqlite_node_set_connect_func(
+        n: *mut dqlite_node,
+        f: dqlite_connect_func,
+        arg: *mut c_void,
+    ) -> c_int;
+    pub fn dqlite_node_set_network_latency_ms(n: *mut dqlite_node, milliseconds: c_uint) -> c_int;
+    pub fn dqlite_node_set_failure_domain(n: *mut dqlite_node, code: c_ulonglong) -> c_int;
+    pub fn dqlite_node_set_snapshot_params(
+        n: *mut dqlite_node,
+        snapshot_threshold: c_uint,
+        snapshot_trailing: c_uint,
+    ) -> c_int;
+    pub fn dqlite_node_start(n: *mut dqlite_node) -> c_int;
+    pub fn dqlite_node_stop(n: *mut dqlite_node) -> c_int;
+    pub fn dqlite_node_recover_ext(
+        n: *mut dqlite_node,
+        infos: *mut dqlite_node_info_ext,
+        n_info: c_int,
+    ) -> c_int;
+    pub fn dqlite_node_errmsg(n: *mut dqlite_node) -> *const c_char;
+    pub fn dqlite_generate_node_id(address: *const c_char) -> dqlite_node_id;
+}
+
+/// A failed libdqlite call: its return code and the node's error message, copied at once
+/// because `dqlite_node_errmsg` points into the node and dies with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CError {
+    pub code: i32,
+    pub message: String,
+}
+
+/// One member for [`CreatedNode::recover`]: the address as a C string the caller keeps alive.
+pub struct RecoverMember<'a> {
+    pub id: u64,
+    pub address: &'a CStr,
+    pub role_code: u64,
+}
+
+/// Exclusive owner of a `dqlite_node *` that was created and not destroyed.
+///
+/// Invariant: `ptr` is non-null, came from a successful `dqlite_node_create`, and is
+/// destroyed exactly once, by `Drop`.
+struct Owner {
+    ptr: *mut dqlite_node,
+}
+
+// SAFETY: libdqlite keeps no thread-local state for a node: every node call may come from
+// any thread as long as calls do not overlap (go-dqlite calls them from goroutines that
+// migrate between threads). `Owner` is not `Sync` and every call that touches the node takes
+// `&mut self` or `self`, so calls through it never overlap.
+unsafe impl Send for Owner {}
+
+impl Owner {
+    /// Copies the node's current error message, empty when there is none.
+    fn errmsg(&mut self) -> String {
+        // SAFETY: `self.ptr` is a live node (the `Owner` invariant).
+        let message = unsafe { dqlite_node_errmsg(self.ptr) };
+        if message.is_null() {
+            return String::new();
+        }
+        // SAFETY: a non-null errmsg is a NUL-terminated string owned by the live node; it is
+        // copied here before any other call on the node can change or free it.
+        unsafe { CStr::from_ptr(message) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Turns a return code into a result, copying the error message on failure.
+    fn check(&mut self, code: c_int) -> Result<(), CError> {
+        if code == 0 {
+            Ok(())
+        } else {
+            Err(CError {
+                code,
+                message: self.errmsg(),
+            })
+        }
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // SAFETY: `self.ptr` came from `dqlite_node_create` and is destroyed only here,
+        // once. A started node is stopped first by `BoundNode::drop`, which runs before the
+        // `Owner` field is dropped.
+        unsafe { dqlite_node_destroy(self.ptr) }
+    }
+}
+
+/// A created libdqlite node with no bind address: it can be configured, recovered offline,
+/// or bound (which is the only way to get a node that can start).
+pub struct CreatedNode {
+    owner: Owner,
+}
+
+impl CreatedNode {
+    /// `dqlite_node_create`. The data dir must exist already (1.11 fails with rc 19 and no
+    /// message otherwise).
+    pub fn create(id: u64, address: &CStr, data_dir: &CStr) -> Result<CreatedNode, CError> {
+        let mut node: *mut dqlite_node = ptr::null_mut();
+        // SAFETY: `address` and `data_dir` are NUL-terminated strings that outlive the call
+        // (libdqlite copies both); `node` is a valid out-pointer.
+        let code =
+            unsafe { dqlite_node_create(id, address.as_ptr(), data_dir.as_ptr(), &mut node) };
+        if node.is_null() {
+            return Err(CError {
+                code: if code == 0 { 1 } else { code },
+                message: String::new(),
+            });
+        }
+        // From here the node is owned, so it is destroyed even when create failed (as
+        // dqlite.h asks).
+        let mut owner = Owner { ptr: node };
+        owner.check(code)?;
+        Ok(CreatedNode { owner })
+    }
+
+    /// `dqlite_node_set_network_latency_ms`.
+    pub fn set_network_latency_ms(&mut self, milliseconds: u32) -> Result<(), CError> {
+        // SAFETY: the node is live and not started (a `CreatedNode` never starts).
+        let code = unsafe { dqlite_node_set_network_latency_ms(self.owner.ptr, milliseconds) };
+        self.owner.check(code)
+    }
+
+    /// `dqlite_node_set_failure_domain`.
+    pub fn set_failure_domain(&mut self, code: u64) -> Result<(), CError> {
+        // SAFETY: the node is live and not started.
+        let rc = unsafe { dqlite_node_set_failure_domain(self.owner.ptr, code) };
+        self.owner.check(rc)
+    }
+
+    /// `dqlite_node_set_snapshot_params`.
+    pub fn set_snapshot_params(&mut self, threshold: u32, trailing: u32) -> Result<(), CError> {
+        // SAFETY: the node is live and not started.
+        let code = unsafe { dqlite_node_set_snapshot_params(self.owner.ptr, threshold, trailing) };
+        self.owner.check(code)
+    }
+
+    /// `dqlite_node_recover_ext`: appends a forced configuration to the (stopped) node's log.
+    pub fn recover(&mut self, members: &[RecoverMember<'_>]) -> Result<(), CError> {
+        let mut infos: Vec<dqlite_node_info_ext> = members
+            .iter()
+            .map(|member| dqlite_node_info_ext {
+                size: DQLITE_NODE_INFO_EXT_SZ_ORIG,
+                id: member.id,
+                address: member.address.as_ptr() as u64,
+                dqlite_role: member.role_code,
+            })
+            .collect();
+        let count = c_int::try_from(infos.len()).map_err(|_| CError {
+            code: 2,
+            message: format!("too many members: {}", infos.len()),
+        })?;
+        // SAFETY: the node is live and was never started; `infos` holds `count` structs with
+        // `size` 32, and each `address` points into a `CStr` borrowed from `members`, which
+        // outlives this call (libdqlite copies the configuration before returning).
+        let code = unsafe { dqlite_node_recover_ext(self.owner.ptr, infos.as_mut_ptr(), count) };
+        self.owner.check(code)
+    }
+
+    /// `dqlite_node_set_bind_address`: binds the listening socket at once. On failure the
+    /// node is handed back with the error so that the caller decides whether to drop it.
+    pub fn bind(mut self, address: &CStr) -> Result<BoundNode, (CreatedNode, CError)> {
+        // SAFETY: the node is live and not started; `address` is NUL-terminated and
+        // outlives the call (libdqlite copies it).
+        let code = unsafe { dqlite_node_set_bind_address(self.owner.ptr, address.as_ptr()) };
+        match self.owner.check(code) {
+            Ok(()) => Ok(BoundNode {
+                owner: self.owner,
+                running: false,
+            }),
+            Err(error) => Err((self, error)),
+        }
+    }
+}
+
+/// A node with a bind address: the only node that can start. Dropping it stops it (when
+/// running) and then destroys it.
+pub struct BoundNode {
+    // Declared first, dropped after `BoundNode::drop` has stopped the node.
+    owner: Owner,
+    /// Whether `dqlite_node_start` succeeded and `dqlite_node_stop` has not run since.
+    running: bool,
+}
+
+impl BoundNode {
+    /// `dqlite_node_start`: starts the node's own libuv thread. Blocks until the node has
+    /// opened its raft log.
+    pub fn start(&mut self) -> Result<(), CError> {
+        if self.running {
+            return Ok(());
+        }
+        // SAFETY: the node is live, has a bind address (the only way to get a `BoundNode`
+        // is `CreatedNode::bind` succeeding) and is not running.
+        let code = unsafe { dqlite_node_start(self.owner.ptr) };
+        self.owner.check(code)?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// `dqlite_node_stop`: blocks until the node's thread has ended. Does nothing on a node
+    /// that is not running.
+    pub fn stop(&mut self) -> Result<(), CError> {
+        if !self.running {
+            return Ok(());
+        }
+        // SAFETY: the node is live and running (`running` is set only after a successful
+        // start); stop is called at most once per start.
+        let code = unsafe { dqlite_node_stop(self.owner.ptr) };
+        // Whatever the outcome, the library never lets a node be stopped twice.
+        self.running = false;
+        self.owner.check(code)
+    }
+
+    /// Whether the node's thread is running.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+}
+
+impl Drop for BoundNode {
+    fn drop(&mut self) {
+        // A stop error cannot be reported from drop; destroy follows either way.
+        let _ = self.stop();
+    }
+}
+
+/// `dqlite_generate_node_id`: a random id seeded with the address.
+pub fn generate_node_id(address: &CStr) -> u64 {
+    // SAFETY: `address` is NUL-terminated and outlives the call; the function reads it and
+    // keeps nothing.
+    unsafe { dqlite_generate_node_id(address.as_ptr()) }
+}

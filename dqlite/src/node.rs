@@ -1,1 +1,532 @@
 //! A safe owner of one libdqlite node, its persisted identity and its locked data dir.
+//!
+//! A [`Node`] is always bound: [`Node::new`] creates the C node and sets its bind address
+//! before it returns, so the 1.11 abort on "start without a bind address" cannot happen.
+//! The data dir is locked for the node's whole life (a second [`Node::new`] or [`recover`]
+//! on it, in this process or another, fails with [`NodeError::DataDirLocked`]), and the
+//! node's id and address, which libdqlite does not store, are persisted in a
+//! go-dqlite-compatible `info.yaml` beside raft's files.
+//!
+//! Every call here blocks (start opens the raft log, stop joins the node's thread, recover
+//! writes the log): async callers run them under `tokio::task::spawn_blocking`.
+
+mod identity;
+mod lock;
+mod log;
+
+use std::ffi::CString;
+use std::fs::DirBuilder;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::ffi;
+use crate::{NodeInfo, NodeRole};
+
+pub use identity::{NodeIdentity, IDENTITY_FILE};
+pub use lock::LOCK_FILE;
+pub use log::{parse_segment_name, LogPosition, SegmentName};
+
+use lock::DataDirLock;
+
+/// The id with which a node bootstraps a new one-voter cluster when its data dir is empty.
+/// Any other id waits to be added by the cluster's leader, so never give it to a joining node.
+pub const BOOTSTRAP_ID: u64 = 1;
+
+/// The default network latency: 20 ms gives a 30 ms heartbeat and a 300 ms election timeout
+/// (libdqlite uses 1.5x and 15x the latency), so a LAN cluster fails over in about half a
+/// second (measured on libdqlite 1.11 loopback: 0.5 s), while a LAN round trip (well under
+/// 1 ms) stays far below the heartbeat. libdqlite's own default (200 ms) fails over in
+/// about 5.5 s.
+pub const DEFAULT_NETWORK_LATENCY: Duration = Duration::from_millis(20);
+
+/// Raft snapshot tuning, `dqlite_node_set_snapshot_params`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotParams {
+    /// Take a snapshot after this many new log entries (libdqlite's default: 1024).
+    pub threshold: u32,
+    /// Keep this many entries behind a snapshot so that lagging followers can catch up
+    /// without a full snapshot transfer (libdqlite's default: 8192).
+    pub trailing: u32,
+}
+
+/// How a node runs; everything here is set before the node starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeOptions {
+    /// One-way network latency the raft timers are derived from (heartbeat 1.5x, election
+    /// timeout 15x). Whole milliseconds, from 1 ms to one hour.
+    pub network_latency: Duration,
+    /// The failure domain reported to clients (DESCRIBE), used by role management to spread
+    /// voters; `None` keeps libdqlite's default (0).
+    pub failure_domain: Option<u64>,
+    /// Snapshot tuning; `None` keeps libdqlite's defaults.
+    pub snapshot: Option<SnapshotParams>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            network_latency: DEFAULT_NETWORK_LATENCY,
+            failure_domain: None,
+            snapshot: None,
+        }
+    }
+}
+
+/// Everything that can go wrong with a node, one variant per failed operation.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("node id 0 is reserved: node ids start at 1")]
+    ZeroId,
+    #[error("invalid node address {address:?}: {reason}")]
+    InvalidAddress {
+        address: String,
+        reason: &'static str,
+    },
+    #[error("cannot bind IPv6 address {address:?}: libdqlite 1.11 binds only IPv4 literals or abstract unix sockets (`@name`)")]
+    Ipv6Unsupported { address: String },
+    #[error("invalid network latency {latency:?}: must be whole milliseconds from 1 ms to 1 hour")]
+    InvalidNetworkLatency { latency: Duration },
+    #[error("data dir {path:?} cannot be passed to libdqlite: it contains a NUL byte")]
+    DataDirPath { path: PathBuf },
+    #[error("cannot create data dir {path:?}")]
+    CreateDataDir { path: PathBuf, source: io::Error },
+    #[error("cannot open the lock file {path:?}")]
+    OpenLock { path: PathBuf, source: io::Error },
+    #[error("data dir {data_dir:?} is in use by another node (its lock file is held)")]
+    DataDirLocked { data_dir: PathBuf },
+    #[error("cannot lock {path:?}")]
+    Lock { path: PathBuf, source: io::Error },
+    #[error("cannot read the node identity {path:?}")]
+    ReadIdentity { path: PathBuf, source: io::Error },
+    #[error("malformed node identity {path:?}: {reason}")]
+    ParseIdentity { path: PathBuf, reason: String },
+    #[error("cannot write the node identity {path:?}")]
+    WriteIdentity { path: PathBuf, source: io::Error },
+    #[error(
+        "data dir {data_dir:?} belongs to node {} at {:?}, not node {} at {:?}",
+        persisted.id, persisted.address, given.id, given.address
+    )]
+    IdentityMismatch {
+        data_dir: PathBuf,
+        persisted: NodeIdentity,
+        given: NodeIdentity,
+    },
+    #[error("cannot create node {id} in {data_dir:?}: libdqlite error {code}: {message}")]
+    Create {
+        id: u64,
+        data_dir: PathBuf,
+        code: i32,
+        message: String,
+    },
+    #[error("cannot bind {address}: the address is in use ({message})")]
+    AddressInUse { address: String, message: String },
+    #[error("cannot bind {address}: libdqlite error {code}: {message}")]
+    Bind {
+        address: String,
+        code: i32,
+        message: String,
+    },
+    #[error("cannot set {option}: libdqlite error {code}: {message}")]
+    SetOption {
+        option: &'static str,
+        code: i32,
+        message: String,
+    },
+    #[error("cannot start node {id}: libdqlite error {code}: {message}")]
+    Start { id: u64, code: i32, message: String },
+    #[error("node {id} was stopped and cannot start again: create a new node on its data dir")]
+    Restart { id: u64 },
+    #[error("cannot stop node {id}: libdqlite error {code}: {message}")]
+    Stop { id: u64, code: i32, message: String },
+    #[error("invalid recovery membership: {reason}")]
+    InvalidMembership { reason: String },
+    #[error("cannot recover {data_dir:?}: libdqlite error {code}: {message}")]
+    Recover {
+        data_dir: PathBuf,
+        code: i32,
+        message: String,
+    },
+    #[error("cannot read the raft log in {path:?}")]
+    ReadLog { path: PathBuf, source: io::Error },
+    #[error("malformed raft file {path:?}: {reason}")]
+    ParseLog { path: PathBuf, reason: String },
+}
+
+/// One libdqlite node in this process, bound to its address, owning its locked data dir.
+///
+/// Dropping a node stops it (when started; this blocks) and destroys it, then releases the
+/// data dir's lock. A stopped node cannot start again: create a new `Node` on the same dir.
+pub struct Node {
+    // Field order matters: the C node is stopped and destroyed before the lock is released.
+    raw: ffi::BoundNode,
+    /// Set once `stop` ran, so that `start` refuses instead of reusing a closed raft log.
+    stopped: bool,
+    id: u64,
+    address: String,
+    data_dir: PathBuf,
+    _lock: DataDirLock,
+}
+
+// `Node` moves into `spawn_blocking` closures and behind a `Mutex`: keep it `Send`.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<Node>();
+};
+
+impl Node {
+    /// Creates node `id` listening on `address` (`ipv4:port` or `@abstract-name`) with its
+    /// raft log in `data_dir`, which is created (mode 0700) when missing and locked.
+    ///
+    /// The identity persisted in the dir must match `id` and `address` (a dir is never
+    /// reused for another node by mistake); a dir without one gets it now. With id
+    /// [`BOOTSTRAP_ID`] and an empty dir the node bootstraps a one-voter cluster when it
+    /// starts; any other id waits to be added (see [`generate_node_id`]). The node does not
+    /// run until [`Node::start`]. Blocks.
+    pub fn new(
+        id: u64,
+        address: &str,
+        data_dir: &Path,
+        options: &NodeOptions,
+    ) -> Result<Node, NodeError> {
+        if id == 0 {
+            return Err(NodeError::ZeroId);
+        }
+        check_address(address)?;
+        let latency_ms = latency_millis(options.network_latency)?;
+        let c_address = address_cstring(address)?;
+        let c_data_dir = path_cstring(data_dir)?;
+        create_data_dir(data_dir)?;
+        let lock = DataDirLock::acquire(data_dir)?;
+        let given = NodeIdentity {
+            id,
+            address: address.to_owned(),
+        };
+        match NodeIdentity::load(data_dir)? {
+            Some(persisted) if persisted != given => {
+                return Err(NodeError::IdentityMismatch {
+                    data_dir: data_dir.to_owned(),
+                    persisted,
+                    given,
+                })
+            }
+            Some(_) => {}
+            None => given.save(data_dir)?,
+        }
+
+        let mut created =
+            ffi::CreatedNode::create(id, &c_address, &c_data_dir).map_err(|error| {
+                NodeError::Create {
+                    id,
+                    data_dir: data_dir.to_owned(),
+                    code: error.code,
+                    message: error.message,
+                }
+            })?;
+        created
+            .set_network_latency_ms(latency_ms)
+            .map_err(|error| set_option_error("network latency", error))?;
+        if let Some(domain) = options.failure_domain {
+            created
+                .set_failure_domain(domain)
+                .map_err(|error| set_option_error("failure domain", error))?;
+        }
+        if let Some(snapshot) = options.snapshot {
+            created
+                .set_snapshot_params(snapshot.threshold, snapshot.trailing)
+                .map_err(|error| set_option_error("snapshot parameters", error))?;
+        }
+        let raw = created
+            .bind(&c_address)
+            .map_err(|(_, error)| bind_error(address, error))?;
+        Ok(Node {
+            raw,
+            stopped: false,
+            id,
+            address: address.to_owned(),
+            data_dir: data_dir.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    /// Starts the node on its own thread; returns once its raft log is open. Starting a
+    /// running node does nothing; a stopped node cannot start again. Blocks: async callers
+    /// use `spawn_blocking`.
+    pub fn start(&mut self) -> Result<(), NodeError> {
+        if self.stopped {
+            return Err(NodeError::Restart { id: self.id });
+        }
+        self.raw.start().map_err(|error| NodeError::Start {
+            id: self.id,
+            code: error.code,
+            message: error.message,
+        })
+    }
+
+    /// Stops the node and waits for its thread to end. Stopping a node that is not running
+    /// does nothing. It does not hand leadership over: do that first through the cluster.
+    /// Blocks: async callers use `spawn_blocking`.
+    pub fn stop(&mut self) -> Result<(), NodeError> {
+        if !self.raw.is_running() {
+            return Ok(());
+        }
+        self.stopped = true;
+        self.raw.stop().map_err(|error| NodeError::Stop {
+            id: self.id,
+            code: error.code,
+            message: error.message,
+        })
+    }
+
+    /// Whether the node is running (started and not stopped).
+    pub fn is_running(&self) -> bool {
+        self.raw.is_running()
+    }
+
+    /// The raft node id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The address the node listens on and that its peers dial.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The node's (locked) data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// A random node id for a node that joins an existing cluster, seeded with its address.
+/// It is never 0 nor [`BOOTSTRAP_ID`] (nor libdqlite's other bootstrap id), so the node
+/// waits to be added instead of bootstrapping a cluster of its own. Persist it: the id of a
+/// data dir never changes.
+pub fn generate_node_id(address: &str) -> u64 {
+    // Only entropy: an address with a NUL byte (never a valid one) is cut at the NUL.
+    let seed = address.split('\0').next().unwrap_or_default();
+    let seed = CString::new(seed).expect("the seed was cut at the first NUL byte");
+    loop {
+        let id = ffi::generate_node_id(&seed);
+        if !is_bootstrap_id(id) && id != 0 {
+            return id;
+        }
+    }
+}
+
+/// libdqlite 1.11 bootstraps an empty node with either of these ids.
+fn is_bootstrap_id(id: u64) -> bool {
+    id == BOOTSTRAP_ID || id == 0x2dc1_7185_8c31_55be
+}
+
+/// Rewrites the raft configuration of a stopped node's data dir to `members`, offline
+/// (`dqlite_node_recover_ext`): the node's next start uses that configuration. `identity`
+/// is the node's current id and address; when `members` gives the node another address
+/// (a re-bind), the persisted identity takes the new one. Takes the dir's lock, so it fails
+/// while a node runs on the dir. Blocks.
+///
+/// Recover from the member with the most up-to-date log (compare [`log_position`]): a
+/// stale member's recovery silently drops committed entries.
+pub fn recover(
+    data_dir: &Path,
+    identity: &NodeIdentity,
+    members: &[NodeInfo],
+) -> Result<(), NodeError> {
+    let new_identity = plan_recovery(identity, members)?;
+    let c_data_dir = path_cstring(data_dir)?;
+    let c_address = address_cstring(&identity.address)?;
+    let c_member_addresses = members
+        .iter()
+        .map(|member| address_cstring(&member.address))
+        .collect::<Result<Vec<CString>, NodeError>>()?;
+    let _lock = DataDirLock::acquire(data_dir)?;
+    if let Some(persisted) = NodeIdentity::load(data_dir)? {
+        if persisted != *identity {
+            return Err(NodeError::IdentityMismatch {
+                data_dir: data_dir.to_owned(),
+                persisted,
+                given: identity.clone(),
+            });
+        }
+    }
+    let recover_error = |error: ffi::CError| NodeError::Recover {
+        data_dir: data_dir.to_owned(),
+        code: error.code,
+        message: error.message,
+    };
+    let mut created =
+        ffi::CreatedNode::create(identity.id, &c_address, &c_data_dir).map_err(recover_error)?;
+    let c_members: Vec<ffi::RecoverMember<'_>> = members
+        .iter()
+        .zip(&c_member_addresses)
+        .map(|(member, address)| ffi::RecoverMember {
+            id: member.id,
+            address,
+            role_code: member.role.code(),
+        })
+        .collect();
+    created.recover(&c_members).map_err(recover_error)?;
+    drop(created);
+    new_identity.save(data_dir)
+}
+
+/// Checks a recovery membership and returns the identity the node has after it: at least
+/// one voter, ids non-zero and unique, addresses valid and unique, and the node itself a
+/// member. Pure.
+pub fn plan_recovery(
+    identity: &NodeIdentity,
+    members: &[NodeInfo],
+) -> Result<NodeIdentity, NodeError> {
+    let invalid = |reason: String| NodeError::InvalidMembership { reason };
+    if !members.iter().any(|member| member.role == NodeRole::Voter) {
+        return Err(invalid("no voter among the members".to_owned()));
+    }
+    for (index, member) in members.iter().enumerate() {
+        if member.id == 0 {
+            return Err(invalid(format!("member {:?} has id 0", member.address)));
+        }
+        check_address(&member.address)?;
+        for other in &members[..index] {
+            if other.id == member.id {
+                return Err(invalid(format!("id {} appears twice", member.id)));
+            }
+            if other.address == member.address {
+                return Err(invalid(format!(
+                    "address {:?} appears twice",
+                    member.address
+                )));
+            }
+        }
+    }
+    let own = members
+        .iter()
+        .find(|member| member.id == identity.id)
+        .ok_or_else(|| {
+            invalid(format!(
+                "the node itself (id {}) is not a member",
+                identity.id
+            ))
+        })?;
+    Ok(NodeIdentity {
+        id: identity.id,
+        address: own.address.clone(),
+    })
+}
+
+/// The last log position of a stopped node, read from raft's files in its data dir (see
+/// [`LogPosition`] for what it means and how conservative it is).
+pub fn log_position(data_dir: &Path) -> Result<LogPosition, NodeError> {
+    log::read_log_position(data_dir)
+}
+
+/// Checks that libdqlite 1.11 can bind `address`: an IPv4 literal with a port, or an
+/// abstract unix socket `@name`. Pure.
+pub fn check_address(address: &str) -> Result<(), NodeError> {
+    let invalid = |reason| NodeError::InvalidAddress {
+        address: address.to_owned(),
+        reason,
+    };
+    if address.contains('\0') {
+        return Err(invalid("it contains a NUL byte"));
+    }
+    if let Some(name) = address.strip_prefix('@') {
+        if name.is_empty() {
+            // A bare `@` autobinds to a random name that peers could not know.
+            return Err(invalid("an abstract socket needs a name after `@`"));
+        }
+        return Ok(());
+    }
+    match address.parse::<SocketAddr>() {
+        Ok(SocketAddr::V4(v4)) if v4.port() == 0 => Err(invalid(
+            "port 0 would bind a random port that peers could not know",
+        )),
+        Ok(SocketAddr::V4(_)) => Ok(()),
+        Ok(SocketAddr::V6(_)) => Err(NodeError::Ipv6Unsupported {
+            address: address.to_owned(),
+        }),
+        Err(_) if address.parse::<IpAddr>().is_ok() => Err(invalid("it has no port")),
+        Err(_) if looks_like_ipv6(address) => Err(NodeError::Ipv6Unsupported {
+            address: address.to_owned(),
+        }),
+        Err(_) => Err(invalid(
+            "expected an IPv4 literal with a port (`10.0.0.1:9001`) or `@name`",
+        )),
+    }
+}
+
+/// An IPv6 address written without brackets or with a zone: still IPv6, still unsupported.
+fn looks_like_ipv6(address: &str) -> bool {
+    let host = address
+        .strip_prefix('[')
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or(address);
+    let host = host.split('%').next().unwrap_or(host);
+    host.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
+/// The latency in whole milliseconds as libdqlite takes it.
+fn latency_millis(latency: Duration) -> Result<u32, NodeError> {
+    let invalid = NodeError::InvalidNetworkLatency { latency };
+    if !latency.subsec_nanos().is_multiple_of(1_000_000) {
+        return Err(invalid);
+    }
+    match u32::try_from(latency.as_millis()) {
+        Ok(ms @ 1..=3_600_000) => Ok(ms),
+        _ => Err(invalid),
+    }
+}
+
+fn address_cstring(address: &str) -> Result<CString, NodeError> {
+    CString::new(address).map_err(|_| NodeError::InvalidAddress {
+        address: address.to_owned(),
+        reason: "it contains a NUL byte",
+    })
+}
+
+fn path_cstring(path: &Path) -> Result<CString, NodeError> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| NodeError::DataDirPath {
+        path: path.to_owned(),
+    })
+}
+
+/// Creates the data dir (and missing parents) readable by the owner only: it holds the
+/// whole database.
+fn create_data_dir(path: &Path) -> Result<(), NodeError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| NodeError::CreateDataDir {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn set_option_error(option: &'static str, error: ffi::CError) -> NodeError {
+    NodeError::SetOption {
+        option,
+        code: error.code,
+        message: error.message,
+    }
+}
+
+/// Tells "address in use" apart: it is the one bind failure a caller acts on (wait for the
+/// old process, or pick another port).
+fn bind_error(address: &str, error: ffi::CError) -> NodeError {
+    if error.message.contains("in use") {
+        NodeError::AddressInUse {
+            address: address.to_owned(),
+            message: error.message,
+        }
+    } else {
+        NodeError::Bind {
+            address: address.to_owned(),
+            code: error.code,
+            message: error.message,
+        }
+    }
+}
