@@ -1,0 +1,168 @@
+//! The membership requests the application makes, over one [`Connection`] to the leader:
+//! leader discovery, and retries while the cluster is busy with another change.
+
+use std::time::Duration;
+
+use super::AppError;
+use crate::client::{self, Connection, Options};
+use crate::{NodeInfo, NodeRole};
+
+/// How long a request that the leader answers with "busy" (another configuration change
+/// in progress) is retried: such a change lasts milliseconds on a healthy cluster.
+const BUSY_RETRY: Duration = Duration::from_secs(5);
+
+/// A connection to the node that named itself the leader.
+pub(crate) struct Leader {
+    pub(crate) connection: Connection,
+    /// The leader's raft id.
+    pub(crate) id: u64,
+}
+
+/// Client options with every connect and request bounded by `timeout`.
+pub(crate) fn options(timeout: Duration) -> Options {
+    Options {
+        connect_timeout: timeout,
+        request_timeout: timeout,
+        retry_timeout: timeout,
+        ..Options::default()
+    }
+}
+
+/// Finds the leader among `addresses`: a node is trusted as the leader only when it names
+/// itself; a node that names another is followed once to that address.
+pub(crate) async fn find_leader(
+    addresses: &[String],
+    timeout: Duration,
+) -> Result<Leader, AppError> {
+    let options = options(timeout);
+    let mut last_error = "no node knows a leader".to_owned();
+    for address in addresses {
+        match ask_leader(address, &options).await {
+            Ok((connection, Some(leader))) if leader.address == *address => {
+                return Ok(Leader {
+                    connection,
+                    id: leader.id,
+                });
+            }
+            Ok((_, Some(leader))) => match ask_leader(&leader.address, &options).await {
+                Ok((connection, Some(confirmed))) if confirmed.address == leader.address => {
+                    return Ok(Leader {
+                        connection,
+                        id: confirmed.id,
+                    });
+                }
+                Ok(_) => last_error = format!("{} did not confirm its leadership", leader.address),
+                Err(error) => last_error = error_chain(&error),
+            },
+            Ok((_, None)) => {}
+            Err(error) => last_error = error_chain(&error),
+        }
+    }
+    Err(AppError::NoLeader {
+        addresses: addresses.to_vec(),
+        last_error,
+    })
+}
+
+async fn ask_leader(
+    address: &str,
+    options: &Options,
+) -> Result<(Connection, Option<client::Leader>), client::Error> {
+    let mut connection = Connection::connect(address, options).await?;
+    let leader = connection.leader().await?;
+    Ok((connection, leader))
+}
+
+/// The configuration as the leader knows it.
+pub(crate) async fn cluster(leader: &mut Leader) -> Result<Vec<NodeInfo>, AppError> {
+    leader
+        .connection
+        .cluster()
+        .await
+        .map_err(|source| failed("list the cluster members".to_owned(), source))
+}
+
+/// ADD `id` at `address` as a spare.
+pub(crate) async fn add(leader: &mut Leader, id: u64, address: &str) -> Result<(), AppError> {
+    retry_busy(leader, Change::Add { id, address })
+        .await
+        .map_err(|source| failed(format!("add node {id} at {address}"), source))
+}
+
+/// ASSIGN `role` to `id`.
+pub(crate) async fn assign(leader: &mut Leader, id: u64, role: NodeRole) -> Result<(), AppError> {
+    retry_busy(leader, Change::Assign { id, role })
+        .await
+        .map_err(|source| failed(format!("make node {id} a {role}"), source))
+}
+
+/// REMOVE `id`.
+pub(crate) async fn remove(leader: &mut Leader, id: u64) -> Result<(), AppError> {
+    retry_busy(leader, Change::Remove { id })
+        .await
+        .map_err(|source| failed(format!("remove node {id}"), source))
+}
+
+/// TRANSFER leadership to `id`.
+pub(crate) async fn transfer(leader: &mut Leader, id: u64) -> Result<(), AppError> {
+    retry_busy(leader, Change::Transfer { id })
+        .await
+        .map_err(|source| failed(format!("transfer leadership to node {id}"), source))
+}
+
+/// DESCRIBE the node at `address`: its failure domain and weight.
+pub(crate) async fn describe(
+    address: &str,
+    timeout: Duration,
+) -> Result<(u64, u64), client::Error> {
+    let mut connection = Connection::connect(address, &options(timeout)).await?;
+    let metadata = connection.describe().await?;
+    Ok((metadata.failure_domain, metadata.weight))
+}
+
+/// A configuration change request.
+#[derive(Clone, Copy)]
+enum Change<'a> {
+    Add { id: u64, address: &'a str },
+    Assign { id: u64, role: NodeRole },
+    Remove { id: u64 },
+    Transfer { id: u64 },
+}
+
+/// Sends a configuration change, again after a pause while the leader answers "busy".
+async fn retry_busy(leader: &mut Leader, change: Change<'_>) -> Result<(), client::Error> {
+    let deadline = tokio::time::Instant::now() + BUSY_RETRY;
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let connection = &mut leader.connection;
+        let result = match change {
+            Change::Add { id, address } => connection.add(id, address).await,
+            Change::Assign { id, role } => connection.assign(id, role).await,
+            Change::Remove { id } => connection.remove(id).await,
+            Change::Transfer { id } => connection.transfer(id).await,
+        };
+        match result {
+            Err(error) if error.is_busy() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(250));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn failed(operation: String, source: client::Error) -> AppError {
+    AppError::Cluster { operation, source }
+}
+
+/// The error and its causes on one line, for errors kept as text.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

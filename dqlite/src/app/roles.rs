@@ -1,0 +1,753 @@
+//! The role decisions of the application layer: which members to promote or demote so the
+//! cluster keeps its target numbers of voters and stand-bys. Pure: no IO, cannot fail.
+//!
+//! The leader observes the configuration and probes every member (online = it answered a
+//! DESCRIBE in this round), then [`plan_roles`] says which ASSIGN requests to send, in
+//! order. The rules, in the order they are applied:
+//!
+//! 1. An offline voter is replaced when an online stand-by or spare can take its place:
+//!    the replacement is promoted first, then the offline voter is demoted, so the number
+//!    of voters never drops and the number of online voters only grows.
+//! 2. Offline voters that cannot be replaced are kept (they may come back) unless the
+//!    voter count exceeds the target, or is even: demoting an offline voter never lowers
+//!    the quorum's reach, because the majority of `n - 1` voters is never larger than the
+//!    majority of `n`.
+//! 3. Online voters are demoted only when every voter is online, never the leader, and
+//!    only down to the target (or to the odd count below an even one): an online voter
+//!    demoted while another voter is offline could leave the majority out of reach.
+//! 4. Missing voters are promoted from online stand-bys first (they are caught up), then
+//!    spares, keeping the voter count odd: two voters need both to be up, one does not.
+//! 5. Stand-bys follow the same pattern with spares as the pool: offline stand-bys are
+//!    replaced, the count is topped up to its target or trimmed back to it.
+//!
+//! Among equals, a candidate in a failure domain that no voter (or stand-by) covers yet
+//! comes first, then the lower weight (the operator's preference, set with WEIGHT), then
+//! the lower id, so the plan is deterministic.
+
+use crate::{NodeInfo, NodeRole};
+
+/// What the leader knows about one member when it plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberState {
+    /// The member as the configuration lists it.
+    pub info: NodeInfo,
+    /// Whether the member answered the leader's probe in this round.
+    pub online: bool,
+    /// The failure domain the member reported (0 when unknown): spreads voters apart.
+    pub failure_domain: u64,
+    /// The weight the member reported: lower is preferred for promotion.
+    pub weight: u64,
+}
+
+impl MemberState {
+    /// An online member in failure domain 0 with weight 0: what a probe-less caller knows.
+    pub fn online(info: NodeInfo) -> Self {
+        MemberState {
+            info,
+            online: true,
+            failure_domain: 0,
+            weight: 0,
+        }
+    }
+}
+
+/// How many voters and stand-bys the cluster aims for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleTargets {
+    /// Target number of voters; an even number is treated as the odd number below it.
+    pub voters: usize,
+    /// Target number of stand-bys.
+    pub standbys: usize,
+}
+
+impl Default for RoleTargets {
+    fn default() -> Self {
+        RoleTargets {
+            voters: 3,
+            standbys: 3,
+        }
+    }
+}
+
+/// One ASSIGN request the leader should send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleChange {
+    /// The member to change.
+    pub id: u64,
+    /// Its address, for logs and errors.
+    pub address: String,
+    /// Its role now.
+    pub from: NodeRole,
+    /// The role to assign.
+    pub to: NodeRole,
+}
+
+/// The changes that bring the cluster towards its targets, in the order they must be
+/// applied. Applying a prefix of the list (a change failed, leadership moved) leaves the
+/// cluster no worse off than before: the next round plans again from what it observes.
+///
+/// Nothing is planned when the leader is not a voter in `members` (a configuration in
+/// flux: wait for the next round).
+pub fn plan_roles(
+    members: &[MemberState],
+    leader_id: u64,
+    targets: RoleTargets,
+) -> Vec<RoleChange> {
+    let leader_is_voter = members
+        .iter()
+        .any(|m| m.info.id == leader_id && m.info.role == NodeRole::Voter);
+    if !leader_is_voter {
+        return Vec::new();
+    }
+    // The leader answers for itself even if its own probe failed.
+    let mut roster: Vec<Slot> = members
+        .iter()
+        .map(|m| Slot {
+            state: m,
+            online: m.online || m.info.id == leader_id,
+            role: m.info.role,
+        })
+        .collect();
+    let target_voters = largest_odd_at_most(targets.voters.max(1));
+    let mut changes = Vec::new();
+
+    plan_voters(
+        &mut roster,
+        leader_id,
+        target_voters,
+        targets.standbys,
+        &mut changes,
+    );
+    plan_standbys(&mut roster, targets.standbys, &mut changes);
+    changes
+}
+
+/// What a voter should hand over before it stops: the changes to apply after leadership
+/// (if it held it) has moved to another voter.
+///
+/// A voter hands its vote to the best online stand-by or spare and then becomes a spare;
+/// a stand-by hands its place to the best online spare and then becomes a spare. With no
+/// candidate nothing is changed: the member stays in its role while offline, so the
+/// voter count does not drop (the leader's role loop replaces it when a node appears).
+pub fn plan_handover(members: &[MemberState], own_id: u64) -> Vec<RoleChange> {
+    let Some(own) = members.iter().find(|m| m.info.id == own_id) else {
+        return Vec::new();
+    };
+    let pool: &[NodeRole] = match own.info.role {
+        NodeRole::Voter => &[NodeRole::StandBy, NodeRole::Spare],
+        NodeRole::StandBy => &[NodeRole::Spare],
+        NodeRole::Spare => return Vec::new(),
+    };
+    let roster: Vec<Slot> = members
+        .iter()
+        .map(|m| Slot {
+            state: m,
+            online: m.online,
+            role: m.info.role,
+        })
+        .collect();
+    let covered = domains_with_role(&roster, own.info.role, Some(own_id));
+    let candidate = best_candidate(&roster, pool, &covered, &[own_id]);
+    match candidate {
+        Some(index) => vec![
+            change(&roster[index], own.info.role),
+            RoleChange {
+                id: own_id,
+                address: own.info.address.clone(),
+                from: own.info.role,
+                to: NodeRole::Spare,
+            },
+        ],
+        None => Vec::new(),
+    }
+}
+
+/// Whether removing `id` from `members` would leave no voter: 1.11 accepts such a REMOVE
+/// and the cluster is dead until an offline recovery.
+pub fn removal_leaves_no_voter(members: &[NodeInfo], id: u64) -> bool {
+    !members
+        .iter()
+        .any(|m| m.id != id && m.role == NodeRole::Voter)
+}
+
+/// A member during planning: its role as the planned changes have left it.
+struct Slot<'a> {
+    state: &'a MemberState,
+    online: bool,
+    role: NodeRole,
+}
+
+fn plan_voters(
+    roster: &mut [Slot],
+    leader_id: u64,
+    target: usize,
+    standby_target: usize,
+    changes: &mut Vec<RoleChange>,
+) {
+    // A demoted online voter stays warm as a stand-by when there is room for one.
+    let demoted_role = |roster: &[Slot]| {
+        if count(roster, |s| s.role == NodeRole::StandBy) < standby_target {
+            NodeRole::StandBy
+        } else {
+            NodeRole::Spare
+        }
+    };
+    // Rule 1: replace offline voters while online candidates remain.
+    for offline in indices(roster, |s| s.role == NodeRole::Voter && !s.online) {
+        let covered =
+            domains_with_role(roster, NodeRole::Voter, Some(roster[offline].state.info.id));
+        let Some(replacement) =
+            best_candidate(roster, &[NodeRole::StandBy, NodeRole::Spare], &covered, &[])
+        else {
+            break;
+        };
+        assign(roster, replacement, NodeRole::Voter, changes);
+        assign(roster, offline, NodeRole::Spare, changes);
+    }
+
+    // Rule 2: trim offline voters beyond the target or down to an odd count.
+    loop {
+        let total = count(roster, |s| s.role == NodeRole::Voter);
+        let Some(offline) = indices(roster, |s| s.role == NodeRole::Voter && !s.online).pop()
+        else {
+            break;
+        };
+        if total <= target && !total.is_multiple_of(2) {
+            break;
+        }
+        assign(roster, offline, NodeRole::Spare, changes);
+    }
+    if count(roster, |s| s.role == NodeRole::Voter && !s.online) > 0 {
+        // Rule 3's precondition: with a voter offline, no online voter may go, and
+        // promoting one more would only make the count even or exceed the target.
+        return;
+    }
+
+    // Rule 3: trim online voters beyond the target.
+    let online_voters = count(roster, |s| s.role == NodeRole::Voter);
+    for _ in target..online_voters {
+        let Some(victim) = worst_voter(roster, leader_id) else {
+            break;
+        };
+        let to = demoted_role(roster);
+        assign(roster, victim, to, changes);
+    }
+
+    // Rule 4: promote towards the target, keeping the count odd.
+    let voters = count(roster, |s| s.role == NodeRole::Voter);
+    let pool = [NodeRole::StandBy, NodeRole::Spare];
+    let available = count(roster, |s| s.online && pool.contains(&s.role));
+    let mut reach = voters + available.min(target.saturating_sub(voters));
+    if reach.is_multiple_of(2) {
+        reach -= 1;
+    }
+    if reach < voters {
+        // An even count of online voters and no candidate to make it odd: one steps down.
+        if let Some(victim) = worst_voter(roster, leader_id) {
+            let to = demoted_role(roster);
+            assign(roster, victim, to, changes);
+        }
+        return;
+    }
+    for _ in voters..reach {
+        let covered = domains_with_role(roster, NodeRole::Voter, None);
+        let Some(candidate) = best_candidate(roster, &pool, &covered, &[]) else {
+            break;
+        };
+        assign(roster, candidate, NodeRole::Voter, changes);
+    }
+}
+
+fn plan_standbys(roster: &mut [Slot], target: usize, changes: &mut Vec<RoleChange>) {
+    let pool = [NodeRole::Spare];
+    for offline in indices(roster, |s| s.role == NodeRole::StandBy && !s.online) {
+        let covered = domains_with_role(
+            roster,
+            NodeRole::StandBy,
+            Some(roster[offline].state.info.id),
+        );
+        let Some(replacement) = best_candidate(roster, &pool, &covered, &[]) else {
+            break;
+        };
+        assign(roster, replacement, NodeRole::StandBy, changes);
+        assign(roster, offline, NodeRole::Spare, changes);
+    }
+    while count(roster, |s| s.role == NodeRole::StandBy) > target {
+        let offline = indices(roster, |s| s.role == NodeRole::StandBy && !s.online).pop();
+        let victim = offline.or_else(|| {
+            indices(roster, |s| s.role == NodeRole::StandBy)
+                .into_iter()
+                .max_by_key(|&i| demotion_key(roster, i, NodeRole::StandBy))
+        });
+        match victim {
+            Some(index) => assign(roster, index, NodeRole::Spare, changes),
+            None => break,
+        }
+    }
+    while count(roster, |s| s.role == NodeRole::StandBy) < target {
+        let covered = domains_with_role(roster, NodeRole::StandBy, None);
+        let Some(candidate) = best_candidate(roster, &pool, &covered, &[]) else {
+            break;
+        };
+        assign(roster, candidate, NodeRole::StandBy, changes);
+    }
+}
+
+fn largest_odd_at_most(n: usize) -> usize {
+    if n.is_multiple_of(2) {
+        n - 1
+    } else {
+        n
+    }
+}
+
+fn indices(roster: &[Slot], keep: impl Fn(&Slot) -> bool) -> Vec<usize> {
+    let mut found: Vec<usize> = (0..roster.len()).filter(|&i| keep(&roster[i])).collect();
+    found.sort_by_key(|&i| roster[i].state.info.id);
+    found
+}
+
+fn count(roster: &[Slot], keep: impl Fn(&Slot) -> bool) -> usize {
+    roster.iter().filter(|s| keep(s)).count()
+}
+
+/// The failure domains of the members holding `role`, leaving out `except`.
+fn domains_with_role(roster: &[Slot], role: NodeRole, except: Option<u64>) -> Vec<u64> {
+    roster
+        .iter()
+        .filter(|s| s.role == role && Some(s.state.info.id) != except)
+        .map(|s| s.state.failure_domain)
+        .collect()
+}
+
+/// The online member with one of the `pool` roles that best takes a new role: earlier
+/// pool roles first, then a failure domain not in `covered`, then lower weight, lower id.
+fn best_candidate(
+    roster: &[Slot],
+    pool: &[NodeRole],
+    covered: &[u64],
+    except: &[u64],
+) -> Option<usize> {
+    (0..roster.len())
+        .filter(|&i| {
+            let slot = &roster[i];
+            slot.online && pool.contains(&slot.role) && !except.contains(&slot.state.info.id)
+        })
+        .min_by_key(|&i| {
+            let slot = &roster[i];
+            let rank = pool.iter().position(|r| *r == slot.role);
+            (
+                rank,
+                covered.contains(&slot.state.failure_domain),
+                slot.state.weight,
+                slot.state.info.id,
+            )
+        })
+}
+
+/// The online voter to demote first: never the leader; one sharing its failure domain
+/// with another voter, then the higher weight, then the higher id.
+fn worst_voter(roster: &[Slot], leader_id: u64) -> Option<usize> {
+    indices(roster, |s| {
+        s.role == NodeRole::Voter && s.online && s.state.info.id != leader_id
+    })
+    .into_iter()
+    .max_by_key(|&i| demotion_key(roster, i, NodeRole::Voter))
+}
+
+fn demotion_key(roster: &[Slot], index: usize, role: NodeRole) -> (bool, u64, u64) {
+    let slot = &roster[index];
+    let shared = roster.iter().enumerate().any(|(j, other)| {
+        j != index && other.role == role && other.state.failure_domain == slot.state.failure_domain
+    });
+    (shared, slot.state.weight, slot.state.info.id)
+}
+
+fn change(slot: &Slot, to: NodeRole) -> RoleChange {
+    RoleChange {
+        id: slot.state.info.id,
+        address: slot.state.info.address.clone(),
+        from: slot.role,
+        to,
+    }
+}
+
+fn assign(roster: &mut [Slot], index: usize, to: NodeRole, changes: &mut Vec<RoleChange>) {
+    changes.push(change(&roster[index], to));
+    roster[index].role = to;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use NodeRole::{Spare, StandBy, Voter};
+
+    /// A member: id, role, online; failure domain 0 and weight 0.
+    fn m(id: u64, role: NodeRole, online: bool) -> MemberState {
+        MemberState {
+            info: NodeInfo {
+                id,
+                address: format!("10.0.0.{id}:9001"),
+                role,
+            },
+            online,
+            failure_domain: 0,
+            weight: 0,
+        }
+    }
+
+    /// A member with a failure domain and weight.
+    fn md(id: u64, role: NodeRole, domain: u64, weight: u64) -> MemberState {
+        MemberState {
+            failure_domain: domain,
+            weight,
+            ..m(id, role, true)
+        }
+    }
+
+    fn check(
+        members: &[MemberState],
+        leader: u64,
+        targets: (usize, usize),
+        expected: &[(u64, NodeRole)],
+    ) {
+        let targets = RoleTargets {
+            voters: targets.0,
+            standbys: targets.1,
+        };
+        let plan: Vec<(u64, NodeRole)> = plan_roles(members, leader, targets)
+            .into_iter()
+            .map(|c| (c.id, c.to))
+            .collect();
+        assert_eq!(
+            plan, expected,
+            "members {members:?} leader {leader} targets {targets:?}"
+        );
+    }
+
+    #[test]
+    fn role_plans() {
+        let up = true;
+        let down = false;
+        // A lone node has nothing to do.
+        check(&[m(1, Voter, up)], 1, (3, 3), &[]);
+        // Two nodes: one voter (two voters would need both), the other a warm stand-by.
+        check(
+            &[m(1, Voter, up), m(2, Spare, up)],
+            1,
+            (3, 3),
+            &[(2, StandBy)],
+        );
+        // The third node makes three voters: the stand-by first, then the spare.
+        check(
+            &[m(1, Voter, up), m(2, StandBy, up), m(3, Spare, up)],
+            1,
+            (3, 3),
+            &[(2, Voter), (3, Voter)],
+        );
+        // Three voters, fourth and fifth node: stand-bys.
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, up),
+                m(4, Spare, up),
+                m(5, Spare, up),
+            ],
+            1,
+            (3, 3),
+            &[(4, StandBy), (5, StandBy)],
+        );
+        // At target: nothing.
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, up),
+                m(4, StandBy, up),
+            ],
+            2,
+            (3, 3),
+            &[],
+        );
+        // An offline voter with a stand-by to replace it: promote first, then demote.
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, down),
+                m(4, StandBy, up),
+            ],
+            1,
+            (3, 3),
+            &[(4, Voter), (3, Spare)],
+        );
+        // A spare replaces an offline voter when no stand-by is online.
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, down),
+                m(4, StandBy, down),
+                m(5, Spare, up),
+            ],
+            1,
+            (3, 3),
+            &[(5, Voter), (3, Spare)],
+        );
+        // An offline voter without replacement stays: demoting it gains nothing, and
+        // demoting the online one would leave the majority out of reach.
+        check(
+            &[m(1, Voter, up), m(2, Voter, up), m(3, Voter, down)],
+            1,
+            (3, 3),
+            &[],
+        );
+        // ... even when an offline spare is there.
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, down),
+                m(4, Spare, down),
+            ],
+            2,
+            (3, 3),
+            &[],
+        );
+        // Four voters with one offline: the offline one goes (odd count again).
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, up),
+                m(4, Voter, down),
+            ],
+            1,
+            (5, 3),
+            &[(4, Spare)],
+        );
+        // Five voters, target three: trim the offline ones first.
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, up),
+                m(4, Voter, down),
+                m(5, Voter, down),
+            ],
+            1,
+            (3, 0),
+            &[(5, Spare), (4, Spare)],
+        );
+        // Five online voters, target three: the highest ids go, never the leader.
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, up),
+                m(4, Voter, up),
+                m(5, Voter, up),
+            ],
+            5,
+            (3, 3),
+            &[(4, StandBy), (3, StandBy)],
+        );
+        // Two online voters, nobody to make it three: one steps down to stand-by.
+        check(
+            &[m(1, Voter, up), m(2, Voter, up)],
+            2,
+            (3, 3),
+            &[(1, StandBy)],
+        );
+        // Four online voters, target five, no candidate: down to three.
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, up),
+                m(4, Voter, up),
+            ],
+            1,
+            (5, 0),
+            &[(4, Spare)],
+        );
+        // Five voters wanted, two candidates: 1 + 2 = 3 (odd), both promoted.
+        check(
+            &[m(1, Voter, up), m(2, Spare, up), m(3, Spare, up)],
+            1,
+            (5, 0),
+            &[(2, Voter), (3, Voter)],
+        );
+        // Five wanted, three candidates: 1 + 3 = 4 is even, so only two are promoted.
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Spare, up),
+                m(3, Spare, up),
+                m(4, Spare, up),
+            ],
+            1,
+            (5, 0),
+            &[(2, Voter), (3, Voter)],
+        );
+        // An even target counts as the odd number below it.
+        check(
+            &[m(1, Voter, up), m(2, Spare, up), m(3, Spare, up)],
+            1,
+            (4, 0),
+            &[(2, Voter), (3, Voter)],
+        );
+        // Stand-bys: an offline one is replaced by an online spare; extra ones trimmed.
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, up),
+                m(4, StandBy, down),
+                m(5, Spare, up),
+            ],
+            1,
+            (3, 1),
+            &[(5, StandBy), (4, Spare)],
+        );
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, up),
+                m(4, StandBy, up),
+                m(5, StandBy, up),
+            ],
+            1,
+            (3, 1),
+            &[(5, Spare)],
+        );
+        // An offline stand-by beyond the target goes before an online one.
+        check(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, up),
+                m(4, StandBy, down),
+                m(5, StandBy, up),
+            ],
+            1,
+            (3, 1),
+            &[(4, Spare)],
+        );
+        // The leader is not a voter in this configuration: wait.
+        check(&[m(1, Spare, up), m(2, Voter, up)], 1, (3, 3), &[]);
+        // The leader's own failed probe does not make it offline.
+        check(
+            &[m(1, Voter, down), m(2, Spare, up)],
+            1,
+            (3, 3),
+            &[(2, StandBy)],
+        );
+    }
+
+    #[test]
+    fn failure_domains_and_weights_order_candidates() {
+        // Domain 1 already has a voter: the candidate in domain 2 wins over the lighter one.
+        check(
+            &[
+                md(1, Voter, 1, 0),
+                md(2, Spare, 1, 0),
+                md(3, Spare, 2, 5),
+                md(4, Spare, 1, 0),
+            ],
+            1,
+            (3, 0),
+            &[(3, Voter), (2, Voter)],
+        );
+        // Same domain: the lower weight wins.
+        check(
+            &[md(1, Voter, 0, 0), md(2, Spare, 0, 9), md(3, Spare, 0, 1)],
+            1,
+            (3, 0),
+            &[(3, Voter), (2, Voter)],
+        );
+        // Demotion takes a voter sharing its domain first.
+        check(
+            &[
+                md(1, Voter, 1, 0),
+                md(2, Voter, 2, 0),
+                md(3, Voter, 1, 0),
+                md(4, Voter, 3, 0),
+                md(5, Voter, 4, 0),
+            ],
+            1,
+            (3, 0),
+            &[(3, Spare), (5, Spare)],
+        );
+    }
+
+    fn check_handover(members: &[MemberState], own: u64, expected: &[(u64, NodeRole)]) {
+        let plan: Vec<(u64, NodeRole)> = plan_handover(members, own)
+            .into_iter()
+            .map(|c| (c.id, c.to))
+            .collect();
+        assert_eq!(plan, expected, "members {members:?} own {own}");
+    }
+
+    #[test]
+    fn handover_plans() {
+        let up = true;
+        let down = false;
+        // A voter hands its vote to an online stand-by, then becomes a spare.
+        check_handover(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, up),
+                m(4, StandBy, up),
+                m(5, Spare, up),
+            ],
+            1,
+            &[(4, Voter), (1, Spare)],
+        );
+        // ... or to a spare when the stand-by is offline.
+        check_handover(
+            &[
+                m(1, Voter, up),
+                m(2, Voter, up),
+                m(3, Voter, up),
+                m(4, StandBy, down),
+                m(5, Spare, up),
+            ],
+            1,
+            &[(5, Voter), (1, Spare)],
+        );
+        // No candidate: keep the vote (the voter count must not drop by hand-over).
+        check_handover(&[m(1, Voter, up), m(2, Voter, up), m(3, Voter, up)], 1, &[]);
+        // A stand-by hands over to a spare only.
+        check_handover(
+            &[m(1, Voter, up), m(2, StandBy, up), m(3, Spare, up)],
+            2,
+            &[(3, StandBy), (2, Spare)],
+        );
+        // A spare, or a node not in the configuration, has nothing to hand over.
+        check_handover(&[m(1, Voter, up), m(2, Spare, up)], 2, &[]);
+        check_handover(&[m(1, Voter, up)], 7, &[]);
+    }
+
+    #[test]
+    fn last_voter_removal_is_detected() {
+        let infos = |ms: &[MemberState]| ms.iter().map(|m| m.info.clone()).collect::<Vec<_>>();
+        let cases = [
+            (infos(&[m(1, Voter, true)]), 1, true),
+            (infos(&[m(1, Voter, true), m(2, Spare, true)]), 1, true),
+            (infos(&[m(1, Voter, true), m(2, Spare, true)]), 2, false),
+            (infos(&[m(1, Voter, true), m(2, Voter, true)]), 1, false),
+            (infos(&[m(1, Voter, true)]), 9, false),
+        ];
+        for (members, id, expected) in cases {
+            assert_eq!(
+                removal_leaves_no_voter(&members, id),
+                expected,
+                "{members:?} remove {id}"
+            );
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The application's IO: joining, the background loop (member list refresh and the
+//! leader's role reviews), hand-over and removal. Each observes the cluster through the
+//! leader, asks a pure decision in `roles`, and applies it.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::{ops, roles, store, AppError, MemberState, RoleChange, Shared};
+use crate::{NodeInfo, NodeRole};
+
+/// The first pause between join attempts; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(25);
+/// The longest pause between attempts: a busy configuration change lasts milliseconds.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Makes sure the cluster knows this node: ADD it as a spare unless it is already a member
+/// (a restart after an interrupted join), retrying with back-off on any failure (another
+/// change in progress, no leader yet). Returns once the node is in the configuration;
+/// the caller bounds the time.
+pub(super) async fn join(shared: &Shared) -> Result<(), AppError> {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match join_once(shared).await {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                log::info!(
+                    "node {}: join attempt failed, retrying in {backoff:?}: {error}",
+                    shared.id
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn join_once(shared: &Shared) -> Result<(), AppError> {
+    let mut client = shared.leader().await?;
+    let members = ops::cluster(&mut client).await?;
+    if !members.iter().any(|m| m.id == shared.id) {
+        ops::add(&mut client, shared.id, &shared.address).await?;
+    }
+    let members = ops::cluster(&mut client).await?;
+    remember_members(shared, &members).await?;
+    if members.iter().any(|m| m.id == shared.id) {
+        Ok(())
+    } else {
+        Err(AppError::NotMember { id: shared.id })
+    }
+}
+
+/// The background task: every `role_interval` (or when kicked) find the leader, refresh the
+/// member list, mark the node ready once it is a member, and on the leader review the
+/// roles. The first round runs at once and reviews the roles from any node, so that a node
+/// that just joined gets promoted without waiting for the leader's next round.
+pub(super) async fn background(
+    shared: std::sync::Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+) {
+    let mut first = true;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+            result = round(&shared, &ready, first) => {
+                if let Err(error) = result {
+                    log::debug!("node {}: background round failed: {error}", shared.id);
+                }
+            }
+        }
+        first = false;
+        tokio::select! {
+            changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+            () = tokio::time::sleep(shared.role_interval) => {}
+            () = shared.kick.notified() => first = true,
+        }
+    }
+}
+
+async fn round(
+    shared: &Shared,
+    ready: &watch::Sender<bool>,
+    review_anyway: bool,
+) -> Result<(), AppError> {
+    let mut client = shared.leader().await?;
+    let leader = Some(client.id);
+    let members = ops::cluster(&mut client).await?;
+    remember_members(shared, &members).await?;
+    if members.iter().any(|m| m.id == shared.id) {
+        ready.send_replace(true);
+    }
+    if leader == Some(shared.id) || review_anyway {
+        if let Some(leader) = leader {
+            review(shared, &mut client, leader, &members).await;
+        }
+    }
+    Ok(())
+}
+
+/// One role review, applied through the leader: only when this node leads.
+pub(super) async fn adjust_roles(shared: &Shared) -> Result<Vec<RoleChange>, AppError> {
+    let mut client = shared.leader().await?;
+    let leader = Some(client.id);
+    if leader != Some(shared.id) {
+        return Ok(Vec::new());
+    }
+    let members = ops::cluster(&mut client).await?;
+    remember_members(shared, &members).await?;
+    Ok(review(shared, &mut client, shared.id, &members).await)
+}
+
+/// Probes the members, plans, and applies the plan in order, stopping at the first change
+/// that fails (the next round plans again from what it then observes). Returns the
+/// changes applied.
+async fn review(
+    shared: &Shared,
+    client: &mut ops::Leader,
+    leader: u64,
+    members: &[NodeInfo],
+) -> Vec<RoleChange> {
+    let states = probe(shared, members).await;
+    let plan = roles::plan_roles(&states, leader, shared.targets);
+    let mut applied = Vec::with_capacity(plan.len());
+    for change in plan {
+        if let Err(error) = ops::assign(client, change.id, change.to).await {
+            log::warn!(
+                "node {}: cannot change node {} ({}) from {} to {}: {error}",
+                shared.id,
+                change.id,
+                change.address,
+                change.from,
+                change.to
+            );
+            break;
+        }
+        log::info!(
+            "node {}: node {} ({}) is now a {} (was a {})",
+            shared.id,
+            change.id,
+            change.address,
+            change.to,
+            change.from
+        );
+        applied.push(change);
+    }
+    applied
+}
+
+/// Asks every member for its failure domain and weight, all at once; a member that does not
+/// answer within the request timeout is offline.
+async fn probe(shared: &Shared, members: &[NodeInfo]) -> Vec<MemberState> {
+    let mut probes = JoinSet::new();
+    for (index, member) in members.iter().enumerate() {
+        let address = member.address.clone();
+        let timeout = shared.request_timeout;
+        probes.spawn(async move { (index, ops::describe(&address, timeout).await) });
+    }
+    let mut states: Vec<MemberState> = members
+        .iter()
+        .map(|info| MemberState {
+            info: info.clone(),
+            online: false,
+            failure_domain: 0,
+            weight: 0,
+        })
+        .collect();
+    while let Some(joined) = probes.join_next().await {
+        if let Ok((index, Ok((failure_domain, weight)))) = joined {
+            let state = &mut states[index];
+            state.online = true;
+            state.failure_domain = failure_domain;
+            state.weight = weight;
+        }
+    }
+    states
+}
+
+/// Hands leadership and this node's role over (see `App::handover`).
+pub(super) async fn handover(shared: &Shared) -> Result<(), AppError> {
+    let mut client = shared.leader().await?;
+    let members = ops::cluster(&mut client).await?;
+    let Some(own) = members.iter().find(|m| m.id == shared.id) else {
+        return Ok(());
+    };
+    let leader = Some(client.id);
+    if own.role == NodeRole::Spare && leader != Some(shared.id) {
+        return Ok(());
+    }
+    let mut states = probe(shared, &members).await;
+    if leader == Some(shared.id) {
+        let other_voter_online = states
+            .iter()
+            .any(|s| s.info.id != shared.id && s.info.role == NodeRole::Voter && s.online);
+        if !other_voter_online {
+            // A lone voter first makes its best candidate a voter, so that it has somebody
+            // to hand leadership to.
+            let Some(promotion) = roles::plan_handover(&states, shared.id).into_iter().next()
+            else {
+                return Ok(());
+            };
+            ops::assign(&mut client, promotion.id, NodeRole::Voter).await?;
+            let members = ops::cluster(&mut client).await?;
+            states = probe(shared, &members).await;
+        }
+        client = transfer_away(shared, &mut client, &states).await?;
+        let members = ops::cluster(&mut client).await?;
+        states = probe(shared, &members).await;
+    }
+    for change in roles::plan_handover(&states, shared.id) {
+        ops::assign(&mut client, change.id, change.to).await?;
+        log::info!(
+            "node {}: handed over: node {} is now a {}",
+            shared.id,
+            change.id,
+            change.to
+        );
+    }
+    Ok(())
+}
+
+/// Removes node `id` (see `App::remove`).
+pub(super) async fn remove(shared: &Shared, id: u64) -> Result<(), AppError> {
+    let mut client = shared.leader().await?;
+    let members = ops::cluster(&mut client).await?;
+    if !members.iter().any(|m| m.id == id) {
+        return Err(AppError::NotMember { id });
+    }
+    if roles::removal_leaves_no_voter(&members, id) {
+        return Err(AppError::LastVoter { id });
+    }
+    if client.id == id {
+        let states = probe(shared, &members).await;
+        client = transfer_away_from(shared, &mut client, &states, id).await?;
+    }
+    ops::remove(&mut client, id).await?;
+    let members = ops::cluster(&mut client).await?;
+    remember_members(shared, &members).await?;
+    shared.kick.notify_one();
+    Ok(())
+}
+
+async fn transfer_away(
+    shared: &Shared,
+    client: &mut ops::Leader,
+    states: &[MemberState],
+) -> Result<ops::Leader, AppError> {
+    transfer_away_from(shared, client, states, shared.id).await
+}
+
+/// Moves leadership from `from` (the leader `client` is connected to) to the best other
+/// online voter, and returns a client connected to the new leader.
+async fn transfer_away_from(
+    shared: &Shared,
+    client: &mut ops::Leader,
+    states: &[MemberState],
+    from: u64,
+) -> Result<ops::Leader, AppError> {
+    let target = states
+        .iter()
+        .filter(|s| s.info.id != from && s.info.role == NodeRole::Voter && s.online)
+        .min_by_key(|s| (s.weight, s.info.id))
+        .ok_or(AppError::NoTransferTarget)?;
+    ops::transfer(client, target.info.id).await?;
+    // The new leader takes over within an election's time; look until someone else leads.
+    let deadline = tokio::time::Instant::now() + shared.request_timeout * 2;
+    loop {
+        if let Ok(candidate) = shared.leader().await {
+            if candidate.id != from {
+                return Ok(candidate);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(AppError::NoLeader {
+                addresses: shared.seed_addresses(),
+                last_error: format!("leadership did not move from node {from} after TRANSFER"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Keeps the members as seeds for leader discovery and persists them when they changed.
+async fn remember_members(shared: &Shared, members: &[NodeInfo]) -> Result<(), AppError> {
+    if members.is_empty() {
+        return Ok(());
+    }
+    shared.set_seeds(members);
+    let data_dir = shared.data_dir.clone();
+    let members = members.to_vec();
+    super::blocking(move || {
+        if store::load(&data_dir)? != members {
+            store::save(&data_dir, &members)?;
+        }
+        Ok(())
+    })
+    .await?
+}
