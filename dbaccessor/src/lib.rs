@@ -1,1 +1,134 @@
-//! The dbaccessor daemon library (placeholder).
+//! The dbaccessor: a daemon that watches `controller.conf` and converges the local Dqlite
+//! node (bootstrap, join, re-bind, shrink to one), serving the charm's reload socket and a
+//! status socket.
+//!
+//! - [`config`]: command-line flags resolved into paths and timings.
+//! - [`event`]: the closed set of events the service loop handles.
+//! - [`decide`]: the pure decision from an observation to one action. No IO.
+//! - `service`: the loop that observes, decides and applies, with back-off and health checks.
+//! - `driver`: the local node through the `dqlite` crate's application layer.
+//! - [`reload`] and [`status_socket`]: the two unix-socket servers (and small clients).
+//! - [`watch`]: the fallback file watch on `controller.conf`.
+//! - `unix`: binding the sockets (stale files removed, mode 0600).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod decide;
+mod driver;
+pub mod event;
+pub mod reload;
+mod service;
+pub mod status_socket;
+mod unix;
+pub mod watch;
+
+use std::path::PathBuf;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch as watch_channel};
+
+use crate::config::Config;
+use crate::event::Event;
+
+/// Why the daemon could not run or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {path}: {source}")]
+    Listen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        signal: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot stop the node cleanly: {0}")]
+    Stop(String),
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; then hands over, stops the node and removes
+/// the sockets.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    log::info!(
+        "dbaccessor for agent {}: map {}, dqlite data {}, reload socket {}, status socket {}",
+        config.agent_id,
+        config.controller_conf.display(),
+        config.dqlite_dir.display(),
+        config.reload_socket.display(),
+        config.status_socket.display()
+    );
+    let (events_tx, events_rx) = mpsc::channel(64);
+    let (stop_tx, stop_rx) = watch_channel::channel(false);
+
+    let listen = |path: &PathBuf| {
+        unix::bind_private(path).map_err(|source| RunError::Listen {
+            path: path.clone(),
+            source,
+        })
+    };
+    let reload_listener = listen(&config.reload_socket)?;
+    let status_listener = listen(&config.status_socket)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| RunError::Signal {
+        signal: "SIGTERM",
+        source,
+    })?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| RunError::Signal {
+        signal: "SIGINT",
+        source,
+    })?;
+
+    let servers = [
+        tokio::spawn(reload::serve(
+            reload_listener,
+            config.agent_id.clone(),
+            events_tx.clone(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(status_socket::serve(
+            status_listener,
+            events_tx.clone(),
+            stop_rx.clone(),
+        )),
+    ];
+    // The watch is only the fallback for a charm that does not call POST /reload.
+    let _file_watch = match watch::start(&config.controller_conf, events_tx.clone()) {
+        Ok(file_watch) => Some(file_watch),
+        Err(e) => {
+            log::warn!("no file watch, relying on POST /reload only: {e}");
+            None
+        }
+    };
+    let shutdown_tx = events_tx.clone();
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        };
+        log::info!("{name} received");
+        // The loop is gone only if it already stopped.
+        let _ = shutdown_tx.send(Event::Shutdown).await;
+    });
+    drop(events_tx);
+
+    let timings = service::Timings::from_config(&config);
+    let driver = driver::DqliteDriver::new(config.dqlite_dir.clone(), config.network_latency);
+    let result = service::Service::new(config.clone(), timings, driver, events_rx)
+        .run()
+        .await;
+
+    stop_tx.send_replace(true);
+    for server in servers {
+        // A server task ends at its next accept; a panic in it was already reported.
+        let _ = server.await;
+    }
+    unix::remove_socket(&config.reload_socket);
+    unix::remove_socket(&config.status_socket);
+    match result {
+        Ok(()) => {
+            log::info!("stopped cleanly");
+            Ok(())
+        }
+        Err(e) => Err(RunError::Stop(e)),
+    }
+}

@@ -1,2 +1,20 @@
-//! The dbaccessor daemon (placeholder).
-fn main() {}
+//! The `dbaccessor` binary: parses the flags, sets up logging and runs the daemon.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::Parser;
+use dbaccessor::config::{Args, Config};
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&args.log_level))
+        .format_timestamp_millis()
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime
+        .block_on(dbaccessor::run(Config::from_args(&args)))
+        .context("dbaccessor failed")
+}

@@ -1,0 +1,289 @@
+//! The real [`Driver`]: the local node run through the `dqlite` crate's application layer
+//! (`dqlite::app`), its data dir `<data-dir>/dqlite` (0700, locked by the node).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dqlite::app::{self, App, AppConfig};
+use dqlite::client::{Connection, Options};
+use dqlite::node::{NodeIdentity, NodeOptions};
+use dqlite::{NodeInfo, NodeRole};
+use tokio::time::Instant;
+
+use crate::decide::{LocalData, Quorum};
+use crate::service::Driver;
+
+/// How long a cluster request for the status may take before the status says "unknown".
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs the local node.
+pub(crate) struct DqliteDriver {
+    /// `<data-dir>/dqlite`.
+    data_dir: PathBuf,
+    /// Raft timing and the other node options.
+    options: NodeOptions,
+    /// How often the leader reviews roles; short so that a joined node becomes a voter fast.
+    role_interval: Duration,
+    /// How long a join may take before it counts as failed (and is retried).
+    join_timeout: Duration,
+    /// The running application node.
+    app: Option<App>,
+}
+
+impl DqliteDriver {
+    pub fn new(data_dir: PathBuf, network_latency: Duration) -> Self {
+        Self {
+            data_dir,
+            options: NodeOptions {
+                network_latency,
+                ..NodeOptions::default()
+            },
+            role_interval: (network_latency * 10)
+                .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+            join_timeout: Duration::from_secs(10),
+            app: None,
+        }
+    }
+
+    fn persisted_members(&self) -> Vec<NodeInfo> {
+        app::store::load(&self.data_dir).unwrap_or_default()
+    }
+
+    async fn stop_without_handover(&mut self) -> Result<(), String> {
+        if let Some(app) = self.app.take() {
+            app.stop_without_handover()
+                .await
+                .map_err(|e| format!("cannot stop the node: {}", chain(&e)))?;
+        }
+        Ok(())
+    }
+}
+
+impl Driver for DqliteDriver {
+    async fn local_data(&mut self) -> LocalData {
+        let identity = match NodeIdentity::load(&self.data_dir) {
+            Ok(identity) => identity,
+            Err(e) => return LocalData::Unreadable(chain(&e)),
+        };
+        let Some(identity) = identity else {
+            let has_log = ["metadata1", "metadata2"]
+                .iter()
+                .any(|f| self.data_dir.join(f).exists());
+            return if has_log {
+                LocalData::Unreadable(format!(
+                    "{} holds a raft log but no node identity (info.yaml)",
+                    self.data_dir.display()
+                ))
+            } else {
+                LocalData::Empty
+            };
+        };
+        let live = match &self.app {
+            Some(app) => tokio::time::timeout(STATUS_TIMEOUT, app.cluster())
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        };
+        LocalData::Member {
+            node_id: identity.id,
+            address: identity.address,
+            members: live.unwrap_or_else(|| self.persisted_members()),
+        }
+    }
+
+    fn running_address(&self) -> Option<String> {
+        self.app.as_ref().map(|app| app.address().to_owned())
+    }
+
+    fn node_id(&self) -> Option<u64> {
+        match &self.app {
+            Some(app) => Some(app.id()),
+            None => NodeIdentity::load(&self.data_dir)
+                .ok()
+                .flatten()
+                .map(|i| i.id),
+        }
+    }
+
+    async fn start(&mut self, address: &str, peers: &[String]) -> Result<(), String> {
+        self.stop_without_handover().await?;
+        let mut config = AppConfig::new(&self.data_dir, address);
+        config.peers = peers.to_vec();
+        config.node = self.options.clone();
+        config.role_interval = self.role_interval;
+        config.join_timeout = self.join_timeout;
+        let app = App::start(config).await.map_err(|e| chain(&e))?;
+        self.app = Some(app);
+        Ok(())
+    }
+
+    async fn rebind(&mut self, address: &str) -> Result<(), String> {
+        // A lone member has nobody to hand anything over to.
+        self.stop_without_handover().await?;
+        app::rebind(&self.data_dir, address)
+            .await
+            .map(|_| ())
+            .map_err(|e| chain(&e))
+    }
+
+    async fn shrink_to_one(&mut self) -> Result<(), String> {
+        // Without a quorum there is nobody to hand anything over to.
+        self.stop_without_handover().await?;
+        app::shrink_to_one(&self.data_dir)
+            .await
+            .map(|_| ())
+            .map_err(|e| chain(&e))
+    }
+
+    async fn probe_quorum(&mut self, within: Duration) -> Quorum {
+        let Some(app) = &self.app else {
+            return Quorum::Unknown;
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Ok(Ok(Some(leader))) = tokio::time::timeout(left, app.leader()).await {
+                log::info!(
+                    "quorum probe: node {} at {} leads",
+                    leader.id,
+                    leader.address
+                );
+                return Quorum::Reachable;
+            }
+            if Instant::now() >= deadline {
+                return Quorum::Unreachable;
+            }
+            tokio::time::sleep(Duration::from_millis(100).min(left)).await;
+        }
+    }
+
+    async fn cluster(&mut self) -> Option<(Vec<NodeInfo>, Option<u64>)> {
+        let app = self.app.as_ref()?;
+        let leader = tokio::time::timeout(STATUS_TIMEOUT, app.leader())
+            .await
+            .ok()?
+            .ok()?;
+        let members = tokio::time::timeout(STATUS_TIMEOUT, app.cluster())
+            .await
+            .ok()?
+            .ok()?;
+        Some((members, leader.map(|l| l.id)))
+    }
+
+    async fn remove_departed(&mut self, wanted: &[String]) -> Vec<NodeInfo> {
+        let Some(app) = &self.app else {
+            return vec![];
+        };
+        let Ok(Ok(members)) = tokio::time::timeout(STATUS_TIMEOUT, app.cluster()).await else {
+            return vec![];
+        };
+        let candidates = departure_candidates(&members, app.id(), wanted);
+        let mut removed = vec![];
+        for member in candidates {
+            if reachable(&member.address).await {
+                continue;
+            }
+            match app.remove(member.id).await {
+                Ok(()) => removed.push(member),
+                Err(e) => log::warn!(
+                    "cannot remove departed member {} at {}: {}",
+                    member.id,
+                    member.address,
+                    chain(&e)
+                ),
+            }
+        }
+        removed
+    }
+
+    async fn shutdown(&mut self) -> Result<(), String> {
+        if let Some(app) = self.app.take() {
+            app.stop().await.map_err(|e| chain(&e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Members that may be removed as departed: not this node, not a voter (removing a voter
+/// changes the quorum: the role loop demotes an unreachable voter first), and absent from
+/// the map. The caller still checks that each answers nobody.
+pub(crate) fn departure_candidates(
+    members: &[NodeInfo],
+    own_id: u64,
+    wanted: &[String],
+) -> Vec<NodeInfo> {
+    members
+        .iter()
+        .filter(|m| m.id != own_id && m.role != NodeRole::Voter)
+        .filter(|m| !wanted.contains(&m.address))
+        .cloned()
+        .collect()
+}
+
+async fn reachable(address: &str) -> bool {
+    let options = Options {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(500),
+        ..Options::default()
+    };
+    match Connection::connect(address, &options).await {
+        Ok(mut connection) => connection.leader().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// An error with its causes, `a: b: c`, for the log and the status.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: u64, address: &str, role: NodeRole) -> NodeInfo {
+        NodeInfo {
+            id,
+            address: address.into(),
+            role,
+        }
+    }
+
+    #[test]
+    fn departure_candidates_table() {
+        let check = |members: &[NodeInfo], wanted: &[&str], expected: &[u64]| {
+            let wanted: Vec<String> = wanted.iter().map(|s| (*s).to_owned()).collect();
+            let got: Vec<u64> = departure_candidates(members, 1, &wanted)
+                .iter()
+                .map(|m| m.id)
+                .collect();
+            assert_eq!(got, expected, "{members:?} wanted {wanted:?}");
+        };
+        let a = "127.21.0.1:17666";
+        let b = "127.21.0.2:17666";
+        let c = "127.21.0.3:17666";
+        let all = [
+            member(1, a, NodeRole::Voter),
+            member(2, b, NodeRole::Spare),
+            member(3, c, NodeRole::StandBy),
+        ];
+        check(&all, &[a, b, c], &[]);
+        check(&all, &[a], &[2, 3]);
+        check(&all, &[a, c], &[2]);
+        // Voters are never candidates, nor is this node.
+        check(
+            &[member(1, a, NodeRole::Voter), member(2, b, NodeRole::Voter)],
+            &[a],
+            &[],
+        );
+        check(&[member(1, a, NodeRole::Spare)], &[], &[]);
+    }
+}

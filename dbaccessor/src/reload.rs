@@ -1,0 +1,197 @@
+//! The reload socket: an HTTP/1.1 server (hyper) on a unix socket. `GET /agent-id` answers
+//! the controller id; `POST /reload` answers 204 and queues a [`Event::ConfigChanged`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use controller_contract::reload::{AGENT_ID_PATH, RELOAD_PATH};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::event::{Event, Trigger};
+
+/// Serves the reload routes until `stop` turns true.
+pub async fn serve(
+    listener: UnixListener,
+    agent_id: String,
+    events: mpsc::Sender<Event>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let agent_id: Arc<str> = agent_id.into();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    log::warn!("reload socket: accept failed: {e}");
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let agent_id = agent_id.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let agent_id = agent_id.clone();
+                let events = events.clone();
+                async move { Ok::<_, Infallible>(route(&request, &agent_id, &events).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                log::debug!("reload socket: connection ended with an error: {e}");
+            }
+        });
+    }
+}
+
+async fn route(
+    request: &Request<Incoming>,
+    agent_id: &str,
+    events: &mpsc::Sender<Event>,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    match (request.method(), path) {
+        (&Method::GET, AGENT_ID_PATH) => Response::builder()
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from(agent_id.to_owned()))),
+        (&Method::POST, RELOAD_PATH) => {
+            log::info!("reload requested on the reload socket");
+            match events.send(Event::ConfigChanged(Trigger::Reload)).await {
+                Ok(()) => Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .body(Full::new(Bytes::new())),
+                // The service loop is gone: the daemon is shutting down.
+                Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+            }
+        }
+        (_, AGENT_ID_PATH) => not_allowed("GET"),
+        (_, RELOAD_PATH) => not_allowed("POST"),
+        _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+    }
+    .unwrap_or_else(|e| {
+        log::error!("reload socket: cannot build a response: {e}");
+        Response::new(Full::new(Bytes::new()))
+    })
+}
+
+fn not_allowed(allow: &str) -> Result<Response<Full<Bytes>>, hyper::http::Error> {
+    Response::builder()
+        .status(StatusCode::METHOD_NOT_ALLOWED)
+        .header(ALLOW, allow)
+        .body(Full::new(Bytes::from("method not allowed\n")))
+}
+
+fn plain(status: StatusCode, text: &str) -> Result<Response<Full<Bytes>>, hyper::http::Error> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(text.to_owned())))
+}
+
+/// A small client for the reload socket, for tests, benchmarks and tools.
+pub mod client {
+    use std::path::Path;
+
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use hyper::{Method, Request};
+    use hyper_util::rt::TokioIo;
+    use tokio::net::UnixStream;
+
+    /// Why a request on the reload socket failed.
+    #[derive(Debug, thiserror::Error)]
+    pub enum ClientError {
+        #[error("cannot connect to {path}: {source}")]
+        Connect {
+            path: String,
+            source: std::io::Error,
+        },
+        #[error("cannot build the request: {0}")]
+        Build(#[from] hyper::http::Error),
+        #[error("http exchange failed: {0}")]
+        Http(#[from] hyper::Error),
+    }
+
+    /// One request on a fresh connection: returns the status code and the body text.
+    pub async fn request(
+        socket: &Path,
+        method: Method,
+        path: &str,
+    ) -> Result<(u16, String), ClientError> {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: socket.display().to_string(),
+                source,
+            })?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "localhost")
+            .body(Empty::<Bytes>::new())?;
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn routes_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("configchange.socket");
+        let listener = crate::unix::bind_private(&path).expect("bind");
+        let (events_tx, mut events_rx) = mpsc::channel(8);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, "7".into(), events_tx, stop_rx));
+
+        let check = |method: Method, route: &'static str, expected: (u16, &'static str)| {
+            let path = path.clone();
+            async move {
+                let got = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    client::request(&path, method.clone(), route),
+                )
+                .await
+                .expect("answer within 5 s")
+                .expect("request succeeds");
+                assert_eq!((got.0, got.1.as_str()), expected, "{method} {route}");
+            }
+        };
+        check(Method::GET, "/agent-id", (200, "7")).await;
+        check(Method::POST, "/reload", (204, "")).await;
+        check(Method::GET, "/reload", (405, "method not allowed\n")).await;
+        check(Method::POST, "/agent-id", (405, "method not allowed\n")).await;
+        check(Method::GET, "/other", (404, "not found\n")).await;
+
+        // Exactly one reload event came out of those requests.
+        let event = events_rx.try_recv().expect("one event");
+        assert!(matches!(event, Event::ConfigChanged(Trigger::Reload)));
+        assert!(events_rx.try_recv().is_err());
+
+        stop_tx.send(true).expect("server listens");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops")
+            .expect("server task ends cleanly");
+    }
+}

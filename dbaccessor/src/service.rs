@@ -1,0 +1,626 @@
+//! The service loop: one task that owns the local node and handles every [`Event`] in
+//! turn. Each convergence round observes (map, data dir, node), asks [`decide`] for one
+//! action, applies it, and repeats until the decision is to keep, wait or fail. Failed
+//! starts are retried with back-off; a health timer refreshes the status and notices a
+//! lost leader.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use controller_contract::conf::ControllerConf;
+use controller_contract::status::{ConfigSeen, Member, NodeState, Role, Status};
+use dqlite::{NodeInfo, NodeRole};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::decide::{decide, Action, Decision, LocalData, MapRead, Observed, Quorum};
+use crate::event::{Event, Trigger};
+
+/// At most this many actions in one convergence round: a round that keeps acting is a bug,
+/// and stopping it keeps the loop answering status queries.
+const MAX_STEPS: usize = 6;
+
+/// What the service needs from the local node. The real one runs libdqlite through the
+/// `dqlite` crate's application layer; the tests use a scripted fake.
+pub(crate) trait Driver {
+    /// What the data dir holds, with the live membership when the node runs.
+    fn local_data(&mut self) -> impl Future<Output = LocalData>;
+    /// The address the node runs at, if it runs.
+    fn running_address(&self) -> Option<String>;
+    /// The node's id, once it has one.
+    fn node_id(&self) -> Option<u64>;
+    /// Starts the node: bootstraps without peers and without data, joins through `peers`
+    /// without data, restarts an existing member otherwise.
+    fn start(
+        &mut self,
+        address: &str,
+        peers: &[String],
+    ) -> impl Future<Output = Result<(), String>>;
+    /// Stops the node if it runs and rewrites its one-member configuration to `address`.
+    fn rebind(&mut self, address: &str) -> impl Future<Output = Result<(), String>>;
+    /// Stops the node if it runs and rewrites membership to the local node alone.
+    fn shrink_to_one(&mut self) -> impl Future<Output = Result<(), String>>;
+    /// Looks for a leader for at most `within`.
+    fn probe_quorum(&mut self, within: Duration) -> impl Future<Output = Quorum>;
+    /// The members and the leader's id as the cluster reports them.
+    fn cluster(&mut self) -> impl Future<Output = Option<(Vec<NodeInfo>, Option<u64>)>>;
+    /// On the leader: removes members that are not voters, answer nobody and are absent
+    /// from `wanted` (the map's addresses). Returns what it removed.
+    fn remove_departed(&mut self, wanted: &[String]) -> impl Future<Output = Vec<NodeInfo>>;
+    /// Hands leadership and the vote over, then stops the node.
+    fn shutdown(&mut self) -> impl Future<Output = Result<(), String>>;
+}
+
+/// Exponential back-off between failed attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The pause before the next attempt; each call doubles the following one up to `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// After a success, start again from the shortest pause.
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// Timings of the loop.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// How long a leader is looked for before the quorum counts as lost.
+    pub quorum_timeout: Duration,
+    /// How often the status is refreshed and the leader checked.
+    pub health_interval: Duration,
+    /// First and longest pause between failed starts.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Timings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            quorum_timeout: config.quorum_timeout,
+            health_interval: Duration::from_secs(1),
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The loop's state.
+pub(crate) struct Service<D> {
+    config: Config,
+    timings: Timings,
+    driver: D,
+    events: mpsc::Receiver<Event>,
+    /// What the status socket answers.
+    status: Status,
+    backoff: Backoff,
+    /// When the next attempt after a failure is due.
+    retry_at: Option<Instant>,
+    /// Since when the running node has seen no leader (health checks).
+    leaderless_since: Option<Instant>,
+    /// The last decision, so that a repeated one is logged at debug level only.
+    last_decision: Option<Decision>,
+}
+
+impl<D: Driver> Service<D> {
+    pub fn new(config: Config, timings: Timings, driver: D, events: mpsc::Receiver<Event>) -> Self {
+        let status = Status {
+            agent_id: config.agent_id.clone(),
+            node_id: None,
+            bind_address: None,
+            state: NodeState::Waiting,
+            reason: "starting".into(),
+            members: vec![],
+            leader_id: None,
+            config: None,
+        };
+        Self {
+            backoff: Backoff::new(timings.retry_initial, timings.retry_max),
+            config,
+            timings,
+            driver,
+            events,
+            status,
+            retry_at: None,
+            leaderless_since: None,
+            last_decision: None,
+        }
+    }
+
+    /// Runs until [`Event::Shutdown`] (or every sender is gone), then shuts the node down.
+    pub async fn run(mut self) -> Result<(), String> {
+        self.converge(Trigger::Startup, Quorum::Unknown).await;
+        let mut health = tokio::time::interval(self.timings.health_interval);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let retry_at = self.retry_at;
+            let retry = async move {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    None | Some(Event::Shutdown) => break,
+                    Some(event) => self.handle(event).await,
+                },
+                () = retry => {
+                    self.retry_at = None;
+                    self.converge(Trigger::Retry, Quorum::Unknown).await;
+                }
+                _ = health.tick() => {
+                    if let Some(failure) = self.check_health().await {
+                        self.handle(Event::NodeFailed(failure)).await;
+                    }
+                }
+            }
+        }
+        log::info!("shutting down: handing leadership and voting over, stopping the node");
+        self.driver.shutdown().await
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::ConfigChanged(trigger) => self.converge(trigger, Quorum::Unknown).await,
+            Event::NodeFailed(why) => {
+                log::warn!("node failed: {why}");
+                // The failure was a lost leader seen for a whole quorum timeout: no need to
+                // look again before deciding.
+                self.converge(Trigger::NodeFailed, Quorum::Unreachable)
+                    .await;
+            }
+            Event::StatusQuery(reply) => {
+                // The client may have given up; nothing to do then.
+                let _ = reply.send(self.status.clone());
+            }
+            Event::Shutdown => {}
+        }
+    }
+
+    /// Observes, decides and applies until the decision leaves the node alone.
+    async fn converge(&mut self, trigger: Trigger, mut quorum: Quorum) {
+        for _ in 0..MAX_STEPS {
+            let observed = self.observe(quorum).await;
+            let decision = decide(&observed);
+            self.log_decision(trigger, &observed, &decision);
+            self.status.state = decision.state();
+            self.status.reason = decision.reason.clone();
+            let result = match &decision.action {
+                Action::Wait | Action::Keep | Action::Fail => {
+                    self.refresh_cluster().await;
+                    if decision.action == Action::Keep {
+                        self.backoff.reset();
+                    }
+                    return;
+                }
+                Action::ProbeQuorum => {
+                    quorum = self.driver.probe_quorum(self.timings.quorum_timeout).await;
+                    log::info!("quorum probe: {quorum:?}");
+                    continue;
+                }
+                Action::Bootstrap { address } | Action::Join { address, .. } => {
+                    let peers = match &decision.action {
+                        Action::Join { peers, .. } => peers.clone(),
+                        _ => vec![],
+                    };
+                    self.driver.start(address, &peers).await
+                }
+                Action::Restart { address, peers } => self.driver.start(address, peers).await,
+                Action::Rebind { to, .. } => self.driver.rebind(to).await,
+                Action::ShrinkToOne { .. } => {
+                    let started = Instant::now();
+                    let result = self.driver.shrink_to_one().await;
+                    log::info!(
+                        "shrink to one: membership rewritten in {} ms",
+                        started.elapsed().as_millis()
+                    );
+                    result
+                }
+            };
+            // The quorum seen before an action says nothing about the node after it.
+            quorum = Quorum::Unknown;
+            if let Err(error) = result {
+                let delay = self.backoff.next_delay();
+                log::warn!(
+                    "{:?} failed: {error}; retrying in {} ms",
+                    decision.action,
+                    delay.as_millis()
+                );
+                self.status.state = NodeState::Failed;
+                self.status.reason = format!(
+                    "{} failed: {error}; retrying in {} ms",
+                    action_name(&decision.action),
+                    delay.as_millis()
+                );
+                self.retry_at = Some(Instant::now() + delay);
+                self.refresh_cluster().await;
+                return;
+            }
+            log::info!("{} done", action_name(&decision.action));
+            self.retry_at = None;
+        }
+        log::error!("convergence did not settle within {MAX_STEPS} steps; trying again later");
+        self.retry_at = Some(Instant::now() + self.backoff.next_delay());
+    }
+
+    async fn observe(&mut self, quorum: Quorum) -> Observed {
+        let (map, seen) = read_map(&self.config.controller_conf);
+        self.status.config = Some(seen);
+        let own_ip_on_host = match &map {
+            MapRead::Map(map) => map
+                .get(&self.config.agent_id)
+                .is_some_and(|ip| host_has_ip(*ip)),
+            _ => false,
+        };
+        Observed {
+            agent_id: self.config.agent_id.clone(),
+            port: self.config.dqlite_port,
+            map,
+            own_ip_on_host,
+            data: self.driver.local_data().await,
+            running: self.driver.running_address(),
+            quorum,
+        }
+    }
+
+    fn log_decision(&mut self, trigger: Trigger, observed: &Observed, decision: &Decision) {
+        let repeated = self.last_decision.as_ref() == Some(decision);
+        let read = match &observed.map {
+            MapRead::Missing => "no file".to_owned(),
+            MapRead::Unusable(why) => format!("unusable ({why})"),
+            MapRead::Map(map) => format!("{map:?}"),
+        };
+        let message = format!(
+            "[{trigger}] read {}: {read}; node {}; decided {}: {}",
+            self.config.controller_conf.display(),
+            observed
+                .running
+                .as_deref()
+                .map_or("stopped".to_owned(), |at| format!("running at {at}")),
+            action_name(&decision.action),
+            decision.reason
+        );
+        if repeated {
+            log::debug!("{message}");
+        } else {
+            log::info!("{message}");
+        }
+        self.last_decision = Some(decision.clone());
+    }
+
+    /// Updates the status from the cluster; on the leader, removes departed members.
+    async fn refresh_cluster(&mut self) {
+        self.status.node_id = self.driver.node_id();
+        self.status.bind_address = self.driver.running_address();
+        if self.status.bind_address.is_none() {
+            self.status.members.clear();
+            self.status.leader_id = None;
+            return;
+        }
+        match self.driver.cluster().await {
+            Some((members, leader)) => {
+                self.status.members = members.iter().map(to_member).collect();
+                self.status.leader_id = leader;
+            }
+            None => {
+                self.status.members.clear();
+                self.status.leader_id = None;
+            }
+        }
+    }
+
+    /// Refreshes the status; returns a failure when the node has seen no leader for a
+    /// whole quorum timeout.
+    async fn check_health(&mut self) -> Option<String> {
+        if self.driver.running_address().is_none() {
+            self.leaderless_since = None;
+            return None;
+        }
+        self.refresh_cluster().await;
+        if self.status.leader_id.is_some() {
+            self.leaderless_since = None;
+            if self.status.leader_id == self.status.node_id {
+                self.remove_departed().await;
+            }
+            return None;
+        }
+        let since = *self.leaderless_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.timings.quorum_timeout {
+            self.leaderless_since = None;
+            return Some(format!("no leader for {} ms", since.elapsed().as_millis()));
+        }
+        None
+    }
+
+    async fn remove_departed(&mut self) {
+        let (MapRead::Map(map), _) = read_map(&self.config.controller_conf) else {
+            return;
+        };
+        if !map.contains_key(&self.config.agent_id) {
+            return;
+        }
+        let wanted: Vec<String> = map
+            .values()
+            .map(|ip| self.config.dqlite_address(*ip))
+            .collect();
+        for gone in self.driver.remove_departed(&wanted).await {
+            log::info!(
+                "removed departed member {} at {} ({}): absent from the map and unreachable",
+                gone.id,
+                gone.address,
+                gone.role
+            );
+        }
+    }
+}
+
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::Wait => "wait",
+        Action::Keep => "keep",
+        Action::Fail => "fail",
+        Action::Bootstrap { .. } => "bootstrap",
+        Action::Join { .. } => "join",
+        Action::Restart { .. } => "restart",
+        Action::Rebind { .. } => "re-bind",
+        Action::ProbeQuorum => "probe quorum",
+        Action::ShrinkToOne { .. } => "shrink to one",
+    }
+}
+
+fn to_member(info: &NodeInfo) -> Member {
+    Member {
+        id: info.id,
+        address: info.address.clone(),
+        role: match info.role {
+            NodeRole::Voter => Role::Voter,
+            NodeRole::StandBy => Role::StandBy,
+            NodeRole::Spare => Role::Spare,
+        },
+    }
+}
+
+/// Reads `controller.conf` into what [`decide`] needs and what the status shows.
+pub(crate) fn read_map(path: &Path) -> (MapRead, ConfigSeen) {
+    let read_at_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let map = match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => MapRead::Missing,
+        Err(e) => MapRead::Unusable(format!("cannot read {}: {e}", path.display())),
+        Ok(text) => match ControllerConf::parse(&text) {
+            Err(e) => MapRead::Unusable(e.to_string()),
+            Ok(conf) if !conf.has_bind_addresses() => {
+                MapRead::Unusable("controller.conf has no db-bind-addresses key".into())
+            }
+            Ok(conf) => MapRead::Map(conf.bind_addresses().clone()),
+        },
+    };
+    let bind_addresses = match &map {
+        MapRead::Missing => Err(format!("{} does not exist", path.display())),
+        MapRead::Unusable(why) => Err(why.clone()),
+        MapRead::Map(map) => Ok(map.clone()),
+    };
+    (
+        map,
+        ConfigSeen {
+            read_at_unix,
+            bind_addresses,
+        },
+    )
+}
+
+/// Whether this host has `ip` on one of its interfaces: binding a socket to it says so.
+pub(crate) fn host_has_ip(ip: IpAddr) -> bool {
+    std::net::TcpListener::bind((ip, 0)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
+        let delays: Vec<u128> = (0..5).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 3000, 3000]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn read_map_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let check = |content: Option<&str>, expected: &str| {
+            let path = dir.path().join("controller.conf");
+            let _ = std::fs::remove_file(&path);
+            if let Some(text) = content {
+                std::fs::write(&path, text).expect("write");
+            }
+            let (map, seen) = read_map(&path);
+            let got = format!("{map:?}");
+            assert!(got.contains(expected), "{content:?} -> {got}");
+            assert_eq!(seen.bind_addresses.is_ok(), matches!(map, MapRead::Map(_)));
+        };
+        check(None, "Missing");
+        check(Some(""), "Unusable(\"controller.conf is empty\")");
+        check(Some("db-bind-addresses: {'0': [\n"), "not valid YAML");
+        check(Some("other: 1\n"), "no db-bind-addresses key");
+        check(Some("db-bind-addresses:\n  '0': 10.0.0\n"), "not an IP");
+        check(
+            Some("db-bind-addresses:\n  '0': 127.21.0.1\n"),
+            "127.21.0.1",
+        );
+    }
+
+    #[test]
+    fn host_has_ip_table() {
+        let check = |ip: &str, expected: bool| {
+            assert_eq!(host_has_ip(ip.parse().expect("ip")), expected, "{ip}");
+        };
+        check("127.21.0.1", true);
+        // TEST-NET-1 (RFC 5737) is never assigned to a host.
+        check("192.0.2.1", false);
+    }
+
+    /// What the fake node did, in order, with the (virtual) time since the test began.
+    type Journal = Rc<RefCell<Vec<(u128, String)>>>;
+
+    /// A scripted node: starts fail `failures` times, then succeed.
+    struct FakeDriver {
+        journal: Journal,
+        began: Instant,
+        failures: usize,
+        running: Option<String>,
+        data: LocalData,
+    }
+
+    impl FakeDriver {
+        fn note(&self, what: String) {
+            self.journal
+                .borrow_mut()
+                .push((self.began.elapsed().as_millis(), what));
+        }
+    }
+
+    impl Driver for FakeDriver {
+        async fn local_data(&mut self) -> LocalData {
+            self.data.clone()
+        }
+        fn running_address(&self) -> Option<String> {
+            self.running.clone()
+        }
+        fn node_id(&self) -> Option<u64> {
+            self.running.as_ref().map(|_| 1)
+        }
+        async fn start(&mut self, address: &str, peers: &[String]) -> Result<(), String> {
+            self.note(format!("start {address} {peers:?}"));
+            if self.failures > 0 {
+                self.failures -= 1;
+                return Err("no leader found".into());
+            }
+            self.running = Some(address.to_owned());
+            self.data = LocalData::Member {
+                node_id: 1,
+                address: address.to_owned(),
+                members: vec![NodeInfo {
+                    id: 1,
+                    address: address.to_owned(),
+                    role: NodeRole::Voter,
+                }],
+            };
+            Ok(())
+        }
+        async fn rebind(&mut self, address: &str) -> Result<(), String> {
+            self.note(format!("rebind {address}"));
+            Ok(())
+        }
+        async fn shrink_to_one(&mut self) -> Result<(), String> {
+            self.note("shrink".into());
+            Ok(())
+        }
+        async fn probe_quorum(&mut self, _within: Duration) -> Quorum {
+            Quorum::Reachable
+        }
+        async fn cluster(&mut self) -> Option<(Vec<NodeInfo>, Option<u64>)> {
+            None
+        }
+        async fn remove_departed(&mut self, _wanted: &[String]) -> Vec<NodeInfo> {
+            vec![]
+        }
+        async fn shutdown(&mut self) -> Result<(), String> {
+            self.note("shutdown".into());
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_joins_are_retried_with_backoff_until_they_succeed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = crate::config::Args {
+            agent_id: "1".into(),
+            data_dir: dir.path().to_owned(),
+            reload_socket: None,
+            status_socket: None,
+            dqlite_port: 17666,
+            network_latency_ms: 20,
+            quorum_timeout_ms: None,
+            log_level: "info".into(),
+        };
+        let config = Config::from_args(&args);
+        std::fs::create_dir_all(config.controller_conf.parent().expect("parent")).expect("mkdir");
+        std::fs::write(
+            &config.controller_conf,
+            "db-bind-addresses:\n  '0': 127.21.0.11\n  '1': 127.21.0.12\n",
+        )
+        .expect("write conf");
+        let journal = Journal::default();
+        let driver = FakeDriver {
+            journal: journal.clone(),
+            began: Instant::now(),
+            failures: 3,
+            running: None,
+            data: LocalData::Empty,
+        };
+        let timings = Timings {
+            quorum_timeout: Duration::from_secs(2),
+            health_interval: Duration::from_secs(3600),
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+        };
+        let (events_tx, events_rx) = mpsc::channel(8);
+        let service = Service::new(config, timings, driver, events_rx);
+        let stopper = async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+            events_tx
+                .send(Event::StatusQuery(reply_tx))
+                .await
+                .expect("loop runs");
+            let status = reply_rx.await.expect("status");
+            events_tx.send(Event::Shutdown).await.expect("loop runs");
+            status
+        };
+        let (result, status) = tokio::join!(service.run(), stopper);
+        assert_eq!(result, Ok(()));
+        assert_eq!(status.state, NodeState::Member);
+        assert_eq!(status.bind_address.as_deref(), Some("127.21.0.12:17666"));
+        let start = "start 127.21.0.12:17666 [\"127.21.0.11:17666\"]".to_owned();
+        // Three failures: retried after 0.5, 1 and 2 s; the fourth attempt succeeds.
+        assert_eq!(
+            *journal.borrow(),
+            vec![
+                (0, start.clone()),
+                (500, start.clone()),
+                (1500, start.clone()),
+                (3500, start),
+                (10_000, "shutdown".to_owned()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! The status socket: per connection, one JSON request line in and one JSON line out
+//! ([`controller_contract::status`]). The answer comes from the service loop.
+
+use std::time::Duration;
+
+use controller_contract::status::{Request, Status};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::event::Event;
+
+/// A client that sends nothing is dropped after this long.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request line longer than this is not a status request.
+const MAX_REQUEST: u64 = 4096;
+
+/// Serves status requests until `stop` turns true.
+pub async fn serve(
+    listener: UnixListener,
+    events: mpsc::Sender<Event>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    log::warn!("status socket: accept failed: {e}");
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let events = events.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, events).await {
+                log::debug!("status socket: {e}");
+            }
+        });
+    }
+}
+
+async fn answer(stream: UnixStream, events: mpsc::Sender<Event>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
+    let reply = match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => error_line("no request line within 5 s"),
+        Ok(Err(e)) => error_line(&format!("cannot read the request: {e}")),
+        Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim()) {
+            Err(e) => error_line(&format!("not a status request: {e}")),
+            Ok(Request::Status) => {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                if events.send(Event::StatusQuery(reply_tx)).await.is_err() {
+                    error_line("the daemon is shutting down")
+                } else {
+                    match reply_rx.await {
+                        Ok(status) => status_line(&status),
+                        Err(_) => error_line("the daemon is shutting down"),
+                    }
+                }
+            }
+        },
+    };
+    write.write_all(reply.as_bytes()).await?;
+    write.shutdown().await
+}
+
+fn status_line(status: &Status) -> String {
+    // Status holds strings, numbers and maps with string keys: serializing cannot fail.
+    let mut line = serde_json::to_string(status).expect("a status serializes to JSON");
+    line.push('\n');
+    line
+}
+
+fn error_line(message: &str) -> String {
+    let mut line = serde_json::json!({ "error": message }).to_string();
+    line.push('\n');
+    line
+}
+
+/// A small client for the status socket, for tests, benchmarks and tools.
+pub mod client {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use controller_contract::status::{Request, Status};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::UnixStream;
+
+    /// Why the status could not be read.
+    #[derive(Debug, thiserror::Error)]
+    pub enum ClientError {
+        #[error("status socket {path}: {source}")]
+        Io {
+            path: String,
+            source: std::io::Error,
+        },
+        #[error("status socket {path}: no answer within {timeout:?}")]
+        Timeout { path: String, timeout: Duration },
+        #[error("status socket {path}: unexpected answer {line:?}: {source}")]
+        Parse {
+            path: String,
+            line: String,
+            source: serde_json::Error,
+        },
+    }
+
+    /// Asks for the status once, giving up after `timeout`.
+    pub async fn status(socket: &Path, timeout: Duration) -> Result<Status, ClientError> {
+        let path = socket.display().to_string();
+        let io = |source| ClientError::Io {
+            path: path.clone(),
+            source,
+        };
+        let exchange = async {
+            let mut stream = UnixStream::connect(socket).await.map_err(io)?;
+            let mut request =
+                serde_json::to_string(&Request::Status).expect("the status request serializes");
+            request.push('\n');
+            stream.write_all(request.as_bytes()).await.map_err(io)?;
+            let mut line = String::new();
+            BufReader::new(stream)
+                .read_line(&mut line)
+                .await
+                .map_err(io)?;
+            Ok(line)
+        };
+        let line = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                path: path.clone(),
+                timeout,
+            })??;
+        serde_json::from_str(line.trim()).map_err(|source| ClientError::Parse {
+            path: path.clone(),
+            line,
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use controller_contract::status::NodeState;
+
+    fn sample() -> Status {
+        Status {
+            agent_id: "3".into(),
+            node_id: None,
+            bind_address: None,
+            state: NodeState::Waiting,
+            reason: "no controller.conf yet".into(),
+            members: vec![],
+            leader_id: None,
+            config: None,
+        }
+    }
+
+    async fn raw_exchange(path: &std::path::Path, request: &str) -> String {
+        let mut stream = UnixStream::connect(path).await.expect("connect");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("write request");
+        stream.shutdown().await.expect("half close");
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            BufReader::new(stream).read_line(&mut line),
+        )
+        .await
+        .expect("answer within 5 s")
+        .expect("read answer");
+        line
+    }
+
+    #[tokio::test]
+    async fn answers_status_and_rejects_other_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("status.socket");
+        let listener = crate::unix::bind_private(&path).expect("bind");
+        let (events_tx, mut events_rx) = mpsc::channel(8);
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(serve(listener, events_tx, stop_rx));
+        // Play the service loop: answer every query with the sample status.
+        tokio::spawn(async move {
+            while let Some(event) = events_rx.recv().await {
+                if let Event::StatusQuery(reply) = event {
+                    let _ = reply.send(sample());
+                }
+            }
+        });
+
+        let status = client::status(&path, Duration::from_secs(5))
+            .await
+            .expect("status");
+        assert_eq!(status, sample());
+
+        let check = |request: &'static str, expected: &'static str| {
+            let path = path.clone();
+            async move {
+                let line = raw_exchange(&path, request).await;
+                assert!(line.contains(expected), "{request:?} -> {line:?}");
+            }
+        };
+        check("{\"request\":\"status\"}\n", "\"state\":\"waiting\"").await;
+        check(
+            "{\"request\":\"other\"}\n",
+            "\"error\":\"not a status request",
+        )
+        .await;
+        check("garbage\n", "\"error\":\"not a status request").await;
+        check("", "\"error\":\"not a status request").await;
+    }
+}
