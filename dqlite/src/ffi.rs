@@ -123,9 +123,14 @@ impl Owner {
         if code == 0 {
             Ok(())
         } else {
+            let message = self.errmsg();
             Err(CError {
                 code,
-                message: self.errmsg(),
+                message: if message.is_empty() {
+                    "no error message".to_owned()
+                } else {
+                    message
+                },
             })
         }
     }
@@ -158,7 +163,7 @@ impl CreatedNode {
         if node.is_null() {
             return Err(CError {
                 code: if code == 0 { 1 } else { code },
-                message: String::new(),
+                message: "no node was created and no error message given".to_owned(),
             });
         }
         // From here the node is owned, so it is destroyed even when create failed (as

@@ -17,9 +17,11 @@ mod log;
 use std::ffi::CString;
 use std::fs::DirBuilder;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -122,8 +124,8 @@ pub enum NodeError {
         code: i32,
         message: String,
     },
-    #[error("cannot bind {address}: the address is in use ({message})")]
-    AddressInUse { address: String, message: String },
+    #[error("cannot bind {address}: the address is in use")]
+    AddressInUse { address: String, source: io::Error },
     #[error("cannot bind {address}: libdqlite error {code}: {message}")]
     Bind {
         address: String,
@@ -448,7 +450,9 @@ pub fn check_address(address: &str) -> Result<(), NodeError> {
         Ok(SocketAddr::V6(_)) => Err(NodeError::Ipv6Unsupported {
             address: address.to_owned(),
         }),
-        Err(_) if address.parse::<IpAddr>().is_ok() => Err(invalid("it has no port")),
+        Err(_) if matches!(address.parse::<IpAddr>(), Ok(IpAddr::V4(_))) => {
+            Err(invalid("it has no port"))
+        }
         Err(_) if looks_like_ipv6(address) => Err(NodeError::Ipv6Unsupported {
             address: address.to_owned(),
         }),
@@ -515,18 +519,31 @@ fn set_option_error(option: &'static str, error: ffi::CError) -> NodeError {
 }
 
 /// Tells "address in use" apart: it is the one bind failure a caller acts on (wait for the
-/// old process, or pick another port).
+/// old process, or pick another port). libdqlite 1.11 reports it as rc 1 with no message,
+/// so after its bind failed, binding the address once more from here says why.
 fn bind_error(address: &str, error: ffi::CError) -> NodeError {
-    if error.message.contains("in use") {
-        NodeError::AddressInUse {
-            address: address.to_owned(),
-            message: error.message,
-        }
-    } else {
-        NodeError::Bind {
-            address: address.to_owned(),
-            code: error.code,
-            message: error.message,
+    if let Some(source) = probe_bind(address) {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            return NodeError::AddressInUse {
+                address: address.to_owned(),
+                source,
+            };
         }
     }
+    NodeError::Bind {
+        address: address.to_owned(),
+        code: error.code,
+        message: error.message,
+    }
+}
+
+/// Binds `address` and lets go at once, returning the bind's error if it fails.
+fn probe_bind(address: &str) -> Option<io::Error> {
+    let outcome = match address.strip_prefix('@') {
+        Some(name) => UnixSocketAddr::from_abstract_name(name)
+            .and_then(|socket| UnixListener::bind_addr(&socket))
+            .map(drop),
+        None => TcpListener::bind(address).map(drop),
+    };
+    outcome.err()
 }

@@ -90,3 +90,86 @@ impl NodeIdentity {
             .expect("a struct of two integers and a string always serializes")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_dqlite_documents() {
+        let check = |text: &str, expected: Result<(u64, &str), &str>| {
+            let actual = NodeIdentity::parse(text).map(|identity| (identity.id, identity.address));
+            let expected = expected
+                .map(|(id, address)| (id, address.to_owned()))
+                .map_err(str::to_owned);
+            match (&actual, &expected) {
+                (Err(actual), Err(expected)) => {
+                    assert!(actual.contains(expected.as_str()), "{actual} vs {expected}")
+                }
+                _ => assert_eq!(actual, expected, "{text}"),
+            }
+        };
+        // As go-dqlite writes it.
+        check(
+            "ID: 3297041220608546238\nAddress: 127.0.0.1:9001\nRole: 0\n",
+            Ok((3297041220608546238, "127.0.0.1:9001")),
+        );
+        check("ID: 1\nAddress: '@dqlite-1'\n", Ok((1, "@dqlite-1")));
+        check("ID: 0\nAddress: 127.0.0.1:9001\n", Err("ID is 0"));
+        check("ID: 2\nAddress: ''\n", Err("Address is empty"));
+        check("Address: 127.0.0.1:9001\n", Err("missing field `ID`"));
+        check("ID: -1\nAddress: x\n", Err("ID"));
+        check("[not, a, map]", Err("invalid type"));
+    }
+
+    #[test]
+    fn renders_what_it_parses() {
+        let check = |identity: NodeIdentity, expected: &str| {
+            let text = identity.render();
+            assert_eq!(text, expected);
+            assert_eq!(NodeIdentity::parse(&text), Ok(identity));
+        };
+        check(
+            NodeIdentity {
+                id: 1,
+                address: "127.11.0.1:9001".to_owned(),
+            },
+            "ID: 1\nAddress: 127.11.0.1:9001\nRole: 0\n",
+        );
+        // `@` starts no plain YAML scalar: the address is quoted.
+        check(
+            NodeIdentity {
+                id: u64::MAX,
+                address: "@dqlite".to_owned(),
+            },
+            "ID: 18446744073709551615\nAddress: '@dqlite'\nRole: 0\n",
+        );
+    }
+
+    #[test]
+    fn saves_atomically_and_loads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert_eq!(NodeIdentity::load(dir.path()).expect("load"), None);
+        let identity = NodeIdentity {
+            id: 42,
+            address: "127.11.0.1:9001".to_owned(),
+        };
+        identity.save(dir.path()).expect("save");
+        identity.save(dir.path()).expect("save over");
+        assert_eq!(
+            NodeIdentity::load(dir.path()).expect("load"),
+            Some(identity)
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|entry| entry.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, [IDENTITY_FILE]);
+        fs::write(dir.path().join(IDENTITY_FILE), "ID: x").expect("corrupt");
+        let error = NodeIdentity::load(dir.path()).expect_err("corrupt identity");
+        assert!(
+            error.to_string().starts_with("malformed node identity"),
+            "{error}"
+        );
+    }
+}

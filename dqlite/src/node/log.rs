@@ -1,13 +1,34 @@
 //! The last log position of a stopped node, read from raft's on-disk files (libraft 0.15's
 //! uv layout), for choosing the most up-to-date member before an offline recovery.
+//!
+//! What libraft 0.15 keeps in a data dir, and what this module reads of it:
+//! - `metadata1`/`metadata2`: the current term and vote. Not read: the current term says
+//!   nothing about which entries the log holds.
+//! - closed segments `<first>-<last>` (zero-padded decimal, both inclusive): entries
+//!   `first..=last`; the name gives the indexes, the last batch header the last term.
+//! - open segments `open-<counter>`: preallocated, zero-filled files being appended to. Their
+//!   entries continue where the closed segments (or the snapshot) end, in counter order; a
+//!   batch whose checksums fail ends the segment, as libraft truncates it at load.
+//! - snapshots `snapshot-<term>-<index>-<timestamp>` with a `.meta` beside them: the most
+//!   recent (greatest term, index, timestamp) with a non-empty data file counts.
+//!
+//! A segment file is the u64 disk format (1) followed by batches: u32 header CRC, u32 data
+//! CRC, u64 entry count n, n entry headers (u64 term, u8 type, 3 unused bytes, u32 data
+//! length), then the entries' data (each a multiple of 8 bytes). All little-endian; the
+//! CRC is the non-reflected CRC-32 (polynomial 0x04c11db7, initial value 0, no final xor).
 
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use super::NodeError;
 
 /// Where a node's raft log ends: the term and index of its last entry. Positions order the
-/// way raft's election rule does (term first, then index), so the greatest position is the
-/// most up-to-date log.
+/// way raft's election rule does (term first, then index), so the greatest position among
+/// a majority of the members holds every committed entry.
+///
+/// The position counts every entry on disk, committed or not: an uncommitted tail can only
+/// make a member look more up to date than it is, never hide committed entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct LogPosition {
     /// The term of the last entry (0 for an empty log).
@@ -23,18 +44,561 @@ pub enum SegmentName {
     Closed { first: u64, last: u64 },
     /// `open-<counter>`: a segment being written, its entries found only by reading it.
     Open { counter: u64 },
-    /// `snapshot-<term>-<index>-<timestamp>` (the `.meta` file beside it names the same).
-    Snapshot { term: u64, index: u64 },
+    /// `snapshot-<term>-<index>-<timestamp>.meta`: a snapshot's metadata file (the
+    /// snapshot data file has the same name without `.meta`).
+    SnapshotMeta {
+        term: u64,
+        index: u64,
+        timestamp: u64,
+    },
 }
 
-/// Recognises a raft file name, `None` for any other file (metadata, `info.yaml`, ...). Pure.
+/// Recognises a raft file name, `None` for any other file (metadata, `info.yaml`, a
+/// snapshot's data file, ...). Pure.
 pub fn parse_segment_name(name: &str) -> Option<SegmentName> {
-    let _ = name;
-    None
+    if let Some(counter) = name.strip_prefix("open-") {
+        return Some(SegmentName::Open {
+            counter: parse_decimal(counter)?,
+        });
+    }
+    if let Some(rest) = name.strip_prefix("snapshot-") {
+        let rest = rest.strip_suffix(".meta")?;
+        let mut parts = rest.split('-');
+        let term = parse_decimal(parts.next()?)?;
+        let index = parse_decimal(parts.next()?)?;
+        let timestamp = parse_decimal(parts.next()?)?;
+        if parts.next().is_some() {
+            return None;
+        }
+        return Some(SegmentName::SnapshotMeta {
+            term,
+            index,
+            timestamp,
+        });
+    }
+    let (first, last) = name.split_once('-')?;
+    let (first, last) = (parse_decimal(first)?, parse_decimal(last)?);
+    if first == 0 || first > last {
+        return None;
+    }
+    Some(SegmentName::Closed { first, last })
+}
+
+/// Digits only: libraft writes plain decimal, and anything else is not its file.
+fn parse_decimal(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// What a segment's bytes hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentScan {
+    /// Entries in the valid batches.
+    pub entries: u64,
+    /// The term of the last of them, `None` when there are none.
+    pub last_term: Option<u64>,
+    /// Whether the valid batches end exactly at the end of the bytes. An open segment ends
+    /// in zeros (preallocated space) or a torn batch; a closed one must be complete.
+    pub complete: bool,
+}
+
+/// The disk format libraft 0.15 writes first in every segment.
+const DISK_FORMAT: u64 = 1;
+/// The most entries a batch can claim (libraft's own bound: 8 MiB of 32-byte entries).
+const MAX_BATCH_ENTRIES: u64 = 8 * 1024 * 1024 / 32;
+
+/// Reads the batches of a segment, stopping at the first one that is not whole and valid.
+/// A file of zeros (an open segment never written) holds no entries. Pure.
+pub fn scan_segment(bytes: &[u8]) -> Result<SegmentScan, String> {
+    let empty = SegmentScan {
+        entries: 0,
+        last_term: None,
+        complete: bytes.is_empty(),
+    };
+    let Some(format) = read_u64(bytes, 0) else {
+        return Ok(empty);
+    };
+    if format == 0 && bytes.iter().all(|&byte| byte == 0) {
+        return Ok(empty);
+    }
+    if format != DISK_FORMAT {
+        return Err(format!("unknown segment format {format}"));
+    }
+    let mut scan = SegmentScan {
+        entries: 0,
+        last_term: None,
+        complete: false,
+    };
+    let mut offset = 8;
+    while offset < bytes.len() {
+        match scan_batch(bytes, offset) {
+            Some((entries, last_term, next)) => {
+                scan.entries += entries;
+                scan.last_term = Some(last_term);
+                offset = next;
+            }
+            None => return Ok(scan),
+        }
+    }
+    scan.complete = true;
+    Ok(scan)
+}
+
+/// One batch at `offset`: its entry count, its last entry's term and the offset after it,
+/// or `None` when the bytes there are not a whole batch with matching checksums.
+fn scan_batch(bytes: &[u8], offset: usize) -> Option<(u64, u64, usize)> {
+    let header_crc = read_u32(bytes, offset)?;
+    let data_crc = read_u32(bytes, offset + 4)?;
+    let header_start = offset + 8;
+    let count = read_u64(bytes, header_start)?;
+    if count == 0 || count > MAX_BATCH_ENTRIES {
+        return None;
+    }
+    let count_usize = usize::try_from(count).ok()?;
+    let header_end = header_start.checked_add(8 + 16 * count_usize)?;
+    let header = bytes.get(header_start..header_end)?;
+    if crc32(0, header) != header_crc {
+        return None;
+    }
+    let mut data_len: usize = 0;
+    let mut last_term = 0;
+    for entry in 0..count_usize {
+        let at = 8 + 16 * entry;
+        last_term = read_u64(header, at)?;
+        let len = usize::try_from(read_u32(header, at + 12)?).ok()?;
+        data_len = data_len.checked_add(len)?;
+    }
+    let data_end = header_end.checked_add(data_len)?;
+    let data = bytes.get(header_end..data_end)?;
+    if crc32(0, data) != data_crc {
+        return None;
+    }
+    Some((count, last_term, data_end))
+}
+
+fn read_u64(bytes: &[u8], offset: usize) -> Option<u64> {
+    let word = bytes.get(offset..offset.checked_add(8)?)?;
+    Some(u64::from_le_bytes(word.try_into().ok()?))
+}
+
+fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
+    let word = bytes.get(offset..offset.checked_add(4)?)?;
+    Some(u32::from_le_bytes(word.try_into().ok()?))
+}
+
+/// libraft's CRC-32: polynomial 0x04c11db7, most significant bit first, no reflection and
+/// no final xor, chained through `crc`.
+pub(crate) fn crc32(mut crc: u32, bytes: &[u8]) -> u32 {
+    for &byte in bytes {
+        crc = (crc << 8) ^ CRC_TABLE[usize::from(((crc >> 24) as u8) ^ byte)];
+    }
+    crc
+}
+
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut index = 0;
+    while index < 256 {
+        let mut value = (index as u32) << 24;
+        let mut bit = 0;
+        while bit < 8 {
+            value = if value & 0x8000_0000 != 0 {
+                (value << 1) ^ 0x04c1_1db7
+            } else {
+                value << 1
+            };
+            bit += 1;
+        }
+        table[index] = value;
+        index += 1;
+    }
+    table
+};
+
+/// The raft files of a data dir, as listed (no contents yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RaftFiles {
+    /// Closed segments as `(first, last)`.
+    pub closed: Vec<(u64, u64)>,
+    /// Open segment counters.
+    pub open: Vec<u64>,
+    /// Snapshots whose data file exists and is not empty, as `(term, index, timestamp)`.
+    pub snapshots: Vec<(u64, u64, u64)>,
+}
+
+/// Which files to read, decided from the names alone the way libraft 0.15 loads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadPlan {
+    /// The snapshot position libraft starts from, if any.
+    pub snapshot: Option<LogPosition>,
+    /// The index of the first entry in the segments that follow.
+    pub start_index: u64,
+    /// The closed segments libraft keeps, in order, contiguous from `start_index`.
+    pub closed: Vec<(u64, u64)>,
+    /// The open segments, in counter order, continuing after the closed ones.
+    pub open: Vec<u64>,
+}
+
+/// Decides which segments count, as libraft 0.15's load does: the most recent snapshot,
+/// then the most recent contiguous run of closed segments (dropped when all of it lies
+/// behind the snapshot and no open segment follows), then the open segments. Pure.
+pub fn plan_load(files: &RaftFiles) -> Result<LoadPlan, String> {
+    let snapshot = files
+        .snapshots
+        .iter()
+        .max()
+        .map(|&(term, index, _)| LogPosition { term, index });
+    let mut closed = files.closed.clone();
+    closed.sort_unstable();
+    let mut open = files.open.clone();
+    open.sort_unstable();
+
+    if let Some(snapshot) = snapshot {
+        if let Some(&(_, newest_last)) = closed.last() {
+            if newest_last < snapshot.index && open.is_empty() {
+                closed.clear();
+            } else {
+                // Keep the newest contiguous run only.
+                let mut first_kept = closed.len() - 1;
+                while first_kept > 0 && closed[first_kept - 1].1 + 1 == closed[first_kept].0 {
+                    first_kept -= 1;
+                }
+                closed.drain(..first_kept);
+                if closed[0].0 > snapshot.index + 1 {
+                    return Err(format!(
+                        "closed segment {}-{} is past the snapshot at index {}",
+                        closed[0].0, closed[0].1, snapshot.index
+                    ));
+                }
+            }
+        }
+    }
+    let start_index = match (closed.first(), snapshot) {
+        (Some(&(first, _)), _) => first,
+        (None, Some(snapshot)) => snapshot.index + 1,
+        (None, None) => 1,
+    };
+    let mut next_index = start_index;
+    for &(first, last) in &closed {
+        if first != next_index {
+            return Err(format!(
+                "closed segment {first}-{last} leaves a gap: expected it to start at {next_index}"
+            ));
+        }
+        next_index = last + 1;
+    }
+    Ok(LoadPlan {
+        snapshot,
+        start_index,
+        closed,
+        open,
+    })
 }
 
 /// Reads the log position of the stopped node in `data_dir`.
 pub(crate) fn read_log_position(data_dir: &Path) -> Result<LogPosition, NodeError> {
-    let _ = data_dir;
-    Ok(LogPosition::default())
+    let read_error = |path: &Path, source: io::Error| NodeError::ReadLog {
+        path: path.to_owned(),
+        source,
+    };
+    let mut files = RaftFiles::default();
+    let listing = fs::read_dir(data_dir).map_err(|source| read_error(data_dir, source))?;
+    for entry in listing {
+        let entry = entry.map_err(|source| read_error(data_dir, source))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        match parse_segment_name(&name) {
+            Some(SegmentName::Closed { first, last }) => files.closed.push((first, last)),
+            Some(SegmentName::Open { counter }) => files.open.push(counter),
+            Some(SegmentName::SnapshotMeta {
+                term,
+                index,
+                timestamp,
+            }) => {
+                // Like libraft, a snapshot counts only once its data file is written.
+                let data = data_dir.join(name.trim_end_matches(".meta"));
+                match fs::metadata(&data) {
+                    Ok(metadata) if metadata.len() > 0 => {
+                        files.snapshots.push((term, index, timestamp))
+                    }
+                    Ok(_) => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(source) => return Err(read_error(&data, source)),
+                }
+            }
+            None => {}
+        }
+    }
+    let plan = plan_load(&files).map_err(|reason| NodeError::ParseLog {
+        path: data_dir.to_owned(),
+        reason,
+    })?;
+
+    let parse_error = |path: &Path, reason: String| NodeError::ParseLog {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut last: Option<LogPosition> = None;
+    let mut next_index = plan.start_index;
+    if let Some(&(first, end)) = plan.closed.last() {
+        let path = data_dir.join(format!("{first:016}-{end:016}"));
+        let bytes = fs::read(&path).map_err(|source| read_error(&path, source))?;
+        let scan = scan_segment(&bytes).map_err(|reason| parse_error(&path, reason))?;
+        let expected = end - first + 1;
+        if !scan.complete || scan.entries != expected {
+            return Err(parse_error(
+                &path,
+                format!(
+                    "holds {} valid entries, its name says {expected}",
+                    scan.entries
+                ),
+            ));
+        }
+        let term = scan
+            .last_term
+            .expect("a closed segment has at least one entry");
+        last = Some(LogPosition { term, index: end });
+        next_index = end + 1;
+    }
+    for counter in &plan.open {
+        let path = data_dir.join(format!("open-{counter}"));
+        let bytes = fs::read(&path).map_err(|source| read_error(&path, source))?;
+        let scan = scan_segment(&bytes).map_err(|reason| parse_error(&path, reason))?;
+        if let Some(term) = scan.last_term {
+            next_index += scan.entries;
+            last = Some(LogPosition {
+                term,
+                index: next_index - 1,
+            });
+        }
+    }
+    Ok(match (last, plan.snapshot) {
+        (Some(last), Some(snapshot)) if snapshot.index > last.index => snapshot,
+        (Some(last), _) => last,
+        (None, Some(snapshot)) => snapshot,
+        (None, None) => LogPosition::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes one batch the way libraft 0.15 writes it: `(term, data length)` per entry.
+    fn batch(entries: &[(u64, u32)]) -> Vec<u8> {
+        let mut header = Vec::new();
+        header.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        let mut data = Vec::new();
+        for (position, &(term, len)) in entries.iter().enumerate() {
+            header.extend_from_slice(&term.to_le_bytes());
+            header.extend_from_slice(&[1, 0, 0, 0]);
+            header.extend_from_slice(&len.to_le_bytes());
+            data.extend(std::iter::repeat_n(position as u8 + 1, len as usize));
+        }
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&crc32(0, &header).to_le_bytes());
+        bytes.extend_from_slice(&crc32(0, &data).to_le_bytes());
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&data);
+        bytes
+    }
+
+    fn segment(batches: &[Vec<u8>], trailing_zeros: usize) -> Vec<u8> {
+        let mut bytes = DISK_FORMAT.to_le_bytes().to_vec();
+        for one in batches {
+            bytes.extend_from_slice(one);
+        }
+        bytes.extend(std::iter::repeat_n(0, trailing_zeros));
+        bytes
+    }
+
+    #[test]
+    fn crc_table_is_libraft_s() {
+        // The first entries of libraft's table (byte.c) and a known check value of the
+        // MSB-first, unreflected, unxored CRC-32 ("123456789" -> 0x89a1897f).
+        assert_eq!(&CRC_TABLE[..4], &[0, 0x04c1_1db7, 0x0982_3b6e, 0x0d43_26d9]);
+        assert_eq!(CRC_TABLE[255], 0xb1f7_40b4);
+        assert_eq!(crc32(0, b"123456789"), 0x89a1_897f);
+    }
+
+    #[test]
+    fn segment_names() {
+        let check = |name: &str, expected: Option<SegmentName>| {
+            assert_eq!(parse_segment_name(name), expected, "{name}");
+        };
+        check(
+            "0000000000000001-0000000000000004",
+            Some(SegmentName::Closed { first: 1, last: 4 }),
+        );
+        check(
+            "12-12",
+            Some(SegmentName::Closed {
+                first: 12,
+                last: 12,
+            }),
+        );
+        check("open-3", Some(SegmentName::Open { counter: 3 }));
+        check(
+            "snapshot-2-1024-1700000000000.meta",
+            Some(SegmentName::SnapshotMeta {
+                term: 2,
+                index: 1024,
+                timestamp: 1_700_000_000_000,
+            }),
+        );
+        check("snapshot-2-1024-1700000000000", None);
+        check("snapshot-2-1024.meta", None);
+        check("snapshot-2-1024-5-6.meta", None);
+        check("0000000000000005-0000000000000004", None);
+        check("0-4", None);
+        check("open-", None);
+        check("open-x", None);
+        check("+1-2", None);
+        check("metadata1", None);
+        check("info.yaml", None);
+        check("dqlite-node.lock", None);
+    }
+
+    #[test]
+    fn segment_scans() {
+        let check = |bytes: Vec<u8>, expected: Result<SegmentScan, String>| {
+            assert_eq!(scan_segment(&bytes), expected);
+        };
+        let scan = |entries, last_term, complete| {
+            Ok(SegmentScan {
+                entries,
+                last_term,
+                complete,
+            })
+        };
+        check(Vec::new(), scan(0, None, true));
+        check(vec![0; 4096], scan(0, None, false));
+        check(segment(&[batch(&[(1, 8)])], 0), scan(1, Some(1), true));
+        check(
+            segment(&[batch(&[(1, 8), (1, 16)]), batch(&[(2, 8)])], 0),
+            scan(3, Some(2), true),
+        );
+        // An open segment: valid batches, then preallocated zeros.
+        check(
+            segment(&[batch(&[(3, 8)]), batch(&[(3, 24), (4, 8)])], 4096),
+            scan(3, Some(4), false),
+        );
+        // A torn last batch (cut in its data) ends the valid entries.
+        let mut torn = segment(&[batch(&[(1, 8)]), batch(&[(2, 64)])], 0);
+        torn.truncate(torn.len() - 8);
+        check(torn, scan(1, Some(1), false));
+        // A flipped data byte fails the data checksum.
+        let mut flipped = segment(&[batch(&[(1, 8)]), batch(&[(2, 8)])], 0);
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xff;
+        check(flipped, scan(1, Some(1), false));
+        // A header claiming absurdly many entries is not a batch.
+        let mut huge = segment(&[], 0);
+        huge.extend_from_slice(&[0; 8]);
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        check(huge, scan(0, None, false));
+        check(
+            7u64.to_le_bytes().to_vec(),
+            Err("unknown segment format 7".to_owned()),
+        );
+        // Fewer than 8 bytes cannot even hold the format.
+        check(vec![1, 0, 0], scan(0, None, false));
+    }
+
+    #[test]
+    fn load_plans() {
+        let check = |files: RaftFiles, expected: Result<LoadPlan, String>| {
+            assert_eq!(plan_load(&files), expected);
+        };
+        let files =
+            |closed: &[(u64, u64)], open: &[u64], snapshots: &[(u64, u64, u64)]| RaftFiles {
+                closed: closed.to_vec(),
+                open: open.to_vec(),
+                snapshots: snapshots.to_vec(),
+            };
+        let plan =
+            |snapshot: Option<(u64, u64)>, start_index, closed: &[(u64, u64)], open: &[u64]| {
+                Ok(LoadPlan {
+                    snapshot: snapshot.map(|(term, index)| LogPosition { term, index }),
+                    start_index,
+                    closed: closed.to_vec(),
+                    open: open.to_vec(),
+                })
+            };
+        check(files(&[], &[], &[]), plan(None, 1, &[], &[]));
+        check(files(&[], &[2, 1], &[]), plan(None, 1, &[], &[1, 2]));
+        check(
+            files(&[(5, 9), (1, 4)], &[3], &[]),
+            plan(None, 1, &[(1, 4), (5, 9)], &[3]),
+        );
+        check(
+            files(&[(1, 4), (6, 9)], &[], &[]),
+            Err("closed segment 6-9 leaves a gap: expected it to start at 5".to_owned()),
+        );
+        // With a snapshot: the newest contiguous run of closed segments that reaches it.
+        check(
+            files(
+                &[(1, 4), (6, 9), (10, 12)],
+                &[7],
+                &[(2, 8, 100), (2, 7, 200)],
+            ),
+            plan(Some((2, 8)), 6, &[(6, 9), (10, 12)], &[7]),
+        );
+        // All closed segments behind the snapshot and nothing open: start after it.
+        check(
+            files(&[(1, 4)], &[], &[(3, 10, 1)]),
+            plan(Some((3, 10)), 11, &[], &[]),
+        );
+        check(
+            files(&[(1, 4)], &[2], &[(3, 10, 1)]),
+            plan(Some((3, 10)), 1, &[(1, 4)], &[2]),
+        );
+        check(
+            files(&[(20, 30)], &[], &[(3, 10, 1)]),
+            Err("closed segment 20-30 is past the snapshot at index 10".to_owned()),
+        );
+        check(
+            files(&[], &[4], &[(1, 2, 5), (3, 1, 5)]),
+            plan(Some((3, 1)), 2, &[], &[4]),
+        );
+    }
+
+    #[test]
+    fn positions_read_from_a_dir() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, bytes: Vec<u8>| {
+            fs::write(dir.path().join(name), bytes).expect("write raft file");
+        };
+        let position = || read_log_position(dir.path()).expect("log position");
+        assert_eq!(position(), LogPosition::default());
+        write("metadata1", vec![0; 32]);
+        write("open-1", vec![0; 4096]);
+        assert_eq!(position(), LogPosition::default());
+        write(
+            "0000000000000001-0000000000000003",
+            segment(&[batch(&[(1, 8), (1, 8)]), batch(&[(2, 8)])], 0),
+        );
+        assert_eq!(position(), LogPosition { term: 2, index: 3 });
+        write("open-2", segment(&[batch(&[(2, 8), (3, 8)])], 1024));
+        assert_eq!(position(), LogPosition { term: 3, index: 5 });
+        // A snapshot ahead of every entry (entries lost) is where the log ends.
+        write("snapshot-4-9-1.meta", vec![1; 8]);
+        write("snapshot-4-9-1", vec![1; 8]);
+        assert_eq!(position(), LogPosition { term: 4, index: 9 });
+        // A closed segment whose entries disagree with its name is an error, not a guess.
+        write(
+            "0000000000000010-0000000000000012",
+            segment(&[batch(&[(4, 8)])], 0),
+        );
+        let error = read_log_position(dir.path()).expect_err("short closed segment");
+        assert!(
+            error
+                .to_string()
+                .contains("holds 1 valid entries, its name says 3"),
+            "{error}"
+        );
+    }
 }
