@@ -1,0 +1,294 @@
+//! Scenarios of the application layer with real libdqlite nodes on loopback: bootstrap,
+//! join, role management, hand-over, removal, restart, offline recovery and re-bind.
+
+mod app_support;
+
+use std::time::Duration;
+
+use app_support::{address, all_rows, insert_rows, start, wait_for, wait_for_roles};
+use dqlite::app::{self, App, AppError};
+use dqlite::NodeRole::{Spare, StandBy, Voter};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_nodes_become_voters_then_stand_bys_and_replace_a_lost_voter() {
+    let dirs: Vec<_> = (0..5)
+        .map(|_| tempfile::tempdir().expect("a temp dir"))
+        .collect();
+    let a: Vec<String> = (1..=5).map(|host| address(1, host)).collect();
+
+    let first = start(dirs[0].path(), &a[0], &[]).await;
+    assert_eq!(first.id(), 1, "the bootstrapping node takes id 1");
+    wait_for_roles(&first, &[(&a[0], Voter)]).await;
+
+    // Two nodes: one voter, the other a warm stand-by; three nodes: three voters.
+    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
+    assert_ne!(
+        second.id(),
+        1,
+        "a joining node never takes the bootstrap id"
+    );
+    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], StandBy)]).await;
+    let third = start(dirs[2].path(), &a[2], &a[..2]).await;
+    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
+
+    // The fourth and fifth become stand-bys.
+    let fourth = start(dirs[3].path(), &a[3], &a[..1]).await;
+    let fifth = start(dirs[4].path(), &a[4], &a[..1]).await;
+    wait_for_roles(
+        &first,
+        &[
+            (&a[0], Voter),
+            (&a[1], Voter),
+            (&a[2], Voter),
+            (&a[3], StandBy),
+            (&a[4], StandBy),
+        ],
+    )
+    .await;
+
+    let mut client = first.client().await.expect("a client");
+    insert_rows(&mut client, 0..10).await;
+
+    // A voter dies (no hand-over): a stand-by takes its vote, the dead one becomes a spare.
+    third.stop_without_handover().await.expect("the node stops");
+    wait_for(
+        "a stand-by replacing the lost voter",
+        Duration::from_secs(15),
+        || async {
+            let roles = app_support::roles(&first).await?;
+            let voters = roles.values().filter(|r| **r == Voter).count();
+            if voters == 3 && roles.get(&a[2]) == Some(&Spare) {
+                Ok(())
+            } else {
+                Err(format!("{roles:?}"))
+            }
+        },
+    )
+    .await;
+    insert_rows(&mut client, 10..20).await;
+    assert_eq!(all_rows(&mut client).await, (0..20).collect::<Vec<_>>());
+
+    for app in [fifth, fourth, second, first] {
+        app.stop().await.expect("the node stops");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_voter_is_never_removed() {
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("a temp dir"))
+        .collect();
+    let a: Vec<String> = (1..=2).map(|host| address(2, host)).collect();
+    let first = start(dirs[0].path(), &a[0], &[]).await;
+
+    let refused = first.remove(first.id()).await;
+    assert!(
+        matches!(refused, Err(AppError::LastVoter { id: 1 })),
+        "{refused:?}"
+    );
+
+    // With a stand-by beside it, the voter is still the last one.
+    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
+    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], StandBy)]).await;
+    let refused = second.remove(first.id()).await;
+    assert!(
+        matches!(refused, Err(AppError::LastVoter { id: 1 })),
+        "{refused:?}"
+    );
+
+    // The stand-by may go, and may come back.
+    let second_id = second.id();
+    second
+        .stop_without_handover()
+        .await
+        .expect("the node stops");
+    first
+        .remove(second_id)
+        .await
+        .expect("the stand-by is removed");
+    wait_for_roles(&first, &[(&a[0], Voter)]).await;
+    let again = tempfile::tempdir().expect("a temp dir");
+    let second = start(again.path(), &a[1], &a[..1]).await;
+    assert_ne!(second.id(), second_id, "a re-added node has a new id");
+    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], StandBy)]).await;
+
+    second.stop().await.expect("the node stops");
+    first.stop().await.expect("the node stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_hands_over_and_writes_continue() {
+    let dirs: Vec<_> = (0..4)
+        .map(|_| tempfile::tempdir().expect("a temp dir"))
+        .collect();
+    let a: Vec<String> = (1..=4).map(|host| address(3, host)).collect();
+    let first = start(dirs[0].path(), &a[0], &[]).await;
+    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
+    let third = start(dirs[2].path(), &a[2], &a[..1]).await;
+    let fourth = start(dirs[3].path(), &a[3], &a[..1]).await;
+    wait_for_roles(
+        &first,
+        &[
+            (&a[0], Voter),
+            (&a[1], Voter),
+            (&a[2], Voter),
+            (&a[3], StandBy),
+        ],
+    )
+    .await;
+    let mut client = second.client().await.expect("a client");
+    insert_rows(&mut client, 0..5).await;
+
+    // The leader (the first node) stops: leadership and its vote move first.
+    assert_eq!(
+        first.leader().await.expect("a leader").map(|l| l.id),
+        Some(1)
+    );
+    first.stop().await.expect("the leader stops");
+    let roles = app_support::roles(&second).await.expect("the roles");
+    assert_eq!(
+        roles.get(&a[0]),
+        Some(&Spare),
+        "the stopped node handed its vote over: {roles:?}"
+    );
+    assert_eq!(
+        roles.get(&a[3]),
+        Some(&Voter),
+        "the stand-by took the vote: {roles:?}"
+    );
+    insert_rows(&mut client, 5..10).await;
+    assert_eq!(all_rows(&mut client).await, (0..10).collect::<Vec<_>>());
+
+    for app in [fourth, third, second] {
+        app.stop().await.expect("the node stops");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_restarts_from_its_persisted_state() {
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("a temp dir"))
+        .collect();
+    let a: Vec<String> = (1..=3).map(|host| address(4, host)).collect();
+    let mut apps = vec![start(dirs[0].path(), &a[0], &[]).await];
+    apps.push(start(dirs[1].path(), &a[1], &a[..1]).await);
+    apps.push(start(dirs[2].path(), &a[2], &a[..1]).await);
+    wait_for_roles(&apps[0], &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
+    let ids: Vec<u64> = apps.iter().map(App::id).collect();
+    let mut client = apps[0].client().await.expect("a client");
+    insert_rows(&mut client, 0..7).await;
+    for app in apps {
+        app.stop_without_handover().await.expect("the node stops");
+    }
+
+    // No peers given: each node finds the others in its persisted member list.
+    let mut apps = Vec::new();
+    for (dir, address) in dirs.iter().zip(&a) {
+        apps.push(
+            App::start(app_support::config(dir.path(), address, &[]))
+                .await
+                .expect("restart"),
+        );
+    }
+    for app in &apps {
+        app.ready(Duration::from_secs(15))
+            .await
+            .expect("ready after restart");
+    }
+    assert_eq!(
+        apps.iter().map(App::id).collect::<Vec<_>>(),
+        ids,
+        "ids survive a restart"
+    );
+    let mut client = apps[1].client().await.expect("a client");
+    assert_eq!(all_rows(&mut client).await, (0..7).collect::<Vec<_>>());
+
+    // The persisted address is checked: a node configured with another one must re-bind.
+    let last = apps.pop().expect("three apps");
+    last.stop_without_handover().await.expect("the node stops");
+    let moved = App::start(app_support::config(dirs[2].path(), &address(4, 9), &[])).await;
+    assert!(
+        matches!(
+            moved,
+            Err(AppError::Plan {
+                source: app::PlanError::AddressChanged { .. },
+                ..
+            })
+        ),
+        "{:?}",
+        moved.err()
+    );
+    for app in apps {
+        app.stop_without_handover().await.expect("the node stops");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shrink_to_one_from_the_most_up_to_date_member_keeps_every_row() {
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("a temp dir"))
+        .collect();
+    let a: Vec<String> = (1..=3).map(|host| address(5, host)).collect();
+    let first = start(dirs[0].path(), &a[0], &[]).await;
+    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
+    let third = start(dirs[2].path(), &a[2], &a[..1]).await;
+    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
+    let mut client = first.client().await.expect("a client");
+    insert_rows(&mut client, 0..50).await;
+
+    // The third node stops; one more row commits on the other two: the third is now behind.
+    third.stop_without_handover().await.expect("the node stops");
+    insert_rows(&mut client, 50..51).await;
+    drop(client);
+    second
+        .stop_without_handover()
+        .await
+        .expect("the node stops");
+    first.stop_without_handover().await.expect("the node stops");
+
+    // The stale member is listed first: the choice must not fall on it.
+    let candidates = [dirs[2].path().to_owned(), dirs[1].path().to_owned()];
+    let (best, position) = app::choose_most_up_to_date(&candidates)
+        .await
+        .expect("a choice");
+    assert_eq!(
+        best,
+        dirs[1].path(),
+        "the up-to-date member is chosen (position {position:?})"
+    );
+    let stale =
+        app::recover_checked(dirs[2].path(), &[], &[dirs[1].path().to_owned()], false).await;
+    assert!(matches!(stale, Err(AppError::Behind { .. })), "{stale:?}");
+
+    let identity = app::shrink_to_one(&best).await.expect("the recovery");
+    assert_eq!(identity.address, a[1]);
+    let alone = start(&best, &a[1], &[]).await;
+    wait_for_roles(&alone, &[(&a[1], Voter)]).await;
+    let mut client = alone.client().await.expect("a client");
+    assert_eq!(
+        all_rows(&mut client).await,
+        (0..51).collect::<Vec<_>>(),
+        "every committed row"
+    );
+    alone.stop().await.expect("the node stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_node_rebinds_to_a_new_address() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let old = address(6, 1);
+    let new = address(6, 2);
+    let node = start(dir.path(), &old, &[]).await;
+    let mut client = node.client().await.expect("a client");
+    insert_rows(&mut client, 0..3).await;
+    drop(client);
+    node.stop().await.expect("the node stops");
+
+    let identity = app::rebind(dir.path(), &new).await.expect("the re-bind");
+    assert_eq!((identity.id, identity.address.as_str()), (1, new.as_str()));
+    let node = start(dir.path(), &new, &[]).await;
+    wait_for_roles(&node, &[(&new, Voter)]).await;
+    let mut client = node.client().await.expect("a client");
+    assert_eq!(all_rows(&mut client).await, vec![0, 1, 2]);
+    node.stop().await.expect("the node stops");
+}

@@ -1,0 +1,160 @@
+//! Helpers for the application-layer scenarios: addresses in this suite's loopback range,
+//! test configurations, waiting for a condition, child processes that die with the test.
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use dqlite::app::{App, AppConfig};
+use dqlite::client::Client;
+use dqlite::wire::Value;
+use dqlite::NodeRole;
+
+/// The address of node `host` in scenario `scenario`: 127.11.(128 + scenario).host:9001,
+/// inside the application tests' half (127.11.128.0/17) of the dqlite tests' range, one /24
+/// per scenario so that scenarios run in parallel.
+pub fn address(scenario: u8, host: u8) -> String {
+    assert!(
+        scenario < 128,
+        "scenario numbers stay inside 127.11.128.0/17"
+    );
+    format!("127.11.{}.{host}:9001", 128 + u16::from(scenario))
+}
+
+/// A configuration with short timers, so that scenarios stay quick.
+pub fn config(dir: &Path, address: &str, peers: &[String]) -> AppConfig {
+    let mut config = AppConfig::new(dir, address);
+    config.peers = peers.to_vec();
+    config.role_interval = Duration::from_millis(100);
+    config.join_timeout = Duration::from_secs(15);
+    config.request_timeout = Duration::from_secs(1);
+    config
+}
+
+/// Starts a node and waits until it is ready.
+pub async fn start(dir: &Path, address: &str, peers: &[String]) -> App {
+    let app = App::start(config(dir, address, peers))
+        .await
+        .expect("the node starts");
+    app.ready(Duration::from_secs(15))
+        .await
+        .expect("the node becomes ready");
+    app
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, failing the test after `limit`
+/// with `what` and the last value seen.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let last = match probe().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: not reached within {limit:?}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The roles of the cluster's members by address, as `app`'s leader reports them.
+pub async fn roles(app: &App) -> Result<BTreeMap<String, NodeRole>, String> {
+    let members = app.cluster().await.map_err(|e| format!("{e:#}"))?;
+    Ok(members.into_iter().map(|m| (m.address, m.role)).collect())
+}
+
+/// Waits until the cluster's roles are exactly `expected`.
+pub async fn wait_for_roles(app: &App, expected: &[(&str, NodeRole)]) {
+    let expected: BTreeMap<String, NodeRole> =
+        expected.iter().map(|(a, r)| (a.to_string(), *r)).collect();
+    wait_for("the expected roles", Duration::from_secs(15), || async {
+        let roles = roles(app).await?;
+        if roles == expected {
+            Ok(())
+        } else {
+            Err(format!("{roles:?}, expected {expected:?}"))
+        }
+    })
+    .await
+}
+
+/// Creates the test table and inserts rows `range`.
+pub async fn insert_rows(client: &mut Client, range: std::ops::Range<i64>) {
+    client
+        .exec(
+            "test",
+            "CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY)",
+            &[],
+        )
+        .await
+        .expect("the table exists");
+    for n in range {
+        client
+            .exec("test", "INSERT INTO t (n) VALUES (?)", &[Value::Integer(n)])
+            .await
+            .expect("the row is inserted");
+    }
+}
+
+/// Every row of the test table, in order.
+pub async fn all_rows(client: &mut Client) -> Vec<i64> {
+    let rows = client
+        .query("test", "SELECT n FROM t ORDER BY n", &[])
+        .await
+        .expect("the query runs");
+    rows.rows
+        .iter()
+        .map(|row| row[0].as_i64().expect("n is an integer"))
+        .collect()
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so that no test leaves one behind.
+pub struct ChildGuard {
+    pub child: Child,
+    pub name: String,
+}
+
+impl ChildGuard {
+    pub fn spawn(name: &str, command: &mut Command) -> ChildGuard {
+        let child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        ChildGuard {
+            child,
+            name: name.to_owned(),
+        }
+    }
+
+    /// SIGKILL, as `kill -9` does, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The compiled `node` example (cargo builds examples before it runs integration tests).
+pub fn node_example() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let debug = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests live in target/<profile>/deps");
+    debug.join("examples").join("node")
+}
