@@ -1,0 +1,200 @@
+//! The shell around [`crate::plan`]: observe the world through hook tools, the reload socket
+//! and controller.conf; plan; apply the plan. Errors here are the ones that fail the hook
+//! (Juju retries it); everything an operator must fix becomes a status instead.
+
+use std::path::PathBuf;
+
+use controller_contract::paths;
+
+use crate::address::{self, Choice, NetworkError};
+use crate::conffile::{self, ConfFileError};
+use crate::config::{CharmConfig, ConfigError, Paths};
+use crate::event::{HookEnv, RelationEvent, RelationKind, PEER_ENDPOINT};
+use crate::plan::{self, ConfView, Membership, Observed, PeerView, Plan};
+use crate::reload::{self, ReloadError};
+use crate::tools::{HookTools, Level, Status, StatusKind, ToolError};
+
+/// Why a hook fails (exit non-zero, so Juju retries it and shows the error).
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("hook tool failed: {0}")]
+    Tool(#[from] ToolError),
+    #[error(transparent)]
+    ConfFile(#[from] ConfFileError),
+}
+
+/// Everything observed, plus what apply needs beyond the plan's input.
+#[derive(Debug)]
+pub struct World {
+    /// The plan's input.
+    pub observed: Observed,
+    /// The resolved paths, when the options are valid.
+    pub paths: Option<Paths>,
+    /// controller.conf's path, when the agent id is known.
+    pub conf_path: Option<PathBuf>,
+}
+
+/// The options (with their paths), or the bad one.
+pub type ConfigObserved = Result<(CharmConfig, Paths), ConfigError>;
+
+/// The address choice, or why the binding could not be read; `None` without valid options.
+pub type ChoiceObserved = Option<Result<Choice, NetworkError>>;
+
+/// Reads the options and the address choice; shared by hooks and actions.
+pub fn observe_address(
+    tools: &HookTools,
+    env: &HookEnv,
+) -> Result<(ConfigObserved, ChoiceObserved), HookError> {
+    let options = tools.config_get()?;
+    let config = CharmConfig::parse(&options).and_then(|config| {
+        let paths = config.paths(&env.charm_dir)?;
+        Ok((config, paths))
+    });
+    let choice = match &config {
+        Err(_) => None,
+        Ok((config, _)) => Some(match tools.network_get(PEER_ENDPOINT) {
+            Ok(text) => address::parse_network_info(&text)
+                .map(|addresses| address::choose(&addresses, &config.preferences)),
+            Err(ToolError::Oversized { size, .. }) => Err(NetworkError::Oversized { size }),
+            Err(error) => return Err(error.into()),
+        }),
+    };
+    Ok((config, choice))
+}
+
+/// Reads the agent id from the reload socket, as a plan input (`Err` is a waiting message).
+pub fn observe_agent_id(paths: &Paths) -> Result<String, String> {
+    reload::agent_id(&paths.reload_socket).map_err(|error| match error {
+        ReloadError::Absent { path } | ReloadError::Refused { path } => format!(
+            "waiting for the controller agent's reload socket {} (not up yet)",
+            path.display()
+        ),
+        other => format!("waiting for the controller agent: {other}"),
+    })
+}
+
+/// Observes everything a handled hook needs.
+pub fn observe(
+    tools: &HookTools,
+    env: &HookEnv,
+    relation_event: Option<&RelationEvent>,
+) -> Result<World, HookError> {
+    let is_leader = tools.is_leader()?;
+    let (config, choice) = observe_address(tools, env)?;
+    let paths = config.as_ref().ok().map(|(_, paths)| paths.clone());
+    let agent_id = paths.as_ref().map(observe_agent_id);
+
+    let membership = match relation_event {
+        Some(event) if event.kind == RelationKind::Broken => Membership::Broken,
+        Some(event)
+            if event.kind == RelationKind::Departed
+                && event.departing_unit.as_deref() == Some(env.unit.as_str()) =>
+        {
+            Membership::Departing
+        }
+        _ => Membership::Member,
+    };
+    let relation = match membership {
+        Membership::Member => observe_relation(tools, env)?,
+        // The relation is going away: its bags no longer matter to this unit.
+        Membership::Departing | Membership::Broken => None,
+    };
+
+    let conf_path = match (&paths, &agent_id) {
+        (Some(paths), Some(Ok(id))) => Some(paths::controller_conf(&paths.data_dir, id)),
+        _ => None,
+    };
+    let conf = match &conf_path {
+        Some(path) => Some(ConfView {
+            path: path.display().to_string(),
+            on_disk: conffile::read(path)?,
+        }),
+        None => None,
+    };
+    Ok(World {
+        observed: Observed {
+            unit: env.unit.clone(),
+            is_leader,
+            config: config.map(drop),
+            choice,
+            agent_id,
+            relation,
+            membership,
+            conf,
+        },
+        paths,
+        conf_path,
+    })
+}
+
+/// The peer relation's bags (the lowest-numbered `db-cluster` relation; there is one).
+fn observe_relation(tools: &HookTools, env: &HookEnv) -> Result<Option<PeerView>, HookError> {
+    let Some(id) = tools.relation_ids(PEER_ENDPOINT)?.into_iter().next() else {
+        return Ok(None);
+    };
+    let own = tools.relation_get(&id, &env.unit, false)?;
+    let app_name = env
+        .unit
+        .split_once('/')
+        .map_or(env.unit.as_str(), |(app, _)| app);
+    let app = tools.relation_get(&id, app_name, true)?;
+    let mut peers = std::collections::BTreeMap::new();
+    for unit in tools.relation_list(&id)? {
+        let bag = tools.relation_get(&id, &unit, false)?;
+        peers.insert(unit, bag);
+    }
+    Ok(Some(PeerView {
+        id,
+        own,
+        app,
+        peers,
+    }))
+}
+
+/// Carries out the plan: relation writes, controller.conf, the reload, logs, the status.
+pub fn apply(tools: &HookTools, world: &World, mut plan: Plan) -> Result<(), HookError> {
+    if let Some(relation) = &world.observed.relation {
+        if !plan.unit_writes.is_empty() {
+            tools.relation_set(&relation.id, false, &plan.unit_writes)?;
+        }
+        if !plan.app_writes.is_empty() {
+            tools.relation_set(&relation.id, true, &plan.app_writes)?;
+        }
+    }
+    if let (Some(conf), Some(path), Some(paths)) = (&plan.conf, &world.conf_path, &world.paths) {
+        if conffile::write_if_changed(path, &conf.render())? {
+            if let Err(error) = reload::reload(&paths.reload_socket) {
+                // The file is in place; the agent reads it when it (re)starts.
+                plan.status = Status::new(
+                    StatusKind::Waiting,
+                    format!("controller.conf updated but the agent was not told: {error}"),
+                );
+            }
+        }
+    }
+    for (level, line) in &plan.log {
+        tools.juju_log(*level, line)?;
+    }
+    tools.status_set(&plan.status)?;
+    Ok(())
+}
+
+/// Runs a handled hook to the end.
+pub fn converge(
+    tools: &HookTools,
+    env: &HookEnv,
+    relation_event: Option<&RelationEvent>,
+) -> Result<(), HookError> {
+    let world = observe(tools, env, relation_event)?;
+    let plan = plan::plan(&world.observed);
+    apply(tools, &world, plan)
+}
+
+/// Logs an unhandled hook at debug level.
+pub fn unhandled(tools: &HookTools, name: &str) -> Result<(), HookError> {
+    tools.juju_log(
+        Level::Debug,
+        &format!("hook {name} is not handled by this charm"),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! The Juju controller charm: compiled hook handlers that choose this controller's Dqlite
+//! bind address, agree on every controller's address through the `db-cluster` peer relation,
+//! and write the map into `controller.conf` for the dbaccessor.
+//!
+//! A hook is observe -> plan -> apply:
+//! - [`event`]: which hook or action runs, from Juju's environment (pure).
+//! - [`tools`]: the hook tools, through one `duct` wrapper (IO).
+//! - [`config`]: the options, validated (pure).
+//! - [`address`]: the address choice by Juju's scopes (pure).
+//! - [`plan`]: the relation writes, the controller.conf map and the status (pure).
+//! - [`conffile`]: controller.conf on disk, written atomically (IO).
+//! - [`reload`]: the reload socket client (IO).
+//! - [`hook`]: observe and apply around the plan (IO).
+//! - [`actions`]: `bind-candidates` and `cluster-status`.
+#![forbid(unsafe_code)]
+
+pub mod actions;
+pub mod address;
+pub mod conffile;
+pub mod config;
+pub mod event;
+pub mod hook;
+pub mod plan;
+pub mod reload;
+pub mod tools;
+
+use event::{Event, Hook, HookEnv};
+use hook::HookError;
+use tools::HookTools;
+
+/// Handles the event. An `Err` means the hook must fail so that Juju retries it.
+pub fn run(env: &HookEnv) -> Result<(), HookError> {
+    let tools = HookTools;
+    match &env.event {
+        Event::Hook(hook) => {
+            if matches!(hook, Hook::Install | Hook::UpgradeCharm) {
+                tools.application_version_set(env!("CARGO_PKG_VERSION"))?;
+            }
+            hook::converge(&tools, env, None)
+        }
+        Event::Relation(relation) => hook::converge(&tools, env, Some(relation)),
+        Event::Action(name) => actions::run(&tools, env, name),
+        Event::Unhandled(name) => hook::unhandled(&tools, name),
+    }
+}

@@ -1,0 +1,239 @@
+//! The hook tools, through one wrapper around `duct`: every call asks for `--format json`
+//! where the tool prints something, keeps the tool's stderr in the error, caps what it reads,
+//! and never clears the environment (the tools find the live hook context through it).
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+/// The most bytes read from one tool's output; more is refused rather than parsed.
+pub const MAX_OUTPUT: usize = 1024 * 1024;
+
+/// Why a hook tool call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("cannot run {tool}: {source}")]
+    Spawn {
+        tool: String,
+        source: std::io::Error,
+    },
+    #[error("{tool} {args} failed ({status}): {stderr}")]
+    Failed {
+        tool: String,
+        args: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{tool} printed {size} bytes, more than the {MAX_OUTPUT} accepted")]
+    Oversized { tool: String, size: usize },
+    #[error("{tool} printed output that is not what Juju prints: {source}")]
+    Parse {
+        tool: String,
+        source: serde_json::Error,
+    },
+}
+
+/// A workload status kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusKind {
+    Maintenance,
+    Blocked,
+    Waiting,
+    Active,
+}
+
+impl StatusKind {
+    /// The word `status-set` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusKind::Maintenance => "maintenance",
+            StatusKind::Blocked => "blocked",
+            StatusKind::Waiting => "waiting",
+            StatusKind::Active => "active",
+        }
+    }
+}
+
+/// A workload status with the message that tells the operator what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub kind: StatusKind,
+    pub message: String,
+}
+
+impl Status {
+    pub fn new(kind: StatusKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// `juju-log` levels the charm uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warning,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+        }
+    }
+}
+
+/// The hook tools of the running hook.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HookTools;
+
+impl HookTools {
+    /// Runs `tool args...` and returns its stdout; a non-zero exit is an error carrying stderr.
+    fn run(&self, tool: &str, args: &[&str]) -> Result<String, ToolError> {
+        let output = duct::cmd(tool, args)
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .map_err(|source| ToolError::Spawn {
+                tool: tool.to_owned(),
+                source,
+            })?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr[..output.stderr.len().min(4096)])
+                .trim()
+                .to_owned();
+            return Err(ToolError::Failed {
+                tool: tool.to_owned(),
+                args: args.join(" "),
+                status: output.status.to_string(),
+                stderr,
+            });
+        }
+        if output.stdout.len() > MAX_OUTPUT {
+            return Err(ToolError::Oversized {
+                tool: tool.to_owned(),
+                size: output.stdout.len(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn json<T: DeserializeOwned>(&self, tool: &str, args: &[&str]) -> Result<T, ToolError> {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--format", "json"]);
+        let text = self.run(tool, &full)?;
+        serde_json::from_str(&text).map_err(|source| ToolError::Parse {
+            tool: tool.to_owned(),
+            source,
+        })
+    }
+
+    /// `network-get <binding> --format json`, unparsed: the address module reads it, so
+    /// that malformed output becomes a status rather than a failed hook.
+    pub fn network_get(&self, binding: &str) -> Result<String, ToolError> {
+        self.run("network-get", &[binding, "--format", "json"])
+    }
+
+    /// `relation-ids <endpoint>`, sorted by relation number.
+    pub fn relation_ids(&self, endpoint: &str) -> Result<Vec<String>, ToolError> {
+        let mut ids: Vec<String> = self.json("relation-ids", &[endpoint])?;
+        ids.sort_by_key(|id| {
+            id.rsplit_once(':')
+                .and_then(|(_, n)| n.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        });
+        Ok(ids)
+    }
+
+    /// `relation-list -r <id>`: the other units in the relation.
+    pub fn relation_list(&self, relation_id: &str) -> Result<Vec<String>, ToolError> {
+        self.json("relation-list", &["-r", relation_id])
+    }
+
+    /// `relation-get -r <id> [--app] - <owner>`: a unit's (or, with `app`, an application's) bag.
+    pub fn relation_get(
+        &self,
+        relation_id: &str,
+        owner: &str,
+        app: bool,
+    ) -> Result<BTreeMap<String, String>, ToolError> {
+        let mut args = vec!["-r", relation_id];
+        if app {
+            args.push("--app");
+        }
+        args.extend(["-", owner]);
+        // Juju prints `null` for a bag with nothing in it in some versions.
+        let bag: Option<BTreeMap<String, String>> = self.json("relation-get", &args)?;
+        Ok(bag.unwrap_or_default())
+    }
+
+    /// `relation-set -r <id> [--app] key=value...`; an empty value deletes the key.
+    pub fn relation_set(
+        &self,
+        relation_id: &str,
+        app: bool,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<(), ToolError> {
+        let pairs: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut args = vec!["-r", relation_id];
+        if app {
+            args.push("--app");
+        }
+        args.extend(pairs.iter().map(String::as_str));
+        self.run("relation-set", &args).map(drop)
+    }
+
+    /// `is-leader --format json`.
+    pub fn is_leader(&self) -> Result<bool, ToolError> {
+        self.json("is-leader", &[])
+    }
+
+    /// `config-get --format json`: every option, unvalidated.
+    pub fn config_get(&self) -> Result<Map<String, Value>, ToolError> {
+        let options: Option<Map<String, Value>> = self.json("config-get", &[])?;
+        Ok(options.unwrap_or_default())
+    }
+
+    /// `status-set <kind> <message>`.
+    pub fn status_set(&self, status: &Status) -> Result<(), ToolError> {
+        self.run("status-set", &[status.kind.as_str(), &status.message])
+            .map(drop)
+    }
+
+    /// `juju-log -l <level> -- <message>`.
+    pub fn juju_log(&self, level: Level, message: &str) -> Result<(), ToolError> {
+        self.run("juju-log", &["-l", level.as_str(), "--", message])
+            .map(drop)
+    }
+
+    /// `action-get --format json`.
+    pub fn action_get(&self) -> Result<Map<String, Value>, ToolError> {
+        let params: Option<Map<String, Value>> = self.json("action-get", &[])?;
+        Ok(params.unwrap_or_default())
+    }
+
+    /// `action-set key=value...` (keys may be dotted to nest).
+    pub fn action_set(&self, results: &BTreeMap<String, String>) -> Result<(), ToolError> {
+        let pairs: Vec<String> = results.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let args: Vec<&str> = pairs.iter().map(String::as_str).collect();
+        self.run("action-set", &args).map(drop)
+    }
+
+    /// `action-fail <message>`.
+    pub fn action_fail(&self, message: &str) -> Result<(), ToolError> {
+        self.run("action-fail", &[message]).map(drop)
+    }
+
+    /// `application-version-set <version>`.
+    pub fn application_version_set(&self, version: &str) -> Result<(), ToolError> {
+        self.run("application-version-set", &[version]).map(drop)
+    }
+}
