@@ -298,6 +298,14 @@ impl Node {
         &self.address
     }
 
+    /// The node's id and address, as persisted in its data dir.
+    pub fn identity(&self) -> NodeIdentity {
+        NodeIdentity {
+            id: self.id,
+            address: self.address.clone(),
+        }
+    }
+
     /// The node's (locked) data dir.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -420,8 +428,16 @@ pub fn plan_recovery(
 }
 
 /// The last log position of a stopped node, read from raft's files in its data dir (see
-/// [`LogPosition`] for what it means and how conservative it is).
+/// [`LogPosition`] for what it means). Takes the dir's lock while it reads, so it fails with
+/// [`NodeError::DataDirLocked`] while a node runs there (its files would be moving). Blocks.
 pub fn log_position(data_dir: &Path) -> Result<LogPosition, NodeError> {
+    if let Err(source) = std::fs::metadata(data_dir) {
+        return Err(NodeError::ReadLog {
+            path: data_dir.to_owned(),
+            source,
+        });
+    }
+    let _lock = DataDirLock::acquire(data_dir)?;
     log::read_log_position(data_dir)
 }
 
@@ -546,4 +562,151 @@ fn probe_bind(address: &str) -> Option<io::Error> {
         None => TcpListener::bind(address).map(drop),
     };
     outcome.err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let check = |address: &str, expected: Result<(), &str>| {
+            let actual = check_address(address).map_err(|error| error.to_string());
+            assert_eq!(actual, expected.map_err(str::to_owned), "{address}");
+        };
+        check("127.11.0.1:9001", Ok(()));
+        check("@dqlite-node-1", Ok(()));
+        check(
+            "@",
+            Err(r#"invalid node address "@": an abstract socket needs a name after `@`"#),
+        );
+        check(
+            "127.11.0.1:0",
+            Err(
+                r#"invalid node address "127.11.0.1:0": port 0 would bind a random port that peers could not know"#,
+            ),
+        );
+        check(
+            "127.11.0.1",
+            Err(r#"invalid node address "127.11.0.1": it has no port"#),
+        );
+        let ipv6 = |address: &str| {
+            format!("cannot bind IPv6 address {address:?}: libdqlite 1.11 binds only IPv4 literals or abstract unix sockets (`@name`)")
+        };
+        for address in [
+            "[::1]:9001",
+            "[fc00::1]:17666",
+            "::1",
+            "fe80::1%eth0",
+            "[::1]",
+        ] {
+            check(address, Err(&ipv6(address)));
+        }
+        check(
+            "localhost:9001",
+            Err(
+                r#"invalid node address "localhost:9001": expected an IPv4 literal with a port (`10.0.0.1:9001`) or `@name`"#,
+            ),
+        );
+        check(
+            "127.0.0.1:9001\0",
+            Err(r#"invalid node address "127.0.0.1:9001\0": it contains a NUL byte"#),
+        );
+    }
+
+    #[test]
+    fn latencies() {
+        let check = |latency: Duration, expected: Option<u32>| {
+            assert_eq!(latency_millis(latency).ok(), expected, "{latency:?}");
+        };
+        check(DEFAULT_NETWORK_LATENCY, Some(20));
+        check(Duration::from_millis(1), Some(1));
+        check(Duration::from_secs(3600), Some(3_600_000));
+        check(Duration::ZERO, None);
+        check(Duration::from_micros(1500), None);
+        check(Duration::from_secs(3601), None);
+    }
+
+    #[test]
+    fn recovery_plans() {
+        let identity = NodeIdentity {
+            id: 7,
+            address: "127.11.0.1:9001".to_owned(),
+        };
+        let member = |id, address: &str, role| NodeInfo {
+            id,
+            address: address.to_owned(),
+            role,
+        };
+        let check = |members: Vec<NodeInfo>, expected: Result<&str, &str>| {
+            let actual = plan_recovery(&identity, &members)
+                .map(|identity| identity.address)
+                .map_err(|error| error.to_string());
+            assert_eq!(
+                actual,
+                expected.map(str::to_owned).map_err(str::to_owned),
+                "{members:?}"
+            );
+        };
+        check(
+            vec![member(7, "127.11.0.1:9001", NodeRole::Voter)],
+            Ok("127.11.0.1:9001"),
+        );
+        // A re-bind: the node recovers itself under its new address.
+        check(
+            vec![
+                member(7, "127.11.0.9:9001", NodeRole::Voter),
+                member(8, "127.11.0.2:9001", NodeRole::Spare),
+            ],
+            Ok("127.11.0.9:9001"),
+        );
+        check(
+            vec![member(7, "127.11.0.1:9001", NodeRole::StandBy)],
+            Err("invalid recovery membership: no voter among the members"),
+        );
+        check(
+            Vec::new(),
+            Err("invalid recovery membership: no voter among the members"),
+        );
+        check(
+            vec![member(8, "127.11.0.2:9001", NodeRole::Voter)],
+            Err("invalid recovery membership: the node itself (id 7) is not a member"),
+        );
+        check(
+            vec![
+                member(7, "127.11.0.1:9001", NodeRole::Voter),
+                member(7, "127.11.0.2:9001", NodeRole::Voter),
+            ],
+            Err("invalid recovery membership: id 7 appears twice"),
+        );
+        check(
+            vec![
+                member(7, "127.11.0.1:9001", NodeRole::Voter),
+                member(8, "127.11.0.1:9001", NodeRole::Voter),
+            ],
+            Err(r#"invalid recovery membership: address "127.11.0.1:9001" appears twice"#),
+        );
+        check(
+            vec![
+                member(7, "127.11.0.1:9001", NodeRole::Voter),
+                member(0, "127.11.0.2:9001", NodeRole::Voter),
+            ],
+            Err(r#"invalid recovery membership: member "127.11.0.2:9001" has id 0"#),
+        );
+        check(
+            vec![member(7, "[::1]:9001", NodeRole::Voter)],
+            Err(
+                r#"cannot bind IPv6 address "[::1]:9001": libdqlite 1.11 binds only IPv4 literals or abstract unix sockets (`@name`)"#,
+            ),
+        );
+    }
+
+    #[test]
+    fn generated_ids_never_bootstrap() {
+        for _ in 0..100 {
+            let id = generate_node_id("127.11.0.1:9001");
+            assert!(!is_bootstrap_id(id) && id != 0, "{id}");
+        }
+        assert_ne!(generate_node_id("a\0b"), 0);
+    }
 }

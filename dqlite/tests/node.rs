@@ -330,11 +330,15 @@ fn the_log_position_grows_with_writes() {
     let mut node = bootstrap(&address, temp.path());
     shell_ok(&address, "test", "create table t (n integer)");
     write_rows(&address, 0..5);
+    let error = log_position(temp.path()).expect_err("a running node's log is moving");
+    assert!(matches!(error, NodeError::DataDirLocked { .. }), "{error}");
     node.stop().expect("stop");
+    let error = log_position(temp.path()).expect_err("the lock is held until drop");
+    assert!(matches!(error, NodeError::DataDirLocked { .. }), "{error}");
+    drop(node);
     let first = log_position(temp.path()).expect("position after 5 writes");
     // Bootstrap configuration, a barrier, the table and five rows: at least 7 entries.
     assert!(first.index >= 7 && first.term >= 1, "{first:?}");
-    drop(node);
 
     let mut node = Node::new(BOOTSTRAP_ID, &address, temp.path(), &options()).expect("reopen");
     node.start().expect("restart");
@@ -346,7 +350,7 @@ fn the_log_position_grows_with_writes() {
     })
     .expect("write after restart");
     write_rows(&address, 6..10);
-    node.stop().expect("stop");
+    drop(node);
     let second = log_position(temp.path()).expect("position after 10 writes");
     assert!(
         second.index >= first.index + 5 && second > first,

@@ -109,9 +109,9 @@ mod tests {
                 _ => assert_eq!(actual, expected, "{text}"),
             }
         };
-        // As go-dqlite writes it.
+        // As go-dqlite's app writes it (fields in its order).
         check(
-            "ID: 3297041220608546238\nAddress: 127.0.0.1:9001\nRole: 0\n",
+            "Address: 127.0.0.1:9001\nID: 3297041220608546238\nRole: 0\n",
             Ok((3297041220608546238, "127.0.0.1:9001")),
         );
         check("ID: 1\nAddress: '@dqlite-1'\n", Ok((1, "@dqlite-1")));
