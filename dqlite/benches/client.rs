@@ -1,0 +1,3 @@
+//! Client benchmark against dqlite-benchmark (filled in below).
+
+fn main() {}

@@ -1,0 +1,351 @@
+//! The client against fake nodes: malformed, truncated, oversized and missing answers give
+//! typed errors without panics or hangs; leader discovery trusts only a node that names
+//! itself; busy and not-leader answers are retried.
+
+mod client_support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use client_support::{FakeNode, Reply};
+use dqlite::client::{Client, Connection, Error, Options};
+use dqlite::wire::{failure_code, DecodeError, Header, Request, Response, RowsBatch, Value};
+use dqlite::{NodeInfo, NodeRole};
+
+/// Short timeouts: every "no answer" case below waits for one of them.
+fn options() -> Options {
+    Options {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(300),
+        retry_timeout: Duration::from_secs(2),
+        max_message_size: 1 << 20,
+        ..Options::default()
+    }
+}
+
+/// A frame with the given header fields and raw body bytes.
+fn frame(kind: u8, words: u32, body: &[u8]) -> Vec<u8> {
+    let mut bytes = Header {
+        words,
+        kind,
+        revision: 0,
+    }
+    .encode()
+    .to_vec();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Sends one query to a node that answers every request with `reply` and returns the error.
+async fn query_error(ip: &str, reply: fn() -> Reply) -> Error {
+    let node = FakeNode::start(ip, move |_| async move { reply() }).await;
+    let mut connection = Connection::connect(&node.address, &options())
+        .await
+        .expect("connects");
+    let started = std::time::Instant::now();
+    let error = connection
+        .query(0, "SELECT 1", &[])
+        .await
+        .expect_err("the fake node answers badly");
+    // Not a timing assertion on speed: a guard against a hang that the timeouts should stop.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    error
+}
+
+#[tokio::test]
+async fn unknown_message_type_is_a_decode_error() {
+    let error = query_error("127.12.1.1", || Reply::Bytes(frame(42, 1, &[0; 8]))).await;
+    assert!(
+        matches!(
+            error,
+            Error::Decode {
+                source: DecodeError::UnknownMessageType { kind: 42 },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn truncated_body_then_close_is_a_receive_error() {
+    let error = query_error("127.12.1.2", || Reply::BytesThenClose(frame(7, 3, &[0; 8]))).await;
+    assert!(
+        matches!(&error, Error::Receive { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn truncated_body_left_open_times_out() {
+    let error = query_error("127.12.1.3", || Reply::Bytes(frame(7, 3, &[0; 8]))).await;
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn silent_node_times_out() {
+    let error = query_error("127.12.1.4", || Reply::Silence).await;
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn huge_column_count_is_refused_before_allocating() {
+    let error = query_error("127.12.1.5", || {
+        let mut body = u64::MAX.to_le_bytes().to_vec();
+        body.extend_from_slice(&[0xff; 8]);
+        Reply::Bytes(frame(7, 2, &body))
+    })
+    .await;
+    assert!(
+        matches!(
+            error,
+            Error::Decode {
+                source: DecodeError::CountTooLarge { what: "column", .. },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn huge_body_length_is_refused_before_reading() {
+    let error = query_error("127.12.1.6", || Reply::Bytes(frame(7, u32::MAX, &[]))).await;
+    assert!(
+        matches!(
+            error,
+            Error::MessageTooLarge {
+                bytes: 34_359_738_360,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_value_type_is_a_decode_error() {
+    let error = query_error("127.12.1.7", || {
+        // One column "a", one row of type 7 (no such type), then the done marker.
+        let mut body = 1u64.to_le_bytes().to_vec();
+        body.extend_from_slice(b"a\0\0\0\0\0\0\0");
+        body.extend_from_slice(&[7, 0, 0, 0, 0, 0, 0, 0]);
+        body.extend_from_slice(&[0; 8]);
+        body.extend_from_slice(&[0xff; 8]);
+        Reply::Bytes(frame(7, 5, &body))
+    })
+    .await;
+    assert!(
+        matches!(
+            error,
+            Error::Decode {
+                source: DecodeError::UnknownValueType { code: 7 },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_response_type_is_unexpected_and_breaks_the_connection() {
+    let node = FakeNode::start("127.12.1.8", |_| async { Reply::response(Response::Empty) }).await;
+    let mut connection = Connection::connect(&node.address, &options())
+        .await
+        .expect("connects");
+    let error = connection
+        .cluster()
+        .await
+        .expect_err("EMPTY is not SERVERS");
+    assert!(
+        matches!(
+            error,
+            Error::UnexpectedResponse {
+                kind: 8,
+                request: "cluster",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!connection.is_usable());
+    let error = connection.cluster().await.expect_err("broken");
+    assert!(matches!(error, Error::Broken { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn failure_keeps_the_connection_usable() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let node = FakeNode::start("127.12.1.9", move |_| {
+        let call = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if call == 0 {
+                Reply::response(Response::Failure {
+                    code: failure_code::SQL_ERROR,
+                    message: "no such table: t".into(),
+                })
+            } else {
+                Reply::response(Response::Result {
+                    last_insert_id: 3,
+                    rows_affected: 1,
+                })
+            }
+        }
+    })
+    .await;
+    let mut connection = Connection::connect(&node.address, &options())
+        .await
+        .expect("connects");
+    let error = connection
+        .exec(0, "INSERT INTO t VALUES (1)", &[])
+        .await
+        .expect_err("fails");
+    assert_eq!(error.failure_code(), Some(failure_code::SQL_ERROR));
+    assert!(connection.is_usable());
+    let result = connection
+        .exec(0, "INSERT INTO t VALUES (1)", &[])
+        .await
+        .expect("succeeds");
+    assert_eq!(result.last_insert_id, 3);
+}
+
+#[tokio::test]
+async fn abandoned_request_breaks_the_connection() {
+    let node = FakeNode::start("127.12.1.10", |_| async { Reply::Silence }).await;
+    let mut connection = Connection::connect(&node.address, &options())
+        .await
+        .expect("connects");
+    let abandoned = tokio::time::timeout(Duration::from_millis(50), connection.cluster()).await;
+    assert!(abandoned.is_err(), "the silent node cannot have answered");
+    let error = connection.cluster().await.expect_err("broken");
+    assert!(matches!(error, Error::Broken { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn query_gathers_every_batch() {
+    let node = FakeNode::start("127.12.1.11", |_| async {
+        let mut bytes = Vec::new();
+        for (first, more) in [(0, true), (2, true), (4, false)] {
+            let batch = RowsBatch {
+                columns: vec!["n".into()],
+                rows: vec![vec![Value::Integer(first)], vec![Value::Integer(first + 1)]],
+                more,
+            };
+            Response::Rows(batch).encode(&mut bytes).expect("encodes");
+        }
+        Reply::Bytes(bytes)
+    })
+    .await;
+    let mut connection = Connection::connect(&node.address, &options())
+        .await
+        .expect("connects");
+    let rows = connection.query(0, "SELECT n", &[]).await.expect("queries");
+    assert_eq!(rows.columns, vec!["n".to_owned()]);
+    let numbers: Vec<i64> = rows.rows.iter().filter_map(|r| r[0].as_i64()).collect();
+    assert_eq!(numbers, vec![0, 1, 2, 3, 4, 5]);
+    assert!(connection.is_usable());
+}
+
+/// Whom a fake node names when asked for the leader.
+#[derive(Clone)]
+enum Names {
+    Itself,
+    Other(String),
+    Nobody,
+}
+
+/// A fake node that answers LEADER as `names` says, OPEN with database 0, EXEC with a result,
+/// ADD with `busy_adds` BUSY failures before success, and anything else with an empty
+/// configuration.
+async fn fake_member(ip: &str, names: Names, busy_adds: usize) -> (FakeNode, Arc<AtomicUsize>) {
+    let adds = Arc::new(AtomicUsize::new(0));
+    let counter = adds.clone();
+    let node = FakeNode::start_with(ip, move |own| {
+        move |request| {
+            let leader = match &names {
+                Names::Itself => own.clone(),
+                Names::Other(address) => address.clone(),
+                Names::Nobody => String::new(),
+            };
+            let reply = match request {
+                Request::Leader => Response::Server {
+                    id: 7,
+                    address: leader,
+                },
+                Request::Open { .. } => Response::Db { id: 0 },
+                Request::ExecSql { .. } => Response::Result {
+                    last_insert_id: 1,
+                    rows_affected: 1,
+                },
+                Request::Add { .. } if counter.fetch_add(1, Ordering::SeqCst) < busy_adds => {
+                    Response::Failure {
+                        code: failure_code::BUSY,
+                        message: "a configuration change is already in progress".into(),
+                    }
+                }
+                Request::Add { .. } => Response::Empty,
+                _ => Response::Servers(vec![NodeInfo {
+                    id: 7,
+                    address: "x".into(),
+                    role: NodeRole::Voter,
+                }]),
+            };
+            async move { Reply::response(reply) }
+        }
+    })
+    .await;
+    (node, adds)
+}
+
+#[tokio::test]
+async fn a_leader_is_trusted_only_when_it_names_itself() {
+    // B names C; C names D (nothing listens there); A knows no leader. Nobody names itself.
+    let (c, _) = fake_member("127.12.1.13", Names::Other("127.12.1.14:1".into()), 0).await;
+    let (b, _) = fake_member("127.12.1.12", Names::Other(c.address.clone()), 0).await;
+    let (a, _) = fake_member("127.12.1.15", Names::Nobody, 0).await;
+    let result = Client::connect_leader(&[&a.address, &b.address, &c.address], options()).await;
+    let error = result.expect_err("no node names itself");
+    assert!(matches!(error, Error::NoLeader { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn discovery_follows_a_redirect_to_a_self_named_leader() {
+    let (leader, _) = fake_member("127.12.1.16", Names::Itself, 0).await;
+    let (follower, _) = fake_member("127.12.1.17", Names::Other(leader.address.clone()), 0).await;
+    let mut client = Client::connect_leader(&[&follower.address], options())
+        .await
+        .expect("finds the leader through the follower");
+    assert_eq!(client.leader_address(), Some(leader.address.as_str()));
+    let confirmed = client.leader().await.expect("leader");
+    assert_eq!(confirmed.id, 7);
+}
+
+#[tokio::test]
+async fn busy_is_retried_with_backoff() {
+    let (node, adds) = fake_member("127.12.1.18", Names::Itself, 2).await;
+    let mut client = Client::connect_leader(&[&node.address], options())
+        .await
+        .expect("finds the leader");
+    client
+        .add(2, "127.12.1.99:9001")
+        .await
+        .expect("added after two busy answers");
+    assert_eq!(adds.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn client_futures_can_be_spawned() {
+    let (node, _) = fake_member("127.12.1.19", Names::Itself, 0).await;
+    let mut client = Client::connect_leader(&[&node.address], options())
+        .await
+        .expect("finds the leader");
+    let task = tokio::spawn(async move { client.exec("db", "INSERT 1", &[]).await });
+    let result = task.await.expect("task ran").expect("exec");
+    assert_eq!(result.rows_affected, 1);
+}
