@@ -358,6 +358,94 @@ fn the_log_position_grows_with_writes() {
     );
 }
 
+/// The environment variable that makes the next test's binary run a node until killed.
+const KILLED_DIR: &str = "DQLITE_NODE_TEST_KILLED_DIR";
+
+#[test]
+fn the_log_position_of_a_killed_node_is_where_libraft_resumes() {
+    let address = address(112, 1);
+    if let Ok(dir) = std::env::var(KILLED_DIR) {
+        // The child: write through a node, say so, and wait to be killed with its open
+        // segments on disk (a clean stop would close them).
+        let node = bootstrap(&address, Path::new(&dir));
+        shell_ok(&address, "test", "create table t (n integer)");
+        write_rows(&address, 0..5);
+        println!("\nchild: ready");
+        std::io::Write::flush(&mut std::io::stdout()).expect("flush stdout");
+        std::thread::sleep(Duration::from_secs(60));
+        drop(node);
+        return;
+    }
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut child = node_support::KillOnDrop(
+        Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "the_log_position_of_a_killed_node_is_where_libraft_resumes",
+                "--nocapture",
+            ])
+            .env(KILLED_DIR, temp.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the child"),
+    );
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let (ready, readiness) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("child: ready") {
+                let _ = ready.send(());
+            }
+        }
+    });
+    readiness
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the child wrote its rows");
+    drop(child); // SIGKILL, then reaped.
+
+    let open_segments = fs::read_dir(temp.path())
+        .expect("list the dir")
+        .filter(|entry| {
+            let name = entry.as_ref().expect("entry").file_name();
+            name.to_string_lossy().starts_with("open-")
+        })
+        .count();
+    assert!(open_segments > 0, "the killed node left open segments");
+    let position = log_position(temp.path()).expect("position of the killed node");
+    assert!(position.index >= 7 && position.term >= 1, "{position:?}");
+
+    // libraft closes the open segments when it loads them, naming the last entry it kept:
+    // that must be the position read above. The rows are all there.
+    let mut node = Node::new(BOOTSTRAP_ID, &address, temp.path(), &options()).expect("reopen");
+    node.start().expect("restart");
+    let count = wait_for(Duration::from_secs(10), || {
+        let output = shell(&address, "test", "select count(*) from t");
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    })
+    .expect("the restarted node serves queries");
+    assert!(count.contains('5'), "{count}");
+    drop(node);
+    let suffix = format!("-{:016}", position.index);
+    let closed_at_position = fs::read_dir(temp.path())
+        .expect("list the dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .any(|name| name.ends_with(&suffix) && !name.starts_with("snapshot"));
+    assert!(closed_at_position, "no closed segment ends at {position:?}");
+}
+
 #[test]
 fn offline_recovery_to_the_most_up_to_date_member_keeps_every_row_and_rebinds() {
     let temp = tempfile::tempdir().expect("temp dir");
