@@ -91,8 +91,9 @@ pub struct RecoverMember<'a> {
 
 /// Exclusive owner of a `dqlite_node *` that was created and not destroyed.
 ///
-/// Invariant: `ptr` is non-null, came from a successful `dqlite_node_create`, and is
-/// destroyed exactly once, by `Drop`.
+/// Invariant: `ptr` is non-null, was set by `dqlite_node_create` (successful or not: a
+/// failed create that allocated the node still needs `dqlite_node_destroy`, as go-dqlite
+/// does it), and is destroyed exactly once, by `Drop`.
 struct Owner {
     ptr: *mut dqlite_node,
 }
@@ -225,54 +226,78 @@ impl CreatedNode {
         match self.owner.check(code) {
             Ok(()) => Ok(BoundNode {
                 owner: self.owner,
-                running: false,
+                state: RunState::NotStarted,
             }),
             Err(error) => Err((self, error)),
         }
     }
 }
 
-/// A node with a bind address: the only node that can start. Dropping it stops it (when
-/// running) and then destroys it.
+/// A node with a bind address: the only node that can start, once. Dropping it stops it
+/// (when running) and then destroys it.
 pub struct BoundNode {
-    // Declared first, dropped after `BoundNode::drop` has stopped the node.
+    // Dropped after `BoundNode::drop` has stopped the node.
     owner: Owner,
-    /// Whether `dqlite_node_start` succeeded and `dqlite_node_stop` has not run since.
-    running: bool,
+    state: RunState,
 }
+
+/// Where a bound node is in its one life: libdqlite 1.11 cannot restart a stopped node
+/// (its raft instance is closed), so `Stopped` is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    NotStarted,
+    /// `dqlite_node_start` succeeded and `dqlite_node_stop` has not run since.
+    Running,
+    Stopped,
+}
+
+/// `DQLITE_MISUSE` of `dqlite.h`, for a call this layer refuses before it reaches C.
+const DQLITE_MISUSE: i32 = 2;
 
 impl BoundNode {
     /// `dqlite_node_start`: starts the node's own libuv thread. Blocks until the node has
     /// opened its raft log.
     pub fn start(&mut self) -> Result<(), CError> {
-        if self.running {
-            return Ok(());
+        match self.state {
+            RunState::Running => return Ok(()),
+            RunState::Stopped => {
+                return Err(CError {
+                    code: DQLITE_MISUSE,
+                    message: "a stopped node cannot start again".to_owned(),
+                })
+            }
+            RunState::NotStarted => {}
         }
         // SAFETY: the node is live, has a bind address (the only way to get a `BoundNode`
-        // is `CreatedNode::bind` succeeding) and is not running.
+        // is `CreatedNode::bind` succeeding) and has never started.
         let code = unsafe { dqlite_node_start(self.owner.ptr) };
         self.owner.check(code)?;
-        self.running = true;
+        self.state = RunState::Running;
         Ok(())
     }
 
     /// `dqlite_node_stop`: blocks until the node's thread has ended. Does nothing on a node
     /// that is not running.
     pub fn stop(&mut self) -> Result<(), CError> {
-        if !self.running {
+        if self.state != RunState::Running {
             return Ok(());
         }
-        // SAFETY: the node is live and running (`running` is set only after a successful
-        // start); stop is called at most once per start.
+        // SAFETY: the node is live and running (`Running` is set only after a successful
+        // start and left here), so stop runs at most once, after a start.
         let code = unsafe { dqlite_node_stop(self.owner.ptr) };
-        // Whatever the outcome, the library never lets a node be stopped twice.
-        self.running = false;
+        // Whatever the outcome, a node is never stopped twice nor started again.
+        self.state = RunState::Stopped;
         self.owner.check(code)
     }
 
     /// Whether the node's thread is running.
     pub fn is_running(&self) -> bool {
-        self.running
+        self.state == RunState::Running
+    }
+
+    /// Whether the node ran and was stopped (it cannot start again).
+    pub fn is_stopped(&self) -> bool {
+        self.state == RunState::Stopped
     }
 }
 

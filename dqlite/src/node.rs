@@ -165,8 +165,6 @@ pub enum NodeError {
 pub struct Node {
     // Field order matters: the C node is stopped and destroyed before the lock is released.
     raw: ffi::BoundNode,
-    /// Set once `stop` ran, so that `start` refuses instead of reusing a closed raft log.
-    stopped: bool,
     id: u64,
     address: String,
     data_dir: PathBuf,
@@ -246,7 +244,6 @@ impl Node {
             .map_err(|(_, error)| bind_error(address, error))?;
         Ok(Node {
             raw,
-            stopped: false,
             id,
             address: address.to_owned(),
             data_dir: data_dir.to_owned(),
@@ -258,7 +255,7 @@ impl Node {
     /// running node does nothing; a stopped node cannot start again. Blocks: async callers
     /// use `spawn_blocking`.
     pub fn start(&mut self) -> Result<(), NodeError> {
-        if self.stopped {
+        if self.raw.is_stopped() {
             return Err(NodeError::Restart { id: self.id });
         }
         self.raw.start().map_err(|error| NodeError::Start {
@@ -272,10 +269,6 @@ impl Node {
     /// does nothing. It does not hand leadership over: do that first through the cluster.
     /// Blocks: async callers use `spawn_blocking`.
     pub fn stop(&mut self) -> Result<(), NodeError> {
-        if !self.raw.is_running() {
-            return Ok(());
-        }
-        self.stopped = true;
         self.raw.stop().map_err(|error| NodeError::Stop {
             id: self.id,
             code: error.code,
