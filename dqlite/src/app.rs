@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::client::Client;
+use crate::client::{Client, Options};
 use crate::node::{self, LogPosition, Node, NodeError, NodeIdentity, NodeOptions, BOOTSTRAP_ID};
 use crate::{NodeInfo, NodeRole};
 
@@ -394,11 +394,23 @@ impl App {
         &self.shared.data_dir
     }
 
-    /// A client for SQL and membership requests: it finds the leader among the members
-    /// this node knows and follows it when it changes.
+    /// A client for SQL and membership requests: it finds the leader among the current
+    /// members and follows it when it changes, retrying for as long as an election at
+    /// libdqlite's default latency can take (the client's default retry time).
     pub async fn client(&self) -> Result<Client, AppError> {
+        // Refresh the member list first, so that the client knows every member, not only
+        // those this node had heard of at its last round.
+        if let Ok(mut leader) = self.shared.leader().await {
+            if let Ok(members) = ops::cluster(&mut leader).await {
+                self.shared.set_seeds(&members);
+            }
+        }
         let addresses = self.shared.seed_addresses();
-        Client::connect_leader(&addresses, ops::options(self.shared.request_timeout))
+        let options = Options {
+            retry_timeout: Options::default().retry_timeout,
+            ..ops::options(self.shared.request_timeout)
+        };
+        Client::connect_leader(&addresses, options)
             .await
             .map_err(|source| AppError::Cluster {
                 operation: "connect to the leader".to_owned(),

@@ -149,12 +149,76 @@ impl Drop for ChildGuard {
     }
 }
 
-/// The compiled `node` example (cargo builds examples before it runs integration tests).
+/// The compiled `node` example. `cargo test` builds examples, but not when only some test
+/// targets are asked for: then it is built here.
 pub fn node_example() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
-    let debug = exe
+    let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("tests live in target/<profile>/deps");
-    debug.join("examples").join("node")
+    let example = profile_dir.join("examples").join("node");
+    if !example.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "--package", "dqlite", "--example", "node"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build --example node failed");
+    }
+    example
+}
+
+/// Starts the `node` example for `address` and waits (at most 30 s) for its `ready <id>`
+/// line; returns the process and the node id.
+pub fn spawn_node(dir: &Path, address: &str, peers: &[String]) -> (ChildGuard, u64) {
+    let mut command = Command::new(node_example());
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--address", address]);
+    for peer in peers {
+        command.args(["--peer", peer]);
+    }
+    let mut guard = ChildGuard::spawn(&format!("node {address}"), &mut command);
+    let stdout = guard.child.stdout.take().expect("stdout is piped");
+    let (lines, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = ready
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the node prints its ready line");
+    let id = line
+        .strip_prefix("ready ")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected line from the node: {line:?}"));
+    (guard, id)
+}
+
+/// Runs a command under `timeout` (the go-dqlite tools retry forever) and returns its
+/// standard output; fails the test with its stderr when it fails.
+pub fn run_with_timeout(seconds: u32, program: &str, args: &[&str]) -> String {
+    let output = Command::new("timeout")
+        .arg(seconds.to_string())
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
