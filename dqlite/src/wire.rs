@@ -100,10 +100,13 @@ pub enum Value {
     Blob(Vec<u8>),
     Null,
     /// Seconds since the Unix epoch, for an integer in a column declared as a date/time.
+    /// libdqlite 1.11 refuses this type code in parameters; the client sends it as an integer.
     UnixTime(i64),
-    /// An ISO-8601 date/time string, for text in a column declared as a date/time.
+    /// An ISO-8601 date/time string, for text in a column declared as a date/time. A NULL in
+    /// such a column arrives as an empty string (the client reads it as `Null`).
     Iso8601(String),
     /// A value in a column declared `BOOLEAN`: any non-zero integer reads as `true`.
+    /// libdqlite 1.11 sends a NULL in such a column as `false`.
     Boolean(bool),
 }
 

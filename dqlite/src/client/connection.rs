@@ -162,7 +162,7 @@ impl Connection {
         let request = Request::ExecSql {
             db,
             sql: sql.to_owned(),
-            params: params.to_vec(),
+            params: params.iter().map(wire_param).collect(),
         };
         match self.call("exec", &request).await? {
             Response::Result {
@@ -181,7 +181,7 @@ impl Connection {
         let request = Request::QuerySql {
             db,
             sql: sql.to_owned(),
-            params: params.to_vec(),
+            params: params.iter().map(wire_param).collect(),
         };
         let mut rows = Rows::default();
         let mut response = self.call("query", &request).await?;
@@ -191,7 +191,12 @@ impl Connection {
                 other => return Err(self.unexpected("query", &other)),
             };
             rows.columns = batch.columns;
-            rows.rows.extend(batch.rows);
+            rows.rows.extend(
+                batch
+                    .rows
+                    .into_iter()
+                    .map(|row| row.into_iter().map(row_value).collect()),
+            );
             if !batch.more {
                 return Ok(rows);
             }
@@ -372,6 +377,24 @@ impl Connection {
             request,
             kind: response.type_code(),
         }
+    }
+}
+
+/// A parameter as nodes accept it: libdqlite 1.11 refuses the UNIXTIME type code in a
+/// parameter (failure 1005), and SQLite stores an integer the same way, so it goes as one.
+fn wire_param(value: &Value) -> Value {
+    match value {
+        Value::UnixTime(seconds) => Value::Integer(*seconds),
+        other => other.clone(),
+    }
+}
+
+/// A row value as applications expect it: a NULL in a date/time column arrives as an empty
+/// ISO-8601 string, which go-dqlite also reads as NULL.
+fn row_value(value: Value) -> Value {
+    match value {
+        Value::Iso8601(text) if text.is_empty() => Value::Null,
+        other => other,
     }
 }
 
