@@ -7,7 +7,7 @@ use std::time::Duration;
 use dqlite::app::{self, App, AppConfig};
 use dqlite::client::{Connection, Options};
 use dqlite::node::{NodeIdentity, NodeOptions};
-use dqlite::{NodeInfo, NodeRole};
+use dqlite::NodeInfo;
 use tokio::time::Instant;
 
 use crate::decide::{LocalData, Quorum};
@@ -171,30 +171,27 @@ impl Driver for DqliteDriver {
         Some((members, leader.map(|l| l.id)))
     }
 
-    async fn remove_departed(&mut self, wanted: &[String]) -> Vec<NodeInfo> {
+    async fn absent_and_unreachable(&mut self, wanted: &[String]) -> Vec<NodeInfo> {
         let Some(app) = &self.app else {
             return vec![];
         };
         let Ok(Ok(members)) = tokio::time::timeout(STATUS_TIMEOUT, app.cluster()).await else {
             return vec![];
         };
-        let candidates = departure_candidates(&members, app.id(), wanted);
-        let mut removed = vec![];
-        for member in candidates {
-            if reachable(&member.address).await {
-                continue;
-            }
-            match app.remove(member.id).await {
-                Ok(()) => removed.push(member),
-                Err(e) => log::warn!(
-                    "cannot remove departed member {} at {}: {}",
-                    member.id,
-                    member.address,
-                    chain(&e)
-                ),
+        let mut gone = vec![];
+        for member in departure_candidates(&members, app.id(), wanted) {
+            if !reachable(&member.address).await {
+                gone.push(member);
             }
         }
-        removed
+        gone
+    }
+
+    async fn remove(&mut self, id: u64) -> Result<(), String> {
+        let Some(app) = &self.app else {
+            return Err("the node is not running".into());
+        };
+        app.remove(id).await.map_err(|e| chain(&e))
     }
 
     async fn shutdown(&mut self) -> Result<(), String> {
@@ -205,9 +202,8 @@ impl Driver for DqliteDriver {
     }
 }
 
-/// Members that may be removed as departed: not this node, not a voter (removing a voter
-/// changes the quorum: the role loop demotes an unreachable voter first), and absent from
-/// the map. The caller still checks that each answers nobody.
+/// Members that may have departed: not this node and absent from the map. The caller still
+/// checks that each answers nobody.
 pub(crate) fn departure_candidates(
     members: &[NodeInfo],
     own_id: u64,
@@ -215,8 +211,7 @@ pub(crate) fn departure_candidates(
 ) -> Vec<NodeInfo> {
     members
         .iter()
-        .filter(|m| m.id != own_id && m.role != NodeRole::Voter)
-        .filter(|m| !wanted.contains(&m.address))
+        .filter(|m| m.id != own_id && !wanted.contains(&m.address))
         .cloned()
         .collect()
 }
@@ -248,6 +243,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dqlite::NodeRole;
 
     fn member(id: u64, address: &str, role: NodeRole) -> NodeInfo {
         NodeInfo {
@@ -278,12 +274,12 @@ mod tests {
         check(&all, &[a, b, c], &[]);
         check(&all, &[a], &[2, 3]);
         check(&all, &[a, c], &[2]);
-        // Voters are never candidates, nor is this node.
         check(
             &[member(1, a, NodeRole::Voter), member(2, b, NodeRole::Voter)],
             &[a],
-            &[],
+            &[2],
         );
+        // This node never is, even when the map lacks it.
         check(&[member(1, a, NodeRole::Spare)], &[], &[]);
     }
 }

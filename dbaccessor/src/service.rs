@@ -4,6 +4,7 @@
 //! starts are retried with back-off; a health timer refreshes the status and notices a
 //! lost leader.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
@@ -47,9 +48,11 @@ pub(crate) trait Driver {
     fn probe_quorum(&mut self, within: Duration) -> impl Future<Output = Quorum>;
     /// The members and the leader's id as the cluster reports them.
     fn cluster(&mut self) -> impl Future<Output = Option<(Vec<NodeInfo>, Option<u64>)>>;
-    /// On the leader: removes members that are not voters, answer nobody and are absent
-    /// from `wanted` (the map's addresses). Returns what it removed.
-    fn remove_departed(&mut self, wanted: &[String]) -> impl Future<Output = Vec<NodeInfo>>;
+    /// Members other than this node that are absent from `wanted` (the map's addresses)
+    /// and answer nobody.
+    fn absent_and_unreachable(&mut self, wanted: &[String]) -> impl Future<Output = Vec<NodeInfo>>;
+    /// Removes a member from the cluster (never the last voter).
+    fn remove(&mut self, id: u64) -> impl Future<Output = Result<(), String>>;
     /// Hands leadership and the vote over, then stops the node.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), String>>;
 }
@@ -120,8 +123,11 @@ pub(crate) struct Service<D> {
     retry_at: Option<Instant>,
     /// Since when the running node has seen no leader (health checks).
     leaderless_since: Option<Instant>,
-    /// The last decision, so that a repeated one is logged at debug level only.
+    /// The last decision, so that a retry repeating it is logged at debug level only.
     last_decision: Option<Decision>,
+    /// Members absent from the map and unreachable, and since when: removed once that has
+    /// lasted a whole quorum timeout, so that a blip never removes anyone.
+    absent_since: BTreeMap<u64, Instant>,
 }
 
 impl<D: Driver> Service<D> {
@@ -146,6 +152,7 @@ impl<D: Driver> Service<D> {
             retry_at: None,
             leaderless_since: None,
             last_decision: None,
+            absent_since: BTreeMap::new(),
         }
     }
 
@@ -287,7 +294,10 @@ impl<D: Driver> Service<D> {
     }
 
     fn log_decision(&mut self, trigger: Trigger, observed: &Observed, decision: &Decision) {
-        let repeated = self.last_decision.as_ref() == Some(decision);
+        // A retry that decides what the last round decided adds nothing to the log; a
+        // reload or a file change is always answered in the log, even when nothing changes.
+        let repeated =
+            trigger == Trigger::Retry && self.last_decision.as_ref() == Some(decision);
         let read = match &observed.map {
             MapRead::Missing => "no file".to_owned(),
             MapRead::Unusable(why) => format!("unusable ({why})"),
@@ -355,26 +365,66 @@ impl<D: Driver> Service<D> {
         None
     }
 
+    /// On the leader: removes members that have been absent from a usable map, and
+    /// unreachable, for a whole quorum timeout.
     async fn remove_departed(&mut self) {
         let (MapRead::Map(map), _) = read_map(&self.config.controller_conf) else {
+            self.absent_since.clear();
             return;
         };
         if !map.contains_key(&self.config.agent_id) {
+            self.absent_since.clear();
             return;
         }
         let wanted: Vec<String> = map
             .values()
             .map(|ip| self.config.dqlite_address(*ip))
             .collect();
-        for gone in self.driver.remove_departed(&wanted).await {
-            log::info!(
-                "removed departed member {} at {} ({}): absent from the map and unreachable",
-                gone.id,
-                gone.address,
-                gone.role
-            );
+        let absent = self.driver.absent_and_unreachable(&wanted).await;
+        let now = Instant::now();
+        let due = due_for_removal(
+            &mut self.absent_since,
+            &absent,
+            now,
+            self.timings.quorum_timeout,
+        );
+        for member in due {
+            match self.driver.remove(member.id).await {
+                Ok(()) => log::info!(
+                    "removed departed member {} at {} ({}): absent from the map and unreachable \
+                     for {} ms",
+                    member.id,
+                    member.address,
+                    member.role,
+                    self.timings.quorum_timeout.as_millis()
+                ),
+                Err(e) => log::warn!(
+                    "cannot remove departed member {} at {}: {e}",
+                    member.id,
+                    member.address
+                ),
+            }
         }
     }
+}
+
+/// Tracks since when each member has been absent (and unreachable); returns those absent
+/// for at least `grace`. Members no longer absent are forgotten.
+pub(crate) fn due_for_removal(
+    absent_since: &mut BTreeMap<u64, Instant>,
+    absent: &[NodeInfo],
+    now: Instant,
+    grace: Duration,
+) -> Vec<NodeInfo> {
+    absent_since.retain(|id, _| absent.iter().any(|m| m.id == *id));
+    absent
+        .iter()
+        .filter(|member| {
+            let since = *absent_since.entry(member.id).or_insert(now);
+            now.duration_since(since) >= grace
+        })
+        .cloned()
+        .collect()
 }
 
 fn action_name(action: &Action) -> &'static str {
@@ -488,6 +538,37 @@ mod tests {
         check("192.0.2.1", false);
     }
 
+    #[test]
+    fn removal_waits_out_the_grace_period() {
+        let grace = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let node = |id: u64| NodeInfo {
+            id,
+            address: format!("127.21.0.{id}:17666"),
+            role: NodeRole::Voter,
+        };
+        let mut since = BTreeMap::new();
+        let check =
+            |since: &mut BTreeMap<u64, Instant>, absent: &[u64], at_ms: u64, due: &[u64]| {
+                let absent: Vec<NodeInfo> = absent.iter().map(|id| node(*id)).collect();
+                let got: Vec<u64> =
+                    due_for_removal(since, &absent, t0 + Duration::from_millis(at_ms), grace)
+                        .iter()
+                        .map(|m| m.id)
+                        .collect();
+                assert_eq!(got, due, "absent {absent:?} at {at_ms} ms");
+            };
+        check(&mut since, &[2, 3], 0, &[]);
+        check(&mut since, &[2, 3], 1_000, &[]);
+        // 3 came back: its clock restarts when it goes again.
+        check(&mut since, &[2], 1_500, &[]);
+        check(&mut since, &[2, 3], 2_000, &[2]);
+        check(&mut since, &[2, 3], 3_900, &[2]);
+        check(&mut since, &[2, 3], 4_000, &[2, 3]);
+        check(&mut since, &[], 5_000, &[]);
+        assert!(since.is_empty());
+    }
+
     /// What the fake node did, in order, with the (virtual) time since the test began.
     type Journal = Rc<RefCell<Vec<(u128, String)>>>;
 
@@ -550,8 +631,12 @@ mod tests {
         async fn cluster(&mut self) -> Option<(Vec<NodeInfo>, Option<u64>)> {
             None
         }
-        async fn remove_departed(&mut self, _wanted: &[String]) -> Vec<NodeInfo> {
+        async fn absent_and_unreachable(&mut self, _wanted: &[String]) -> Vec<NodeInfo> {
             vec![]
+        }
+        async fn remove(&mut self, id: u64) -> Result<(), String> {
+            self.note(format!("remove {id}"));
+            Ok(())
         }
         async fn shutdown(&mut self) -> Result<(), String> {
             self.note("shutdown".into());

@@ -1,0 +1,296 @@
+//! End-to-end scenarios with real `dbaccessor` processes on loopback addresses
+//! (127.21.N.M, N per test): bootstrap, join, re-bind, departure, shrink to one, and bad
+//! configuration. The test plays the charm: it writes controller.conf and calls POST /reload.
+
+mod support;
+
+use std::time::Duration;
+
+use controller_contract::status::{NodeState, Role};
+use support::{insert_rows, read_rows, shell_cluster, Controller};
+
+fn addresses(controllers: &[&Controller]) -> Vec<String> {
+    controllers.iter().map(|c| c.address()).collect()
+}
+
+/// Starts three controllers the way Juju grows a controller set: the first bootstraps
+/// alone, then the map grows to three and the other two join.
+async fn three_controllers(net: u8) -> Vec<Controller> {
+    let ips: Vec<String> = (1..=3).map(|m| format!("127.21.{net}.{m}")).collect();
+    let mut controllers: Vec<Controller> = ips
+        .iter()
+        .enumerate()
+        .map(|(i, ip)| Controller::new(&i.to_string(), ip))
+        .collect();
+    controllers[0].write_map(&[("0", &ips[0])]);
+    controllers[0].start().await;
+    controllers[0].wait_voters(1).await;
+    let map: Vec<(&str, &str)> = vec![("0", &ips[0]), ("1", &ips[1]), ("2", &ips[2])];
+    for controller in &mut controllers[1..] {
+        controller.write_map(&map);
+        controller.start().await;
+    }
+    controllers[0].set_map(&map).await;
+    for controller in &controllers {
+        controller.wait_voters(3).await;
+    }
+    controllers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_bootstraps_two_join_and_the_go_shell_sees_them() {
+    let controllers = three_controllers(1).await;
+    let status = controllers[0].status().await;
+    assert_eq!(status.agent_id, "0");
+    assert_eq!(status.node_id, Some(1), "the bootstrap node has id 1");
+    assert_eq!(status.bind_address.as_deref(), Some("127.21.1.1:17666"));
+    let mut seen: Vec<&str> = status.members.iter().map(|m| m.address.as_str()).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["127.21.1.1:17666", "127.21.1.2:17666", "127.21.1.3:17666"]
+    );
+    let config = status.config.expect("a config was read");
+    assert_eq!(
+        config.bind_addresses.expect("a usable map").len(),
+        3,
+        "the status shows the map it read"
+    );
+
+    let all = addresses(&controllers.iter().collect::<Vec<_>>());
+    insert_rows(&all, 0, 10).await;
+    assert_eq!(read_rows(&all).await, (0..10).collect::<Vec<_>>());
+
+    // An independent client, go-dqlite's shell, sees the same three voters.
+    let shell = shell_cluster("127.21.1.2:17666");
+    for address in &all {
+        assert!(
+            shell.contains(address.as_str()),
+            "{address} missing in:\n{shell}"
+        );
+    }
+    assert_eq!(shell.matches("voter").count(), 3, "{shell}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_bootstrapped_node_rebinds_and_keeps_its_data() {
+    // Bootstrapped alone on one loopback address (as Juju bootstraps on 127.0.0.1) ...
+    let mut first = Controller::new("0", "127.21.2.1");
+    first.write_map(&[("0", "127.21.2.1")]);
+    first.start().await;
+    first.wait_voters(1).await;
+    insert_rows(&[first.address()], 0, 5).await;
+
+    // ... then the map gives it its real address and names a peer.
+    let mut second = Controller::new("1", "127.21.2.3");
+    let map = [("0", "127.21.2.2"), ("1", "127.21.2.3")];
+    second.write_map(&map);
+    second.start().await;
+    first.set_map(&map).await;
+
+    let status = first
+        .wait_for("re-bound to 127.21.2.2", Duration::from_secs(30), |s| {
+            s.state == NodeState::Member && s.bind_address.as_deref() == Some("127.21.2.2:17666")
+        })
+        .await;
+    assert_eq!(status.node_id, Some(1), "the same node, moved");
+    assert!(first.log().contains("re-bind"), "{}", first.log());
+    let second_status = second
+        .wait_for(
+            "a member of the re-bound cluster",
+            Duration::from_secs(30),
+            |s| s.state == NodeState::Member && s.members.len() == 2 && s.leader_id.is_some(),
+        )
+        .await;
+    assert!(second_status
+        .members
+        .iter()
+        .any(|m| m.address == "127.21.2.2:17666"));
+    let both = vec!["127.21.2.2:17666".to_owned(), second.address()];
+    assert_eq!(read_rows(&both).await, (0..5).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departed_controller_leaves_a_healthy_cluster() {
+    let mut controllers = three_controllers(3).await;
+    let all = addresses(&controllers.iter().collect::<Vec<_>>());
+    insert_rows(&all, 0, 10).await;
+
+    // Controller 2 goes: its daemon stops cleanly (hand-over first), the map loses it.
+    assert_eq!(controllers[2].terminate(), Some(0), "SIGTERM exits 0");
+    assert!(
+        !controllers[2].status_socket().exists() && !controllers[2].reload_socket().exists(),
+        "the sockets are removed on shutdown"
+    );
+    let map = [("0", "127.21.3.1"), ("1", "127.21.3.2")];
+    for controller in &controllers[..2] {
+        controller.set_map(&map).await;
+    }
+    // The remaining two keep a leader, accept writes, and drop the departed member.
+    for controller in &controllers[..2] {
+        controller
+            .wait_for("rid of the departed member", Duration::from_secs(30), |s| {
+                // Two members; the role loop keeps an odd number of voters (one voter and
+                // one stand-by), as two voters tolerate no more failures than one.
+                s.state == NodeState::Member
+                    && s.leader_id.is_some()
+                    && s.members.len() == 2
+                    && s.members.iter().any(|m| m.role == Role::Voter)
+            })
+            .await;
+    }
+    let two = all[..2].to_vec();
+    insert_rows(&two, 10, 20).await;
+    assert_eq!(read_rows(&two).await, (0..20).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_three_killed_and_the_map_reduced_shrinks_to_one_with_every_row() {
+    let mut controllers = three_controllers(4).await;
+    let all = addresses(&controllers.iter().collect::<Vec<_>>());
+    insert_rows(&all, 0, 50).await;
+
+    controllers[1].kill();
+    controllers[2].kill();
+    let survivor = &controllers[0];
+    survivor.set_map(&[("0", "127.21.4.1")]).await;
+
+    let status = survivor
+        .wait_for("alone in its cluster", Duration::from_secs(30), |s| {
+            s.state == NodeState::Member && s.members.len() == 1 && s.leader_id == s.node_id
+        })
+        .await;
+    assert_eq!(status.members[0].address, "127.21.4.1:17666");
+    assert_eq!(status.members[0].role, Role::Voter);
+    let log = survivor.log();
+    assert!(log.contains("decided shrink to one"), "{log}");
+    let alone = vec![survivor.address()];
+    assert_eq!(read_rows(&alone).await, (0..50).collect::<Vec<_>>());
+    insert_rows(&alone, 50, 51).await;
+    assert_eq!(read_rows(&alone).await.len(), 51);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reduced_map_while_quorum_holds_does_not_recover() {
+    let controllers = three_controllers(5).await;
+    let all = addresses(&controllers.iter().collect::<Vec<_>>());
+    insert_rows(&all, 0, 5).await;
+
+    // A stale or wrong map naming controller 0 alone, while the other two are alive.
+    controllers[0].set_map(&[("0", "127.21.5.1")]).await;
+    let status = controllers[0]
+        .wait_for("past its quorum probe", Duration::from_secs(30), |s| {
+            s.reason.contains("a leader answers")
+        })
+        .await;
+    assert_eq!(status.state, NodeState::Member);
+    assert_eq!(status.members.len(), 3, "{status:#?}");
+    let log = controllers[0].log();
+    assert!(!log.contains("decided shrink to one"), "{log}");
+    for controller in &controllers[1..] {
+        controller.wait_voters(3).await;
+    }
+    insert_rows(&all, 5, 6).await;
+    assert_eq!(read_rows(&all).await, (0..6).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_maps_are_reported_and_change_nothing() {
+    let mut member = Controller::new("0", "127.21.6.1");
+    member.write_map(&[("0", "127.21.6.1")]);
+    member.start().await;
+    member.wait_voters(1).await;
+    let alone = vec![member.address()];
+    insert_rows(&alone, 0, 3).await;
+
+    // (what is written, words the status reason must carry)
+    let cases: [(&str, &str); 7] = [
+        ("{{{ not yaml", "not valid YAML"),
+        ("", "empty"),
+        ("db-bind-addresses:\n  '0': 127.21", "not an IP"),
+        ("api-port: 17070\n", "no db-bind-addresses key"),
+        (
+            "db-bind-addresses:\n  '5': 127.21.6.5\n",
+            "no db-bind-addresses entry for agent 0",
+        ),
+        (
+            "db-bind-addresses:\n  '0': 192.0.2.1\n",
+            "no interface of this host",
+        ),
+        ("db-bind-addresses:\n  '0': fc00::1\n", "IPv4 only"),
+    ];
+    for (text, expected) in cases {
+        member.write_conf(text);
+        member.reload().await;
+        let status = member
+            .wait_for(expected, Duration::from_secs(10), |s| {
+                s.reason.contains(expected)
+            })
+            .await;
+        assert_eq!(
+            status.state,
+            NodeState::Member,
+            "{text:?}: the node keeps running"
+        );
+        assert_eq!(status.bind_address.as_deref(), Some("127.21.6.1:17666"));
+        assert!(member.is_running(), "{text:?} crashed the daemon");
+    }
+    // An unreadable file: a directory where the file should be.
+    std::fs::remove_file(member.conf_path()).expect("remove conf");
+    std::fs::create_dir(member.conf_path()).expect("dir in place of conf");
+    member.reload().await;
+    member
+        .wait_for(
+            "reporting the unreadable file",
+            Duration::from_secs(10),
+            |s| s.reason.contains("cannot read"),
+        )
+        .await;
+    assert!(member.is_running());
+    assert_eq!(read_rows(&alone).await, (0..3).collect::<Vec<_>>());
+    assert!(member.log().contains("cannot read"), "the log says why too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_controller_waits_for_a_usable_map() {
+    let mut fresh = Controller::new("3", "127.21.7.1");
+    fresh.start().await;
+    let dqlite_dir = fresh.data_dir().join("dqlite");
+    let cases: [(Option<&str>, &str, NodeState); 5] = [
+        (None, "does not exist", NodeState::Waiting),
+        (Some("- a list\n"), "not a YAML mapping", NodeState::Waiting),
+        (
+            Some("db-bind-addresses:\n  '0': 127.21.7.9\n"),
+            "no db-bind-addresses entry for agent 3",
+            NodeState::Waiting,
+        ),
+        (
+            Some("db-bind-addresses:\n  '3': 192.0.2.7\n"),
+            "no interface of this host",
+            NodeState::Waiting,
+        ),
+        (
+            Some("db-bind-addresses:\n  '3': fc00::7\n"),
+            "IPv4 only",
+            NodeState::Failed,
+        ),
+    ];
+    for (text, expected, state) in cases {
+        if let Some(text) = text {
+            fresh.write_conf(text);
+            fresh.reload().await;
+        }
+        let status = fresh
+            .wait_for(expected, Duration::from_secs(10), |s| {
+                s.reason.contains(expected)
+            })
+            .await;
+        assert_eq!(status.state, state, "{text:?}");
+        assert_eq!(status.node_id, None);
+        assert!(!dqlite_dir.exists(), "{text:?}: no node was created");
+    }
+    // The fallback file watch: no POST /reload, yet the new map is picked up.
+    fresh.write_map(&[("3", "127.21.7.1")]);
+    fresh.wait_voters(1).await;
+    assert_eq!(fresh.terminate(), Some(0));
+}
