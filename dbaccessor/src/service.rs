@@ -296,8 +296,7 @@ impl<D: Driver> Service<D> {
     fn log_decision(&mut self, trigger: Trigger, observed: &Observed, decision: &Decision) {
         // A retry that decides what the last round decided adds nothing to the log; a
         // reload or a file change is always answered in the log, even when nothing changes.
-        let repeated =
-            trigger == Trigger::Retry && self.last_decision.as_ref() == Some(decision);
+        let repeated = trigger == Trigger::Retry && self.last_decision.as_ref() == Some(decision);
         let read = match &observed.map {
             MapRead::Missing => "no file".to_owned(),
             MapRead::Unusable(why) => format!("unusable ({why})"),
