@@ -4,7 +4,7 @@
 //! starts are retried with back-off; a health timer refreshes the status and notices a
 //! lost leader.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
@@ -125,6 +125,8 @@ pub(crate) struct Service<D> {
     leaderless_since: Option<Instant>,
     /// The last decision, so that a retry repeating it is logged at debug level only.
     last_decision: Option<Decision>,
+    /// Events that arrived while an operation ran (status queries are answered at once).
+    deferred: VecDeque<Event>,
     /// Members absent from the map and unreachable, and since when: removed once that has
     /// lasted a whole quorum timeout, so that a blip never removes anyone.
     absent_since: BTreeMap<u64, Instant>,
@@ -153,6 +155,7 @@ impl<D: Driver> Service<D> {
             leaderless_since: None,
             last_decision: None,
             absent_since: BTreeMap::new(),
+            deferred: VecDeque::new(),
         }
     }
 
@@ -162,6 +165,14 @@ impl<D: Driver> Service<D> {
         let mut health = tokio::time::interval(self.timings.health_interval);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Events that arrived while an operation ran come first, in order.
+            if let Some(event) = self.deferred.pop_front() {
+                match event {
+                    Event::Shutdown => break,
+                    event => self.handle(event).await,
+                }
+                continue;
+            }
             let retry_at = self.retry_at;
             let retry = async move {
                 match retry_at {
@@ -224,7 +235,10 @@ impl<D: Driver> Service<D> {
                     return;
                 }
                 Action::ProbeQuorum => {
-                    quorum = self.driver.probe_quorum(self.timings.quorum_timeout).await;
+                    let probe = self.driver.probe_quorum(self.timings.quorum_timeout);
+                    quorum =
+                        while_answering(&mut self.events, &mut self.deferred, &self.status, probe)
+                            .await;
                     log::info!("quorum probe: {quorum:?}");
                     continue;
                 }
@@ -233,13 +247,24 @@ impl<D: Driver> Service<D> {
                         Action::Join { peers, .. } => peers.clone(),
                         _ => vec![],
                     };
-                    self.driver.start(address, &peers).await
+                    let start = self.driver.start(address, &peers);
+                    while_answering(&mut self.events, &mut self.deferred, &self.status, start).await
                 }
-                Action::Restart { address, peers } => self.driver.start(address, peers).await,
-                Action::Rebind { to, .. } => self.driver.rebind(to).await,
+                Action::Restart { address, peers } => {
+                    let start = self.driver.start(address, peers);
+                    while_answering(&mut self.events, &mut self.deferred, &self.status, start).await
+                }
+                Action::Rebind { to, .. } => {
+                    let rebind = self.driver.rebind(to);
+                    while_answering(&mut self.events, &mut self.deferred, &self.status, rebind)
+                        .await
+                }
                 Action::ShrinkToOne { .. } => {
                     let started = Instant::now();
-                    let result = self.driver.shrink_to_one().await;
+                    let shrink = self.driver.shrink_to_one();
+                    let result =
+                        while_answering(&mut self.events, &mut self.deferred, &self.status, shrink)
+                            .await;
                     log::info!(
                         "shrink to one: membership rewritten in {} ms",
                         started.elapsed().as_millis()
@@ -426,6 +451,30 @@ pub(crate) fn due_for_removal(
         .collect()
 }
 
+/// Runs `operation` (a start, a join, a probe, a recovery: seconds at worst) while still
+/// answering status queries, so that a client sees "joining" or "recovering" instead of a
+/// silent socket. Other events wait in `deferred` for the loop.
+async fn while_answering<T>(
+    events: &mut mpsc::Receiver<Event>,
+    deferred: &mut VecDeque<Event>,
+    status: &Status,
+    operation: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(operation);
+    loop {
+        tokio::select! {
+            output = &mut operation => return output,
+            Some(event) = events.recv() => match event {
+                Event::StatusQuery(reply) => {
+                    // The client may have given up; nothing to do then.
+                    let _ = reply.send(status.clone());
+                }
+                other => deferred.push_back(other),
+            },
+        }
+    }
+}
+
 fn action_name(action: &Action) -> &'static str {
     match action {
         Action::Wait => "wait",
@@ -578,6 +627,8 @@ mod tests {
         failures: usize,
         running: Option<String>,
         data: LocalData,
+        /// How long each start takes (virtual time).
+        start_takes: Duration,
     }
 
     impl FakeDriver {
@@ -600,6 +651,7 @@ mod tests {
         }
         async fn start(&mut self, address: &str, peers: &[String]) -> Result<(), String> {
             self.note(format!("start {address} {peers:?}"));
+            tokio::time::sleep(self.start_takes).await;
             if self.failures > 0 {
                 self.failures -= 1;
                 return Err("no leader found".into());
@@ -643,12 +695,11 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn failed_joins_are_retried_with_backoff_until_they_succeed() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// A config for agent 1 whose map names agents 0 and 1.
+    fn joining_config(dir: &Path) -> Config {
         let args = crate::config::Args {
             agent_id: "1".into(),
-            data_dir: dir.path().to_owned(),
+            data_dir: dir.to_owned(),
             reload_socket: None,
             status_socket: None,
             dqlite_port: 17666,
@@ -663,6 +714,69 @@ mod tests {
             "db-bind-addresses:\n  '0': 127.21.0.11\n  '1': 127.21.0.12\n",
         )
         .expect("write conf");
+        config
+    }
+
+    fn test_timings() -> Timings {
+        Timings {
+            quorum_timeout: Duration::from_secs(2),
+            health_interval: Duration::from_secs(3600),
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+
+    async fn query_status(events: &mpsc::Sender<Event>) -> Status {
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        events
+            .send(Event::StatusQuery(reply_tx))
+            .await
+            .expect("loop runs");
+        reply_rx.await.expect("status")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn status_is_answered_while_a_join_runs_and_shutdown_waits_for_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = joining_config(dir.path());
+        let journal = Journal::default();
+        let driver = FakeDriver {
+            journal: journal.clone(),
+            began: Instant::now(),
+            failures: 0,
+            running: None,
+            data: LocalData::Empty,
+            start_takes: Duration::from_secs(5),
+        };
+        let (events_tx, events_rx) = mpsc::channel(8);
+        let service = Service::new(config, test_timings(), driver, events_rx);
+        let client = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let during = query_status(&events_tx).await;
+            let asked_at = journal.borrow().len();
+            events_tx.send(Event::Shutdown).await.expect("loop runs");
+            (during, asked_at)
+        };
+        let (result, (during, entries_when_answered)) = tokio::join!(service.run(), client);
+        assert_eq!(result, Ok(()));
+        assert_eq!(during.state, NodeState::Joining);
+        assert!(
+            during.reason.contains("join at 127.21.0.12:17666"),
+            "{during:?}"
+        );
+        assert_eq!(entries_when_answered, 1, "answered during the join");
+        let start = "start 127.21.0.12:17666 [\"127.21.0.11:17666\"]".to_owned();
+        // The shutdown sent at 1 s waited for the join to end at 5 s.
+        assert_eq!(
+            *journal.borrow(),
+            vec![(0, start), (5_000, "shutdown".to_owned())]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_joins_are_retried_with_backoff_until_they_succeed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = joining_config(dir.path());
         let journal = Journal::default();
         let driver = FakeDriver {
             journal: journal.clone(),
@@ -670,28 +784,27 @@ mod tests {
             failures: 3,
             running: None,
             data: LocalData::Empty,
-        };
-        let timings = Timings {
-            quorum_timeout: Duration::from_secs(2),
-            health_interval: Duration::from_secs(3600),
-            retry_initial: Duration::from_millis(500),
-            retry_max: Duration::from_secs(30),
+            start_takes: Duration::ZERO,
         };
         let (events_tx, events_rx) = mpsc::channel(8);
-        let service = Service::new(config, timings, driver, events_rx);
+        let service = Service::new(config, test_timings(), driver, events_rx);
         let stopper = async {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-            events_tx
-                .send(Event::StatusQuery(reply_tx))
-                .await
-                .expect("loop runs");
-            let status = reply_rx.await.expect("status");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let failed = query_status(&events_tx).await;
+            tokio::time::sleep(Duration::from_millis(9_800)).await;
+            let status = query_status(&events_tx).await;
             events_tx.send(Event::Shutdown).await.expect("loop runs");
-            status
+            (failed, status)
         };
-        let (result, status) = tokio::join!(service.run(), stopper);
+        let (result, (failed, status)) = tokio::join!(service.run(), stopper);
         assert_eq!(result, Ok(()));
+        assert_eq!(failed.state, NodeState::Failed);
+        assert!(
+            failed
+                .reason
+                .contains("join failed: no leader found; retrying in 500 ms"),
+            "{failed:?}"
+        );
         assert_eq!(status.state, NodeState::Member);
         assert_eq!(status.bind_address.as_deref(), Some("127.21.0.12:17666"));
         let start = "start 127.21.0.12:17666 [\"127.21.0.11:17666\"]".to_owned();

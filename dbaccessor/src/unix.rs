@@ -7,10 +7,20 @@ use std::path::Path;
 use tokio::net::UnixListener;
 
 /// Binds `path`, first removing a socket file a previous run left behind. A path that
-/// exists but is not a socket is left alone and reported: it is not ours to delete.
+/// exists but is not a socket is left alone and reported: it is not ours to delete. A
+/// socket someone still answers on is not stale: a second daemon for the same data dir
+/// must not steal the first one's sockets.
 pub fn bind_private(path: &Path) -> io::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process is serving this socket",
+                ));
+            }
+            std::fs::remove_file(path)?
+        }
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -47,6 +57,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.socket");
         let first = bind_private(&path).expect("first bind");
+        // A live socket is not stale.
+        let err = bind_private(&path).expect_err("a served socket is not replaced");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         drop(first);
         // The file is still there (a crashed daemon leaves it): binding again replaces it.
         assert!(path.exists());

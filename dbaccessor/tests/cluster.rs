@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use controller_contract::status::{NodeState, Role};
@@ -60,6 +61,11 @@ async fn first_bootstraps_two_join_and_the_go_shell_sees_them() {
     let all = addresses(&controllers.iter().collect::<Vec<_>>());
     insert_rows(&all, 0, 10).await;
     assert_eq!(read_rows(&all).await, (0..10).collect::<Vec<_>>());
+    let mode = std::fs::metadata(controllers[1].data_dir().join("dqlite"))
+        .expect("the dqlite data dir exists")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the dqlite data dir is private");
 
     // An independent client, go-dqlite's shell, sees the same three voters.
     let shell = shell_cluster("127.21.1.2:17666");
@@ -293,4 +299,27 @@ async fn a_new_controller_waits_for_a_usable_map() {
     fresh.write_map(&[("3", "127.21.7.1")]);
     fresh.wait_voters(1).await;
     assert_eq!(fresh.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_data_dir_refuses_to_start() {
+    let mut first = Controller::new("0", "127.21.8.1");
+    first.write_map(&[("0", "127.21.8.1")]);
+    first.start().await;
+    first.wait_voters(1).await;
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_dbaccessor"))
+        .args(["--agent-id", "0"])
+        .arg("--data-dir")
+        .arg(first.data_dir())
+        .output()
+        .expect("run a second dbaccessor");
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another process is serving this socket"),
+        "{stderr}"
+    );
+    // The first one is untouched.
+    assert!(first.is_running());
+    first.wait_voters(1).await;
 }
