@@ -112,7 +112,7 @@ pub enum AppError {
     StartNode { source: NodeError },
     #[error("cannot stop the node")]
     StopNode { source: NodeError },
-    #[error("the member list")]
+    #[error("cannot keep the persisted member list")]
     Store {
         #[from]
         source: StoreError,
@@ -188,6 +188,9 @@ struct Shared {
     targets: RoleTargets,
     role_interval: Duration,
     request_timeout: Duration,
+    /// How long to keep looking for a leader: a few election timeouts (libdqlite's is 15
+    /// times the network latency), at least one request timeout.
+    leader_wait: Duration,
     /// Addresses to look for the leader at: the configured peers, then the members the
     /// cluster reported last (also persisted in `cluster.yaml`).
     seeds: Mutex<Vec<String>>,
@@ -227,9 +230,21 @@ impl Shared {
         seeds.sort_by_key(|address| !members.iter().any(|m| &m.address == address));
     }
 
-    /// A client connected to the current leader.
+    /// A connection to the current leader; while an election is under way (nobody leads),
+    /// looks again for up to `leader_wait`.
     async fn leader(&self) -> Result<ops::Leader, AppError> {
-        ops::find_leader(&self.seed_addresses(), self.request_timeout).await
+        let deadline = tokio::time::Instant::now() + self.leader_wait;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match ops::find_leader(&self.seed_addresses(), self.request_timeout).await {
+                Err(error) if tokio::time::Instant::now() + backoff < deadline => {
+                    log::debug!("node {}: no leader yet: {error}", self.id);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                }
+                result => return result,
+            }
+        }
     }
 }
 
@@ -330,6 +345,7 @@ impl App {
             },
             role_interval: config.role_interval,
             request_timeout: config.request_timeout,
+            leader_wait: (config.node.network_latency * 60).max(config.request_timeout),
             seeds: Mutex::new(seeds),
             kick: Notify::new(),
         });

@@ -32,7 +32,12 @@ async fn joining_nodes_become_voters_then_stand_bys_and_replace_a_lost_voter() {
     wait_for_roles(&first, &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
 
     // The fourth and fifth become stand-bys.
+    let joining = std::time::Instant::now();
     let fourth = start(dirs[3].path(), &a[3], &a[..1]).await;
+    println!(
+        "a fourth node started, joined and was ready in {:?}",
+        joining.elapsed()
+    );
     let fifth = start(dirs[4].path(), &a[4], &a[..1]).await;
     wait_for_roles(
         &first,
@@ -122,12 +127,12 @@ async fn a_stopping_leader_hands_over_and_writes_continue() {
         .map(|_| tempfile::tempdir().expect("a temp dir"))
         .collect();
     let a: Vec<String> = (1..=4).map(|host| address(3, host)).collect();
-    let first = start(dirs[0].path(), &a[0], &[]).await;
-    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
-    let third = start(dirs[2].path(), &a[2], &a[..1]).await;
-    let fourth = start(dirs[3].path(), &a[3], &a[..1]).await;
+    let mut apps = vec![start(dirs[0].path(), &a[0], &[]).await];
+    for (dir, address) in dirs[1..].iter().zip(&a[1..]) {
+        apps.push(start(dir.path(), address, &a[..1]).await);
+    }
     wait_for_roles(
-        &first,
+        &apps[0],
         &[
             (&a[0], Voter),
             (&a[1], Voter),
@@ -136,18 +141,25 @@ async fn a_stopping_leader_hands_over_and_writes_continue() {
         ],
     )
     .await;
-    let mut client = second.client().await.expect("a client");
+    let mut client = apps[3].client().await.expect("a client");
     insert_rows(&mut client, 0..5).await;
 
-    // The leader (the first node) stops: leadership and its vote move first.
+    // The leader (whichever node it is: load can cause an election) stops: leadership and
+    // its vote move first.
+    let leader = apps[0]
+        .leader()
+        .await
+        .expect("a leader")
+        .expect("a leader is known");
+    let index = apps
+        .iter()
+        .position(|app| app.id() == leader.id)
+        .expect("a voter leads");
+    let stopped = apps.remove(index);
+    stopped.stop().await.expect("the leader stops");
+    let roles = app_support::roles(&apps[0]).await.expect("the roles");
     assert_eq!(
-        first.leader().await.expect("a leader").map(|l| l.id),
-        Some(1)
-    );
-    first.stop().await.expect("the leader stops");
-    let roles = app_support::roles(&second).await.expect("the roles");
-    assert_eq!(
-        roles.get(&a[0]),
+        roles.get(&leader.address),
         Some(&Spare),
         "the stopped node handed its vote over: {roles:?}"
     );
@@ -156,10 +168,16 @@ async fn a_stopping_leader_hands_over_and_writes_continue() {
         Some(&Voter),
         "the stand-by took the vote: {roles:?}"
     );
+    let new_leader = apps[0]
+        .leader()
+        .await
+        .expect("a leader")
+        .expect("a leader is known");
+    assert_ne!(new_leader.id, leader.id, "leadership moved");
     insert_rows(&mut client, 5..10).await;
     assert_eq!(all_rows(&mut client).await, (0..10).collect::<Vec<_>>());
 
-    for app in [fourth, third, second] {
+    for app in apps {
         app.stop().await.expect("the node stops");
     }
 }
@@ -291,4 +309,51 @@ async fn a_lone_node_rebinds_to_a_new_address() {
     let mut client = node.client().await.expect("a client");
     assert_eq!(all_rows(&mut client).await, vec![0, 1, 2]);
     node.stop().await.expect("the node stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_voter_leaves_an_odd_count_and_rejoins_as_a_voter() {
+    let dirs: Vec<_> = (0..4)
+        .map(|_| tempfile::tempdir().expect("a temp dir"))
+        .collect();
+    let a: Vec<String> = (1..=3).map(|host| address(7, host)).collect();
+    let first = start(dirs[0].path(), &a[0], &[]).await;
+    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
+    let third = start(dirs[2].path(), &a[2], &a[..1]).await;
+    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
+
+    // The third goes for good: with two voters left, both would be needed, so one steps
+    // down to stand-by.
+    let third_id = third.id();
+    third.stop_without_handover().await.expect("the node stops");
+    first.remove(third_id).await.expect("the voter is removed");
+    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], StandBy)]).await;
+
+    // Back with an empty data dir (a new id): three voters again.
+    let third = start(dirs[3].path(), &a[2], &a[..1]).await;
+    assert_ne!(third.id(), third_id);
+    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
+    for app in [third, second, first] {
+        app.stop().await.expect("the node stops");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_voter_hands_over_to_its_stand_by() {
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("a temp dir"))
+        .collect();
+    let a: Vec<String> = (1..=2).map(|host| address(8, host)).collect();
+    let first = start(dirs[0].path(), &a[0], &[]).await;
+    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
+    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], StandBy)]).await;
+    let mut client = second.client().await.expect("a client");
+    insert_rows(&mut client, 0..3).await;
+
+    // The voter stops: it makes the stand-by a voter, hands leadership to it, steps down.
+    first.stop().await.expect("the node stops");
+    wait_for_roles(&second, &[(&a[0], Spare), (&a[1], Voter)]).await;
+    insert_rows(&mut client, 3..6).await;
+    assert_eq!(all_rows(&mut client).await, (0..6).collect::<Vec<_>>());
+    second.stop().await.expect("the node stops");
 }

@@ -1,10 +1,12 @@
 //! The membership requests the application makes, over one [`Connection`] to the leader:
-//! leader discovery, and retries while the cluster is busy with another change.
+//! leader discovery, retries while the cluster is busy with another change, and a new
+//! leader found when the old one says it no longer leads.
 
 use std::time::Duration;
 
 use super::AppError;
 use crate::client::{self, Connection, Options};
+use crate::wire::failure_code;
 use crate::{NodeInfo, NodeRole};
 
 /// How long a request that the leader answers with "busy" (another configuration change
@@ -16,6 +18,10 @@ pub(crate) struct Leader {
     pub(crate) connection: Connection,
     /// The leader's raft id.
     pub(crate) id: u64,
+    /// Where the leader was looked for: where to look again when it stops leading.
+    addresses: Vec<String>,
+    /// The bound on each connect and request.
+    timeout: Duration,
 }
 
 /// Client options with every connect and request bounded by `timeout`.
@@ -42,6 +48,8 @@ pub(crate) async fn find_leader(
                 return Ok(Leader {
                     connection,
                     id: leader.id,
+                    addresses: addresses.to_vec(),
+                    timeout,
                 });
             }
             Ok((_, Some(leader))) => match ask_leader(&leader.address, &options).await {
@@ -49,6 +57,8 @@ pub(crate) async fn find_leader(
                     return Ok(Leader {
                         connection,
                         id: confirmed.id,
+                        addresses: addresses.to_vec(),
+                        timeout,
                     });
                 }
                 Ok(_) => last_error = format!("{} did not confirm its leadership", leader.address),
@@ -129,7 +139,10 @@ enum Change<'a> {
     Transfer { id: u64 },
 }
 
-/// Sends a configuration change, again after a pause while the leader answers "busy".
+/// Sends a configuration change, again after a pause while the leader answers "busy", and
+/// to the new leader when the old one answers "not leader" (a request it refused before
+/// doing anything, so sending it again is safe). "Leadership lost" is returned: the change
+/// may or may not have been made, and only a fresh look at the configuration can tell.
 async fn retry_busy(leader: &mut Leader, change: Change<'_>) -> Result<(), client::Error> {
     let deadline = tokio::time::Instant::now() + BUSY_RETRY;
     let mut backoff = Duration::from_millis(10);
@@ -141,12 +154,22 @@ async fn retry_busy(leader: &mut Leader, change: Change<'_>) -> Result<(), clien
             Change::Remove { id } => connection.remove(id).await,
             Change::Transfer { id } => connection.transfer(id).await,
         };
-        match result {
-            Err(error) if error.is_busy() && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(250));
+        let retry = match &result {
+            Err(error) if error.is_busy() => true,
+            Err(error) => error.failure_code() == Some(failure_code::NOT_LEADER),
+            Ok(()) => false,
+        };
+        if !retry || tokio::time::Instant::now() >= deadline {
+            return result;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(250));
+        if result.as_ref().is_err_and(|e| !e.is_busy()) {
+            // Not the leader any more: look again (an election may still be under way, in
+            // which case the next turn of the loop looks again).
+            if let Ok(found) = find_leader(&leader.addresses, leader.timeout).await {
+                *leader = found;
             }
-            other => return other,
         }
     }
 }

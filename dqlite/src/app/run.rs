@@ -237,7 +237,14 @@ pub(super) async fn remove(shared: &Shared, id: u64) -> Result<(), AppError> {
         let states = probe(shared, &members).await;
         client = transfer_away_from(shared, &mut client, &states, id).await?;
     }
-    ops::remove(&mut client, id).await?;
+    if let Err(error) = ops::remove(&mut client, id).await {
+        // Leadership may have moved mid-request: the removal may have happened anyway.
+        client = shared.leader().await?;
+        let members = ops::cluster(&mut client).await?;
+        if members.iter().any(|m| m.id == id) {
+            return Err(error);
+        }
+    }
     let members = ops::cluster(&mut client).await?;
     remember_members(shared, &members).await?;
     shared.kick.notify_one();
