@@ -11,10 +11,11 @@
 //! writes the log): async callers run them under `tokio::task::spawn_blocking`.
 
 mod identity;
+mod listener;
 mod lock;
 mod log;
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::DirBuilder;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -23,7 +24,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::ffi;
 use crate::{NodeInfo, NodeRole};
@@ -239,9 +241,7 @@ impl Node {
                 .set_snapshot_params(snapshot.threshold, snapshot.trailing)
                 .map_err(|error| set_option_error("snapshot parameters", error))?;
         }
-        let raw = created
-            .bind(&c_address)
-            .map_err(|(_, error)| bind_error(address, error))?;
+        let raw = bind(created, address, &c_address)?;
         Ok(Node {
             raw,
             id,
@@ -302,6 +302,33 @@ impl Node {
     /// The node's (locked) data dir.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+}
+
+/// Binds the node's listener and keeps it out of child processes (see `node::listener`).
+/// An address that is in use is retried for [`lock::TRANSIENT_HOLD`]: a child forked by
+/// another thread holds a copy of a just-dropped node's listener until it execs.
+fn bind(
+    mut created: ffi::CreatedNode,
+    address: &str,
+    c_address: &CStr,
+) -> Result<ffi::BoundNode, NodeError> {
+    let deadline = Instant::now() + lock::TRANSIENT_HOLD;
+    loop {
+        let sockets_before_bind = listener::sockets();
+        match created.bind(c_address) {
+            Ok(mut bound) => {
+                listener::protect_new(&mut bound, &sockets_before_bind);
+                return Ok(bound);
+            }
+            Err((unbound, error)) => match bind_error(address, error) {
+                NodeError::AddressInUse { .. } if Instant::now() < deadline => {
+                    created = unbound;
+                    thread::sleep(Duration::from_millis(5));
+                }
+                error => return Err(error),
+            },
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use dqlite::node::{
     NodeOptions, BOOTSTRAP_ID, IDENTITY_FILE,
 };
 use dqlite::{NodeInfo, NodeRole};
-use node_support::{add_node, address, dqlite_demo, shell, shell_ok, wait_for};
+use node_support::{add_node, address, dqlite_demo, reopen, shell, shell_ok, wait_for};
 
 fn options() -> NodeOptions {
     NodeOptions::default()
@@ -64,10 +64,10 @@ fn node_creates_its_dir_binds_starts_stops_and_drops() {
     drop(node);
 
     // Drop of a running node stops it, destroys it and unlocks the dir.
-    let mut node = Node::new(BOOTSTRAP_ID, &address, &dir, &options()).expect("reopen");
+    let mut node = reopen(BOOTSTRAP_ID, &address, &dir, &options());
     node.start().expect("start again");
     drop(node);
-    let node = Node::new(BOOTSTRAP_ID, &address, &dir, &options()).expect("reopen after drop");
+    let node = reopen(BOOTSTRAP_ID, &address, &dir, &options());
     drop(node);
 }
 
@@ -165,7 +165,7 @@ fn a_dir_of_another_node_is_refused() {
     };
     check(8, &first);
     check(7, &address(103, 2));
-    drop(Node::new(7, &first, temp.path(), &options()).expect("the right identity opens"));
+    drop(reopen(7, &first, temp.path(), &options()));
 }
 
 #[test]
@@ -205,7 +205,27 @@ fn a_port_in_use_is_a_typed_error() {
     );
     drop(listener);
     // The failed node released the dir: the same node can bind now.
-    drop(Node::new(BOOTSTRAP_ID, &address, temp.path(), &options()).expect("bind once free"));
+    drop(reopen(BOOTSTRAP_ID, &address, temp.path(), &options()));
+}
+
+#[test]
+fn a_child_process_does_not_keep_the_address_bound() {
+    // libdqlite 1.11 opens its listener without O_CLOEXEC; the node marks it close-on-exec,
+    // so a long-lived child spawned while the node lives holds no copy of it.
+    let temp = tempfile::tempdir().expect("temp dir");
+    for address in [
+        address(113, 1),
+        format!("@dqlite-node-test-child-{}", std::process::id()),
+    ] {
+        let dir = temp.path().join(address.replace([':', '@'], "_"));
+        let mut node = Node::new(BOOTSTRAP_ID, &address, &dir, &options()).expect("create");
+        node.start().expect("start");
+        let _child =
+            node_support::KillOnDrop(Command::new("sleep").arg("30").spawn().expect("run sleep"));
+        drop(node);
+        // The `sleep` child lives 30 s: had it inherited the listener, this would fail.
+        drop(reopen(BOOTSTRAP_ID, &address, &dir, &options()));
+    }
 }
 
 #[test]
@@ -340,7 +360,7 @@ fn the_log_position_grows_with_writes() {
     // Bootstrap configuration, a barrier, the table and five rows: at least 7 entries.
     assert!(first.index >= 7 && first.term >= 1, "{first:?}");
 
-    let mut node = Node::new(BOOTSTRAP_ID, &address, temp.path(), &options()).expect("reopen");
+    let mut node = reopen(BOOTSTRAP_ID, &address, temp.path(), &options());
     node.start().expect("restart");
     wait_for(Duration::from_secs(10), || {
         shell(&address, "test", "insert into t values (5)")
@@ -420,7 +440,7 @@ fn the_log_position_of_a_killed_node_is_where_libraft_resumes() {
 
     // libraft closes the open segments when it loads them, naming the last entry it kept:
     // that must be the position read above. The rows are all there.
-    let mut node = Node::new(BOOTSTRAP_ID, &address, temp.path(), &options()).expect("reopen");
+    let mut node = reopen(BOOTSTRAP_ID, &address, temp.path(), &options());
     node.start().expect("restart");
     let count = wait_for(Duration::from_secs(10), || {
         let output = shell(&address, "test", "select count(*) from t");

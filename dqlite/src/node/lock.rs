@@ -3,12 +3,20 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use super::NodeError;
 
 /// The lock file inside the data dir. It stays on disk after the node ends; only the lock
 /// on it matters.
 pub const LOCK_FILE: &str = "dqlite-node.lock";
+
+/// How long a held lock is retried before it counts as another node's. A process that
+/// forks (any thread spawning a child) shares the lock's open file with the child until the
+/// child execs, so for a moment after a node drops its lock the lock can still look held;
+/// a live node holds it far longer.
+pub(crate) const TRANSIENT_HOLD: Duration = Duration::from_millis(250);
 
 /// Holds an exclusive `flock` on the data dir's lock file until dropped. `flock` locks
 /// belong to the open file, so a second opener fails even in the same process, and the
@@ -19,7 +27,8 @@ pub(crate) struct DataDirLock {
 }
 
 impl DataDirLock {
-    /// Takes the lock without waiting: a held lock means a live node owns the dir.
+    /// Takes the lock, waiting at most [`TRANSIENT_HOLD`]: a lock held longer means a live
+    /// node owns the dir.
     pub(crate) fn acquire(data_dir: &Path) -> Result<DataDirLock, NodeError> {
         let path = data_dir.join(LOCK_FILE);
         let file = OpenOptions::new()
@@ -32,12 +41,20 @@ impl DataDirLock {
                 path: path.clone(),
                 source,
             })?;
-        match file.try_lock() {
-            Ok(()) => Ok(DataDirLock { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(NodeError::DataDirLocked {
-                data_dir: data_dir.to_owned(),
-            }),
-            Err(TryLockError::Error(source)) => Err(NodeError::Lock { path, source }),
+        let deadline = Instant::now() + TRANSIENT_HOLD;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(DataDirLock { _file: file }),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(NodeError::DataDirLocked {
+                        data_dir: data_dir.to_owned(),
+                    })
+                }
+                Err(TryLockError::Error(source)) => return Err(NodeError::Lock { path, source }),
+            }
         }
     }
 }

@@ -153,3 +153,28 @@ pub fn add_node(leader: &str, id: u64, address: &str, role_code: u64) {
     assign.extend_from_slice(&role_code.to_le_bytes());
     membership_change(leader, REQUEST_ASSIGN, &assign);
 }
+
+/// Opens a node on an address a dropped node used, waiting out a short-lived child process
+/// (a `dqlite` shell run by a parallel test) that forked in the instant between libdqlite's
+/// bind and the crate marking the listener close-on-exec, and so still holds a copy of it.
+/// A copy held for longer than `limit` is a real leak and fails the test.
+pub fn reopen(
+    id: u64,
+    address: &str,
+    dir: &Path,
+    options: &dqlite::node::NodeOptions,
+) -> dqlite::node::Node {
+    use dqlite::node::{Node, NodeError};
+    let mut last_error = None;
+    let node = wait_for(Duration::from_secs(5), || {
+        match Node::new(id, address, dir, options) {
+            Ok(node) => Some(node),
+            Err(error @ NodeError::AddressInUse { .. }) => {
+                last_error = Some(error);
+                None
+            }
+            Err(error) => panic!("reopen node {id} at {address}: {error}"),
+        }
+    });
+    node.unwrap_or_else(|| panic!("reopen node {id} at {address}: {last_error:?}"))
+}
