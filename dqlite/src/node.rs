@@ -148,6 +148,8 @@ pub enum NodeError {
     Stop { id: u64, code: i32, message: String },
     #[error("invalid recovery membership: {reason}")]
     InvalidMembership { reason: String },
+    #[error("refusing to recover {data_dir:?}: its raft log is empty (the node never joined a cluster), so recovery would only start a new, empty one")]
+    EmptyLog { data_dir: PathBuf },
     #[error("cannot recover {data_dir:?}: libdqlite error {code}: {message}")]
     Recover {
         data_dir: PathBuf,
@@ -382,6 +384,13 @@ pub fn recover(
                 given: identity.clone(),
             });
         }
+    }
+    // libdqlite would "recover" an empty log into a brand-new cluster with no data: that is
+    // a bootstrap in disguise, never a recovery.
+    if log::read_log_position(data_dir)? == LogPosition::default() {
+        return Err(NodeError::EmptyLog {
+            data_dir: data_dir.to_owned(),
+        });
     }
     let recover_error = |error: ffi::CError| NodeError::Recover {
         data_dir: data_dir.to_owned(),

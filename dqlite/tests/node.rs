@@ -378,6 +378,42 @@ fn the_log_position_grows_with_writes() {
     );
 }
 
+#[test]
+fn recovery_of_a_node_that_never_joined_is_refused() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let address = address(114, 1);
+    let id = generate_node_id(&address);
+    let identity = NodeIdentity {
+        id,
+        address: address.clone(),
+    };
+    let alone = [NodeInfo {
+        id,
+        address: address.clone(),
+        role: NodeRole::Voter,
+    }];
+    let check = |dir: &Path| {
+        let error = recover(dir, &identity, &alone).expect_err("nothing to recover");
+        assert!(matches!(error, NodeError::EmptyLog { .. }), "{error}");
+    };
+    let empty = temp.path().join("empty");
+    fs::create_dir(&empty).expect("empty dir");
+    check(&empty);
+    // A joiner that started but was never added: raft metadata, no entries.
+    let joiner = temp.path().join("joiner");
+    let mut node = Node::new(id, &address, &joiner, &options()).expect("create");
+    node.start().expect("start");
+    drop(node);
+    assert_eq!(
+        log_position(&joiner).expect("position"),
+        LogPosition::default()
+    );
+    check(&joiner);
+    let missing = temp.path().join("missing");
+    let error = recover(&missing, &identity, &alone).expect_err("no dir");
+    assert!(matches!(error, NodeError::OpenLock { .. }), "{error}");
+}
+
 /// The environment variable that makes the next test's binary run a node until killed.
 const KILLED_DIR: &str = "DQLITE_NODE_TEST_KILLED_DIR";
 
