@@ -175,6 +175,17 @@ pub struct Node {
     _lock: DataDirLock,
 }
 
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("address", &self.address)
+            .field("data_dir", &self.data_dir)
+            .field("running", &self.is_running())
+            .finish_non_exhaustive()
+    }
+}
+
 // `Node` moves into `spawn_blocking` closures and behind a `Mutex`: keep it `Send`.
 const _: () = {
     const fn assert_send<T: Send>() {}

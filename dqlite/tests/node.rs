@@ -53,6 +53,10 @@ fn node_creates_its_dir_binds_starts_stops_and_drops() {
         format!("ID: 1\nAddress: {address}\nRole: 0\n")
     );
     assert!(!node.is_running());
+    assert_eq!(
+        format!("{node:?}"),
+        format!("Node {{ id: 1, address: {address:?}, data_dir: {dir:?}, running: false, .. }}")
+    );
     node.start().expect("start");
     node.start().expect("a second start does nothing");
     assert!(node.is_running());
@@ -76,8 +80,7 @@ fn a_second_opener_in_this_process_is_refused() {
     let temp = tempfile::tempdir().expect("temp dir");
     let node = Node::new(BOOTSTRAP_ID, &address(101, 1), temp.path(), &options()).expect("create");
     let error = Node::new(BOOTSTRAP_ID, &address(101, 2), temp.path(), &options())
-        .err()
-        .expect("second opener refused");
+        .expect_err("second opener refused");
     assert!(
         matches!(&error, NodeError::DataDirLocked { data_dir } if data_dir == temp.path()),
         "{error}"
@@ -147,9 +150,7 @@ fn a_dir_of_another_node_is_refused() {
     let first = address(103, 1);
     drop(Node::new(7, &first, temp.path(), &options()).expect("create node 7"));
     let check = |id: u64, address: &str| {
-        let error = Node::new(id, address, temp.path(), &options())
-            .err()
-            .expect("mismatch refused");
+        let error = Node::new(id, address, temp.path(), &options()).expect_err("mismatch refused");
         let NodeError::IdentityMismatch {
             persisted, given, ..
         } = &error
@@ -172,21 +173,15 @@ fn a_dir_of_another_node_is_refused() {
 fn ipv6_and_other_unbindable_addresses_are_refused_before_any_file_is_made() {
     let temp = tempfile::tempdir().expect("temp dir");
     let dir = temp.path().join("data");
-    let error = Node::new(2, "[::1]:9001", &dir, &options())
-        .err()
-        .expect("IPv6 refused");
+    let error = Node::new(2, "[::1]:9001", &dir, &options()).expect_err("IPv6 refused");
     assert!(
         matches!(error, NodeError::Ipv6Unsupported { .. }),
         "{error}"
     );
     assert!(error.to_string().contains("binds only IPv4"), "{error}");
-    let error = Node::new(2, "localhost:9001", &dir, &options())
-        .err()
-        .expect("host name refused");
+    let error = Node::new(2, "localhost:9001", &dir, &options()).expect_err("host name refused");
     assert!(matches!(error, NodeError::InvalidAddress { .. }), "{error}");
-    let error = Node::new(0, &address(104, 1), &dir, &options())
-        .err()
-        .expect("id 0 refused");
+    let error = Node::new(0, &address(104, 1), &dir, &options()).expect_err("id 0 refused");
     assert!(matches!(error, NodeError::ZeroId), "{error}");
     assert!(!dir.exists());
 }
@@ -196,9 +191,7 @@ fn a_port_in_use_is_a_typed_error() {
     let temp = tempfile::tempdir().expect("temp dir");
     let address = address(105, 1);
     let listener = TcpListener::bind(&address).expect("hold the port");
-    let error = Node::new(BOOTSTRAP_ID, &address, temp.path(), &options())
-        .err()
-        .expect("bind fails");
+    let error = Node::new(BOOTSTRAP_ID, &address, temp.path(), &options()).expect_err("bind fails");
     assert!(
         matches!(&error, NodeError::AddressInUse { address: in_use, .. } if *in_use == address),
         "{error:?}"
