@@ -465,8 +465,10 @@ impl App {
     }
 
     /// Hands this node's responsibilities over: leadership to another online voter, then
-    /// its vote (or stand-by place) to the best online candidate, becoming a spare. Does
-    /// nothing when there is nobody to hand over to: a lone voter stays one.
+    /// its vote (or stand-by place) to the best online candidate, becoming a spare. A voter
+    /// without a candidate still steps down while another voter is online (its stopping
+    /// must not take the quorum with it); a lone voter keeps its vote. A lone voter with a
+    /// stand-by or spare first makes it a voter, so that it can hand leadership over.
     pub async fn handover(&self) -> Result<(), AppError> {
         run::handover(&self.shared).await
     }

@@ -357,3 +357,36 @@ async fn a_lone_voter_hands_over_to_its_stand_by() {
     assert_eq!(all_rows(&mut client).await, (0..6).collect::<Vec<_>>());
     second.stop().await.expect("the node stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_joining_at_once_all_get_in() {
+    let dirs: Vec<_> = (0..4)
+        .map(|_| tempfile::tempdir().expect("a temp dir"))
+        .collect();
+    let a: Vec<String> = (1..=4).map(|host| address(9, host)).collect();
+    let first = start(dirs[0].path(), &a[0], &[]).await;
+    // Concurrent ADDs meet "a configuration change is already in progress": they retry.
+    let (second, third, fourth) = tokio::join!(
+        start(dirs[1].path(), &a[1], &a[..1]),
+        start(dirs[2].path(), &a[2], &a[..1]),
+        start(dirs[3].path(), &a[3], &a[..1]),
+    );
+    wait_for(
+        "three voters and a stand-by",
+        Duration::from_secs(15),
+        || async {
+            let roles = app_support::roles(&first).await?;
+            let voters = roles.values().filter(|r| **r == Voter).count();
+            let standbys = roles.values().filter(|r| **r == StandBy).count();
+            if roles.len() == 4 && voters == 3 && standbys == 1 {
+                Ok(())
+            } else {
+                Err(format!("{roles:?}"))
+            }
+        },
+    )
+    .await;
+    for app in [fourth, third, second, first] {
+        app.stop().await.expect("the node stops");
+    }
+}

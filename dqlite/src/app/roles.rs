@@ -126,9 +126,14 @@ pub fn plan_roles(
 /// (if it held it) has moved to another voter.
 ///
 /// A voter hands its vote to the best online stand-by or spare and then becomes a spare;
-/// a stand-by hands its place to the best online spare and then becomes a spare. With no
-/// candidate nothing is changed: the member stays in its role while offline, so the
-/// voter count does not drop (the leader's role loop replaces it when a node appears).
+/// a stand-by hands its place to the best online spare and then becomes a spare.
+///
+/// A voter without a candidate still steps down when another voter is online: the
+/// majority of the remaining voters is never larger than the majority with it, so its
+/// leaving the vote never lowers the cluster's reach, and it must leave: a stopped voter
+/// of two would take the quorum with it. (The leader's role loop then evens the count out,
+/// and promotes the node again when it comes back.) A lone voter keeps its vote: there is
+/// nobody to take it. A stand-by without a candidate stays: it holds no vote.
 pub fn plan_handover(members: &[MemberState], own_id: u64) -> Vec<RoleChange> {
     let Some(own) = members.iter().find(|m| m.info.id == own_id) else {
         return Vec::new();
@@ -158,7 +163,21 @@ pub fn plan_handover(members: &[MemberState], own_id: u64) -> Vec<RoleChange> {
                 to: NodeRole::Spare,
             },
         ],
-        None => Vec::new(),
+        None => {
+            let other_voter_online = roster.iter().any(|slot| {
+                slot.state.info.id != own_id && slot.role == NodeRole::Voter && slot.online
+            });
+            if own.info.role == NodeRole::Voter && other_voter_online {
+                vec![RoleChange {
+                    id: own_id,
+                    address: own.info.address.clone(),
+                    from: NodeRole::Voter,
+                    to: NodeRole::Spare,
+                }]
+            } else {
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -719,8 +738,20 @@ mod tests {
             1,
             &[(5, Voter), (1, Spare)],
         );
-        // No candidate: keep the vote (the voter count must not drop by hand-over).
-        check_handover(&[m(1, Voter, up), m(2, Voter, up), m(3, Voter, up)], 1, &[]);
+        // No candidate: step down all the same, the others keep the quorum.
+        check_handover(
+            &[m(1, Voter, up), m(2, Voter, up), m(3, Voter, up)],
+            1,
+            &[(1, Spare)],
+        );
+        // Two voters: the one stopping must step down, or it takes the quorum with it.
+        check_handover(&[m(1, Voter, up), m(2, Voter, up)], 2, &[(2, Spare)]);
+        // The other voter is offline: the step-down could not commit; nothing to do.
+        check_handover(&[m(1, Voter, up), m(2, Voter, down)], 1, &[]);
+        // A lone voter keeps its vote: nobody could take it.
+        check_handover(&[m(1, Voter, up), m(2, Spare, down)], 1, &[]);
+        // A stand-by without a spare to take its place stays.
+        check_handover(&[m(1, Voter, up), m(2, StandBy, up)], 2, &[]);
         // A stand-by hands over to a spare only.
         check_handover(
             &[m(1, Voter, up), m(2, StandBy, up), m(3, Spare, up)],

@@ -26,8 +26,9 @@ pub(super) async fn join(shared: &Shared) -> Result<(), AppError> {
             Ok(()) => return Ok(()),
             Err(error) => {
                 log::info!(
-                    "node {}: join attempt failed, retrying in {backoff:?}: {error}",
-                    shared.id
+                    "node {}: join attempt failed, retrying in {backoff:?}: {}",
+                    shared.id,
+                    ops::error_chain(&error)
                 );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -69,7 +70,11 @@ pub(super) async fn background(
             changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
             result = round(&shared, &ready, first) => {
                 if let Err(error) = result {
-                    log::debug!("node {}: background round failed: {error}", shared.id);
+                    log::debug!(
+                    "node {}: background round failed: {}",
+                    shared.id,
+                    ops::error_chain(&error)
+                );
                 }
             }
         }
@@ -129,12 +134,13 @@ async fn review(
     for change in plan {
         if let Err(error) = ops::assign(client, change.id, change.to).await {
             log::warn!(
-                "node {}: cannot change node {} ({}) from {} to {}: {error}",
+                "node {}: cannot change node {} ({}) from {} to {}: {}",
                 shared.id,
                 change.id,
                 change.address,
                 change.from,
-                change.to
+                change.to,
+                ops::error_chain(&error)
             );
             break;
         }
@@ -204,6 +210,11 @@ pub(super) async fn handover(shared: &Shared) -> Result<(), AppError> {
                 return Ok(());
             };
             ops::assign(&mut client, promotion.id, NodeRole::Voter).await?;
+            log::info!(
+                "node {}: made node {} a voter to hand over to",
+                shared.id,
+                promotion.id
+            );
             let members = ops::cluster(&mut client).await?;
             states = probe(shared, &members).await;
         }

@@ -34,8 +34,41 @@ pub fn config(dir: &Path, address: &str, peers: &[String]) -> AppConfig {
     config
 }
 
+/// Prints the application layer's log to stderr (with the time since the first call) when
+/// `DQLITE_APP_LOG` is set, to see what a slow or failing scenario waited for.
+pub fn init_logging() {
+    struct Stderr(std::time::Instant);
+    impl log::Log for Stderr {
+        fn enabled(&self, metadata: &log::Metadata) -> bool {
+            metadata.target().starts_with("dqlite")
+        }
+        fn log(&self, record: &log::Record) {
+            if self.enabled(record.metadata()) {
+                let at = self.0.elapsed().as_secs_f64();
+                eprintln!(
+                    "{at:8.3} {} {}: {}",
+                    record.level(),
+                    record.target(),
+                    record.args()
+                );
+            }
+        }
+        fn flush(&self) {}
+    }
+    static INIT: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("DQLITE_APP_LOG").is_some() {
+        INIT.call_once(|| {
+            let logger = Box::leak(Box::new(Stderr(std::time::Instant::now())));
+            if log::set_logger(logger).is_ok() {
+                log::set_max_level(log::LevelFilter::Debug);
+            }
+        });
+    }
+}
+
 /// Starts a node and waits until it is ready.
 pub async fn start(dir: &Path, address: &str, peers: &[String]) -> App {
+    init_logging();
     let app = App::start(config(dir, address, peers))
         .await
         .expect("the node starts");
