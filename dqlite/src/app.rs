@@ -182,11 +182,17 @@ pub struct App {
 
 /// What the application and its background task share.
 struct Shared {
+    /// The local node's raft id: who "we" are in every configuration.
     id: u64,
+    /// The local node's address: the first place to ask for the leader.
     address: String,
+    /// Where `cluster.yaml` is kept up to date.
     data_dir: PathBuf,
+    /// What the role reviews aim for.
     targets: RoleTargets,
+    /// The pause between background rounds.
     role_interval: Duration,
+    /// The bound on each connect and request to another node.
     request_timeout: Duration,
     /// How long to keep looking for a leader: a few election timeouts (libdqlite's is 15
     /// times the network latency), at least one request timeout.
@@ -363,7 +369,7 @@ impl App {
             let joined = tokio::time::timeout(config.join_timeout, run::join(&shared)).await;
             let failure = match joined {
                 Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(error.to_string()),
+                Ok(Err(error)) => Some(ops::error_chain(&error)),
                 Err(_) => Some("timed out".to_owned()),
             };
             if let Some(last_error) = failure {
