@@ -47,7 +47,9 @@ pub const BOOTSTRAP_ID: u64 = 1;
 /// about 5.5 s.
 pub const DEFAULT_NETWORK_LATENCY: Duration = Duration::from_millis(20);
 
-/// Raft snapshot tuning, `dqlite_node_set_snapshot_params`.
+/// Raft snapshot tuning, `dqlite_node_set_snapshot_params`. libdqlite 1.11 requires
+/// `trailing >= 4` and `trailing >= threshold` (so that the entries behind the previous
+/// snapshot survive an unusable last one); `threshold` must be at least 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotParams {
     /// Take a snapshot after this many new log entries (libdqlite's default: 1024).
@@ -94,6 +96,8 @@ pub enum NodeError {
     Ipv6Unsupported { address: String },
     #[error("invalid network latency {latency:?}: must be whole milliseconds from 1 ms to 1 hour")]
     InvalidNetworkLatency { latency: Duration },
+    #[error("invalid snapshot parameters (threshold {threshold}, trailing {trailing}): the threshold must be at least 1 and the trailing at least 4 and at least the threshold")]
+    InvalidSnapshotParams { threshold: u32, trailing: u32 },
     #[error("data dir {path:?} cannot be passed to libdqlite: it contains a NUL byte")]
     DataDirPath { path: PathBuf },
     #[error("cannot create data dir {path:?}")]
@@ -212,6 +216,9 @@ impl Node {
         }
         check_address(address)?;
         let latency_ms = latency_millis(options.network_latency)?;
+        if let Some(snapshot) = options.snapshot {
+            check_snapshot_params(snapshot)?;
+        }
         let c_address = address_cstring(address)?;
         let c_data_dir = path_cstring(data_dir)?;
         create_data_dir(data_dir)?;
@@ -528,6 +535,22 @@ fn looks_like_ipv6(address: &str) -> bool {
     host.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
+/// Checks snapshot parameters against libdqlite 1.11's rules. Pure.
+fn check_snapshot_params(params: SnapshotParams) -> Result<(), NodeError> {
+    let SnapshotParams {
+        threshold,
+        trailing,
+    } = params;
+    if threshold >= 1 && trailing >= 4 && trailing >= threshold {
+        Ok(())
+    } else {
+        Err(NodeError::InvalidSnapshotParams {
+            threshold,
+            trailing,
+        })
+    }
+}
+
 /// The latency in whole milliseconds as libdqlite takes it.
 fn latency_millis(latency: Duration) -> Result<u32, NodeError> {
     let invalid = NodeError::InvalidNetworkLatency { latency };
@@ -665,6 +688,23 @@ mod tests {
         check(Duration::ZERO, None);
         check(Duration::from_micros(1500), None);
         check(Duration::from_secs(3601), None);
+    }
+
+    #[test]
+    fn snapshot_params() {
+        let check = |threshold, trailing, valid: bool| {
+            let params = SnapshotParams {
+                threshold,
+                trailing,
+            };
+            assert_eq!(check_snapshot_params(params).is_ok(), valid, "{params:?}");
+        };
+        check(1024, 8192, true);
+        check(8, 8, true);
+        check(1, 4, true);
+        check(0, 8, false);
+        check(2, 3, false);
+        check(16, 8, false);
     }
 
     #[test]

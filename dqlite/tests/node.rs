@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use dqlite::node::{
     generate_node_id, log_position, recover, LogPosition, Node, NodeError, NodeIdentity,
-    NodeOptions, BOOTSTRAP_ID, IDENTITY_FILE,
+    NodeOptions, SnapshotParams, BOOTSTRAP_ID, IDENTITY_FILE,
 };
 use dqlite::{NodeInfo, NodeRole};
 use node_support::{add_node, address, dqlite_demo, reopen, shell, shell_ok, wait_for};
@@ -405,6 +405,82 @@ fn recovery_of_a_node_that_never_joined_is_refused() {
     let missing = temp.path().join("missing");
     let error = recover(&missing, &identity, &alone).expect_err("no dir");
     assert!(matches!(error, NodeError::OpenLock { .. }), "{error}");
+}
+
+#[test]
+fn options_reach_the_node_and_snapshots_count_in_the_log_position() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let address = address(115, 1);
+    let options = NodeOptions {
+        failure_domain: Some(7),
+        snapshot: Some(SnapshotParams {
+            threshold: 8,
+            trailing: 8,
+        }),
+        ..NodeOptions::default()
+    };
+    let invalid = NodeOptions {
+        snapshot: Some(SnapshotParams {
+            threshold: 8,
+            trailing: 4,
+        }),
+        ..NodeOptions::default()
+    };
+    let error = Node::new(BOOTSTRAP_ID, &address, temp.path(), &invalid)
+        .expect_err("trailing below the threshold");
+    assert!(
+        matches!(error, NodeError::InvalidSnapshotParams { .. }),
+        "{error}"
+    );
+    let mut node = Node::new(BOOTSTRAP_ID, &address, temp.path(), &options).expect("create");
+    node.start().expect("start");
+    wait_for(Duration::from_secs(10), || {
+        shell(&address, "test", "create table t (n integer)")
+            .status
+            .success()
+            .then_some(())
+    })
+    .expect("node 1 serves");
+    let describe = shell_ok(&address, "test", &format!(".describe {address}"));
+    // The shell prints `address|failure domain|weight`.
+    assert!(
+        describe.trim().starts_with(&format!("{address}|7|")),
+        "{describe}"
+    );
+    write_rows(&address, 0..30);
+    node.stop().expect("stop");
+    drop(node);
+
+    let names: Vec<String> = fs::read_dir(temp.path())
+        .expect("list the dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|name| name.starts_with("snapshot-") && name.ends_with(".meta")),
+        "{names:?}"
+    );
+    let position = log_position(temp.path()).expect("position with snapshots");
+    assert!(position.index >= 32, "{position:?}");
+
+    let mut node = reopen(BOOTSTRAP_ID, &address, temp.path(), &options);
+    node.start().expect("restart");
+    let count = wait_for(Duration::from_secs(10), || {
+        let output = shell(&address, "test", "select count(*) from t");
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    })
+    .expect("the restarted node serves queries");
+    assert!(count.contains("30"), "{count}");
 }
 
 /// The environment variable that makes the next test's binary run a node until killed.
