@@ -2,8 +2,9 @@
 //!
 //! A [`Node`] is always bound: [`Node::new`] creates the C node and sets its bind address
 //! before it returns, so the 1.11 abort on "start without a bind address" cannot happen.
-//! The data dir is locked for the node's whole life (a second [`Node::new`] or [`recover`]
-//! on it, in this process or another, fails with [`NodeError::DataDirLocked`]), and the
+//! The data dir is locked for the node's whole life (a second [`Node::new`], [`recover`] or
+//! [`log_position`] on it, in this process or another, fails with
+//! [`NodeError::DataDirLocked`]), and the
 //! node's id and address, which libdqlite does not store, are persisted in a
 //! go-dqlite-compatible `info.yaml` beside raft's files.
 //!
@@ -42,9 +43,11 @@ pub const BOOTSTRAP_ID: u64 = 1;
 
 /// The default network latency: 20 ms gives a 30 ms heartbeat and a 300 ms election timeout
 /// (libdqlite uses 1.5x and 15x the latency), so a LAN cluster fails over in about half a
-/// second (measured on libdqlite 1.11 loopback: 0.5 s), while a LAN round trip (well under
-/// 1 ms) stays far below the heartbeat. libdqlite's own default (200 ms) fails over in
-/// about 5.5 s.
+/// second (`benches/node_failover.rs`, three node processes on loopback, kill -9 of the
+/// leader: 0.45-0.57 s), while a LAN round trip (well under 1 ms) stays far below the
+/// heartbeat. libdqlite's own default fails over in about 5.5 s. Raise it for links with
+/// round trips near the heartbeat (a WAN), or on hosts so loaded that the node's thread
+/// can stall for hundreds of milliseconds.
 pub const DEFAULT_NETWORK_LATENCY: Duration = Duration::from_millis(20);
 
 /// Raft snapshot tuning, `dqlite_node_set_snapshot_params`. libdqlite 1.11 requires
