@@ -5,9 +5,10 @@
 //! DESCRIBE in this round), then [`plan_roles`] says which ASSIGN requests to send, in
 //! order. The rules, in the order they are applied:
 //!
-//! 1. An offline voter is replaced when an online stand-by or spare can take its place:
-//!    the replacement is promoted first, then the offline voter is demoted, so the number
-//!    of voters never drops and the number of online voters only grows.
+//! 1. While the online voters fall short of the target, an offline voter is replaced by
+//!    an online stand-by or spare: the replacement is promoted first, then the offline
+//!    voter is demoted, so the number of voters never drops and the number of online
+//!    voters only grows.
 //! 2. Offline voters that cannot be replaced are kept (they may come back) unless the
 //!    voter count exceeds the target, or is even: demoting an offline voter never lowers
 //!    the quorum's reach, because the majority of `n - 1` voters is never larger than the
@@ -18,7 +19,13 @@
 //! 4. Missing voters are promoted from online stand-bys first (they are caught up), then
 //!    spares, keeping the voter count odd: two voters need both to be up, one does not.
 //! 5. Stand-bys follow the same pattern with spares as the pool: offline stand-bys are
-//!    replaced, the count is topped up to its target or trimmed back to it.
+//!    replaced while the online ones fall short, the count is topped up to its target or
+//!    trimmed back to it (offline ones first).
+//!
+//! A property test checks, over random clusters, that applied change by change a plan
+//! never takes the quorum away, lowers the reach (online voters beyond the majority) only
+//! by trimming while every voter is online, never touches the leader or promotes an
+//! offline node, changes each node at most once, and leaves an odd number of voters.
 //!
 //! Among equals, a candidate in a failure domain that no voter (or stand-by) covers yet
 //! comes first, then the lower weight (the operator's preference, set with WEIGHT), then
@@ -203,16 +210,37 @@ fn plan_voters(
     standby_target: usize,
     changes: &mut Vec<RoleChange>,
 ) {
-    // A demoted online voter stays warm as a stand-by when there is room for one.
+    // A demoted online voter stays warm as a stand-by when the online stand-bys fall short
+    // (an offline stand-by then goes in `plan_standbys`).
     let demoted_role = |roster: &[Slot]| {
-        if count(roster, |s| s.role == NodeRole::StandBy) < standby_target {
+        if count(roster, |s| s.role == NodeRole::StandBy && s.online) < standby_target {
             NodeRole::StandBy
         } else {
             NodeRole::Spare
         }
     };
-    // Rule 1: replace offline voters while online candidates remain.
-    for offline in indices(roster, |s| s.role == NodeRole::Voter && !s.online) {
+    // Rule 1: replace offline voters while online candidates remain and the online voters
+    // fall short of the target (beyond it, rule 2 simply lets offline voters go). When
+    // every offline voter and every candidate would be used up and the count would be
+    // even, one swap fewer is made: rule 2 then lets that offline voter go, which gives the
+    // same odd count without promoting a node only to demote it again.
+    let offline_voters = indices(roster, |s| s.role == NodeRole::Voter && !s.online);
+    let online_voters = count(roster, |s| s.role == NodeRole::Voter && s.online);
+    let candidates = count(roster, |s| {
+        s.online && matches!(s.role, NodeRole::StandBy | NodeRole::Spare)
+    });
+    let mut swaps = offline_voters
+        .len()
+        .min(candidates)
+        .min(target.saturating_sub(online_voters));
+    if swaps > 0
+        && swaps == offline_voters.len()
+        && swaps == candidates
+        && (online_voters + swaps).is_multiple_of(2)
+    {
+        swaps -= 1;
+    }
+    for &offline in offline_voters.iter().take(swaps) {
         let covered =
             domains_with_role(roster, NodeRole::Voter, Some(roster[offline].state.info.id));
         let Some(replacement) =
@@ -279,7 +307,11 @@ fn plan_voters(
 
 fn plan_standbys(roster: &mut [Slot], target: usize, changes: &mut Vec<RoleChange>) {
     let pool = [NodeRole::Spare];
+    // Offline stand-bys are replaced only while the online ones fall short of the target.
     for offline in indices(roster, |s| s.role == NodeRole::StandBy && !s.online) {
+        if count(roster, |s| s.role == NodeRole::StandBy && s.online) >= target {
+            break;
+        }
         let covered = domains_with_role(
             roster,
             NodeRole::StandBy,
@@ -779,6 +811,87 @@ mod tests {
                 expected,
                 "{members:?} remove {id}"
             );
+        }
+    }
+
+    /// The majority of `voters` voters.
+    fn quorum(voters: usize) -> usize {
+        voters / 2 + 1
+    }
+
+    /// Online voters beyond the quorum: how many more voters may fail (negative: no quorum).
+    fn reach(roles: &[(NodeRole, bool)]) -> i64 {
+        let voters = roles.iter().filter(|(r, _)| *r == Voter).count();
+        let online = roles.iter().filter(|(r, up)| *r == Voter && *up).count();
+        online as i64 - quorum(voters) as i64
+    }
+
+    fn cluster() -> impl proptest::strategy::Strategy<Value = (Vec<MemberState>, usize, RoleTargets)>
+    {
+        use proptest::prelude::*;
+        let member = (0..3u8, any::<bool>(), 0..3u64, 0..3u64);
+        (
+            proptest::collection::vec(member, 1..9),
+            any::<prop::sample::Index>(),
+            1..8usize,
+            0..5usize,
+        )
+            .prop_map(|(specs, leader, voters, standbys)| {
+                let mut members: Vec<MemberState> = specs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (role, online, domain, weight))| {
+                        let role = [Voter, StandBy, Spare][usize::from(*role)];
+                        MemberState {
+                            failure_domain: *domain,
+                            weight: *weight,
+                            ..m(i as u64 + 1, role, *online)
+                        }
+                    })
+                    .collect();
+                // The leader is an online voter, as the leader that plans always is.
+                let leader = leader.index(members.len());
+                members[leader].info.role = Voter;
+                members[leader].online = true;
+                (members, leader, RoleTargets { voters, standbys })
+            })
+    }
+
+    proptest::proptest! {
+        /// Applied change by change, a plan never takes the quorum away when there was
+        /// one, lowers the reach only by demoting an online voter while every voter is
+        /// online, never touches the leader, never promotes an offline node, changes each
+        /// node at most once, and ends with an odd number of voters within the target.
+        #[test]
+        fn role_plans_never_lower_the_reach_unsafely((members, leader, targets) in cluster()) {
+            let leader_id = members[leader].info.id;
+            let plan = plan_roles(&members, leader_id, targets);
+            let mut roles: Vec<(NodeRole, bool)> = members.iter().map(|m| (m.info.role, m.online)).collect();
+            let mut changed = std::collections::HashSet::new();
+            for change in &plan {
+                let index = (change.id - 1) as usize;
+                proptest::prop_assert!(change.id != leader_id, "the leader changed: {plan:?}");
+                proptest::prop_assert!(changed.insert(change.id), "node {} changed twice: {plan:?}", change.id);
+                proptest::prop_assert_eq!(change.from, roles[index].0, "stale from: {:?}", plan);
+                let promotes = matches!((change.from, change.to), (Spare, StandBy | Voter) | (StandBy, Voter));
+                proptest::prop_assert!(!promotes || roles[index].1, "offline node promoted: {plan:?}");
+                let before = reach(&roles);
+                let all_voters_online = roles.iter().all(|(r, up)| *r != Voter || *up);
+                roles[index].0 = change.to;
+                let after = reach(&roles);
+                proptest::prop_assert!(before < 0 || after >= 0, "quorum lost by {change:?} in {plan:?}");
+                if after < before {
+                    proptest::prop_assert!(
+                        change.from == Voter && roles[index].1 && all_voters_online,
+                        "reach lowered by {change:?} in {plan:?}"
+                    );
+                }
+            }
+            let voters = roles.iter().filter(|(r, _)| *r == Voter).count();
+            let target = if targets.voters % 2 == 0 { targets.voters - 1 } else { targets.voters };
+            let initial = members.iter().filter(|m| m.info.role == Voter).count();
+            proptest::prop_assert!(voters % 2 == 1, "{voters} voters after {plan:?}");
+            proptest::prop_assert!(voters <= target.max(1) || voters <= initial, "{voters} voters after {plan:?}");
         }
     }
 }
