@@ -390,3 +390,37 @@ async fn nodes_joining_at_once_all_get_in() {
         app.stop().await.expect("the node stops");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_join_resumes_with_the_same_id() {
+    let dirs: Vec<_> = (0..2)
+        .map(|_| tempfile::tempdir().expect("a temp dir"))
+        .collect();
+    let a: Vec<String> = (1..=2).map(|host| address(10, host)).collect();
+
+    // Nobody answers at the peer's address yet: the join times out.
+    let mut config = app_support::config(dirs[1].path(), &a[1], &a[..1]);
+    config.join_timeout = Duration::from_millis(300);
+    let failed = App::start(config.clone()).await;
+    let Err(AppError::JoinTimeout { id, .. }) = failed else {
+        panic!("expected a join timeout, got {:?}", failed.err());
+    };
+    assert!(
+        dirs[1].path().join(app::JOIN_FILE).exists(),
+        "the join is still pending"
+    );
+
+    // The cluster appears; the same data dir joins with the id it persisted.
+    let first = start(dirs[0].path(), &a[0], &[]).await;
+    config.join_timeout = Duration::from_secs(15);
+    let second = App::start(config).await.expect("the join resumes");
+    second.ready(Duration::from_secs(15)).await.expect("ready");
+    assert_eq!(second.id(), id, "the persisted id is kept");
+    assert!(
+        !dirs[1].path().join(app::JOIN_FILE).exists(),
+        "the join is done"
+    );
+    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], StandBy)]).await;
+    second.stop().await.expect("the node stops");
+    first.stop().await.expect("the node stops");
+}
