@@ -48,7 +48,8 @@ pub struct Options {
     /// How long [`Client`] keeps retrying (leader discovery, not leader, busy) before it gives
     /// up and returns the last error.
     pub retry_timeout: Duration,
-    /// First pause between retries; it doubles up to `max_backoff`.
+    /// First pause between retries; it doubles up to `max_backoff` (each pause is jittered
+    /// down by up to half). Short, because "database is locked" clears within a commit.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
 }
@@ -61,8 +62,8 @@ impl Default for Options {
             max_message_size: 64 << 20,
             // Long enough for an election at libdqlite's default latency (about 5.5 s).
             retry_timeout: Duration::from_secs(30),
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(500),
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(100),
         }
     }
 }

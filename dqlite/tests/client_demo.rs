@@ -1,7 +1,8 @@
 //! The client against real go-dqlite peers (`dqlite-demo` processes): SQL with every value
 //! type, a result large enough to arrive in several ROWS batches, cluster listing, DESCRIBE,
-//! WEIGHT and DUMP, "not leader" from a follower, and writes that continue through the
-//! leader-finding handle after the leader is killed with SIGKILL.
+//! WEIGHT and DUMP, "not leader" from a follower, ADD and REMOVE of a spare, TRANSFER of
+//! leadership, and writes that continue through the leader-finding handle after the leader is
+//! killed with SIGKILL.
 
 mod client_support;
 
@@ -256,6 +257,37 @@ async fn three_nodes_redirect_and_survive_the_leaders_death() {
             .await
             .expect("insert before the kill");
     }
+
+    // Membership through the handle: a spare at an address nothing listens on is never
+    // replicated to, so adding and removing it is harmless.
+    client
+        .add(0x5eed, "127.12.3.99:9001")
+        .await
+        .expect("add a spare");
+    let spare = client
+        .cluster()
+        .await
+        .expect("cluster")
+        .into_iter()
+        .find(|n| n.id == 0x5eed)
+        .expect("the spare is listed");
+    assert_eq!(spare.role, NodeRole::Spare);
+    client.remove(0x5eed).await.expect("remove the spare");
+    assert_eq!(client.cluster().await.expect("cluster").len(), 3);
+
+    // Hand leadership to another voter; the handle follows it.
+    let target = client
+        .cluster()
+        .await
+        .expect("cluster")
+        .into_iter()
+        .find(|n| n.address != leader_address)
+        .expect("another voter");
+    client.transfer(target.id).await.expect("transfer");
+    let leader = client.leader().await.expect("the new leader");
+    assert_eq!(leader.id, target.id);
+    assert_eq!(client.leader_address(), Some(target.address.as_str()));
+    let leader_address = target.address;
 
     let leader_node = nodes
         .iter_mut()

@@ -2,6 +2,7 @@
 //! decision (a pure function, table-tested), and the operations applications use.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -278,7 +279,7 @@ impl Client {
             if Instant::now() + backoff > deadline {
                 return Err(error);
             }
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(jitter(backoff)).await;
             backoff = (backoff * 2).min(self.options.max_backoff);
         }
     }
@@ -344,6 +345,18 @@ async fn perform(
     })
 }
 
+/// A pause between half and all of `backoff`, so that clients refused together (several
+/// writers finding the database locked) do not retry in lock-step.
+fn jitter(backoff: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Each `RandomState` has fresh keys: its hash of nothing is a cheap random number.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let half = backoff / 2;
+    half + half.mul_f64((random % 1024) as f64 / 1024.0)
+}
+
 /// The id of database `name` on `connection`, opening it on first use.
 async fn open(
     connection: &mut Connection,
@@ -405,7 +418,6 @@ async fn probe(address: &str, options: &Options) -> Result<Option<Connection>, E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn failure(code: u64) -> Error {
         Error::Failure {
