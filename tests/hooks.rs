@@ -1,0 +1,528 @@
+//! The compiled `dispatch` run under the hook-tool emulator with Juju's exact environment:
+//! each test is a scenario on a model of controller units.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use juju_sim::Invocation;
+use serde_json::json;
+use support::{new_unit_hooks, unit, Model, RELATION};
+
+fn status(kind: &str, message: &str) -> (String, String) {
+    (kind.to_owned(), message.to_owned())
+}
+
+#[test]
+fn single_controller_lifecycle_publishes_and_writes_the_conf() {
+    let mut model = Model::new(1);
+    model.start_agent(0);
+    for invocation in new_unit_hooks(true) {
+        model.hook(0, invocation);
+    }
+    assert_eq!(
+        model.status(0),
+        status("active", "db bind address 10.0.0.5 (1 controller)")
+    );
+    let bag = model.unit_bag(0);
+    assert_eq!(
+        bag.get("db-bind-address").map(String::as_str),
+        Some("10.0.0.5")
+    );
+    assert_eq!(bag.get("agent-id").map(String::as_str), Some("0"));
+    assert_eq!(model.published().as_deref(), Some(r#"{"0":"10.0.0.5"}"#));
+    assert_eq!(
+        model.conf(0).as_deref(),
+        Some("db-bind-addresses:\n  '0': 10.0.0.5\n")
+    );
+    assert_eq!(
+        fs::metadata(model.conf_path(0)).expect("conf").mode() & 0o777,
+        0o600
+    );
+    // Written once, reloaded once: the later hooks found it converged.
+    assert_eq!(model.agent(0).reloads(), 1);
+    let state = model.state();
+    assert_eq!(
+        state.units[&unit(0)].workload_version.as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert!(state.history.iter().all(|h| h.exit_code == Some(0)));
+}
+
+#[test]
+fn leader_aggregates_and_non_leaders_copy() {
+    let mut model = Model::new(3);
+    for n in 0..3 {
+        model.start_agent(n);
+        for invocation in new_unit_hooks(n == 0) {
+            model.hook(n, invocation);
+        }
+    }
+    model.settle(3, 2);
+    let three = r#"{"0":"10.0.0.5","1":"10.0.0.6","2":"10.0.0.7"}"#;
+    assert_eq!(model.published().as_deref(), Some(three));
+    let conf = "db-bind-addresses:\n  '0': 10.0.0.5\n  '1': 10.0.0.6\n  '2': 10.0.0.7\n";
+    for n in 0..3 {
+        assert_eq!(model.conf(n).as_deref(), Some(conf), "controller {n}");
+        let address = format!("10.0.0.{}", 5 + n);
+        assert_eq!(
+            model.status(n),
+            status(
+                "active",
+                &format!("db bind address {address} (3 controllers)")
+            )
+        );
+    }
+    // Non-leaders never write the app bag (the emulator would fail the hook if they tried).
+    let state = model.state();
+    for call in state.calls.iter().filter(|c| c.tool == "relation-set") {
+        if call.args.contains(&"--app".to_owned()) {
+            assert!(call.context_id.starts_with("controller/0-"), "{call:?}");
+        }
+    }
+}
+
+#[test]
+fn a_non_leader_waits_for_the_leader() {
+    let mut model = Model::new(2);
+    model.start_agent(1);
+    model.hook(1, Invocation::hook("config-changed"));
+    assert_eq!(
+        model.status(1),
+        status(
+            "waiting",
+            "waiting for the leader to publish db-bind-addresses"
+        )
+    );
+    assert_eq!(
+        model.unit_bag(1).get("db-bind-address").map(String::as_str),
+        Some("10.0.0.6")
+    );
+    assert_eq!(
+        model.conf(1),
+        None,
+        "no map from the leader, no controller.conf"
+    );
+}
+
+/// Three converged controllers with reload sockets.
+fn converged_three() -> Model {
+    let mut model = Model::new(3);
+    for n in 0..3 {
+        model.start_agent(n);
+        model.hook(n, Invocation::hook("config-changed"));
+    }
+    model.settle(3, 2);
+    model
+}
+
+#[test]
+fn a_departed_unit_leaves_the_map() {
+    let model = converged_three();
+    model.update(|state| state.leave_relation(RELATION, &unit(2)));
+    model.agent(0).clear();
+    model.hook(0, Invocation::departed(RELATION, &unit(2), &unit(2)));
+    let two = r#"{"0":"10.0.0.5","1":"10.0.0.6"}"#;
+    assert_eq!(model.published().as_deref(), Some(two));
+    assert_eq!(
+        model.conf(0).as_deref(),
+        Some("db-bind-addresses:\n  '0': 10.0.0.5\n  '1': 10.0.0.6\n")
+    );
+    assert_eq!(model.agent(0).reloads(), 1);
+    model.hook(1, Invocation::relation("changed", RELATION, None));
+    assert_eq!(model.conf(1).as_deref(), model.conf(0).as_deref());
+    assert_eq!(
+        model.status(1),
+        status("active", "db bind address 10.0.0.6 (2 controllers)")
+    );
+}
+
+#[test]
+fn the_departing_unit_itself_writes_nothing() {
+    let model = converged_three();
+    let before = model.state().relations[RELATION].clone();
+    let conf = model.conf(2);
+    model.hook(2, Invocation::departed(RELATION, &unit(0), &unit(2)));
+    model.hook(2, Invocation::relation("broken", RELATION, None));
+    assert_eq!(model.state().relations[RELATION], before);
+    assert_eq!(
+        model.conf(2),
+        conf,
+        "a leaving unit never shrinks its own map"
+    );
+    assert_eq!(model.status(2).0, "maintenance");
+}
+
+#[test]
+fn a_new_leader_rebuilds_the_map_without_the_old_one() {
+    let model = converged_three();
+    model.update(|state| {
+        state.leave_relation(RELATION, &unit(0));
+        state.leaders.insert("controller".into(), unit(1));
+    });
+    model.hook(1, Invocation::hook("leader-elected"));
+    assert_eq!(
+        model.published().as_deref(),
+        Some(r#"{"1":"10.0.0.6","2":"10.0.0.7"}"#)
+    );
+    model.hook(2, Invocation::relation("changed", RELATION, None));
+    assert_eq!(
+        model.conf(2).as_deref(),
+        Some("db-bind-addresses:\n  '1': 10.0.0.6\n  '2': 10.0.0.7\n")
+    );
+}
+
+#[test]
+fn an_ambiguous_address_removes_the_stale_one_and_says_why() {
+    let model = converged_three();
+    model.set_addresses(
+        1,
+        &[
+            ("eth0", &["10.0.0.6/24"]),
+            ("eth1", &["192.168.1.5/24", "fe80::1/64"]),
+        ],
+    );
+    model.hook(1, Invocation::hook("config-changed"));
+    assert_eq!(
+        model.status(1),
+        status(
+            "blocked",
+            "multiple possible db bind addresses (10.0.0.6, 192.168.1.5); bind the db-cluster \
+             endpoint to a space or set bind-cidr"
+        )
+    );
+    assert_eq!(
+        model.unit_bag(1).get("db-bind-address"),
+        None,
+        "stale address removed"
+    );
+    model.hook(0, Invocation::relation("changed", RELATION, Some(&unit(1))));
+    assert_eq!(
+        model.published().as_deref(),
+        Some(r#"{"0":"10.0.0.5","2":"10.0.0.7"}"#)
+    );
+    // The operator restricts the candidates: the unit converges again.
+    model.update(|state| {
+        let config = &mut state
+            .applications
+            .get_mut("controller")
+            .expect("app")
+            .config;
+        config.insert("bind-cidr".into(), json!("192.168.0.0/16"));
+    });
+    model.hook(1, Invocation::hook("config-changed"));
+    assert_eq!(
+        model.unit_bag(1).get("db-bind-address").map(String::as_str),
+        Some("192.168.1.5")
+    );
+}
+
+#[test]
+fn install_never_truncates_controller_conf() {
+    let mut model = Model::new(1);
+    let path = model.conf_path(0);
+    fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+    let original = "api-port: 17070\ndb-bind-addresses:\n  '0': 10.0.0.5\n";
+    fs::write(&path, original).expect("seed conf");
+    // The agent is not up yet during install: nothing touches the file.
+    model.hook(0, Invocation::hook("install"));
+    assert_eq!(fs::read_to_string(&path).expect("conf"), original);
+    // With the agent up, a changed map keeps the other keys.
+    model.set_addresses(0, &[("eth0", &["10.0.0.9/24"])]);
+    model.start_agent(0);
+    model.hook(0, Invocation::hook("install"));
+    assert_eq!(
+        fs::read_to_string(&path).expect("conf"),
+        "api-port: 17070\ndb-bind-addresses:\n  '0': 10.0.0.9\n"
+    );
+}
+
+#[test]
+fn an_unchanged_conf_is_neither_rewritten_nor_reloaded() {
+    let mut model = Model::new(1);
+    model.start_agent(0);
+    model.hook(0, Invocation::hook("config-changed"));
+    assert_eq!(model.agent(0).reloads(), 1);
+    let inode = fs::metadata(model.conf_path(0)).expect("conf").ino();
+    let calls = model.state().calls.len();
+    model.hook(0, Invocation::hook("update-status"));
+    model.hook(0, Invocation::relation("changed", RELATION, None));
+    assert_eq!(model.agent(0).reloads(), 1, "no reload without a change");
+    assert_eq!(fs::metadata(model.conf_path(0)).expect("conf").ino(), inode);
+    let state = model.state();
+    assert!(
+        !state.calls[calls..]
+            .iter()
+            .any(|c| c.tool == "relation-set"),
+        "a converged unit writes no relation data"
+    );
+}
+
+#[test]
+fn an_absent_or_refusing_socket_means_waiting_and_exit_0() {
+    let mut model = Model::new(1);
+    model.hook(0, Invocation::hook("install"));
+    let socket = controller_contract::paths::reload_socket(&model.data_dir(0));
+    let (kind, message) = model.status(0);
+    assert_eq!(kind, "waiting");
+    assert!(
+        message.contains("reload socket") && message.contains(&socket.display().to_string()),
+        "{message}"
+    );
+    assert_eq!(model.conf(0), None);
+    // The address is still published so the leader can include this unit later.
+    assert_eq!(
+        model.unit_bag(0).get("db-bind-address").map(String::as_str),
+        Some("10.0.0.5")
+    );
+    // A socket file nobody listens on.
+    model.start_agent(0);
+    let listener_gone = std::os::unix::net::UnixListener::bind(model.dir.path().join("x.socket"));
+    drop(listener_gone);
+    model.stop_agent(0);
+    drop(std::os::unix::net::UnixListener::bind(&socket).expect("stale socket file"));
+    model.hook(0, Invocation::hook("update-status"));
+    assert_eq!(model.status(0).0, "waiting");
+    // The next hook after the agent comes up converges.
+    model.start_agent(0);
+    model.hook(0, Invocation::hook("update-status"));
+    assert_eq!(
+        model.status(0),
+        status("active", "db bind address 10.0.0.5 (1 controller)")
+    );
+}
+
+#[test]
+fn a_torn_conf_is_left_alone_and_a_missing_one_is_written() {
+    let mut model = Model::new(1);
+    model.start_agent(0);
+    let path = model.conf_path(0);
+    fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+    fs::write(&path, "db-bind-addresses:\n  '0': 10.0.").expect("torn conf");
+    let outcome = model.hook(0, Invocation::hook("config-changed"));
+    assert!(outcome.stderr.is_empty(), "{}", outcome.stderr);
+    let (kind, message) = model.status(0);
+    assert_eq!(kind, "blocked");
+    assert!(
+        message.contains("is unreadable") && message.contains("move it aside"),
+        "{message}"
+    );
+    assert_eq!(
+        fs::read_to_string(&path).expect("conf"),
+        "db-bind-addresses:\n  '0': 10.0."
+    );
+    assert_eq!(model.agent(0).reloads(), 0);
+    fs::remove_file(&path).expect("operator moves it aside");
+    model.hook(0, Invocation::hook("update-status"));
+    assert_eq!(
+        model.conf(0).as_deref(),
+        Some("db-bind-addresses:\n  '0': 10.0.0.5\n")
+    );
+    // An empty file (what a truncating writer leaves) holds nothing to keep: rewritten.
+    fs::write(&path, "").expect("empty conf");
+    model.hook(0, Invocation::hook("update-status"));
+    assert_eq!(
+        model.conf(0).as_deref(),
+        Some("db-bind-addresses:\n  '0': 10.0.0.5\n")
+    );
+}
+
+#[test]
+fn bad_network_get_output_blocks_with_a_clear_status() {
+    let check = |raw: &str, expected: &str| {
+        let mut model = Model::new(1);
+        model.start_agent(0);
+        model.hook(0, Invocation::hook("config-changed"));
+        let conf = model.conf(0);
+        model.set_raw_network(0, raw);
+        let outcome = model.hook(0, Invocation::hook("config-changed"));
+        assert!(!outcome.stderr.contains("panicked"), "{}", outcome.stderr);
+        let (kind, message) = model.status(0);
+        assert_eq!(kind, "blocked", "{raw:.80}");
+        assert!(message.contains(expected), "{raw:.80}: {message}");
+        assert_eq!(
+            model.unit_bag(0).get("db-bind-address"),
+            None,
+            "stale address removed"
+        );
+        assert_eq!(model.conf(0), conf, "controller.conf untouched");
+    };
+    check(
+        "{\"bind-addresses\": [",
+        "network-get printed malformed JSON",
+    );
+    check("not json at all", "network-get printed malformed JSON");
+    check(
+        "{}",
+        "no usable db bind address on the db-cluster binding (the binding has no addresses)",
+    );
+    check(
+        r#"{"bind-addresses":[{"interface-name":"eth0"}]}"#,
+        "the binding has no addresses",
+    );
+    check(
+        r#"{"bind-addresses":[{"addresses":[{"value":"ten.0.0.5"}]}],"ingress-addresses":["127.0.0.1"]}"#,
+        "dropped ten.0.0.5 (not an IP address), 127.0.0.1 (loopback)",
+    );
+    check(
+        r#"{"ingress-addresses":[42]}"#,
+        "network-get printed malformed JSON",
+    );
+    let oversized = format!(
+        "{{\"ingress-addresses\":[{}]}}",
+        vec!["\"10.0.0.1\""; 200_000].join(",")
+    );
+    check(&oversized, "more than the");
+}
+
+#[test]
+fn a_failing_hook_tool_fails_the_hook_and_commits_nothing() {
+    let model = Model::new(1);
+    model.hook(0, Invocation::hook("install"));
+    let before = model.state().relations[RELATION].clone();
+    model.set_addresses(0, &[("eth0", &["10.0.0.9/24"])]);
+    model.update(|state| {
+        state.units.get_mut(&unit(0)).expect("unit").network.clear();
+    });
+    let outcome = model.run(0, Invocation::hook("config-changed"));
+    assert_eq!(outcome.exit_code, Some(1));
+    assert!(
+        outcome
+            .stderr
+            .contains("no network config found for binding \"db-cluster\""),
+        "{}",
+        outcome.stderr
+    );
+    assert!(!outcome.committed);
+    assert_eq!(model.state().relations[RELATION], before);
+}
+
+#[test]
+fn invalid_config_blocks_naming_the_value() {
+    let model = Model::new(1);
+    model.update(|state| {
+        let config = &mut state
+            .applications
+            .get_mut("controller")
+            .expect("app")
+            .config;
+        config.insert("address-family".into(), json!("ipv5"));
+    });
+    model.hook(0, Invocation::hook("config-changed"));
+    assert_eq!(
+        model.status(0),
+        status(
+            "blocked",
+            "invalid config: address-family \"ipv5\" is not one of auto, ipv4, ipv6"
+        )
+    );
+}
+
+#[test]
+fn ipv6_only_controllers_form_a_map() {
+    let mut model = Model::new(2);
+    model.set_addresses(0, &[("eth0", &["fd00::5/64", "10.0.0.5/24"])]);
+    model.set_addresses(1, &[("eth0", &["fd00::6/64", "10.0.0.6/24"])]);
+    model.update(|state| {
+        let config = &mut state
+            .applications
+            .get_mut("controller")
+            .expect("app")
+            .config;
+        config.insert("address-family".into(), json!("ipv6"));
+    });
+    for n in 0..2 {
+        model.start_agent(n);
+        model.hook(n, Invocation::hook("config-changed"));
+    }
+    model.settle(2, 2);
+    assert_eq!(
+        model.published().as_deref(),
+        Some(r#"{"0":"fd00::5","1":"fd00::6"}"#)
+    );
+    assert_eq!(
+        model.conf(1).as_deref(),
+        Some("db-bind-addresses:\n  '0': fd00::5\n  '1': fd00::6\n")
+    );
+}
+
+#[test]
+fn unknown_hooks_exit_0_after_a_debug_log() {
+    let model = Model::new(1);
+    let outcome = model.hook(0, Invocation::hook("stop"));
+    assert_eq!(outcome.exit_code, Some(0));
+    let state = model.state();
+    let log = state.juju_log.last().expect("a log line");
+    assert_eq!(log.level, "DEBUG");
+    assert!(log.message.contains("stop"), "{}", log.message);
+    assert!(state.units[&unit(0)].status.is_none(), "no status change");
+}
+
+#[test]
+fn bind_candidates_action_lists_candidates_and_drops() {
+    let model = Model::new(1);
+    model.set_addresses(
+        0,
+        &[
+            ("lo", &["127.0.0.1/8"]),
+            ("eth0", &["10.0.0.5/24", "fd00::5/64"]),
+            ("eth1", &["192.168.9.9/24"]),
+        ],
+    );
+    let outcome = model.hook(0, Invocation::action("bind-candidates", json!({})));
+    assert_eq!(outcome.exit_code, Some(0));
+    let state = model.state();
+    let record = state.actions.last().expect("action record");
+    assert_eq!(record.outcome, "completed");
+    assert_eq!(
+        serde_json::to_value(&record.action.results).expect("json"),
+        json!({
+            "result": "ambiguous",
+            "candidates": "10.0.0.5 192.168.9.9",
+            "dropped": "127.0.0.1 (loopback); fd00::5 (IPv6, an IPv4 address in the same tier exists)",
+        })
+    );
+}
+
+#[test]
+fn cluster_status_action_reports_what_the_charm_knows() {
+    let model = converged_three();
+    model.hook(1, Invocation::action("cluster-status", json!({})));
+    let state = model.state();
+    let results = &state.actions.last().expect("action record").action.results;
+    let get = |key: &str| {
+        results
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(get("agent-id"), "1");
+    assert_eq!(get("leader"), "false");
+    assert_eq!(get("db-bind-address"), "10.0.0.6");
+    assert_eq!(
+        get("published-addresses"),
+        r#"{"0":"10.0.0.5","1":"10.0.0.6","2":"10.0.0.7"}"#
+    );
+    assert_eq!(get("in-sync"), "true");
+    assert_eq!(get("peers"), "controller/0 controller/2");
+    assert!(
+        get("dbaccessor").starts_with("not available"),
+        "{}",
+        get("dbaccessor")
+    );
+}
+
+#[test]
+fn an_unknown_action_fails_the_action_not_the_unit() {
+    let model = Model::new(1);
+    model.hook(0, Invocation::action("no-such-action", json!({})));
+    let state = model.state();
+    let record = state.actions.last().expect("action record");
+    assert_eq!(record.outcome, "failed");
+    assert_eq!(
+        record.action.failed.as_deref(),
+        Some("unknown action \"no-such-action\"")
+    );
+}
