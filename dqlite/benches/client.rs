@@ -296,8 +296,17 @@ async fn compare(
         addresses.join(" ")
     );
     println!(
-        "{:<24} {:>10} {:>9} {:>9} {:>12} {:>12} {:>7}",
-        "client", "ops/s", "p50 ms", "p99 ms", "write p99", "read p99", "errors"
+        "{:<22} {:>7} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>9} {:>7}",
+        "client (ms)",
+        "ops/s",
+        "p50",
+        "p99",
+        "mean",
+        "write p50",
+        "write p99",
+        "read p50",
+        "read p99",
+        "errors"
     );
     for (name, m) in [
         ("rust dqlite::client", &ours),
@@ -308,13 +317,18 @@ async fn compare(
         let mut reads = m.reads.clone();
         reads.sort();
         let all = m.all();
+        let mean =
+            all.iter().sum::<Duration>() / u32::try_from(all.len().max(1)).unwrap_or(u32::MAX);
         println!(
-            "{:<24} {:>10.0} {:>9.3} {:>9.3} {:>12.3} {:>12.3} {:>7}",
+            "{:<22} {:>7.0} {:>8.3} {:>8.3} {:>8.3} {:>10.3} {:>10.3} {:>9.3} {:>9.3} {:>7}",
             name,
             m.ops_per_second(),
             ms(percentile(&all, 0.50)),
             ms(percentile(&all, 0.99)),
+            ms(mean),
+            ms(percentile(&writes, 0.50)),
             ms(percentile(&writes, 0.99)),
+            ms(percentile(&reads, 0.50)),
             ms(percentile(&reads, 0.99)),
             m.errors
         );
