@@ -145,6 +145,13 @@ impl Client {
         addresses: &[A],
         options: Options,
     ) -> Result<Client, Error> {
+        if addresses.is_empty() {
+            // Nothing to wait for: retrying an empty list cannot succeed.
+            return Err(Error::NoLeader {
+                addresses: Vec::new(),
+                last: None,
+            });
+        }
         let mut client = Client {
             addresses: addresses.iter().map(|a| a.as_ref().to_owned()).collect(),
             options,
@@ -434,6 +441,15 @@ mod tests {
 
     fn check(error: Error, idempotent: Idempotent, expected: Step) {
         assert_eq!(next_step(&error, idempotent), expected, "after {error:?}");
+    }
+
+    #[tokio::test]
+    async fn an_empty_address_list_fails_at_once() {
+        let addresses: [&str; 0] = [];
+        let error = Client::connect_leader(&addresses, Options::default())
+            .await
+            .expect_err("no addresses");
+        assert!(matches!(error, Error::NoLeader { .. }), "{error:?}");
     }
 
     #[test]
