@@ -13,8 +13,12 @@ use tokio::time::Instant;
 use crate::decide::{LocalData, Quorum};
 use crate::service::Driver;
 
-/// How long a cluster request for the status may take before the status says "unknown".
-const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a cluster request for the status may take before the status falls back to the
+/// persisted membership: the loop waits for it.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The longest a probe waits for one answer: a node without a quorum may not answer at all.
+const PROBE_REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// Runs the local node.
 pub(crate) struct DqliteDriver {
@@ -78,17 +82,13 @@ impl Driver for DqliteDriver {
                 LocalData::Empty
             };
         };
-        let live = match &self.app {
-            Some(app) => tokio::time::timeout(STATUS_TIMEOUT, app.cluster())
-                .await
-                .ok()
-                .and_then(Result::ok),
-            None => None,
-        };
+        // The persisted list, which the running app refreshes every role interval, rather
+        // than a live CLUSTER request: without a quorum that request waits for its timeout,
+        // and the decisions need roles and addresses, not the last millisecond.
         LocalData::Member {
             node_id: identity.id,
             address: identity.address,
-            members: live.unwrap_or_else(|| self.persisted_members()),
+            members: self.persisted_members(),
         }
     }
 
@@ -143,15 +143,41 @@ impl Driver for DqliteDriver {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if let Ok(Ok(Some(leader))) = tokio::time::timeout(left, app.leader()).await {
-                log::info!(
-                    "quorum probe: node {} at {} leads",
-                    leader.id,
-                    leader.address
-                );
+            // A leader that lost its followers believes it leads until its election timeout
+            // passes: a quorum counts only when a majority of the voters answer as well.
+            let members = self.persisted_members();
+            let mut answering = 0;
+            let voters: Vec<&NodeInfo> = members
+                .iter()
+                .filter(|m| m.role == dqlite::NodeRole::Voter)
+                .collect();
+            for voter in &voters {
+                if voter.address == app.address() || reachable(&voter.address).await {
+                    answering += 1;
+                }
+            }
+            let ask = left.min(PROBE_REQUEST_TIMEOUT);
+            let leader = match tokio::time::timeout(ask, app.leader()).await {
+                Ok(Ok(leader)) => leader,
+                _ => None,
+            };
+            let leader_text = match &leader {
+                Some(leader) => format!("node {} at {} leads", leader.id, leader.address),
+                None => "no leader".to_owned(),
+            };
+            let seen = format!(
+                "{answering} of {} voters answer, {leader_text}",
+                voters.len()
+            );
+            if leader.is_some() && answering * 2 > voters.len() {
+                log::info!("quorum probe: {seen}");
                 return Quorum::Reachable;
             }
             if Instant::now() >= deadline {
+                log::info!(
+                    "quorum probe: no quorum within {} ms: {seen}",
+                    within.as_millis()
+                );
                 return Quorum::Unreachable;
             }
             tokio::time::sleep(Duration::from_millis(100).min(left)).await;
@@ -160,15 +186,22 @@ impl Driver for DqliteDriver {
 
     async fn cluster(&mut self) -> Option<(Vec<NodeInfo>, Option<u64>)> {
         let app = self.app.as_ref()?;
-        let leader = tokio::time::timeout(STATUS_TIMEOUT, app.leader())
-            .await
-            .ok()?
-            .ok()?;
-        let members = tokio::time::timeout(STATUS_TIMEOUT, app.cluster())
-            .await
-            .ok()?
-            .ok()?;
-        Some((members, leader.map(|l| l.id)))
+        let live = async {
+            let leader = tokio::time::timeout(STATUS_TIMEOUT, app.leader())
+                .await
+                .ok()?
+                .ok()??;
+            let members = tokio::time::timeout(STATUS_TIMEOUT, app.cluster())
+                .await
+                .ok()?
+                .ok()?;
+            Some((members, Some(leader.id)))
+        };
+        // Without a leader, the last persisted membership is still worth showing.
+        Some(
+            live.await
+                .unwrap_or_else(|| (self.persisted_members(), None)),
+        )
     }
 
     async fn absent_and_unreachable(&mut self, wanted: &[String]) -> Vec<NodeInfo> {
