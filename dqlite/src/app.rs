@@ -27,6 +27,7 @@ pub mod store;
 mod ops;
 mod run;
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -143,6 +144,8 @@ pub enum AppError {
     NotMember { id: u64 },
     #[error("cannot hand leadership over: no other voter is online")]
     NoTransferTarget,
+    #[error("cannot hand over: {reason}")]
+    Handover { reason: String },
     #[error("the data dir {data_dir:?} has no node identity (info.yaml)")]
     NoIdentity { data_dir: PathBuf },
     #[error("cannot read the log position of {data_dir:?}")]
@@ -202,6 +205,9 @@ struct Shared {
     seeds: Mutex<Vec<String>>,
     /// Wakes the role loop before its interval ends (after a join, on request).
     kick: Notify,
+    /// Failed probes in a row and last known metadata, by member id: a voter is taken for
+    /// offline only after `run::OFFLINE_AFTER` failed rounds.
+    probe_memory: Mutex<HashMap<u64, run::ProbeMemory>>,
 }
 
 impl Shared {
@@ -354,6 +360,7 @@ impl App {
             leader_wait: (config.node.network_latency * 60).max(config.request_timeout),
             seeds: Mutex::new(seeds),
             kick: Notify::new(),
+            probe_memory: Mutex::new(HashMap::new()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready) = watch::channel(false);
@@ -485,9 +492,17 @@ impl App {
         run::remove(&self.shared, id).await
     }
 
-    /// Hands over (see [`App::handover`]; a failure is logged, not fatal), stops the
-    /// background task, then stops the node.
+    /// Marks the node as draining (weight [`roles::DRAINING_WEIGHT`], so that no leader
+    /// promotes it while it goes), hands over (see [`App::handover`]; a failure is logged,
+    /// not fatal), stops the background task, then stops the node.
     pub async fn stop(self) -> Result<(), AppError> {
+        if let Err(error) = run::mark_draining(&self.shared).await {
+            log::warn!(
+                "node {}: cannot mark the node as draining: {}",
+                self.shared.id,
+                ops::error_chain(&error)
+            );
+        }
         if let Err(error) = self.handover().await {
             log::warn!(
                 "node {}: hand-over before stopping failed: {error}",

@@ -156,6 +156,7 @@ async fn a_stopping_leader_hands_over_and_writes_continue() {
         .position(|app| app.id() == leader.id)
         .expect("a voter leads");
     let stopped = apps.remove(index);
+    stopped.handover().await.expect("the hand-over");
     stopped.stop().await.expect("the leader stops");
     let roles = app_support::roles(&apps[0]).await.expect("the roles");
     assert_eq!(
@@ -219,7 +220,7 @@ async fn a_cluster_restarts_from_its_persisted_state() {
         "ids survive a restart"
     );
     let mut client = apps[1].client().await.expect("a client");
-    assert_eq!(all_rows(&mut client).await, (0..7).collect::<Vec<_>>());
+    app_support::wait_for_rows(&mut client, &(0..7).collect::<Vec<_>>()).await;
 
     // The persisted address is checked: a node configured with another one must re-bind.
     let last = apps.pop().expect("three apps");
@@ -283,11 +284,8 @@ async fn shrink_to_one_from_the_most_up_to_date_member_keeps_every_row() {
     let alone = start(&best, &a[1], &[]).await;
     wait_for_roles(&alone, &[(&a[1], Voter)]).await;
     let mut client = alone.client().await.expect("a client");
-    assert_eq!(
-        all_rows(&mut client).await,
-        (0..51).collect::<Vec<_>>(),
-        "every committed row"
-    );
+    // Every committed row, once the restarted node has applied its log.
+    app_support::wait_for_rows(&mut client, &(0..51).collect::<Vec<_>>()).await;
     alone.stop().await.expect("the node stops");
 }
 
@@ -307,7 +305,7 @@ async fn a_lone_node_rebinds_to_a_new_address() {
     let node = start(dir.path(), &new, &[]).await;
     wait_for_roles(&node, &[(&new, Voter)]).await;
     let mut client = node.client().await.expect("a client");
-    assert_eq!(all_rows(&mut client).await, vec![0, 1, 2]);
+    app_support::wait_for_rows(&mut client, &[0, 1, 2]).await;
     node.stop().await.expect("the node stops");
 }
 

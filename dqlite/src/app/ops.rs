@@ -11,7 +11,7 @@ use crate::{NodeInfo, NodeRole};
 
 /// How long a request that the leader answers with "busy" (another configuration change
 /// in progress) is retried: such a change lasts milliseconds on a healthy cluster.
-const BUSY_RETRY: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_RETRY: Duration = Duration::from_secs(5);
 
 /// A connection to the node that named itself the leader.
 pub(crate) struct Leader {
@@ -99,7 +99,8 @@ pub(crate) async fn add(leader: &mut Leader, id: u64, address: &str) -> Result<(
         .map_err(|source| failed(format!("add node {id} at {address}"), source))
 }
 
-/// ASSIGN `role` to `id`.
+/// ASSIGN `role` to `id`. "Busy" is returned, not retried: a role change planned from a
+/// snapshot must be checked again before it is sent again (see `run::apply_checked`).
 pub(crate) async fn assign(leader: &mut Leader, id: u64, role: NodeRole) -> Result<(), AppError> {
     retry_busy(leader, Change::Assign { id, role })
         .await
@@ -130,6 +131,16 @@ pub(crate) async fn describe(
     Ok((metadata.failure_domain, metadata.weight))
 }
 
+/// Sets the weight of the node at `address` (WEIGHT goes to the node itself).
+pub(crate) async fn set_weight(
+    address: &str,
+    weight: u64,
+    timeout: Duration,
+) -> Result<(), client::Error> {
+    let mut connection = Connection::connect(address, &options(timeout)).await?;
+    connection.weight(weight).await
+}
+
 /// A configuration change request.
 #[derive(Clone, Copy)]
 enum Change<'a> {
@@ -155,7 +166,7 @@ async fn retry_busy(leader: &mut Leader, change: Change<'_>) -> Result<(), clien
             Change::Transfer { id } => connection.transfer(id).await,
         };
         let retry = match &result {
-            Err(error) if error.is_busy() => true,
+            Err(error) if error.is_busy() => !matches!(change, Change::Assign { .. }),
             Err(error) => error.failure_code() == Some(failure_code::NOT_LEADER),
             Ok(()) => false,
         };

@@ -33,6 +33,12 @@
 
 use crate::{NodeInfo, NodeRole};
 
+/// The weight a member sets on itself (WEIGHT) before it hands over and stops, so that no
+/// leader promotes it in the moments it has left: a promotion waits for the member to catch
+/// up, and one that is gone blocks every configuration change until libraft gives up on it.
+/// libdqlite keeps weights in memory only, so a restarted member is a candidate again.
+pub const DRAINING_WEIGHT: u64 = u64::MAX;
+
 /// What the leader knows about one member when it plans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberState {
@@ -203,6 +209,14 @@ struct Slot<'a> {
     role: NodeRole,
 }
 
+impl Slot<'_> {
+    /// Whether the member can take a new role now: online, in one of the `pool` roles, and
+    /// not on its way out.
+    fn is_candidate(&self, pool: &[NodeRole]) -> bool {
+        self.online && pool.contains(&self.role) && self.state.weight != DRAINING_WEIGHT
+    }
+}
+
 fn plan_voters(
     roster: &mut [Slot],
     leader_id: u64,
@@ -227,7 +241,7 @@ fn plan_voters(
     let offline_voters = indices(roster, |s| s.role == NodeRole::Voter && !s.online);
     let online_voters = count(roster, |s| s.role == NodeRole::Voter && s.online);
     let candidates = count(roster, |s| {
-        s.online && matches!(s.role, NodeRole::StandBy | NodeRole::Spare)
+        s.is_candidate(&[NodeRole::StandBy, NodeRole::Spare])
     });
     let mut swaps = offline_voters
         .len()
@@ -283,7 +297,7 @@ fn plan_voters(
     // Rule 4: promote towards the target, keeping the count odd.
     let voters = count(roster, |s| s.role == NodeRole::Voter);
     let pool = [NodeRole::StandBy, NodeRole::Spare];
-    let available = count(roster, |s| s.online && pool.contains(&s.role));
+    let available = count(roster, |s| s.is_candidate(&pool));
     let mut reach = voters + available.min(target.saturating_sub(voters));
     if reach.is_multiple_of(2) {
         reach -= 1;
@@ -380,10 +394,7 @@ fn best_candidate(
     except: &[u64],
 ) -> Option<usize> {
     (0..roster.len())
-        .filter(|&i| {
-            let slot = &roster[i];
-            slot.online && pool.contains(&slot.role) && !except.contains(&slot.state.info.id)
-        })
+        .filter(|&i| roster[i].is_candidate(pool) && !except.contains(&roster[i].state.info.id))
         .min_by_key(|&i| {
             let slot = &roster[i];
             let rank = pool.iter().position(|r| *r == slot.role);
@@ -689,6 +700,18 @@ mod tests {
         );
         // The leader is not a voter in this configuration: wait.
         check(&[m(1, Spare, up), m(2, Voter, up)], 1, (3, 3), &[]);
+        // A draining member (stopping) is never promoted.
+        let draining = MemberState {
+            weight: DRAINING_WEIGHT,
+            ..m(2, Spare, up)
+        };
+        check(
+            &[m(1, Voter, up), draining.clone(), m(3, Spare, up)],
+            1,
+            (3, 3),
+            &[(3, StandBy)],
+        );
+        check(&[m(1, Voter, up), draining], 1, (3, 3), &[]);
         // The leader's own failed probe does not make it offline.
         check(
             &[m(1, Voter, down), m(2, Spare, up)],

@@ -2,6 +2,7 @@
 //! leader's role reviews), hand-over and removal. Each observes the cluster through the
 //! leader, asks a pure decision in `roles`, and applies it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -104,6 +105,14 @@ async fn round(
             review(shared, &mut client, leader, &members).await;
         }
     }
+    if leader != Some(shared.id) {
+        // Failed probes count in a row while this node leads; start afresh next time.
+        shared
+            .probe_memory
+            .lock()
+            .expect("the probe memory lock is never poisoned: no panic holds it")
+            .clear();
+    }
     Ok(())
 }
 
@@ -128,33 +137,93 @@ async fn review(
     leader: u64,
     members: &[NodeInfo],
 ) -> Vec<RoleChange> {
-    let states = probe(shared, members).await;
+    let probed = probe(shared, members).await;
+    let states = {
+        let mut memory = shared
+            .probe_memory
+            .lock()
+            .expect("the probe memory lock is never poisoned: no panic holds it");
+        debounce(probed, &mut memory)
+    };
     let plan = roles::plan_roles(&states, leader, shared.targets);
     let mut applied = Vec::with_capacity(plan.len());
     for change in plan {
-        if let Err(error) = ops::assign(client, change.id, change.to).await {
-            log::warn!(
-                "node {}: cannot change node {} ({}) from {} to {}: {}",
-                shared.id,
-                change.id,
-                change.address,
-                change.from,
-                change.to,
-                ops::error_chain(&error)
-            );
-            break;
+        match apply_checked(shared, client, &change).await {
+            Ok(true) => {
+                log::info!(
+                    "node {}: node {} ({}) is now a {} (was a {})",
+                    shared.id,
+                    change.id,
+                    change.address,
+                    change.to,
+                    change.from
+                );
+                applied.push(change);
+            }
+            Ok(false) => {
+                log::debug!("node {}: the plan went stale at {change:?}", shared.id);
+                break;
+            }
+            Err(error) => {
+                log::warn!(
+                    "node {}: cannot change node {} ({}) from {} to {}: {}",
+                    shared.id,
+                    change.id,
+                    change.address,
+                    change.from,
+                    change.to,
+                    ops::error_chain(&error)
+                );
+                break;
+            }
         }
-        log::info!(
-            "node {}: node {} ({}) is now a {} (was a {})",
-            shared.id,
-            change.id,
-            change.address,
-            change.to,
-            change.from
-        );
-        applied.push(change);
     }
     applied
+}
+
+/// Applies one planned change if it still fits what the cluster is now: the member still
+/// has the role the plan saw and, for a promotion, still answers and is not draining.
+/// `Ok(false)` when it no longer fits (plans are made from a snapshot; other nodes act
+/// meanwhile). A promotion of a member that is gone would block every configuration
+/// change until libraft gives up waiting for it to catch up.
+async fn apply_checked(
+    shared: &Shared,
+    client: &mut ops::Leader,
+    change: &RoleChange,
+) -> Result<bool, AppError> {
+    let deadline = tokio::time::Instant::now() + ops::BUSY_RETRY;
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let members = ops::cluster(client).await?;
+        if members.iter().find(|m| m.id == change.id).map(|m| m.role) != Some(change.from) {
+            return Ok(false);
+        }
+        if rank(change.to) > rank(change.from) {
+            match ops::describe(&change.address, shared.request_timeout).await {
+                Ok((_, weight)) if weight != roles::DRAINING_WEIGHT => {}
+                _ => return Ok(false),
+            }
+        }
+        match ops::assign(client, change.id, change.to).await {
+            // Another change is under way: wait, then check this one again before resending.
+            Err(AppError::Cluster { source, .. })
+                if source.is_busy() && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(250));
+            }
+            result => return result.map(|()| true),
+        }
+    }
+}
+
+/// Orders roles by what they take part in: a promotion goes up.
+fn rank(role: NodeRole) -> u8 {
+    match role {
+        NodeRole::Spare => 0,
+        NodeRole::StandBy => 1,
+        NodeRole::Voter => 2,
+    }
 }
 
 /// Asks every member for its failure domain and weight, all at once; a member that does not
@@ -186,6 +255,65 @@ async fn probe(shared: &Shared, members: &[NodeInfo]) -> Vec<MemberState> {
     states
 }
 
+/// A voter is taken for offline only after this many consecutive failed probes, so that
+/// one slow answer under load does not make the leader replace a healthy voter. (A
+/// stand-by or spare whose probe failed is never promoted: it might really be gone, and the
+/// leader would wait for it to catch up.)
+pub(super) const OFFLINE_AFTER: u32 = 2;
+
+/// What the leader remembers of a member between rounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ProbeMemory {
+    /// Probes failed in a row.
+    failures: u32,
+    /// The failure domain and weight from the last answered probe.
+    failure_domain: u64,
+    weight: u64,
+}
+
+/// Judges this round's probes against the previous rounds': a voter whose probe failed
+/// fewer than [`OFFLINE_AFTER`] times in a row still counts as online (with its last known
+/// failure domain and weight). Forgets members that left. Pure.
+fn debounce(probed: Vec<MemberState>, memory: &mut HashMap<u64, ProbeMemory>) -> Vec<MemberState> {
+    memory.retain(|id, _| probed.iter().any(|m| m.info.id == *id));
+    probed
+        .into_iter()
+        .map(|mut state| {
+            let remembered = memory.entry(state.info.id).or_default();
+            if state.online {
+                *remembered = ProbeMemory {
+                    failures: 0,
+                    failure_domain: state.failure_domain,
+                    weight: state.weight,
+                };
+            } else {
+                remembered.failures = remembered.failures.saturating_add(1);
+                if state.info.role == NodeRole::Voter && remembered.failures < OFFLINE_AFTER {
+                    state.online = true;
+                    state.failure_domain = remembered.failure_domain;
+                    state.weight = remembered.weight;
+                }
+            }
+            state
+        })
+        .collect()
+}
+
+/// Marks this node as draining (see [`roles::DRAINING_WEIGHT`]) so that no leader promotes
+/// it while it stops.
+pub(super) async fn mark_draining(shared: &Shared) -> Result<(), AppError> {
+    ops::set_weight(
+        &shared.address,
+        roles::DRAINING_WEIGHT,
+        shared.request_timeout,
+    )
+    .await
+    .map_err(|source| AppError::Cluster {
+        operation: "mark the node as draining".to_owned(),
+        source,
+    })
+}
+
 /// Hands leadership and this node's role over (see `App::handover`).
 pub(super) async fn handover(shared: &Shared) -> Result<(), AppError> {
     let mut client = shared.leader().await?;
@@ -209,7 +337,11 @@ pub(super) async fn handover(shared: &Shared) -> Result<(), AppError> {
             else {
                 return Ok(());
             };
-            ops::assign(&mut client, promotion.id, NodeRole::Voter).await?;
+            if !apply_checked(shared, &mut client, &promotion).await? {
+                return Err(AppError::Handover {
+                    reason: format!("node {} cannot take the vote any more", promotion.id),
+                });
+            }
             log::info!(
                 "node {}: made node {} a voter to hand over to",
                 shared.id,
@@ -223,7 +355,11 @@ pub(super) async fn handover(shared: &Shared) -> Result<(), AppError> {
         states = probe(shared, &members).await;
     }
     for change in roles::plan_handover(&states, shared.id) {
-        ops::assign(&mut client, change.id, change.to).await?;
+        if !apply_checked(shared, &mut client, &change).await? {
+            return Err(AppError::Handover {
+                reason: format!("the cluster changed meanwhile ({change:?} no longer fits)"),
+            });
+        }
         log::info!(
             "node {}: handed over: node {} is now a {}",
             shared.id,
@@ -317,4 +453,91 @@ async fn remember_members(shared: &Shared, members: &[NodeInfo]) -> Result<(), A
         Ok(())
     })
     .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use NodeRole::{Spare, StandBy, Voter};
+
+    fn state(id: u64, role: NodeRole, online: bool, failure_domain: u64) -> MemberState {
+        MemberState {
+            info: NodeInfo {
+                id,
+                address: format!("10.0.0.{id}:9001"),
+                role,
+            },
+            online,
+            failure_domain,
+            weight: 0,
+        }
+    }
+
+    #[test]
+    fn a_voter_is_offline_after_consecutive_failed_probes_only() {
+        fn check(
+            memory: &mut HashMap<u64, ProbeMemory>,
+            round: Vec<MemberState>,
+            expected: &[(u64, bool, u64)],
+        ) {
+            let judged: Vec<(u64, bool, u64)> = debounce(round, memory)
+                .iter()
+                .map(|s| (s.info.id, s.online, s.failure_domain))
+                .collect();
+            assert_eq!(judged, expected);
+        }
+        let mut memory = HashMap::new();
+        // Everyone answers: domains remembered.
+        check(
+            &mut memory,
+            vec![
+                state(1, Voter, true, 7),
+                state(2, Voter, true, 8),
+                state(3, StandBy, true, 9),
+            ],
+            &[(1, true, 7), (2, true, 8), (3, true, 9)],
+        );
+        // One failed probe: the voter still counts (with its domain); the stand-by does not.
+        check(
+            &mut memory,
+            vec![
+                state(1, Voter, true, 7),
+                state(2, Voter, false, 0),
+                state(3, StandBy, false, 0),
+            ],
+            &[(1, true, 7), (2, true, 8), (3, false, 0)],
+        );
+        // The second failure in a row: offline.
+        check(
+            &mut memory,
+            vec![
+                state(1, Voter, true, 7),
+                state(2, Voter, false, 0),
+                state(3, StandBy, false, 0),
+            ],
+            &[(1, true, 7), (2, false, 0), (3, false, 0)],
+        );
+        // An answer resets the count; a member that left is forgotten.
+        check(
+            &mut memory,
+            vec![state(1, Voter, true, 7), state(2, Voter, true, 8)],
+            &[(1, true, 7), (2, true, 8)],
+        );
+        assert!(!memory.contains_key(&3));
+        check(
+            &mut memory,
+            vec![
+                state(1, Voter, true, 7),
+                state(2, Voter, false, 0),
+                state(4, Spare, false, 0),
+            ],
+            &[(1, true, 7), (2, true, 8), (4, false, 0)],
+        );
+        // A voter never seen before that fails its first probe gets the benefit of the doubt.
+        check(
+            &mut memory,
+            vec![state(5, Voter, false, 0)],
+            &[(5, true, 0)],
+        );
+    }
 }

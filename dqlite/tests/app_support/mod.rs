@@ -30,7 +30,9 @@ pub fn config(dir: &Path, address: &str, peers: &[String]) -> AppConfig {
     config.peers = peers.to_vec();
     config.role_interval = Duration::from_millis(100);
     config.join_timeout = Duration::from_secs(15);
-    config.request_timeout = Duration::from_secs(1);
+    // The default: other builds and tests share the 2 cores, and a request that times out
+    // mid-scenario only makes the scenario wait longer.
+    config.request_timeout = Duration::from_secs(2);
     config
 }
 
@@ -141,6 +143,35 @@ pub async fn insert_rows(client: &mut Client, range: std::ops::Range<i64>) {
             )
             .await
             .unwrap_or_else(|e| panic!("row {n} is not inserted: {e:?}"));
+    }
+}
+
+/// The first column of `rows`, as integers.
+pub fn integers(rows: &dqlite::client::Rows) -> Vec<i64> {
+    rows.rows
+        .iter()
+        .map(|row| row[0].as_i64().expect("an integer"))
+        .collect()
+}
+
+/// Waits (at most 10 s) until the test table holds exactly `expected`: a leader elected at
+/// a restart answers queries once it has applied the log it replays, and until then a
+/// query may find no table at all.
+pub async fn wait_for_rows(client: &mut Client, expected: &[i64]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = client
+            .query("test", "SELECT n FROM t ORDER BY n", &[])
+            .await;
+        let last = match rows.map(|rows| integers(&rows)) {
+            Ok(rows) if rows == expected => return,
+            other => format!("{other:?}"),
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rows never became {expected:?}: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
