@@ -298,11 +298,11 @@ fn plan_voters(
     let voters = count(roster, |s| s.role == NodeRole::Voter);
     let pool = [NodeRole::StandBy, NodeRole::Spare];
     let available = count(roster, |s| s.is_candidate(&pool));
-    let mut reach = voters + available.min(target.saturating_sub(voters));
-    if reach.is_multiple_of(2) {
-        reach -= 1;
+    let mut wanted = voters + available.min(target.saturating_sub(voters));
+    if wanted.is_multiple_of(2) {
+        wanted -= 1;
     }
-    if reach < voters {
+    if wanted < voters {
         // An even count of online voters and no candidate to make it odd: one steps down.
         if let Some(victim) = worst_voter(roster, leader_id) {
             let to = demoted_role(roster);
@@ -310,7 +310,7 @@ fn plan_voters(
         }
         return;
     }
-    for _ in voters..reach {
+    for _ in voters..wanted {
         let covered = domains_with_role(roster, NodeRole::Voter, None);
         let Some(candidate) = best_candidate(roster, &pool, &covered, &[]) else {
             break;
