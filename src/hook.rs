@@ -95,7 +95,7 @@ pub fn observe(
         _ => Membership::Member,
     };
     let relation = match membership {
-        Membership::Member => observe_relation(tools, env)?,
+        Membership::Member => observe_relation(tools, env, relation_event)?,
         // The relation is going away: its bags no longer matter to this unit.
         Membership::Departing | Membership::Broken => None,
     };
@@ -127,10 +127,19 @@ pub fn observe(
     })
 }
 
-/// The peer relation's bags (the lowest-numbered `db-cluster` relation; there is one).
-fn observe_relation(tools: &HookTools, env: &HookEnv) -> Result<Option<PeerView>, HookError> {
-    let Some(id) = tools.relation_ids(PEER_ENDPOINT)?.into_iter().next() else {
-        return Ok(None);
+/// The peer relation's bags (the lowest-numbered `db-cluster` relation; there is one). In a
+/// `db-cluster` relation hook Juju names it in `JUJU_RELATION_ID`, which saves a tool call.
+fn observe_relation(
+    tools: &HookTools,
+    env: &HookEnv,
+    relation_event: Option<&RelationEvent>,
+) -> Result<Option<PeerView>, HookError> {
+    let id = match relation_event {
+        Some(event) => event.relation_id.clone(),
+        None => match tools.relation_ids(PEER_ENDPOINT)?.into_iter().next() {
+            Some(id) => id,
+            None => return Ok(None),
+        },
     };
     let own = tools.relation_get(&id, &env.unit, false)?;
     let app_name = env

@@ -3,6 +3,7 @@
 //! and never clears the environment (the tools find the live hook context through it).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -89,6 +90,18 @@ impl Level {
     }
 }
 
+/// Finds `tool` on `PATH` (the hook-tool dir comes first). duct hands the child a copy of
+/// our environment, and with an explicit `PATH` in it std can only `posix_spawn` (instead of
+/// a slower fork) a program given by path; a tool not found is left to the spawn to report.
+fn resolve(tool: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from(tool))
+}
+
 /// The hook tools of the running hook.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HookTools;
@@ -96,7 +109,7 @@ pub struct HookTools;
 impl HookTools {
     /// Runs `tool args...` and returns its stdout; a non-zero exit is an error carrying stderr.
     fn run(&self, tool: &str, args: &[&str]) -> Result<String, ToolError> {
-        let output = duct::cmd(tool, args)
+        let output = duct::cmd(resolve(tool), args)
             .stdin_null()
             .stdout_capture()
             .stderr_capture()
