@@ -125,6 +125,8 @@ pub(crate) struct Service<D> {
     leaderless_since: Option<Instant>,
     /// The last decision, so that a retry repeating it is logged at debug level only.
     last_decision: Option<Decision>,
+    /// Why the service is in its state (the status adds what the health check sees).
+    reason: String,
     /// Events that arrived while an operation ran (status queries are answered at once).
     deferred: VecDeque<Event>,
     /// Members absent from the map and unreachable, and since when: removed once that has
@@ -156,6 +158,7 @@ impl<D: Driver> Service<D> {
             last_decision: None,
             absent_since: BTreeMap::new(),
             deferred: VecDeque::new(),
+            reason: String::new(),
         }
     }
 
@@ -205,10 +208,9 @@ impl<D: Driver> Service<D> {
             Event::ConfigChanged(trigger) => self.converge(trigger, Quorum::Unknown).await,
             Event::NodeFailed(why) => {
                 log::warn!("node failed: {why}");
-                // The failure was a lost leader seen for a whole quorum timeout: no need to
-                // look again before deciding.
-                self.converge(Trigger::NodeFailed, Quorum::Unreachable)
-                    .await;
+                // A lost leader is not yet a lost quorum (a leader may be between terms):
+                // the round probes the voters before any recovery.
+                self.converge(Trigger::NodeFailed, Quorum::Unknown).await;
             }
             Event::StatusQuery(reply) => {
                 // The client may have given up; nothing to do then.
@@ -225,6 +227,7 @@ impl<D: Driver> Service<D> {
             let decision = decide(&observed);
             self.log_decision(trigger, &observed, &decision);
             self.status.state = decision.state();
+            self.reason = decision.reason.clone();
             self.status.reason = decision.reason.clone();
             let result = match &decision.action {
                 Action::Wait | Action::Keep | Action::Fail => {
@@ -282,7 +285,7 @@ impl<D: Driver> Service<D> {
                     delay.as_millis()
                 );
                 self.status.state = NodeState::Failed;
-                self.status.reason = format!(
+                self.reason = format!(
                     "{} failed: {error}; retrying in {} ms",
                     action_name(&decision.action),
                     delay.as_millis()
@@ -352,6 +355,7 @@ impl<D: Driver> Service<D> {
         if self.status.bind_address.is_none() {
             self.status.members.clear();
             self.status.leader_id = None;
+            self.status.reason = self.reason.clone();
             return;
         }
         match self.driver.cluster().await {
@@ -364,6 +368,13 @@ impl<D: Driver> Service<D> {
                 self.status.leader_id = None;
             }
         }
+        self.status.reason = match (self.status.state, self.status.leader_id) {
+            (NodeState::Member, None) => format!(
+                "{}; no leader is visible: waiting for a quorum of voters",
+                self.reason
+            ),
+            _ => self.reason.clone(),
+        };
     }
 
     /// Refreshes the status; returns a failure when the node has seen no leader for a

@@ -198,6 +198,21 @@ async fn a_reduced_map_while_quorum_holds_does_not_recover() {
     }
     insert_rows(&all, 5, 6).await;
     assert_eq!(read_rows(&all).await, (0..6).collect::<Vec<_>>());
+
+    // Once the other two really die, the same map does lead to recovery, without another
+    // reload: the health check sees the leader gone and the round probes the voters.
+    let mut controllers = controllers;
+    controllers[1].kill();
+    controllers[2].kill();
+    let status = controllers[0]
+        .wait_for("alone after its peers died", Duration::from_secs(30), |s| {
+            s.state == NodeState::Member && s.members.len() == 1 && s.leader_id == s.node_id
+        })
+        .await;
+    assert_eq!(status.members[0].role, Role::Voter);
+    assert!(controllers[0].log().contains("[node failed]"));
+    let alone = vec![controllers[0].address()];
+    assert_eq!(read_rows(&alone).await, (0..6).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
