@@ -27,9 +27,10 @@
 //! by trimming while every voter is online, never touches the leader or promotes an
 //! offline node, changes each node at most once, and leaves an odd number of voters.
 //!
-//! Among equals, a candidate in a failure domain that no voter (or stand-by) covers yet
-//! comes first, then the lower weight (the operator's preference, set with WEIGHT), then
-//! the lower id, so the plan is deterministic.
+//! Among candidates, one in a failure domain that no voter (or stand-by) covers yet comes
+//! first, then a stand-by before a spare, then the lower weight (the operator's preference,
+//! set with WEIGHT), then the lower id, so the plan is deterministic. A member whose weight
+//! is [`DRAINING_WEIGHT`] (it is stopping) is never a candidate.
 
 use crate::{NodeInfo, NodeRole};
 
@@ -385,8 +386,10 @@ fn domains_with_role(roster: &[Slot], role: NodeRole, except: Option<u64>) -> Ve
         .collect()
 }
 
-/// The online member with one of the `pool` roles that best takes a new role: earlier
-/// pool roles first, then a failure domain not in `covered`, then lower weight, lower id.
+/// The online member with one of the `pool` roles that best takes a new role: a failure
+/// domain not in `covered` first (surviving the loss of a domain matters more than a
+/// faster catch-up), then earlier pool roles (a stand-by is caught up already), then lower
+/// weight, lower id.
 fn best_candidate(
     roster: &[Slot],
     pool: &[NodeRole],
@@ -399,8 +402,8 @@ fn best_candidate(
             let slot = &roster[i];
             let rank = pool.iter().position(|r| *r == slot.role);
             (
-                rank,
                 covered.contains(&slot.state.failure_domain),
+                rank,
                 slot.state.weight,
                 slot.state.info.id,
             )
@@ -734,6 +737,19 @@ mod tests {
             1,
             (3, 0),
             &[(3, Voter), (2, Voter)],
+        );
+        // A spare in a new domain wins over a stand-by in a covered one.
+        check(
+            &[
+                md(1, Voter, 1, 0),
+                md(2, Voter, 2, 0),
+                md(3, Voter, 1, 0),
+                md(4, StandBy, 1, 0),
+                md(5, Spare, 3, 0),
+            ],
+            1,
+            (5, 0),
+            &[(5, Voter), (4, Voter)],
         );
         // Same domain: the lower weight wins.
         check(
