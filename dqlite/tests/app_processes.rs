@@ -75,7 +75,7 @@ async fn writes_continue_after_kill_9_of_the_leader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_go_dqlite_shell_lists_and_queries_our_cluster() {
+async fn the_go_dqlite_shell_lists_and_queries_our_cluster_from_its_member_list() {
     let dirs: Vec<_> = (0..3)
         .map(|_| tempfile::tempdir().expect("a temp dir"))
         .collect();
@@ -87,10 +87,25 @@ async fn the_go_dqlite_shell_lists_and_queries_our_cluster() {
     let mut client = first.client().await.expect("a client");
     insert_rows(&mut client, 40..43).await;
 
+    // The shell finds the cluster through a member's `cluster.yaml`, go-dqlite's own format.
+    let store = dirs[1].path().join(dqlite::app::store::CLUSTER_FILE);
+    wait_for(
+        "the member list to hold every member",
+        Duration::from_secs(10),
+        || async {
+            let members = dqlite::app::store::load(dirs[1].path()).map_err(|e| e.to_string())?;
+            if members.len() == 3 {
+                Ok(())
+            } else {
+                Err(format!("{members:?}"))
+            }
+        },
+    )
+    .await;
     let servers = a.join(",");
-    let cluster = tokio::task::spawn_blocking({
-        let servers = servers.clone();
-        move || run_with_timeout(20, "dqlite", &["-s", &servers, "test", ".cluster"])
+    let cluster = tokio::task::spawn_blocking(move || {
+        let store = format!("file://{}", store.display());
+        run_with_timeout(20, "dqlite", &["-s", &store, "test", ".cluster"])
     })
     .await
     .expect("the shell ran");
