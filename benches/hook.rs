@@ -258,6 +258,24 @@ fn main() {
             verdict(tree_rss < 5_000_000)
         );
     }
+    // The fixed cost of starting the binary at all: dispatch with no hook environment exits
+    // at once (with an error), so this is exec, dynamic loading and Rust start-up.
+    let startup: Vec<Usage> = (0..RUNS)
+        .map(|_| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch"));
+            command.env_clear();
+            measure(command)
+        })
+        .collect();
+    println!();
+    println!(
+        "process start-up alone (dispatch exiting at once): wall {}  cpu {}  peak RSS {}",
+        ms(median(startup.iter().map(|u| u.wall).collect())),
+        ms(median(startup.iter().map(|u| u.cpu).collect())),
+        mib(startup.iter().map(|u| u.maxrss).max().unwrap_or_default())
+    );
+    println!("the charm's own work includes spawning and waiting for each hook tool (duct: pipes,");
+    println!("reader threads, posix_spawn) besides parsing, deciding and writing.");
     println!();
     println!(
         "reloads answered: {} (one per changing run)",

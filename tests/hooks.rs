@@ -242,7 +242,11 @@ fn install_never_truncates_controller_conf() {
 fn an_unchanged_conf_is_neither_rewritten_nor_reloaded() {
     let mut model = Model::new(1);
     model.start_agent(0);
-    model.hook(0, Invocation::hook("config-changed"));
+    let outcome = model.hook(0, Invocation::hook("config-changed"));
+    assert!(
+        outcome.stdout.contains("writing "),
+        "the decision is logged: {outcome:?}"
+    );
     assert_eq!(model.agent(0).reloads(), 1);
     let inode = fs::metadata(model.conf_path(0)).expect("conf").ino();
     let calls = model.state().calls.len();

@@ -161,6 +161,17 @@ fn run_hook(args: &[String]) -> anyhow::Result<ExitCode> {
     let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());
     let verdict = if outcome.skipped {
         "skipped (no handler)".to_owned()
+    } else if matches!(invocation, Invocation::Action { .. }) {
+        let state = runner.store().load()?;
+        let record = state
+            .actions
+            .last()
+            .context("the runner records every action")?;
+        format!(
+            "{} {}",
+            record.outcome,
+            record.action.failed.clone().unwrap_or_default()
+        )
     } else if outcome.committed {
         "exit 0, relation writes committed".to_owned()
     } else {
