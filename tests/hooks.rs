@@ -530,3 +530,46 @@ fn an_unknown_action_fails_the_action_not_the_unit() {
         Some("unknown action \"no-such-action\"")
     );
 }
+
+#[test]
+fn hook_shims_run_the_same_binary_for_agents_without_dispatch() {
+    let mut model = Model::new(1);
+    model.start_agent(0);
+    let charm_dir = model.state().units[&unit(0)].charm_dir.clone();
+    let hooks = charm_dir.join("hooks");
+    fs::create_dir_all(&hooks).expect("hooks dir");
+    let shim = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hooks/config-changed");
+    fs::copy(&shim, hooks.join("config-changed")).expect("copy shim");
+    // An old agent runs hooks/<name> with Juju's environment but no JUJU_DISPATCH_PATH.
+    let prepared = model
+        .runner
+        .prepare(&unit(0), &Invocation::hook("config-changed"))
+        .expect("prepare")
+        .expect("the charm has dispatch");
+    let mut command = std::process::Command::new(hooks.join("config-changed"));
+    command.current_dir(&charm_dir).env_clear();
+    for (name, value) in prepared.command.get_envs() {
+        if let (Some(value), false) = (value, name == "JUJU_DISPATCH_PATH") {
+            command.env(name, value);
+        }
+    }
+    let output = command.output().expect("run the shim");
+    let outcome = model
+        .runner
+        .finish(
+            &prepared,
+            output.status,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+        .expect("finish");
+    assert!(outcome.success(), "{outcome:?}");
+    assert_eq!(
+        model.status(0),
+        status("active", "db bind address 10.0.0.5 (1 controller)")
+    );
+    assert_eq!(
+        model.conf(0).as_deref(),
+        Some("db-bind-addresses:\n  '0': 10.0.0.5\n")
+    );
+}
