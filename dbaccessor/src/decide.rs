@@ -36,7 +36,7 @@ pub enum LocalData {
         node_id: u64,
         /// The persisted bind address (`ip:port`).
         address: String,
-        /// The membership: live when the node runs, else as last persisted.
+        /// The membership as persisted (the running node refreshes it every role interval).
         members: Vec<NodeInfo>,
     },
     /// Something is there but cannot be read; it is never touched.

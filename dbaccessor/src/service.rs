@@ -25,9 +25,12 @@ use crate::event::{Event, Trigger};
 const MAX_STEPS: usize = 6;
 
 /// What the service needs from the local node. The real one runs libdqlite through the
-/// `dqlite` crate's application layer; the tests use a scripted fake.
+/// `dqlite` crate's application layer; the tests use a scripted fake. Failures come back
+/// as text with their whole cause chain: they end up in the log and the status and are
+/// never matched on (the decision to retry belongs to the loop, not to the error).
 pub(crate) trait Driver {
-    /// What the data dir holds, with the live membership when the node runs.
+    /// What the data dir holds: identity and the persisted membership, which the running
+    /// node keeps fresh.
     fn local_data(&mut self) -> impl Future<Output = LocalData>;
     /// The address the node runs at, if it runs.
     fn running_address(&self) -> Option<String>;
@@ -44,7 +47,8 @@ pub(crate) trait Driver {
     fn rebind(&mut self, address: &str) -> impl Future<Output = Result<(), String>>;
     /// Stops the node if it runs and rewrites membership to the local node alone.
     fn shrink_to_one(&mut self) -> impl Future<Output = Result<(), String>>;
-    /// Looks for a leader for at most `within`.
+    /// Looks, for at most `within`, for a quorum: a leader, and a majority of the voters
+    /// answering.
     fn probe_quorum(&mut self, within: Duration) -> impl Future<Output = Quorum>;
     /// The members and the leader's id as the cluster reports them.
     fn cluster(&mut self) -> impl Future<Output = Option<(Vec<NodeInfo>, Option<u64>)>>;
@@ -60,8 +64,11 @@ pub(crate) trait Driver {
 /// Exponential back-off between failed attempts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backoff {
+    /// The first pause, and the pause again after a success.
     initial: Duration,
+    /// The longest pause: a controller that comes back late is found within it.
     max: Duration,
+    /// The pause the next failure gets.
     next: Duration,
 }
 
@@ -94,8 +101,9 @@ pub struct Timings {
     pub quorum_timeout: Duration,
     /// How often the status is refreshed and the leader checked.
     pub health_interval: Duration,
-    /// First and longest pause between failed starts.
+    /// The first pause after a failed start.
     pub retry_initial: Duration,
+    /// The longest pause between failed starts.
     pub retry_max: Duration,
 }
 
@@ -112,12 +120,17 @@ impl Timings {
 
 /// The loop's state.
 pub(crate) struct Service<D> {
+    /// Where the map is and who this controller is.
     config: Config,
+    /// Probe, health and retry timings.
     timings: Timings,
+    /// The only way to the local node.
     driver: D,
+    /// Every event, from the sockets, the file watch and the signal handler.
     events: mpsc::Receiver<Event>,
     /// What the status socket answers.
     status: Status,
+    /// The pause before the next attempt after a failed one.
     backoff: Backoff,
     /// When the next attempt after a failure is due.
     retry_at: Option<Instant>,
