@@ -354,3 +354,30 @@ async fn a_second_daemon_on_the_same_data_dir_refuses_to_start() {
     assert!(first.is_running());
     first.wait_voters(1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_survivor_restarted_after_its_peers_died_recovers_on_start() {
+    let mut controllers = three_controllers(9).await;
+    let all = addresses(&controllers.iter().collect::<Vec<_>>());
+    insert_rows(&all, 0, 7).await;
+    controllers[1].kill();
+    controllers[2].kill();
+    // The survivor's daemon is stopped without a quorum (the hand-over cannot happen, the
+    // stop must still be clean), then the map is reduced while it is down.
+    assert_eq!(controllers[0].terminate(), Some(0));
+    controllers[0].write_map(&[("0", "127.21.9.1")]);
+    controllers[0].start().await;
+    let status = controllers[0]
+        .wait_for("alone after a restart", Duration::from_secs(30), |s| {
+            s.state == NodeState::Member && s.members.len() == 1 && s.leader_id == s.node_id
+        })
+        .await;
+    assert_eq!(status.node_id, Some(1));
+    let log = controllers[0].log();
+    assert!(
+        log.contains("[start-up]") && log.contains("decided shrink to one"),
+        "{log}"
+    );
+    let alone = vec![controllers[0].address()];
+    assert_eq!(read_rows(&alone).await, (0..7).collect::<Vec<_>>());
+}
