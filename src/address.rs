@@ -274,7 +274,9 @@ fn family_allows(family: AddressFamily, ip: IpAddr) -> bool {
 /// Why `network-get` output could not be read as a binding's addresses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetworkError {
-    #[error("network-get printed {size} bytes, more than the {MAX_NETWORK_INFO} accepted")]
+    #[error(
+        "network-get printed more than the {MAX_NETWORK_INFO} bytes accepted (at least {size})"
+    )]
     Oversized { size: usize },
     #[error("network-get printed malformed JSON: {0}")]
     Malformed(String),

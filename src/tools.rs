@@ -3,6 +3,7 @@
 //! and never clears the environment (the tools find the live hook context through it).
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
@@ -26,7 +27,7 @@ pub enum ToolError {
         status: String,
         stderr: String,
     },
-    #[error("{tool} printed {size} bytes, more than the {MAX_OUTPUT} accepted")]
+    #[error("{tool} printed more than the {MAX_OUTPUT} bytes accepted")]
     Oversized { tool: String, size: usize },
     #[error("{tool} printed output that is not what Juju prints: {source}")]
     Parse {
@@ -108,17 +109,36 @@ pub struct HookTools;
 
 impl HookTools {
     /// Runs `tool args...` and returns its stdout; a non-zero exit is an error carrying stderr.
+    /// stdout is read on this thread (at most [`MAX_OUTPUT`] + 1 bytes, so an oversized answer
+    /// is refused without being buffered whole); duct captures stderr on its own thread.
     fn run(&self, tool: &str, args: &[&str]) -> Result<String, ToolError> {
-        let output = duct::cmd(resolve(tool), args)
+        let spawn_error = |source| ToolError::Spawn {
+            tool: tool.to_owned(),
+            source,
+        };
+        let reader = duct::cmd(resolve(tool), args)
             .stdin_null()
-            .stdout_capture()
             .stderr_capture()
             .unchecked()
-            .run()
-            .map_err(|source| ToolError::Spawn {
+            .reader()
+            .map_err(spawn_error)?;
+        let mut stdout = Vec::new();
+        (&reader)
+            .take(MAX_OUTPUT as u64 + 1)
+            .read_to_end(&mut stdout)
+            .map_err(spawn_error)?;
+        if stdout.len() > MAX_OUTPUT {
+            // Dropping the reader kills the tool; its exit status no longer matters.
+            return Err(ToolError::Oversized {
                 tool: tool.to_owned(),
-                source,
-            })?;
+                size: stdout.len(),
+            });
+        }
+        // At EOF duct has waited for the child, so its output is there.
+        let output = reader
+            .try_wait()
+            .map_err(spawn_error)?
+            .ok_or_else(|| spawn_error(std::io::Error::other("the tool did not exit after EOF")))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr[..output.stderr.len().min(4096)])
                 .trim()
@@ -130,13 +150,7 @@ impl HookTools {
                 stderr,
             });
         }
-        if output.stdout.len() > MAX_OUTPUT {
-            return Err(ToolError::Oversized {
-                tool: tool.to_owned(),
-                size: output.stdout.len(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
     }
 
     fn json<T: DeserializeOwned>(&self, tool: &str, args: &[&str]) -> Result<T, ToolError> {
