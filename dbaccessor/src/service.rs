@@ -181,10 +181,16 @@ impl<D: Driver> Service<D> {
         let mut health = tokio::time::interval(self.timings.health_interval);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Events that arrived while an operation ran come first, in order.
+            // Events that arrived while an operation ran come first, in order; one round
+            // answers every config change queued behind it (each re-reads the same file).
             if let Some(event) = self.deferred.pop_front() {
                 match event {
                     Event::Shutdown => break,
+                    event @ Event::ConfigChanged(_) => {
+                        self.deferred
+                            .retain(|queued| !matches!(queued, Event::ConfigChanged(_)));
+                        self.handle(event).await;
+                    }
                     event => self.handle(event).await,
                 }
                 continue;
@@ -653,6 +659,8 @@ mod tests {
         data: LocalData,
         /// How long each start takes (virtual time).
         start_takes: Duration,
+        /// How many times the data dir was observed (one per decision).
+        observations: Rc<std::cell::Cell<usize>>,
     }
 
     impl FakeDriver {
@@ -665,6 +673,7 @@ mod tests {
 
     impl Driver for FakeDriver {
         async fn local_data(&mut self) -> LocalData {
+            self.observations.set(self.observations.get() + 1);
             self.data.clone()
         }
         fn running_address(&self) -> Option<String> {
@@ -764,6 +773,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = joining_config(dir.path());
         let journal = Journal::default();
+        let observations: Rc<std::cell::Cell<usize>> = Rc::default();
         let driver = FakeDriver {
             journal: journal.clone(),
             began: Instant::now(),
@@ -771,6 +781,7 @@ mod tests {
             running: None,
             data: LocalData::Empty,
             start_takes: Duration::from_secs(5),
+            observations: observations.clone(),
         };
         let (events_tx, events_rx) = mpsc::channel(8);
         let service = Service::new(config, test_timings(), driver, events_rx);
@@ -778,6 +789,12 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let during = query_status(&events_tx).await;
             let asked_at = journal.borrow().len();
+            for trigger in [Trigger::Reload, Trigger::FileWatch, Trigger::Reload] {
+                events_tx
+                    .send(Event::ConfigChanged(trigger))
+                    .await
+                    .expect("loop runs");
+            }
             events_tx.send(Event::Shutdown).await.expect("loop runs");
             (during, asked_at)
         };
@@ -789,6 +806,9 @@ mod tests {
             "{during:?}"
         );
         assert_eq!(entries_when_answered, 1, "answered during the join");
+        // Start-up: decide to join, then decide to keep; then one round for the three
+        // config changes queued during the join.
+        assert_eq!(observations.get(), 3);
         let start = "start 127.21.0.12:17666 [\"127.21.0.11:17666\"]".to_owned();
         // The shutdown sent at 1 s waited for the join to end at 5 s.
         assert_eq!(
@@ -809,6 +829,7 @@ mod tests {
             running: None,
             data: LocalData::Empty,
             start_takes: Duration::ZERO,
+            observations: Rc::default(),
         };
         let (events_tx, events_rx) = mpsc::channel(8);
         let service = Service::new(config, test_timings(), driver, events_rx);
