@@ -90,8 +90,13 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        // Wake the blocking accept so the loop sees the flag. Should the socket file be gone
+        // already (its dir removed first), the thread cannot be woken: it is left detached
+        // rather than joined forever, and ends with the process.
+        if UnixStream::connect(&self.path).is_ok() {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
         }
         let _ = std::fs::remove_file(&self.path);
     }
@@ -107,33 +112,21 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-/// Answers connections one at a time until `stop` is set, reporting each request. The
-/// listener is polled (non-blocking, every 2 ms) so that stopping never depends on being able
-/// to connect to the socket, whose file may already be gone.
+/// Answers connections one at a time until `stop` is set (checked after each connection, so
+/// a stopper sets it and then connects once), reporting each request.
 pub fn serve(
     listener: &UnixListener,
     agent_id: &str,
     stop: &AtomicBool,
     mut report: impl FnMut(RecordedRequest),
 ) {
-    if listener.set_nonblocking(true).is_err() {
-        return;
-    }
-    while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((mut stream, _)) => {
-                // The accepted stream must block (with timeouts) while one request is read.
-                if stream.set_nonblocking(false).is_err() {
-                    continue;
-                }
-                if let Some(request) = answer(&mut stream, agent_id) {
-                    report(request);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(mut stream) = stream else { continue };
+        if let Some(request) = answer(&mut stream, agent_id) {
+            report(request);
         }
     }
 }

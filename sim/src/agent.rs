@@ -1,0 +1,322 @@
+//! The simulated machine agent: a detached supervisor process (`juju-sim machine-agent`) that
+//! runs the real `dbaccessor` inside its machine's namespace, restarts it with back-off when
+//! it dies (as systemd restarts jujud), and stops it with SIGTERM when told to stop. Also the
+//! CLI's side: starting a supervisor, waiting for its reload socket, stopping it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process, Pid, Signal};
+
+/// The first restart delay; it doubles up to [`MAX_BACKOFF`] and resets after a healthy run.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A dbaccessor that ran this long was healthy: its next restart starts from the first delay.
+const HEALTHY_RUN: Duration = Duration::from_secs(10);
+/// How long a dbaccessor gets to hand over and stop after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often the supervisor looks at its child and its stop flag.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Why the supervisor or the CLI's agent handling failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        signal: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot open log {path}: {source}")]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot wait for the dbaccessor: {0}")]
+    Wait(std::io::Error),
+    #[error("the machine agent of machine {machine} did not open {socket} within {seconds} s (see {log})")]
+    NotUp {
+        machine: u32,
+        socket: PathBuf,
+        seconds: u64,
+        log: PathBuf,
+    },
+}
+
+/// What a machine agent runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSpec {
+    /// The model dir: the agent ends by itself once its `world.json` is gone.
+    pub model_dir: PathBuf,
+    /// The machine id, which is the controller agent id.
+    pub machine: u32,
+    /// The machine's network namespace.
+    pub namespace: String,
+    /// The `dbaccessor` binary.
+    pub dbaccessor: PathBuf,
+    /// The machine's `/var/lib/juju`.
+    pub data_dir: PathBuf,
+    /// `--network-latency-ms`.
+    pub network_latency_ms: u64,
+    /// `--quorum-timeout-ms`.
+    pub quorum_timeout_ms: u64,
+}
+
+impl AgentSpec {
+    /// The machine's dir (`<model>/machines/<id>`), holding the logs and the pid file.
+    pub fn machine_dir(&self) -> PathBuf {
+        machine_dir(&self.model_dir, self.machine)
+    }
+
+    /// The arguments `juju-sim machine-agent` takes for this spec.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "machine-agent".into(),
+            "--model-dir".into(),
+            self.model_dir.display().to_string(),
+            "--machine".into(),
+            self.machine.to_string(),
+            "--namespace".into(),
+            self.namespace.clone(),
+            "--dbaccessor".into(),
+            self.dbaccessor.display().to_string(),
+            "--data-dir".into(),
+            self.data_dir.display().to_string(),
+            "--network-latency-ms".into(),
+            self.network_latency_ms.to_string(),
+            "--quorum-timeout-ms".into(),
+            self.quorum_timeout_ms.to_string(),
+        ]
+    }
+}
+
+/// `<model>/machines/<id>`.
+pub fn machine_dir(model_dir: &Path, machine: u32) -> PathBuf {
+    model_dir.join("machines").join(machine.to_string())
+}
+
+/// The file the supervisor keeps the running dbaccessor's pid in.
+pub fn dbaccessor_pid_file(model_dir: &Path, machine: u32) -> PathBuf {
+    machine_dir(model_dir, machine).join("dbaccessor.pid")
+}
+
+/// The machine agent's log (the supervisor's lines and the dbaccessor's output).
+pub fn agent_log(model_dir: &Path, machine: u32) -> PathBuf {
+    machine_dir(model_dir, machine).join("agent.log")
+}
+
+fn open_log(path: &Path) -> Result<File, AgentError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| AgentError::Log {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Runs the supervisor until SIGTERM or SIGINT (or until the model is destroyed): starts the
+/// dbaccessor, restarts it with back-off whenever it exits, and on the stop signal forwards
+/// SIGTERM to it and waits for its clean stop.
+pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for (signal, name) in [
+        (signal_hook::consts::SIGTERM, "SIGTERM"),
+        (signal_hook::consts::SIGINT, "SIGINT"),
+    ] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| {
+            AgentError::Signal {
+                signal: name,
+                source,
+            }
+        })?;
+    }
+    let log_path = agent_log(&spec.model_dir, spec.machine);
+    let world = spec.model_dir.join("world.json");
+    let mut backoff = FIRST_BACKOFF;
+    let say = |line: &str| {
+        if let Ok(mut log) = open_log(&log_path) {
+            // A lost log line must not stop the agent.
+            let _ = writeln!(log, "machine-agent {}: {line}", spec.machine);
+        }
+    };
+    say("starting");
+    while !stop.load(Ordering::SeqCst) && world.exists() {
+        let mut child = spawn_dbaccessor(spec, &log_path)?;
+        let started = Instant::now();
+        let _ = fs::write(
+            dbaccessor_pid_file(&spec.model_dir, spec.machine),
+            child.id().to_string(),
+        );
+        say(&format!("dbaccessor started, pid {}", child.id()));
+        let status = loop {
+            if stop.load(Ordering::SeqCst) || !world.exists() {
+                say("stopping the dbaccessor (SIGTERM)");
+                terminate(&mut child);
+                let _ = fs::remove_file(dbaccessor_pid_file(&spec.model_dir, spec.machine));
+                say("stopped");
+                return Ok(());
+            }
+            match child.try_wait().map_err(AgentError::Wait)? {
+                Some(status) => break status,
+                None => std::thread::sleep(POLL),
+            }
+        };
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = FIRST_BACKOFF;
+        }
+        say(&format!(
+            "dbaccessor exited ({status}); restarting in {} ms",
+            backoff.as_millis()
+        ));
+        let until = Instant::now() + backoff;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(POLL);
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    say("stopped");
+    Ok(())
+}
+
+fn spawn_dbaccessor(spec: &AgentSpec, log_path: &Path) -> Result<Child, AgentError> {
+    let stdout = open_log(log_path)?;
+    let stderr = open_log(log_path)?;
+    fs::create_dir_all(&spec.data_dir).map_err(|source| AgentError::Log {
+        path: spec.data_dir.clone(),
+        source,
+    })?;
+    // `ip netns exec` enters the namespace and execs, so the child's pid is the dbaccessor's.
+    Command::new("ip")
+        .args(["netns", "exec", &spec.namespace])
+        .arg(&spec.dbaccessor)
+        .arg("--agent-id")
+        .arg(spec.machine.to_string())
+        .arg("--data-dir")
+        .arg(&spec.data_dir)
+        .arg("--network-latency-ms")
+        .arg(spec.network_latency_ms.to_string())
+        .arg("--quorum-timeout-ms")
+        .arg(spec.quorum_timeout_ms.to_string())
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .map_err(|source| AgentError::Spawn {
+            program: spec.dbaccessor.clone(),
+            source,
+        })
+}
+
+/// SIGTERM, then SIGKILL after the grace period; reaps the child.
+fn terminate(child: &mut Child) {
+    signal(child.id(), Signal::TERM);
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+    // The grace period is over: the process is stuck, so it is killed.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Sends `signal` to `pid`; a process already gone is fine.
+pub fn signal(pid: u32, signal: Signal) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = kill_process(pid, signal);
+    }
+}
+
+/// Whether `pid` is a live process (a zombie is not).
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// The dbaccessor pid the supervisor of `machine` recorded, if it is alive.
+pub fn dbaccessor_pid(model_dir: &Path, machine: u32) -> Option<u32> {
+    fs::read_to_string(dbaccessor_pid_file(model_dir, machine))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|pid| alive(*pid))
+}
+
+/// Starts a detached supervisor (its own session, so the CLI's exit or Ctrl-C leaves it
+/// running) and returns its pid.
+pub fn start(juju_sim: &Path, spec: &AgentSpec) -> Result<u32, AgentError> {
+    fs::create_dir_all(spec.machine_dir()).map_err(|source| AgentError::Log {
+        path: spec.machine_dir(),
+        source,
+    })?;
+    let log_path = agent_log(&spec.model_dir, spec.machine);
+    let stdout = open_log(&log_path)?;
+    let stderr = open_log(&log_path)?;
+    // setsid(1) execs in place when its caller is not a group leader (a spawned child is not),
+    // so the pid below is the supervisor's.
+    let child = Command::new("setsid")
+        .arg(juju_sim)
+        .args(spec.to_args())
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .map_err(|source| AgentError::Spawn {
+            program: juju_sim.to_owned(),
+            source,
+        })?;
+    Ok(child.id())
+}
+
+/// Waits until the reload socket of the machine answers a connection.
+pub fn wait_until_up(spec: &AgentSpec, timeout: Duration) -> Result<(), AgentError> {
+    let socket = controller_contract::paths::reload_socket(&spec.data_dir);
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if UnixStream::connect(&socket).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(AgentError::NotUp {
+        machine: spec.machine,
+        socket,
+        seconds: timeout.as_secs(),
+        log: agent_log(&spec.model_dir, spec.machine),
+    })
+}
+
+/// Stops the supervisor `pid` (which stops its dbaccessor cleanly); kills both if they are
+/// still there after the grace period.
+pub fn stop(model_dir: &Path, machine: u32, pid: u32) {
+    let dbaccessor = dbaccessor_pid(model_dir, machine);
+    signal(pid, Signal::TERM);
+    let deadline = Instant::now() + STOP_GRACE + Duration::from_secs(2);
+    while Instant::now() < deadline && alive(pid) {
+        std::thread::sleep(POLL);
+    }
+    if alive(pid) {
+        signal(pid, Signal::KILL);
+    }
+    if let Some(dbaccessor) = dbaccessor.filter(|p| alive(*p)) {
+        signal(dbaccessor, Signal::KILL);
+    }
+}

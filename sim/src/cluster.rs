@@ -1,0 +1,249 @@
+//! The Dqlite cluster as the CLI sees it: each dbaccessor's status socket (a unix socket
+//! file, reachable from the root namespace), the convergence check made from those answers,
+//! and SQL through the go-dqlite `dqlite` shell run inside the model's cloud namespace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use controller_contract::status::{NodeState, Request, Role, Status};
+use controller_contract::DQLITE_PORT;
+
+use crate::world::expected_voters;
+
+/// How long one status query may take (a busy daemon still answers within this).
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one `dqlite` shell run may take: the shell retries forever on its own.
+pub const SHELL_TIMEOUT_SECS: u64 = 15;
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("status socket {path} did not answer: {source}")]
+    Status {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot run the dqlite shell: {0}")]
+    ShellSpawn(std::io::Error),
+    #[error("the dqlite shell failed ({status}): {stderr}")]
+    Shell { status: String, stderr: String },
+    #[error("no dqlite member is known: the cluster has not formed")]
+    NoMembers,
+}
+
+/// Asks the dbaccessor behind `socket` for its status.
+pub fn query_status(socket: &Path) -> Result<Status, ClusterError> {
+    let failed = |source| ClusterError::Status {
+        path: socket.display().to_string(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(failed)?;
+    stream.set_read_timeout(Some(STATUS_TIMEOUT)).map_err(failed)?;
+    stream
+        .set_write_timeout(Some(STATUS_TIMEOUT))
+        .map_err(failed)?;
+    let mut line = serde_json::to_string(&Request::Status).expect("the request serializes");
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(failed)?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .take(1024 * 1024)
+        .read_line(&mut answer)
+        .map_err(failed)?;
+    serde_json::from_str(&answer)
+        .map_err(|e| failed(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+/// What the convergence check compares: the published map and each mapped agent's status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterView {
+    /// The leader unit's `db-bind-addresses` (agent id -> IP); empty when unpublished.
+    pub map: BTreeMap<String, IpAddr>,
+    /// Each agent id's status answer, or why there is none.
+    pub statuses: BTreeMap<String, Result<Status, String>>,
+}
+
+/// Whether the cluster matches the map: every mapped agent is a member, they agree on one
+/// leader, the leader's members are exactly the mapped addresses and the voter count is what
+/// the role layer aims for. An empty map (every unit blocked, or none published) asks
+/// nothing of the dbaccessors. Returns what is still missing otherwise.
+pub fn converged(view: &ClusterView) -> Result<(), String> {
+    if view.map.is_empty() {
+        return Ok(());
+    }
+    let mut leaders = BTreeSet::new();
+    for agent in view.map.keys() {
+        match view.statuses.get(agent) {
+            Some(Ok(status)) if status.state == NodeState::Member => {
+                leaders.insert(status.leader_id);
+            }
+            Some(Ok(status)) => {
+                return Err(format!(
+                    "dbaccessor {agent} is {:?}: {}",
+                    status.state, status.reason
+                ))
+            }
+            Some(Err(error)) => return Err(format!("dbaccessor {agent}: {error}")),
+            None => return Err(format!("dbaccessor {agent} is not running")),
+        }
+    }
+    let leader = match leaders.into_iter().collect::<Vec<_>>().as_slice() {
+        [Some(leader)] => *leader,
+        [None] => return Err("no leader yet".into()),
+        _ => return Err("the dbaccessors disagree on the leader".into()),
+    };
+    let leader_status = view
+        .statuses
+        .values()
+        .filter_map(|s| s.as_ref().ok())
+        .find(|s| s.node_id == Some(leader))
+        .ok_or_else(|| format!("leader {leader} is not a mapped dbaccessor"))?;
+    let members: BTreeSet<String> = leader_status
+        .members
+        .iter()
+        .map(|m| m.address.clone())
+        .collect();
+    let wanted: BTreeSet<String> = view
+        .map
+        .values()
+        .map(|ip| std::net::SocketAddr::new(*ip, DQLITE_PORT).to_string())
+        .collect();
+    if members != wanted {
+        return Err(format!(
+            "members {} instead of {}",
+            members.into_iter().collect::<Vec<_>>().join(" "),
+            wanted.into_iter().collect::<Vec<_>>().join(" ")
+        ));
+    }
+    let voters = leader_status
+        .members
+        .iter()
+        .filter(|m| m.role == Role::Voter)
+        .count();
+    let want_voters = expected_voters(wanted.len());
+    if voters != want_voters {
+        return Err(format!("{voters} voters of {want_voters}"));
+    }
+    Ok(())
+}
+
+/// Runs the go-dqlite shell in the cloud namespace against `servers` (`ip:port`) on
+/// database `database`, returning its standard output.
+pub fn shell(
+    net_namespace: &str,
+    servers: &[String],
+    database: &str,
+    command: &str,
+    json: bool,
+) -> Result<String, ClusterError> {
+    if servers.is_empty() {
+        return Err(ClusterError::NoMembers);
+    }
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", net_namespace, "timeout"])
+        .arg(SHELL_TIMEOUT_SECS.to_string())
+        .args(["dqlite", "-s", &servers.join(",")]);
+    if json {
+        cmd.args(["-f", "json"]);
+    }
+    let output = cmd
+        .arg(database)
+        .arg(command)
+        .output()
+        .map_err(ClusterError::ShellSpawn)?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(ClusterError::Shell {
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use controller_contract::status::Member;
+
+    fn member_status(agent: &str, id: u64, leader: Option<u64>, members: &[(u64, &str, Role)]) -> Status {
+        Status {
+            agent_id: agent.into(),
+            node_id: Some(id),
+            bind_address: None,
+            state: NodeState::Member,
+            reason: String::new(),
+            members: members
+                .iter()
+                .map(|(id, address, role)| Member {
+                    id: *id,
+                    address: (*address).into(),
+                    role: *role,
+                })
+                .collect(),
+            leader_id: leader,
+            config: None,
+        }
+    }
+
+    #[test]
+    fn converged_table() {
+        let check = |view: ClusterView, expected: Result<(), &str>| {
+            assert_eq!(converged(&view), expected.map_err(str::to_owned));
+        };
+        let map = |entries: &[(&str, &str)]| -> BTreeMap<String, IpAddr> {
+            entries
+                .iter()
+                .map(|(a, ip)| ((*a).to_owned(), ip.parse().expect("ip")))
+                .collect()
+        };
+        let three = [
+            (1, "10.0.0.10:17666", Role::Voter),
+            (2, "10.0.0.11:17666", Role::Voter),
+            (3, "10.0.0.12:17666", Role::Voter),
+        ];
+        let full = |members: &[(u64, &str, Role)]| ClusterView {
+            map: map(&[("0", "10.0.0.10"), ("1", "10.0.0.11"), ("2", "10.0.0.12")]),
+            statuses: [
+                ("0".to_owned(), Ok(member_status("0", 1, Some(1), members))),
+                ("1".to_owned(), Ok(member_status("1", 2, Some(1), members))),
+                ("2".to_owned(), Ok(member_status("2", 3, Some(1), members))),
+            ]
+            .into(),
+        };
+        check(full(&three), Ok(()));
+        check(
+            ClusterView {
+                map: BTreeMap::new(),
+                statuses: BTreeMap::new(),
+            },
+            Ok(()),
+        );
+        let mut two_voters = three;
+        two_voters[2].2 = Role::StandBy;
+        check(full(&two_voters), Err("2 voters of 3"));
+        check(
+            full(&three[..2]),
+            Err("members 10.0.0.10:17666 10.0.0.11:17666 instead of 10.0.0.10:17666 10.0.0.11:17666 10.0.0.12:17666"),
+        );
+        let mut missing = full(&three);
+        missing.statuses.remove("2");
+        check(missing, Err("dbaccessor 2 is not running"));
+        let mut split = full(&three);
+        split
+            .statuses
+            .insert("2".into(), Ok(member_status("2", 3, Some(3), &three)));
+        check(split, Err("the dbaccessors disagree on the leader"));
+        let mut joining = full(&three);
+        if let Some(Ok(status)) = joining.statuses.get_mut("1") {
+            status.state = NodeState::Joining;
+            status.reason = "joining through 10.0.0.10".into();
+        }
+        check(joining, Err("dbaccessor 1 is Joining: joining through 10.0.0.10"));
+    }
+}

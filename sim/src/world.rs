@@ -1,0 +1,693 @@
+//! The simulated cloud around the hook-tool model: spaces and subnets, machines with their
+//! NICs and namespaces, the controller application's bindings, and each unit's hook queue.
+//! Plain serde data plus the pure decisions made from it (addresses, `network-get` answers,
+//! `enable-ha` validation, the hooks Juju fires for each change). No IO here.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::model::{Interface, InterfaceAddress, NetworkInfo};
+use crate::runner::Invocation;
+
+/// The application every unit of the simulator belongs to.
+pub const APP: &str = "controller";
+/// The peer endpoint whose binding decides the Dqlite address.
+pub const PEER_ENDPOINT: &str = "db-cluster";
+/// The most controllers Juju allows.
+pub const MAX_CONTROLLERS: usize = 7;
+/// The first host number handed out in a subnet (the cloud namespace's bridge is `.1`).
+const FIRST_HOST: u32 = 10;
+
+/// The simulator's own part of the model, stored as `world.json` beside the hook-tool state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct World {
+    /// Six hex digits that prefix every namespace of this model (`jsim-<prefix>-m0`).
+    pub prefix: String,
+    /// The space new machines and the default binding use.
+    pub default_space: String,
+    /// Every space by name.
+    pub spaces: BTreeMap<String, Space>,
+    /// Every live machine by id.
+    pub machines: BTreeMap<u32, Machine>,
+    /// The next machine id (Juju never reuses one).
+    pub next_machine: u32,
+    /// The next unit number (Juju never reuses one).
+    pub next_unit: u32,
+    /// Every unit's hook queue and error state, by unit name.
+    pub units: BTreeMap<String, UnitQueue>,
+    /// Explicit endpoint bindings (`db-cluster` -> space); the `""` key binds every endpoint
+    /// without its own entry, as in a bundle. An endpoint with neither is unbound.
+    pub bindings: BTreeMap<String, String>,
+    /// Raft's expected round trip handed to every dbaccessor (`--network-latency-ms`).
+    pub network_latency_ms: u64,
+    /// How long a dbaccessor looks for a quorum (`--quorum-timeout-ms`).
+    pub quorum_timeout_ms: u64,
+}
+
+/// One space: a name for one subnet of the simulated cloud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Space {
+    /// The subnet's network address.
+    pub network: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix: u8,
+    /// The bridge in the cloud namespace that is this subnet (`br0`, `br1`, ...).
+    pub bridge: String,
+}
+
+impl Space {
+    /// The subnet in CIDR form (`10.131.0.0/24`).
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.network, self.prefix)
+    }
+
+    /// The bridge's own address in the cloud namespace (host 1).
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + 1)
+    }
+
+    fn size(&self) -> u32 {
+        1u32.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
+    }
+}
+
+/// One simulated machine: a network namespace with NICs, running a machine agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Machine {
+    /// Its NICs, `eth0` first.
+    pub nics: Vec<Nic>,
+    /// The machine agent's (supervisor's) pid while it runs.
+    pub agent_pid: Option<u32>,
+}
+
+/// One NIC: an interface in the machine's namespace on one space's bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    /// The interface name in the machine (`eth0`).
+    pub name: String,
+    /// The space its subnet belongs to.
+    pub space: String,
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// Its MAC address, as `network-get` prints it.
+    pub mac: String,
+}
+
+/// A unit's pending hooks and error state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UnitQueue {
+    /// The machine it runs on.
+    pub machine: u32,
+    /// Hooks waiting to run, in order (a running hook is taken off; a failed one is put
+    /// back at the head and retried).
+    pub queue: VecDeque<QueuedHook>,
+    /// `hook failed: "<name>"` while the head hook keeps failing.
+    pub error: Option<String>,
+    /// Failures of the head hook in a row (sets the retry back-off).
+    pub failures: u32,
+    /// The unit is leaving: once its queue is empty it and its machine are removed.
+    pub dying: bool,
+}
+
+/// One hook waiting in a unit's queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedHook {
+    /// The hook name (`config-changed`, `db-cluster-relation-changed`).
+    pub name: String,
+    /// The relation of a relation hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relation: Option<String>,
+    /// `JUJU_REMOTE_UNIT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_unit: Option<String>,
+    /// `JUJU_DEPARTING_UNIT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub departing_unit: Option<String>,
+}
+
+impl QueuedHook {
+    /// A hook without a relation.
+    pub fn plain(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            relation: None,
+            remote_unit: None,
+            departing_unit: None,
+        }
+    }
+
+    /// `<endpoint>-relation-<kind>` on `relation` with `remote` as the remote unit.
+    pub fn relation(kind: &str, relation: &str, remote: Option<&str>) -> Self {
+        let endpoint = relation.rsplit_once(':').map_or(relation, |(e, _)| e);
+        Self {
+            name: format!("{endpoint}-relation-{kind}"),
+            relation: Some(relation.to_owned()),
+            remote_unit: remote.map(str::to_owned),
+            departing_unit: None,
+        }
+    }
+
+    /// `-departed` of `departing`, as seen by a unit whose remote is `remote`.
+    pub fn departed(relation: &str, remote: &str, departing: &str) -> Self {
+        Self {
+            departing_unit: Some(departing.to_owned()),
+            ..Self::relation("departed", relation, Some(remote))
+        }
+    }
+
+    /// The runner's invocation for this hook.
+    pub fn invocation(&self) -> Invocation {
+        match &self.relation {
+            None => Invocation::hook(&self.name),
+            Some(relation) => {
+                let kind = self
+                    .name
+                    .rsplit_once("-relation-")
+                    .map_or(self.name.as_str(), |(_, kind)| kind);
+                if let Some(departing) = &self.departing_unit {
+                    let remote = self.remote_unit.as_deref().unwrap_or(departing);
+                    Invocation::departed(relation, remote, departing)
+                } else {
+                    Invocation::relation(kind, relation, self.remote_unit.as_deref())
+                }
+            }
+        }
+    }
+
+    /// How progress lines name it: `db-cluster-relation-changed(controller/1)`.
+    pub fn label(&self) -> String {
+        match &self.remote_unit {
+            Some(remote) => format!("{}({remote})", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// Why a world change is refused, in Juju's words where Juju has them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorldError {
+    #[error("number of controllers must be odd and non-negative")]
+    EvenCount,
+    #[error("controller count is too large (allowed {MAX_CONTROLLERS})")]
+    TooMany,
+    #[error(
+        "failed to enable HA with {requested} controllers: cannot remove controllers with \
+         enable-ha, use remove-machine and chose the controller(s) to remove"
+    )]
+    Shrink { requested: usize },
+    #[error("space {0:?} not found")]
+    UnknownSpace(String),
+    #[error("space {0:?} already exists")]
+    SpaceExists(String),
+    #[error("{0:?} is not a valid IPv4 subnet (want a.b.c.d/n with n between 8 and 30)")]
+    BadSubnet(String),
+    #[error("subnet {cidr} overlaps space {space:?}")]
+    Overlap { cidr: String, space: String },
+    #[error("machine {0} not found")]
+    UnknownMachine(String),
+    #[error("no free address left in space {0:?}")]
+    SpaceFull(String),
+}
+
+/// How many controllers `enable-ha -n requested` leads to, given `current` (Juju's rules:
+/// `0` means "at least 3, and odd"; even and smaller counts are refused).
+pub fn enable_ha_target(current: usize, requested: usize) -> Result<usize, WorldError> {
+    if requested != 0 && requested % 2 != 1 {
+        return Err(WorldError::EvenCount);
+    }
+    if requested > MAX_CONTROLLERS {
+        return Err(WorldError::TooMany);
+    }
+    let target = if requested == 0 {
+        let odd = current + (current + 1) % 2;
+        odd.max(3)
+    } else {
+        requested
+    };
+    if target < current {
+        return Err(WorldError::Shrink {
+            requested: target,
+        });
+    }
+    Ok(target)
+}
+
+/// Parses `a.b.c.d/n` into the subnet's network address and prefix.
+pub fn parse_subnet(cidr: &str) -> Result<(Ipv4Addr, u8), WorldError> {
+    let bad = || WorldError::BadSubnet(cidr.to_owned());
+    let (address, prefix) = cidr.split_once('/').ok_or_else(bad)?;
+    let address: Ipv4Addr = address.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&prefix) {
+        return Err(bad());
+    }
+    let mask = u32::MAX << (32 - u32::from(prefix));
+    Ok((Ipv4Addr::from(u32::from(address) & mask), prefix))
+}
+
+impl World {
+    /// A world with one space, the default.
+    pub fn new(prefix: &str, default_space: &str, cidr: &str) -> Result<Self, WorldError> {
+        let mut world = World {
+            prefix: prefix.to_owned(),
+            default_space: default_space.to_owned(),
+            network_latency_ms: 20,
+            quorum_timeout_ms: 3000,
+            ..World::default()
+        };
+        world.add_space(default_space, cidr)?;
+        Ok(world)
+    }
+
+    /// The cloud namespace of this model: every space's bridge lives there.
+    pub fn net_namespace(&self) -> String {
+        format!("jsim-{}-net", self.prefix)
+    }
+
+    /// Machine `id`'s namespace.
+    pub fn machine_namespace(&self, id: u32) -> String {
+        format!("jsim-{}-m{id}", self.prefix)
+    }
+
+    /// Adds a space for `cidr` (which must not overlap another space's subnet).
+    pub fn add_space(&mut self, name: &str, cidr: &str) -> Result<&Space, WorldError> {
+        if self.spaces.contains_key(name) {
+            return Err(WorldError::SpaceExists(name.to_owned()));
+        }
+        let (network, prefix) = parse_subnet(cidr)?;
+        let candidate = Space {
+            network,
+            prefix,
+            bridge: format!("br{}", self.spaces.len()),
+        };
+        for (other_name, other) in &self.spaces {
+            let (a0, a1) = (u32::from(network), u32::from(network) + candidate.size() - 1);
+            let (b0, b1) = (u32::from(other.network), u32::from(other.network) + other.size() - 1);
+            if a0 <= b1 && b0 <= a1 {
+                return Err(WorldError::Overlap {
+                    cidr: candidate.cidr(),
+                    space: other_name.clone(),
+                });
+            }
+        }
+        Ok(self.spaces.entry(name.to_owned()).or_insert(candidate))
+    }
+
+    /// The lowest free address of `space` at or above host 10 + machine id, so a machine's
+    /// first address is easy to read (machine 3 -> `.13`).
+    pub fn free_address(&self, space: &str, machine: u32) -> Result<Ipv4Addr, WorldError> {
+        let subnet = self
+            .spaces
+            .get(space)
+            .ok_or_else(|| WorldError::UnknownSpace(space.to_owned()))?;
+        let used: Vec<Ipv4Addr> = self
+            .machines
+            .values()
+            .flat_map(|m| m.nics.iter())
+            .filter(|nic| nic.space == space)
+            .map(|nic| nic.address)
+            .collect();
+        let last_host = subnet.size().saturating_sub(2);
+        let start = FIRST_HOST + machine;
+        (start..=last_host)
+            .chain(FIRST_HOST..start.min(last_host + 1))
+            .map(|host| Ipv4Addr::from(u32::from(subnet.network) + host))
+            .find(|address| !used.contains(address))
+            .ok_or_else(|| WorldError::SpaceFull(space.to_owned()))
+    }
+
+    /// Adds a NIC on `space` to machine `id` and returns it.
+    pub fn add_nic(&mut self, id: u32, space: &str) -> Result<Nic, WorldError> {
+        let address = self.free_address(space, id)?;
+        let machine = self
+            .machines
+            .get_mut(&id)
+            .ok_or_else(|| WorldError::UnknownMachine(id.to_string()))?;
+        let index = machine.nics.len();
+        let octets = address.octets();
+        let nic = Nic {
+            name: format!("eth{index}"),
+            space: space.to_owned(),
+            address,
+            mac: format!(
+                "00:16:3e:{:02x}:{:02x}:{:02x}",
+                octets[1], octets[2], octets[3]
+            ),
+        };
+        machine.nics.push(nic.clone());
+        Ok(nic)
+    }
+
+    /// Adds a machine with one NIC per space (every space's subnet reaches every machine, as
+    /// on a MAAS whose machines sit on every VLAN) and returns its id.
+    pub fn add_machine(&mut self) -> Result<u32, WorldError> {
+        let id = self.next_machine;
+        self.next_machine += 1;
+        self.machines.insert(id, Machine::default());
+        let mut spaces: Vec<String> = self.spaces.keys().cloned().collect();
+        // The default space's NIC is eth0.
+        spaces.sort_by_key(|s| s != &self.default_space);
+        for space in spaces {
+            if let Err(error) = self.add_nic(id, &space) {
+                self.machines.remove(&id);
+                return Err(error);
+            }
+        }
+        Ok(id)
+    }
+
+    /// The space `endpoint` is bound to, or `None` when it is unbound.
+    pub fn binding(&self, endpoint: &str) -> Option<&str> {
+        self.bindings
+            .get(endpoint)
+            .or_else(|| self.bindings.get(""))
+            .map(String::as_str)
+            .filter(|space| !space.is_empty())
+    }
+
+    /// What `network-get <endpoint>` answers on machine `id`: every NIC when the endpoint
+    /// is unbound, only the bound space's NICs when it is bound. Juju's shape: the subnet
+    /// CIDR per address, `/32` egress subnets, lists omitted when empty.
+    pub fn network_info(&self, id: u32, endpoint: &str) -> NetworkInfo {
+        let mut info = NetworkInfo::default();
+        let Some(machine) = self.machines.get(&id) else {
+            return info;
+        };
+        let bound = self.binding(endpoint);
+        for nic in &machine.nics {
+            if bound.is_some_and(|space| space != nic.space) {
+                continue;
+            }
+            let cidr = self
+                .spaces
+                .get(&nic.space)
+                .map_or_else(|| format!("{}/32", nic.address), Space::cidr);
+            info.bind_addresses.push(Interface {
+                mac_address: nic.mac.clone(),
+                interface_name: nic.name.clone(),
+                addresses: vec![InterfaceAddress {
+                    hostname: String::new(),
+                    value: nic.address.to_string(),
+                    cidr,
+                }],
+            });
+            info.ingress_addresses.push(nic.address.to_string());
+            info.egress_subnets.push(format!("{}/32", nic.address));
+        }
+        info
+    }
+
+    /// `network-get` answers for every endpoint a unit on machine `id` knows.
+    pub fn unit_network(&self, id: u32) -> BTreeMap<String, Value> {
+        [(
+            PEER_ENDPOINT.to_owned(),
+            self.network_info(id, PEER_ENDPOINT).to_value(),
+        )]
+        .into()
+    }
+
+    /// The units not leaving, in unit-number order.
+    pub fn live_units(&self) -> Vec<String> {
+        let mut units: Vec<String> = self
+            .units
+            .iter()
+            .filter(|(_, u)| !u.dying)
+            .map(|(name, _)| name.clone())
+            .collect();
+        units.sort_by_key(|name| unit_number(name));
+        units
+    }
+
+    /// The unit on machine `id`, if any.
+    pub fn unit_on(&self, id: u32) -> Option<&str> {
+        self.units
+            .iter()
+            .find(|(_, u)| u.machine == id)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Appends `hook` to `unit`'s queue unless the very same hook is already waiting there
+    /// (Juju coalesces repeated changes: the hook sees the latest state when it runs).
+    pub fn enqueue(&mut self, unit: &str, hook: QueuedHook) {
+        if let Some(queue) = self.units.get_mut(unit) {
+            if !queue.queue.contains(&hook) {
+                queue.queue.push_back(hook);
+            }
+        }
+    }
+}
+
+/// The unit number of `controller/12` (12); unparsable names sort last.
+pub fn unit_number(unit: &str) -> u32 {
+    unit.rsplit_once('/')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// The hooks a new unit runs (section 1b): install, relation-created, leader-elected or
+/// leader-settings-changed, config-changed, start, then joined + changed for each unit
+/// already in the peer relation.
+pub fn new_unit_hooks(relation: &str, leader: bool, existing: &[String]) -> Vec<QueuedHook> {
+    let mut hooks = vec![
+        QueuedHook::plain("install"),
+        QueuedHook::relation("created", relation, None),
+        QueuedHook::plain(if leader {
+            "leader-elected"
+        } else {
+            "leader-settings-changed"
+        }),
+        QueuedHook::plain("config-changed"),
+        QueuedHook::plain("start"),
+    ];
+    for other in existing {
+        hooks.push(QueuedHook::relation("joined", relation, Some(other)));
+        hooks.push(QueuedHook::relation("changed", relation, Some(other)));
+    }
+    hooks
+}
+
+/// What an existing unit runs when `newcomer` enters the peer relation.
+pub fn peer_joined_hooks(relation: &str, newcomer: &str) -> Vec<QueuedHook> {
+    vec![
+        QueuedHook::relation("joined", relation, Some(newcomer)),
+        QueuedHook::relation("changed", relation, Some(newcomer)),
+    ]
+}
+
+/// What a leaving unit runs: `-departed` for each remaining unit, `-broken`, `stop`, `remove`.
+pub fn leaving_hooks(relation: &str, leaver: &str, remaining: &[String]) -> Vec<QueuedHook> {
+    let mut hooks: Vec<QueuedHook> = remaining
+        .iter()
+        .map(|other| QueuedHook::departed(relation, other, leaver))
+        .collect();
+    hooks.push(QueuedHook::relation("broken", relation, None));
+    hooks.push(QueuedHook::plain("stop"));
+    hooks.push(QueuedHook::plain("remove"));
+    hooks
+}
+
+/// The new leader when `leader` (if any) is gone: the lowest-numbered live unit.
+pub fn elect_leader(live_units: &[String]) -> Option<String> {
+    live_units.iter().min_by_key(|u| unit_number(u)).cloned()
+}
+
+/// How many voters the dbaccessors' role layer keeps for `members` nodes (3 at most, odd).
+pub fn expected_voters(members: usize) -> usize {
+    match members {
+        0 => 0,
+        1 | 2 => 1,
+        _ => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enable_ha_target_table() {
+        let check = |current: usize, requested: usize, expected: Result<usize, &str>| {
+            let got = enable_ha_target(current, requested).map_err(|e| e.to_string());
+            assert_eq!(got, expected.map_err(str::to_owned), "{current} -n {requested}");
+        };
+        check(1, 0, Ok(3));
+        check(1, 3, Ok(3));
+        check(3, 0, Ok(3));
+        check(3, 5, Ok(5));
+        check(4, 0, Ok(5));
+        check(5, 7, Ok(7));
+        check(1, 2, Err("number of controllers must be odd and non-negative"));
+        check(3, 4, Err("number of controllers must be odd and non-negative"));
+        check(7, 9, Err("controller count is too large (allowed 7)"));
+        check(
+            5,
+            3,
+            Err("failed to enable HA with 3 controllers: cannot remove controllers with \
+                 enable-ha, use remove-machine and chose the controller(s) to remove"),
+        );
+    }
+
+    #[test]
+    fn subnet_table() {
+        let check = |cidr: &str, expected: Option<(&str, u8)>| {
+            let got = parse_subnet(cidr).ok().map(|(a, p)| (a.to_string(), p));
+            assert_eq!(got, expected.map(|(a, p)| (a.to_owned(), p)), "{cidr}");
+        };
+        check("10.131.0.0/24", Some(("10.131.0.0", 24)));
+        check("10.131.0.7/24", Some(("10.131.0.0", 24)));
+        check("10.0.0.0/8", Some(("10.0.0.0", 8)));
+        check("10.0.0.0/31", None);
+        check("10.0.0.0", None);
+        check("fd00::/64", None);
+        check("10.0.0.0/x", None);
+    }
+
+    fn world() -> World {
+        let mut world = World::new("abc123", "alpha", "10.131.0.0/24").expect("valid space");
+        world
+            .add_space("internal", "10.132.0.0/24")
+            .expect("valid space");
+        world
+    }
+
+    #[test]
+    fn spaces_must_not_overlap() {
+        let mut world = world();
+        assert_eq!(
+            world.add_space("other", "10.131.0.128/25").map(|_| ()),
+            Err(WorldError::Overlap {
+                cidr: "10.131.0.128/25".into(),
+                space: "alpha".into()
+            })
+        );
+        assert_eq!(
+            world.add_space("alpha", "10.140.0.0/24").map(|_| ()),
+            Err(WorldError::SpaceExists("alpha".into()))
+        );
+        assert_eq!(
+            world.add_space("wide", "10.0.0.0/8").map(|_| ()),
+            Err(WorldError::Overlap {
+                cidr: "10.0.0.0/8".into(),
+                space: "alpha".into()
+            })
+        );
+        let bridge = world
+            .add_space("third", "192.168.5.0/24")
+            .map(|s| s.bridge.clone());
+        assert_eq!(bridge, Ok("br2".into()));
+    }
+
+    #[test]
+    fn machines_get_one_nic_per_space_default_first() {
+        let mut world = world();
+        let id = world.add_machine().expect("room");
+        let nics: Vec<(String, String, String)> = world.machines[&id]
+            .nics
+            .iter()
+            .map(|n| (n.name.clone(), n.space.clone(), n.address.to_string()))
+            .collect();
+        assert_eq!(
+            nics,
+            vec![
+                ("eth0".into(), "alpha".into(), "10.131.0.10".into()),
+                ("eth1".into(), "internal".into(), "10.132.0.10".into()),
+            ]
+        );
+        let second = world.add_machine().expect("room");
+        assert_eq!(world.machines[&second].nics[0].address.to_string(), "10.131.0.11");
+        // A second NIC in the same space takes the next free host.
+        let extra = world.add_nic(second, "alpha").expect("room");
+        assert_eq!((extra.name.as_str(), extra.address.to_string()), ("eth2", "10.131.0.12".into()));
+        assert_eq!(
+            world.add_nic(9, "alpha"),
+            Err(WorldError::UnknownMachine("9".into()))
+        );
+        assert_eq!(
+            world.add_nic(second, "nowhere"),
+            Err(WorldError::UnknownSpace("nowhere".into()))
+        );
+    }
+
+    #[test]
+    fn network_info_follows_the_binding() {
+        let mut world = world();
+        let id = world.add_machine().expect("room");
+        let addresses = |world: &World| world.network_info(id, PEER_ENDPOINT).ingress_addresses;
+        assert_eq!(addresses(&world), vec!["10.131.0.10", "10.132.0.10"]);
+        world.bindings.insert("".into(), "alpha".into());
+        assert_eq!(addresses(&world), vec!["10.131.0.10"]);
+        world.bindings.insert(PEER_ENDPOINT.into(), "internal".into());
+        assert_eq!(addresses(&world), vec!["10.132.0.10"]);
+        let json = world.network_info(id, PEER_ENDPOINT).to_value().to_string();
+        assert_eq!(
+            json,
+            r#"{"bind-addresses":[{"addresses":[{"cidr":"10.132.0.0/24","hostname":"","value":"10.132.0.10"}],"interface-name":"eth1","mac-address":"00:16:3e:84:00:0a"}],"egress-subnets":["10.132.0.10/32"],"ingress-addresses":["10.132.0.10"]}"#
+        );
+        // A space with no NIC on the machine: Juju omits every list.
+        world.bindings.insert(PEER_ENDPOINT.into(), "empty".into());
+        assert_eq!(world.network_info(id, PEER_ENDPOINT).to_value().to_string(), "{}");
+    }
+
+    #[test]
+    fn hook_sequences() {
+        let names = |hooks: Vec<QueuedHook>| hooks.iter().map(QueuedHook::label).collect::<Vec<_>>();
+        assert_eq!(
+            names(new_unit_hooks("db-cluster:0", false, &["controller/0".into()])),
+            vec![
+                "install",
+                "db-cluster-relation-created",
+                "leader-settings-changed",
+                "config-changed",
+                "start",
+                "db-cluster-relation-joined(controller/0)",
+                "db-cluster-relation-changed(controller/0)",
+            ]
+        );
+        assert_eq!(
+            names(leaving_hooks("db-cluster:0", "controller/2", &["controller/0".into()])),
+            vec![
+                "db-cluster-relation-departed(controller/0)",
+                "db-cluster-relation-broken",
+                "stop",
+                "remove",
+            ]
+        );
+        let departed = QueuedHook::departed("db-cluster:0", "controller/2", "controller/2");
+        assert_eq!(
+            departed.invocation(),
+            Invocation::departed("db-cluster:0", "controller/2", "controller/2")
+        );
+    }
+
+    #[test]
+    fn enqueue_coalesces_waiting_duplicates() {
+        let mut world = world();
+        world.units.insert("controller/0".into(), UnitQueue::default());
+        let changed = QueuedHook::relation("changed", "db-cluster:0", Some("controller/1"));
+        world.enqueue("controller/0", changed.clone());
+        world.enqueue("controller/0", QueuedHook::plain("config-changed"));
+        world.enqueue("controller/0", changed.clone());
+        world.enqueue("controller/0", QueuedHook::plain("config-changed"));
+        assert_eq!(world.units["controller/0"].queue.len(), 2);
+    }
+
+    #[test]
+    fn leaders_and_voters() {
+        assert_eq!(
+            elect_leader(&["controller/10".into(), "controller/2".into()]),
+            Some("controller/2".into())
+        );
+        assert_eq!(elect_leader(&[]), None);
+        let check = |members: usize, voters: usize| assert_eq!(expected_voters(members), voters);
+        check(1, 1);
+        check(2, 1);
+        check(3, 3);
+        check(7, 3);
+    }
+}
