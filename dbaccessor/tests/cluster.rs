@@ -381,3 +381,53 @@ async fn a_survivor_restarted_after_its_peers_died_recovers_on_start() {
     let alone = vec![controllers[0].address()];
     assert_eq!(read_rows(&alone).await, (0..7).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_to_one_by_stopping_the_leader_keeps_every_row() {
+    let mut first = Controller::new("0", "127.21.10.1");
+    first.write_map(&[("0", "127.21.10.1")]);
+    first.start().await;
+    first.wait_voters(1).await;
+    let mut second = Controller::new("1", "127.21.10.2");
+    let two = [("0", "127.21.10.1"), ("1", "127.21.10.2")];
+    second.write_map(&two);
+    second.start().await;
+    first.set_map(&two).await;
+    second
+        .wait_for("a member of two", Duration::from_secs(30), |s| {
+            s.members.len() == 2 && s.leader_id.is_some()
+        })
+        .await;
+    let both = vec![first.address(), second.address()];
+    insert_rows(&both, 0, 8).await;
+
+    // The machine of the first (the bootstrap node, the voter and leader) is removed: its
+    // daemon stops cleanly, then the charm tells the survivor it is alone.
+    assert_eq!(first.terminate(), Some(0));
+    second.set_map(&[("1", "127.21.10.2")]).await;
+    let status = second
+        .wait_for("alone and leading", Duration::from_secs(30), |s| {
+            s.state == NodeState::Member && s.members.len() == 1 && s.leader_id == s.node_id
+        })
+        .await;
+    assert_eq!(status.members[0].role, Role::Voter);
+    let alone = vec![second.address()];
+    assert_eq!(read_rows(&alone).await, (0..8).collect::<Vec<_>>());
+    insert_rows(&alone, 8, 9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_daemon_restarts_and_rejoins() {
+    let mut controllers = three_controllers(11).await;
+    let all = addresses(&controllers.iter().collect::<Vec<_>>());
+    insert_rows(&all, 0, 4).await;
+    controllers[2].kill();
+    // Its stale sockets are still there; the new daemon replaces them.
+    assert!(controllers[2].reload_socket().exists());
+    insert_rows(&all[..2], 4, 6).await;
+    controllers[2].start().await;
+    let status = controllers[2].wait_voters(3).await;
+    assert!(controllers[2].log().contains("decided restart"));
+    assert_eq!(status.bind_address.as_deref(), Some("127.21.11.3:17666"));
+    assert_eq!(read_rows(&all).await, (0..6).collect::<Vec<_>>());
+}
