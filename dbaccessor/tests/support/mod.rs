@@ -301,7 +301,9 @@ pub fn shell_cluster(address: &str) -> String {
         .expect("run the go-dqlite shell");
     assert!(
         output.status.success(),
-        "dqlite shell failed: {}",
+        "dqlite shell failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
