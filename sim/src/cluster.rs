@@ -43,7 +43,9 @@ pub fn query_status(socket: &Path) -> Result<Status, ClusterError> {
         source,
     };
     let mut stream = UnixStream::connect(socket).map_err(failed)?;
-    stream.set_read_timeout(Some(STATUS_TIMEOUT)).map_err(failed)?;
+    stream
+        .set_read_timeout(Some(STATUS_TIMEOUT))
+        .map_err(failed)?;
     stream
         .set_write_timeout(Some(STATUS_TIMEOUT))
         .map_err(failed)?;
@@ -171,7 +173,12 @@ mod tests {
     use super::*;
     use controller_contract::status::Member;
 
-    fn member_status(agent: &str, id: u64, leader: Option<u64>, members: &[(u64, &str, Role)]) -> Status {
+    fn member_status(
+        agent: &str,
+        id: u64,
+        leader: Option<u64>,
+        members: &[(u64, &str, Role)],
+    ) -> Status {
         Status {
             agent_id: agent.into(),
             node_id: Some(id),
@@ -244,6 +251,9 @@ mod tests {
             status.state = NodeState::Joining;
             status.reason = "joining through 10.0.0.10".into();
         }
-        check(joining, Err("dbaccessor 1 is Joining: joining through 10.0.0.10"));
+        check(
+            joining,
+            Err("dbaccessor 1 is Joining: joining through 10.0.0.10"),
+        );
     }
 }

@@ -11,15 +11,35 @@
 //!   discards its relation writes.
 //! - [`responder`]: a stand-in for the controller agent's reload socket.
 //!
+//! The HA simulator on top (the `juju-sim` binary):
+//! - [`world`]: spaces, machines, NICs, bindings, hook queues; the pure decisions (addresses,
+//!   `network-get` answers, `enable-ha` rules, which hooks fire).
+//! - [`netns`]: the network namespaces (a cloud namespace with a bridge per space, one per
+//!   machine).
+//! - [`agent`]: the machine agent supervising each machine's `dbaccessor`.
+//! - [`simulation`]: a model dir and the operator's changes to it.
+//! - [`engine`]: runs the queued hooks until the model settles.
+//! - [`cluster`]: the dbaccessors' status sockets, convergence, the `dqlite` shell.
+//! - [`report`]: `status` and `juju run` output.
+//! - [`commands`]: the command line.
+//!
 //! The `juju-hook-tool` binary is the tools' process: one executable answering under each
 //! tool's name.
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod cluster;
+pub mod commands;
+pub mod engine;
 pub mod model;
+pub mod netns;
+pub mod report;
 pub mod responder;
 pub mod runner;
+pub mod simulation;
 pub mod store;
 pub mod tools;
+pub mod world;
 
 pub use model::{NetworkInfo, State};
 pub use runner::{locate_hook_tool, Invocation, Outcome, Runner};

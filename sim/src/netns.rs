@@ -142,11 +142,28 @@ pub fn add_nic(world: &World, id: u32, nic: &Nic) -> Result<(), NetError> {
         "netns",
         &machine_ns,
     ])?;
-    ip(&["-n", &net, "link", "set", &cloud_end, "master", &space.bridge])?;
+    ip(&[
+        "-n",
+        &net,
+        "link",
+        "set",
+        &cloud_end,
+        "master",
+        &space.bridge,
+    ])?;
     ip(&["-n", &net, "link", "set", &cloud_end, "up"])?;
     let address = format!("{}/{}", nic.address, space.prefix);
     ip(&["-n", &machine_ns, "addr", "add", &address, "dev", &nic.name])?;
-    ip(&["-n", &machine_ns, "link", "set", "dev", &nic.name, "address", &nic.mac])?;
+    ip(&[
+        "-n",
+        &machine_ns,
+        "link",
+        "set",
+        "dev",
+        &nic.name,
+        "address",
+        &nic.mac,
+    ])?;
     ip(&["-n", &machine_ns, "link", "set", &nic.name, "up"])?;
     Ok(())
 }

@@ -231,9 +231,7 @@ pub fn enable_ha_target(current: usize, requested: usize) -> Result<usize, World
         requested
     };
     if target < current {
-        return Err(WorldError::Shrink {
-            requested: target,
-        });
+        return Err(WorldError::Shrink { requested: target });
     }
     Ok(target)
 }
@@ -287,8 +285,14 @@ impl World {
             bridge: format!("br{}", self.spaces.len()),
         };
         for (other_name, other) in &self.spaces {
-            let (a0, a1) = (u32::from(network), u32::from(network) + candidate.size() - 1);
-            let (b0, b1) = (u32::from(other.network), u32::from(other.network) + other.size() - 1);
+            let (a0, a1) = (
+                u32::from(network),
+                u32::from(network) + candidate.size() - 1,
+            );
+            let (b0, b1) = (
+                u32::from(other.network),
+                u32::from(other.network) + other.size() - 1,
+            );
             if a0 <= b1 && b0 <= a1 {
                 return Err(WorldError::Overlap {
                     cidr: candidate.cidr(),
@@ -514,7 +518,11 @@ mod tests {
     fn enable_ha_target_table() {
         let check = |current: usize, requested: usize, expected: Result<usize, &str>| {
             let got = enable_ha_target(current, requested).map_err(|e| e.to_string());
-            assert_eq!(got, expected.map_err(str::to_owned), "{current} -n {requested}");
+            assert_eq!(
+                got,
+                expected.map_err(str::to_owned),
+                "{current} -n {requested}"
+            );
         };
         check(1, 0, Ok(3));
         check(1, 3, Ok(3));
@@ -522,14 +530,24 @@ mod tests {
         check(3, 5, Ok(5));
         check(4, 0, Ok(5));
         check(5, 7, Ok(7));
-        check(1, 2, Err("number of controllers must be odd and non-negative"));
-        check(3, 4, Err("number of controllers must be odd and non-negative"));
+        check(
+            1,
+            2,
+            Err("number of controllers must be odd and non-negative"),
+        );
+        check(
+            3,
+            4,
+            Err("number of controllers must be odd and non-negative"),
+        );
         check(7, 9, Err("controller count is too large (allowed 7)"));
         check(
             5,
             3,
-            Err("failed to enable HA with 3 controllers: cannot remove controllers with \
-                 enable-ha, use remove-machine and chose the controller(s) to remove"),
+            Err(
+                "failed to enable HA with 3 controllers: cannot remove controllers with \
+                 enable-ha, use remove-machine and chose the controller(s) to remove",
+            ),
         );
     }
 
@@ -600,10 +618,16 @@ mod tests {
             ]
         );
         let second = world.add_machine().expect("room");
-        assert_eq!(world.machines[&second].nics[0].address.to_string(), "10.131.0.11");
+        assert_eq!(
+            world.machines[&second].nics[0].address.to_string(),
+            "10.131.0.11"
+        );
         // A second NIC in the same space takes the next free host.
         let extra = world.add_nic(second, "alpha").expect("room");
-        assert_eq!((extra.name.as_str(), extra.address.to_string()), ("eth2", "10.131.0.12".into()));
+        assert_eq!(
+            (extra.name.as_str(), extra.address.to_string()),
+            ("eth2", "10.131.0.12".into())
+        );
         assert_eq!(
             world.add_nic(9, "alpha"),
             Err(WorldError::UnknownMachine("9".into()))
@@ -622,7 +646,9 @@ mod tests {
         assert_eq!(addresses(&world), vec!["10.131.0.10", "10.132.0.10"]);
         world.bindings.insert("".into(), "alpha".into());
         assert_eq!(addresses(&world), vec!["10.131.0.10"]);
-        world.bindings.insert(PEER_ENDPOINT.into(), "internal".into());
+        world
+            .bindings
+            .insert(PEER_ENDPOINT.into(), "internal".into());
         assert_eq!(addresses(&world), vec!["10.132.0.10"]);
         let json = world.network_info(id, PEER_ENDPOINT).to_value().to_string();
         assert_eq!(
@@ -631,14 +657,22 @@ mod tests {
         );
         // A space with no NIC on the machine: Juju omits every list.
         world.bindings.insert(PEER_ENDPOINT.into(), "empty".into());
-        assert_eq!(world.network_info(id, PEER_ENDPOINT).to_value().to_string(), "{}");
+        assert_eq!(
+            world.network_info(id, PEER_ENDPOINT).to_value().to_string(),
+            "{}"
+        );
     }
 
     #[test]
     fn hook_sequences() {
-        let names = |hooks: Vec<QueuedHook>| hooks.iter().map(QueuedHook::label).collect::<Vec<_>>();
+        let names =
+            |hooks: Vec<QueuedHook>| hooks.iter().map(QueuedHook::label).collect::<Vec<_>>();
         assert_eq!(
-            names(new_unit_hooks("db-cluster:0", false, &["controller/0".into()])),
+            names(new_unit_hooks(
+                "db-cluster:0",
+                false,
+                &["controller/0".into()]
+            )),
             vec![
                 "install",
                 "db-cluster-relation-created",
@@ -650,7 +684,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(leaving_hooks("db-cluster:0", "controller/2", &["controller/0".into()])),
+            names(leaving_hooks(
+                "db-cluster:0",
+                "controller/2",
+                &["controller/0".into()]
+            )),
             vec![
                 "db-cluster-relation-departed(controller/0)",
                 "db-cluster-relation-broken",
@@ -668,7 +706,9 @@ mod tests {
     #[test]
     fn enqueue_coalesces_waiting_duplicates() {
         let mut world = world();
-        world.units.insert("controller/0".into(), UnitQueue::default());
+        world
+            .units
+            .insert("controller/0".into(), UnitQueue::default());
         let changed = QueuedHook::relation("changed", "db-cluster:0", Some("controller/1"));
         world.enqueue("controller/0", changed.clone());
         world.enqueue("controller/0", QueuedHook::plain("config-changed"));

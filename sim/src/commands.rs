@@ -1,0 +1,589 @@
+//! The `juju-sim` command line (clap): the operator's commands, each of which changes the
+//! model, queues the hooks Juju would fire and waits until the model settles, plus the
+//! hidden `machine-agent` the simulator starts for each machine.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use crate::agent::{self, AgentSpec};
+use crate::cluster;
+use crate::engine::{self, SettleOptions};
+use crate::report;
+use crate::runner::{Invocation, HOOK_TOOL_BINARY};
+use crate::simulation::{self, Binaries, ModelOptions, Simulation};
+use crate::world::{self, APP, PEER_ENDPOINT};
+
+/// A local Juju controller model: real charm, real dbaccessors, one network namespace per
+/// machine.
+#[derive(Debug, Parser)]
+#[command(name = "juju-sim", version)]
+pub struct Cli {
+    /// The model dir.
+    #[arg(
+        long,
+        global = true,
+        env = "JUJU_SIM_MODEL",
+        default_value = "jsim-model"
+    )]
+    pub model_dir: PathBuf,
+    /// How long a command waits for the model to settle, in seconds.
+    #[arg(long, global = true, default_value_t = 120)]
+    pub timeout: u64,
+    /// Print every hook as it ends.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    /// The charm's `dispatch` [default: beside juju-sim].
+    #[arg(long, global = true, env = "JUJU_SIM_DISPATCH")]
+    pub dispatch: Option<PathBuf>,
+    /// `dbaccessor` [default: beside juju-sim].
+    #[arg(long, global = true, env = "JUJU_SIM_DBACCESSOR")]
+    pub dbaccessor: Option<PathBuf>,
+    /// `juju-hook-tool` [default: beside juju-sim].
+    #[arg(long, global = true, env = "JUJU_HOOK_TOOL")]
+    pub hook_tool: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+/// Output formats of `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Tabular,
+    Json,
+}
+
+/// Output formats of `run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ActionFormat {
+    Yaml,
+    Json,
+}
+
+/// How a new model is laid out (`bootstrap`, `deploy` into an empty dir).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LayoutArgs {
+    /// The default space as NAME=CIDR.
+    #[arg(long, default_value = "alpha=10.131.0.0/24", value_parser = parse_space)]
+    pub default_space: (String, String),
+    /// Another space as NAME=CIDR (repeatable); every machine gets a NIC in each.
+    #[arg(long = "space", value_parser = parse_space)]
+    pub spaces: Vec<(String, String)>,
+    /// Raft's expected round trip given to every dbaccessor.
+    #[arg(long, default_value_t = 20)]
+    pub network_latency_ms: u64,
+    /// How long a dbaccessor looks for a quorum before acting on its absence.
+    #[arg(long, default_value_t = 3000)]
+    pub quorum_timeout_ms: u64,
+}
+
+impl LayoutArgs {
+    fn options(&self) -> ModelOptions {
+        ModelOptions {
+            default_space: self.default_space.clone(),
+            spaces: self.spaces.clone(),
+            network_latency_ms: self.network_latency_ms,
+            quorum_timeout_ms: self.quorum_timeout_ms,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Creates the model with one controller (machine 0, unit controller/0).
+    Bootstrap {
+        #[command(flatten)]
+        layout: LayoutArgs,
+    },
+    /// Adds controllers up to -n (odd, 3 by default, at most 7).
+    EnableHa {
+        #[arg(short = 'n', default_value_t = 0)]
+        n: usize,
+    },
+    /// Removes a controller machine: its unit departs, then its agent stops.
+    RemoveMachine { id: u32 },
+    /// Adds a space; machines added later get a NIC in it.
+    AddSpace { name: String, cidr: String },
+    /// Gives a machine another NIC in a space (its unit gets config-changed).
+    AddNic { machine: u32, space: String },
+    /// Binds an endpoint to a space ("" unbinds); every unit gets config-changed.
+    Bind { endpoint: String, space: String },
+    /// Deploys a bundle: `bindings:` (with "" for every endpoint), `options:`, `num_units:`.
+    Deploy {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[command(flatten)]
+        layout: LayoutArgs,
+    },
+    /// Shows the charm config, or sets KEY=VALUE options.
+    Config { settings: Vec<String> },
+    /// Runs an action on a unit and prints its result as `juju run` does.
+    Run {
+        unit: String,
+        action: String,
+        params: Vec<String>,
+        #[arg(long, value_enum, default_value_t = ActionFormat::Yaml)]
+        format: ActionFormat,
+    },
+    /// Shows units, machines, addresses and the Dqlite members.
+    Status {
+        #[arg(long, value_enum, default_value_t = StatusFormat::Tabular)]
+        format: StatusFormat,
+    },
+    /// Runs SQL through the go-dqlite shell in the model's cloud namespace.
+    Sql {
+        statement: String,
+        #[arg(long, default_value = "juju")]
+        database: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs queued hooks until the model settles.
+    Wait,
+    /// Stops every agent, deletes the namespaces and the model dir.
+    Destroy,
+    /// Deletes `jsim-*` namespaces whose model dir is gone.
+    Cleanup,
+    /// The machine agent (started by the simulator).
+    #[command(hide = true)]
+    MachineAgent {
+        #[arg(long)]
+        machine: u32,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        network_latency_ms: u64,
+        #[arg(long)]
+        quorum_timeout_ms: u64,
+    },
+}
+
+fn parse_space(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, cidr)| (name.to_owned(), cidr.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not NAME=CIDR"))
+}
+
+/// A binary beside this executable, or the override.
+fn beside(name: &str, given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        return std::path::absolute(path)
+            .with_context(|| format!("cannot resolve {}", path.display()));
+    }
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let dir = exe.parent().context("this executable has no dir")?;
+    for candidate in [dir.join(name), dir.join("..").join(name)] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "{name} not found beside {} (build it: cargo build --release -p controller-charm -p dbaccessor -p juju-sim)",
+        exe.display()
+    )
+}
+
+fn binaries(cli: &Cli) -> anyhow::Result<Binaries> {
+    Ok(Binaries {
+        juju_sim: std::env::current_exe().context("cannot find this executable")?,
+        dispatch: beside("dispatch", cli.dispatch.as_ref())?,
+        hook_tool: beside(HOOK_TOOL_BINARY, cli.hook_tool.as_ref())?,
+        dbaccessor: beside("dbaccessor", cli.dbaccessor.as_ref())?,
+    })
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    run(&cli)
+}
+
+fn settle(cli: &Cli, sim: &mut Simulation, out: &mut dyn Write) -> anyhow::Result<()> {
+    let report = engine::settle(
+        sim,
+        &SettleOptions {
+            timeout: Duration::from_secs(cli.timeout),
+            verbose: cli.verbose,
+            wait_for_cluster: true,
+        },
+        out,
+    )?;
+    writeln!(
+        out,
+        "settled in {:.1} s ({} hooks{})",
+        report.elapsed.as_secs_f64(),
+        report.hooks,
+        if report.failures > 0 {
+            format!(", {} failed and retried", report.failures)
+        } else {
+            String::new()
+        }
+    )?;
+    Ok(())
+}
+
+/// Runs one parsed command.
+pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match &cli.command {
+        Commands::MachineAgent {
+            machine,
+            namespace,
+            data_dir,
+            network_latency_ms,
+            quorum_timeout_ms,
+        } => {
+            let spec = AgentSpec {
+                model_dir: std::path::absolute(&cli.model_dir)?,
+                machine: *machine,
+                namespace: namespace.clone(),
+                dbaccessor: beside("dbaccessor", cli.dbaccessor.as_ref())?,
+                data_dir: data_dir.clone(),
+                network_latency_ms: *network_latency_ms,
+                quorum_timeout_ms: *quorum_timeout_ms,
+            };
+            agent::supervise(&spec)?;
+        }
+        Commands::Cleanup => {
+            let removed = simulation::cleanup_stale()?;
+            if removed.is_empty() {
+                writeln!(out, "no stale namespaces")?;
+            }
+            for namespace in removed {
+                writeln!(out, "removed namespace {namespace}")?;
+            }
+        }
+        Commands::Bootstrap { layout } => {
+            let mut sim = Simulation::create(&cli.model_dir, binaries(cli)?, &layout.options())?;
+            writeln!(
+                out,
+                "bootstrapping model in {} (namespaces jsim-{}-*)",
+                sim.dir.display(),
+                sim.world.prefix
+            )?;
+            let added = sim.add_controllers(1)?;
+            writeln!(out, "added {}", added.join(", "))?;
+            settle(cli, &mut sim, &mut out)?;
+        }
+        Commands::Deploy { bundle, layout } => {
+            let bundle = read_bundle(bundle)?;
+            let mut sim = if simulation::world_path(&cli.model_dir).exists() {
+                Simulation::open(&cli.model_dir, binaries(cli)?)?
+            } else {
+                Simulation::create(&cli.model_dir, binaries(cli)?, &layout.options())?
+            };
+            for (endpoint, space) in &bundle.bindings {
+                sim.bind(endpoint, space)?;
+            }
+            if !bundle.options.is_empty() {
+                sim.set_config(&bundle.options)?;
+            }
+            let added = sim.add_controllers(bundle.num_units)?;
+            writeln!(
+                out,
+                "deployed {APP}: {} units (added {})",
+                bundle.num_units,
+                added.join(", ")
+            )?;
+            settle(cli, &mut sim, &mut out)?;
+        }
+        Commands::EnableHa { n } => {
+            let mut sim = open(cli)?;
+            let current = sim.world.live_units().len();
+            let target = world::enable_ha_target(current, *n)?;
+            let maintained: Vec<String> = sim.world.machines.keys().map(u32::to_string).collect();
+            let added = sim.add_controllers(target)?;
+            let machines: Vec<String> = added
+                .iter()
+                .filter_map(|u| sim.world.units.get(u).map(|q| q.machine.to_string()))
+                .collect();
+            writeln!(out, "maintaining machines: {}", maintained.join(", "))?;
+            if !machines.is_empty() {
+                writeln!(out, "adding machines: {}", machines.join(", "))?;
+            }
+            settle(cli, &mut sim, &mut out)?;
+        }
+        Commands::RemoveMachine { id } => {
+            let mut sim = open(cli)?;
+            let unit = sim.remove_machine(*id)?;
+            writeln!(out, "removing machine {id} ({unit})")?;
+            settle(cli, &mut sim, &mut out)?;
+        }
+        Commands::AddSpace { name, cidr } => {
+            let mut sim = open(cli)?;
+            sim.add_space(name, cidr)?;
+            writeln!(out, "added space {name:?} with subnet {cidr}")?;
+        }
+        Commands::AddNic { machine, space } => {
+            let mut sim = open(cli)?;
+            let nic = sim.add_nic(*machine, space)?;
+            writeln!(out, "machine {machine}: added {nic} in space {space:?}")?;
+            settle(cli, &mut sim, &mut out)?;
+        }
+        Commands::Bind { endpoint, space } => {
+            let mut sim = open(cli)?;
+            if endpoint != PEER_ENDPOINT && !endpoint.is_empty() {
+                bail!("application {APP:?} has no endpoint {endpoint:?}");
+            }
+            sim.bind(endpoint, space)?;
+            writeln!(out, "bound {APP}:{endpoint} to space {space:?}")?;
+            settle(cli, &mut sim, &mut out)?;
+        }
+        Commands::Config { settings } => {
+            let mut sim = open(cli)?;
+            if settings.is_empty() {
+                let state = sim.store().load()?;
+                let config = state
+                    .applications
+                    .get(APP)
+                    .map(|a| a.config.clone())
+                    .unwrap_or_default();
+                write!(out, "{}", serde_yaml_ng::to_string(&config)?)?;
+            } else {
+                let parsed = settings
+                    .iter()
+                    .map(|s| parse_setting(s))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                if sim.set_config(&parsed)? {
+                    settle(cli, &mut sim, &mut out)?;
+                }
+            }
+        }
+        Commands::Run {
+            unit,
+            action,
+            params,
+            format,
+        } => {
+            let sim = open(cli)?;
+            let mut map = serde_json::Map::new();
+            for param in params {
+                let (key, value) = parse_setting(param)?;
+                map.insert(key, value);
+            }
+            if !sim.world.units.contains_key(unit) {
+                bail!("unit {unit:?} not found");
+            }
+            let outcome = sim
+                .runner
+                .run(unit, &Invocation::action(action, Value::Object(map)))?;
+            let state = sim.store().load()?;
+            let record =
+                report::last_action(&state, unit).context("the runner records every action")?;
+            eprintln!(
+                "Running operation {id} with 1 task\n  - task {id} on unit-{}\n",
+                unit.replace('/', "-"),
+                id = record.action.id
+            );
+            write!(
+                out,
+                "{}",
+                report::render_action(record, *format == ActionFormat::Json)
+            )?;
+            if record.outcome != "completed" || !outcome.success() {
+                bail!(
+                    "task {} failed: {}",
+                    record.action.id,
+                    record
+                        .action
+                        .failed
+                        .clone()
+                        .unwrap_or_else(|| outcome.stderr.trim().to_owned())
+                );
+            }
+        }
+        Commands::Status { format } => {
+            let sim = open(cli)?;
+            let status = report::status(&sim)?;
+            match format {
+                StatusFormat::Json => writeln!(out, "{}", serde_json::to_string(&status)?)?,
+                StatusFormat::Tabular => write!(out, "{}", report::render_status(&status))?,
+            }
+        }
+        Commands::Sql {
+            statement,
+            database,
+            json,
+        } => {
+            let sim = open(cli)?;
+            let status = report::status(&sim)?;
+            let mut servers: Vec<String> =
+                status.dqlite.iter().map(|m| m.address.clone()).collect();
+            if servers.is_empty() {
+                servers = status
+                    .map
+                    .values()
+                    .map(|ip| format!("{ip}:{}", controller_contract::DQLITE_PORT))
+                    .collect();
+            }
+            let output = cluster::shell(
+                &sim.world.net_namespace(),
+                &servers,
+                database,
+                statement,
+                *json,
+            )?;
+            write!(out, "{output}")?;
+        }
+        Commands::Wait => {
+            let mut sim = open(cli)?;
+            settle(cli, &mut sim, &mut out)?;
+        }
+        Commands::Destroy => {
+            let sim = open(cli)?;
+            let dir = sim.dir.clone();
+            sim.destroy()?;
+            writeln!(out, "destroyed model {}", dir.display())?;
+        }
+    }
+    Ok(())
+}
+
+fn open(cli: &Cli) -> anyhow::Result<Simulation> {
+    Ok(Simulation::open(&cli.model_dir, binaries(cli)?)?)
+}
+
+/// `key=value`, the value read as a YAML scalar (as Juju reads action params and config).
+fn parse_setting(text: &str) -> anyhow::Result<(String, Value)> {
+    let (key, value) = text
+        .split_once('=')
+        .with_context(|| format!("{text:?} is not KEY=VALUE"))?;
+    let value = match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(value) {
+        Ok(serde_yaml_ng::Value::Null) | Err(_) => Value::from(value),
+        Ok(parsed) => serde_json::to_value(parsed).unwrap_or_else(|_| Value::from(value)),
+    };
+    Ok((key.to_owned(), value))
+}
+
+/// What `deploy` takes from a bundle's `controller` application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BundleApp {
+    pub num_units: usize,
+    /// Endpoint (`""` for the default) -> space.
+    pub bindings: Vec<(String, String)>,
+    pub options: Vec<(String, Value)>,
+}
+
+/// Reads the `controller` application of a bundle file.
+pub fn read_bundle(path: &Path) -> anyhow::Result<BundleApp> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read bundle {}", path.display()))?;
+    parse_bundle(&text).with_context(|| format!("bundle {}", path.display()))
+}
+
+/// Parses a bundle's `controller` application (`applications:` or the older `services:`).
+pub fn parse_bundle(text: &str) -> anyhow::Result<BundleApp> {
+    let document: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).context("not YAML")?;
+    let apps = document
+        .get("applications")
+        .or_else(|| document.get("services"))
+        .context("no applications")?;
+    let app = apps
+        .get(APP)
+        .with_context(|| format!("no application {APP:?}"))?;
+    let num_units = app
+        .get("num_units")
+        .map(|n| n.as_u64().context("num_units is not a number"))
+        .transpose()?
+        .unwrap_or(1);
+    let num_units = usize::try_from(num_units).context("num_units is too large")?;
+    world::enable_ha_target(0, num_units)
+        .map_err(|e| anyhow::anyhow!("num_units {num_units}: {e}"))?;
+    let mut bindings = Vec::new();
+    if let Some(map) = app
+        .get("bindings")
+        .and_then(serde_yaml_ng::Value::as_mapping)
+    {
+        for (endpoint, space) in map {
+            let endpoint = endpoint
+                .as_str()
+                .context("a binding's endpoint is not a string")?;
+            let space = space
+                .as_str()
+                .context("a binding's space is not a string")?;
+            if endpoint != PEER_ENDPOINT && !endpoint.is_empty() {
+                bail!("application {APP:?} has no endpoint {endpoint:?}");
+            }
+            bindings.push((endpoint.to_owned(), space.to_owned()));
+        }
+    }
+    let mut options = Vec::new();
+    if let Some(map) = app
+        .get("options")
+        .and_then(serde_yaml_ng::Value::as_mapping)
+    {
+        for (key, value) in map {
+            let key = key.as_str().context("an option name is not a string")?;
+            options.push((key.to_owned(), serde_json::to_value(value)?));
+        }
+    }
+    Ok(BundleApp {
+        num_units,
+        bindings,
+        options,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_table() {
+        let check = |text: &str, expected: Result<BundleApp, &str>| {
+            let got = parse_bundle(text).map_err(|e| format!("{e:#}"));
+            assert_eq!(got, expected.map_err(str::to_owned), "{text}");
+        };
+        check(
+            "applications:\n  controller:\n    charm: ./controller\n    num_units: 3\n    bindings:\n      \"\": alpha\n      db-cluster: internal\n    options:\n      address-family: ipv4\n",
+            Ok(BundleApp {
+                num_units: 3,
+                bindings: vec![("".into(), "alpha".into()), ("db-cluster".into(), "internal".into())],
+                options: vec![("address-family".into(), Value::from("ipv4"))],
+            }),
+        );
+        check(
+            "services:\n  controller: {}\n",
+            Ok(BundleApp {
+                num_units: 1,
+                bindings: vec![],
+                options: vec![],
+            }),
+        );
+        check(
+            "applications:\n  controller:\n    num_units: 2\n",
+            Err("num_units 2: number of controllers must be odd and non-negative"),
+        );
+        check(
+            "applications:\n  controller:\n    bindings:\n      website: alpha\n",
+            Err("application \"controller\" has no endpoint \"website\""),
+        );
+        check(
+            "applications:\n  other: {}\n",
+            Err("no application \"controller\""),
+        );
+    }
+
+    #[test]
+    fn setting_table() {
+        let check = |text: &str, expected: Option<(&str, Value)>| {
+            let got = parse_setting(text).ok();
+            assert_eq!(got, expected.map(|(k, v)| (k.to_owned(), v)), "{text}");
+        };
+        check(
+            "bind-cidr=10.0.0.0/24",
+            Some(("bind-cidr", Value::from("10.0.0.0/24"))),
+        );
+        check("n=3", Some(("n", Value::from(3))));
+        check("flag=true", Some(("flag", Value::from(true))));
+        check("empty=", Some(("empty", Value::from(""))));
+        check("novalue", None);
+    }
+}

@@ -1,0 +1,342 @@
+//! Runs the queued hooks until the model settles, as Juju's unit agents would: one hook at a
+//! time per unit, units concurrently (a thread waits on each running hook), relation writes
+//! committed only on exit 0 and turned into `-relation-changed` on the other units, a failed
+//! hook put back at the head of its queue and retried with back-off while the unit shows
+//! `error`. Settled means no hook queued or running and the Dqlite cluster converged on the
+//! published map ([`crate::cluster::converged`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::cluster::{self, ClusterView};
+use crate::model::Bag;
+use crate::runner::Prepared;
+use crate::simulation::{machine_data_dir, SimError, Simulation};
+use crate::world::{QueuedHook, APP};
+
+/// The first retry delay of a failed hook (Juju: 5 s doubling to 5 min; scaled down so a
+/// simulated model recovers in test time).
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// How often the convergence check asks the dbaccessors once the hooks are done.
+const CONVERGE_POLL: Duration = Duration::from_millis(100);
+/// How often a summary progress line is printed while waiting.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+
+/// How to settle.
+#[derive(Debug, Clone)]
+pub struct SettleOptions {
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// Print every hook as it ends (otherwise failures and a summary every few seconds).
+    pub verbose: bool,
+    /// Wait for the Dqlite cluster too (not only for the hooks).
+    pub wait_for_cluster: bool,
+}
+
+/// What settling did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleReport {
+    /// Hooks run (failed runs included).
+    pub hooks: usize,
+    /// Hook runs that failed.
+    pub failures: usize,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// A hook whose process runs on a waiting thread.
+struct Running {
+    hook: QueuedHook,
+    prepared: Prepared,
+    started: Instant,
+}
+
+/// The bags a hook of `unit` may change: its own unit bag and (as leader) the app bag.
+fn own_bags(
+    sim: &Simulation,
+    relation: &str,
+    unit: &str,
+) -> Result<(Option<Bag>, Option<Bag>), SimError> {
+    let state = sim.store().load()?;
+    let relation = state.relations.get(relation);
+    Ok((
+        relation.and_then(|r| r.unit_bags.get(unit).cloned()),
+        relation.and_then(|r| r.app_bags.get(APP).cloned()),
+    ))
+}
+
+/// The cluster as the dbaccessors of the mapped agents see it.
+pub fn cluster_view(sim: &Simulation) -> Result<ClusterView, SimError> {
+    let state = sim.store().load()?;
+    let map = state
+        .relations
+        .values()
+        .filter_map(|r| r.app_bags.get(APP))
+        .filter_map(|bag| bag.get("db-bind-addresses"))
+        .filter_map(|json| serde_json::from_str::<BTreeMap<String, std::net::IpAddr>>(json).ok())
+        .next()
+        .unwrap_or_default();
+    let statuses = map
+        .keys()
+        .map(|agent| {
+            let status = agent
+                .parse::<u32>()
+                .ok()
+                .filter(|id| sim.world.machines.contains_key(id))
+                .ok_or_else(|| "no such machine".to_owned())
+                .and_then(|id| {
+                    let socket =
+                        controller_contract::paths::status_socket(&machine_data_dir(&sim.dir, id));
+                    cluster::query_status(&socket).map_err(|e| e.to_string())
+                });
+            (agent.clone(), status)
+        })
+        .collect();
+    Ok(ClusterView { map, statuses })
+}
+
+/// Runs hooks until the model settles or `options.timeout` passes, printing progress to `out`.
+pub fn settle(
+    sim: &mut Simulation,
+    options: &SettleOptions,
+    out: &mut dyn Write,
+) -> Result<SettleReport, SimError> {
+    let started = Instant::now();
+    let deadline = started + options.timeout;
+    let relation = sim.relation_id()?;
+    let (done_tx, done_rx) = mpsc::channel::<(String, std::io::Result<Output>)>();
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut retry_at: HashMap<String, Instant> = HashMap::new();
+    let mut report = SettleReport {
+        hooks: 0,
+        failures: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut last_progress = Instant::now();
+    let hooks_log = sim.dir.join("hooks.log");
+    loop {
+        // Start the next hook of every idle unit whose retry time has come.
+        let now = Instant::now();
+        let units: Vec<String> = sim.world.units.keys().cloned().collect();
+        for unit in units {
+            if running.contains_key(&unit) || retry_at.get(&unit).is_some_and(|t| *t > now) {
+                continue;
+            }
+            let Some(hook) = sim
+                .world
+                .units
+                .get_mut(&unit)
+                .and_then(|q| q.queue.pop_front())
+            else {
+                continue;
+            };
+            let Some(mut prepared) = sim.runner.prepare(&unit, &hook.invocation())? else {
+                continue;
+            };
+            let command = std::mem::replace(&mut prepared.command, Command::new("true"));
+            let tx = done_tx.clone();
+            let name = unit.clone();
+            std::thread::spawn(move || {
+                let mut command = command;
+                let output = command.stdin(std::process::Stdio::null()).output();
+                // The receiver lives until every running hook has reported.
+                let _ = tx.send((name, output));
+            });
+            running.insert(
+                unit,
+                Running {
+                    hook,
+                    prepared,
+                    started: Instant::now(),
+                },
+            );
+        }
+
+        // Finish the dying units whose hooks have all run.
+        let finished: Vec<String> = sim
+            .world
+            .units
+            .iter()
+            .filter(|(name, q)| q.dying && q.queue.is_empty() && !running.contains_key(*name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for unit in finished {
+            writeln!(
+                out,
+                "  {unit}: hooks done, stopping machine {}",
+                sim.world.units[&unit].machine
+            )
+            .ok();
+            sim.finish_removal(&unit)?;
+        }
+
+        let idle = running.is_empty() && sim.world.units.values().all(|q| q.queue.is_empty());
+        if idle {
+            sim.save()?;
+            if !options.wait_for_cluster {
+                break;
+            }
+            match cluster::converged(&cluster_view(sim)?) {
+                Ok(()) => break,
+                Err(missing) => {
+                    if Instant::now() >= deadline {
+                        return Err(SimError::Refused(format!(
+                            "the model did not settle within {} s: cluster not converged: {missing}",
+                            options.timeout.as_secs()
+                        )));
+                    }
+                    if last_progress.elapsed() >= PROGRESS_EVERY {
+                        writeln!(out, "  waiting for the cluster: {missing}").ok();
+                        last_progress = Instant::now();
+                    }
+                    std::thread::sleep(CONVERGE_POLL);
+                    continue;
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            sim.save()?;
+            let queued: usize = sim.world.units.values().map(|q| q.queue.len()).sum();
+            return Err(SimError::Refused(format!(
+                "the model did not settle within {} s: {} hooks running, {queued} queued",
+                options.timeout.as_secs(),
+                running.len()
+            )));
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            let queued: usize = sim.world.units.values().map(|q| q.queue.len()).sum();
+            writeln!(
+                out,
+                "  ... {} hooks run, {} running, {queued} queued",
+                report.hooks,
+                running.len()
+            )
+            .ok();
+            last_progress = Instant::now();
+        }
+
+        let Ok((unit, output)) = done_rx.recv_timeout(Duration::from_millis(20)) else {
+            continue;
+        };
+        let Some(run) = running.remove(&unit) else {
+            continue;
+        };
+        report.hooks += 1;
+        let before = own_bags(sim, &relation, &unit)?;
+        let (status, stdout, stderr) = match output {
+            Ok(output) => (
+                output.status,
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            ),
+            Err(error) => {
+                // The program could not start: the hook failed, as Juju would report it.
+                let status = Command::new("false")
+                    .status()
+                    .map_err(|source| SimError::Io {
+                        action: "run",
+                        path: "false".into(),
+                        source,
+                    })?;
+                (
+                    status,
+                    String::new(),
+                    format!("cannot run the hook: {error}"),
+                )
+            }
+        };
+        let outcome = sim
+            .runner
+            .finish(&run.prepared, status, stdout.clone(), stderr.clone())?;
+        let elapsed_ms = run.started.elapsed().as_millis();
+        if let Ok(mut log) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&hooks_log)
+        {
+            // The hook log is for people; a write error must not stop the model.
+            let _ = writeln!(
+                log,
+                "{unit} {} exit {:?} {elapsed_ms} ms\n{}{}",
+                run.hook.label(),
+                outcome.exit_code,
+                indent(&stdout),
+                indent(&stderr)
+            );
+        }
+        // Keep the state file small: every tool call rewrites it.
+        sim.store().update(|state| {
+            let excess = state.calls.len().saturating_sub(200);
+            state.calls.drain(..excess);
+            let excess = state.juju_log.len().saturating_sub(1000);
+            state.juju_log.drain(..excess);
+        })?;
+        if outcome.success() {
+            if options.verbose {
+                writeln!(out, "  {unit}: {} ok ({elapsed_ms} ms)", run.hook.label()).ok();
+            }
+            retry_at.remove(&unit);
+            if let Some(queue) = sim.world.units.get_mut(&unit) {
+                queue.error = None;
+                queue.failures = 0;
+            }
+            let after = own_bags(sim, &relation, &unit)?;
+            let members: Vec<String> = sim
+                .store()
+                .load()?
+                .relations
+                .get(&relation)
+                .map(|r| r.units.iter().cloned().collect())
+                .unwrap_or_default();
+            let others: Vec<&String> = members.iter().filter(|u| *u != &unit).collect();
+            if before.0 != after.0 && members.contains(&unit) {
+                for other in &others {
+                    sim.world.enqueue(
+                        other,
+                        QueuedHook::relation("changed", &relation, Some(&unit)),
+                    );
+                }
+            }
+            if before.1 != after.1 {
+                for other in &others {
+                    sim.world
+                        .enqueue(other, QueuedHook::relation("changed", &relation, None));
+                }
+            }
+        } else {
+            report.failures += 1;
+            let first_line = stderr.lines().last().unwrap_or_default().to_owned();
+            let queue = sim.world.units.get_mut(&unit);
+            let failures = queue.as_ref().map_or(0, |q| q.failures);
+            let delay = FIRST_RETRY
+                .saturating_mul(1u32 << failures.min(8))
+                .min(MAX_RETRY);
+            if let Some(queue) = queue {
+                queue.failures += 1;
+                queue.error = Some(format!("hook failed: {:?}", run.hook.name));
+                queue.queue.push_front(run.hook.clone());
+            }
+            retry_at.insert(unit.clone(), Instant::now() + delay);
+            writeln!(
+                out,
+                "  {unit}: {} failed (exit {:?}): {first_line}; retrying in {} ms",
+                run.hook.label(),
+                outcome.exit_code,
+                delay.as_millis()
+            )
+            .ok();
+        }
+        sim.save()?;
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|line| format!("    {line}\n")).collect()
+}

@@ -1,0 +1,359 @@
+//! What the CLI prints: the model's status (units, machines, addresses, the Dqlite members and
+//! roles from the dbaccessors' status sockets) as a table or JSON, and an action's result as
+//! `juju run` prints it (YAML, or JSON with `--format json`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use controller_contract::status::{Member, NodeState, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::agent;
+use crate::cluster;
+use crate::model::{ActionRecord, State};
+use crate::simulation::{machine_data_dir, SimError, Simulation};
+use crate::world::{APP, PEER_ENDPOINT};
+
+/// The model's status, as `status --format json` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The namespace prefix of the model.
+    pub model: String,
+    /// `db-cluster`'s binding (`""`: unbound).
+    pub binding: String,
+    /// The published map (`db-bind-addresses`) as the leader wrote it.
+    pub map: BTreeMap<String, String>,
+    pub units: Vec<UnitReport>,
+    pub machines: Vec<MachineReport>,
+    /// The Dqlite members as the leader's dbaccessor (or the first that answers) reports them.
+    pub dqlite: Vec<MemberReport>,
+    /// The Dqlite leader's node id.
+    pub dqlite_leader: Option<u64>,
+}
+
+/// One unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitReport {
+    pub name: String,
+    pub machine: u32,
+    pub leader: bool,
+    /// `active`, `blocked`, ..., or `error` while a hook keeps failing.
+    pub workload: String,
+    pub message: String,
+    /// `idle` or `executing` (hooks queued).
+    pub agent: String,
+}
+
+/// One machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineReport {
+    pub id: u32,
+    pub namespace: String,
+    /// `address(space)` per NIC.
+    pub addresses: Vec<String>,
+    pub agent_pid: Option<u32>,
+    pub dbaccessor_pid: Option<u32>,
+    /// The dbaccessor's state (`member`, `joining`, ...) or why it did not answer.
+    pub dbaccessor: String,
+    pub node_id: Option<u64>,
+}
+
+/// One Dqlite member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberReport {
+    pub id: u64,
+    pub address: String,
+    pub role: String,
+    /// The controller agent whose dbaccessor runs that node, when known.
+    pub agent: Option<String>,
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Voter => "voter",
+        Role::StandBy => "stand-by",
+        Role::Spare => "spare",
+    }
+}
+
+fn state_name(state: NodeState) -> &'static str {
+    match state {
+        NodeState::Waiting => "waiting",
+        NodeState::Bootstrapping => "bootstrapping",
+        NodeState::Joining => "joining",
+        NodeState::Member => "member",
+        NodeState::Recovering => "recovering",
+        NodeState::Failed => "failed",
+    }
+}
+
+/// Gathers the status.
+pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
+    let state = sim.store().load()?;
+    let map: BTreeMap<String, String> = state
+        .relations
+        .values()
+        .filter_map(|r| r.app_bags.get(APP))
+        .filter_map(|bag| bag.get("db-bind-addresses"))
+        .filter_map(|json| serde_json::from_str(json).ok())
+        .next()
+        .unwrap_or_default();
+    let mut units = Vec::new();
+    for name in sim.world.units.keys() {
+        let queue = &sim.world.units[name];
+        let status = state.units.get(name).and_then(|u| u.status.clone());
+        let (workload, message) = match (&queue.error, status) {
+            (Some(error), _) => ("error".to_owned(), error.clone()),
+            (None, Some(status)) => (status.status, status.message),
+            (None, None) => ("unknown".to_owned(), String::new()),
+        };
+        units.push(UnitReport {
+            name: name.clone(),
+            machine: queue.machine,
+            leader: state.is_leader(name),
+            workload,
+            message,
+            agent: if queue.dying {
+                "dying".into()
+            } else if queue.queue.is_empty() {
+                "idle".into()
+            } else {
+                "executing".into()
+            },
+        });
+    }
+    units.sort_by_key(|u| crate::world::unit_number(&u.name));
+    let mut machines = Vec::new();
+    let mut members: Vec<Member> = Vec::new();
+    let mut leader = None;
+    let mut node_agents = BTreeMap::new();
+    for (id, machine) in &sim.world.machines {
+        let socket = controller_contract::paths::status_socket(&machine_data_dir(&sim.dir, *id));
+        let answer = cluster::query_status(&socket);
+        let (dbaccessor, node_id) = match &answer {
+            Ok(status) => {
+                if let Some(node) = status.node_id {
+                    node_agents.insert(node, id.to_string());
+                }
+                // The leader's own view of the members is the authoritative one.
+                if members.is_empty()
+                    || status.leader_id.is_some() && status.leader_id == status.node_id
+                {
+                    members.clone_from(&status.members);
+                    leader = status.leader_id.or(leader);
+                }
+                (
+                    format!("{}: {}", state_name(status.state), status.reason),
+                    status.node_id,
+                )
+            }
+            Err(error) => (format!("no answer ({error})"), None),
+        };
+        machines.push(MachineReport {
+            id: *id,
+            namespace: sim.world.machine_namespace(*id),
+            addresses: machine
+                .nics
+                .iter()
+                .map(|nic| format!("{}({})", nic.address, nic.space))
+                .collect(),
+            agent_pid: machine.agent_pid.filter(|pid| agent::alive(*pid)),
+            dbaccessor_pid: agent::dbaccessor_pid(&sim.dir, *id),
+            dbaccessor,
+            node_id,
+        });
+    }
+    let dqlite = members
+        .iter()
+        .map(|m| MemberReport {
+            id: m.id,
+            address: m.address.clone(),
+            role: role_name(m.role).to_owned(),
+            agent: node_agents.get(&m.id).cloned(),
+        })
+        .collect();
+    Ok(StatusReport {
+        model: sim.world.prefix.clone(),
+        binding: sim
+            .world
+            .binding(PEER_ENDPOINT)
+            .unwrap_or_default()
+            .to_owned(),
+        map,
+        units,
+        machines,
+        dqlite,
+        dqlite_leader: leader,
+    })
+}
+
+/// The status as a table, in the spirit of `juju status`.
+pub fn render_status(report: &StatusReport) -> String {
+    let mut out = String::new();
+    let binding = if report.binding.is_empty() {
+        "(unbound)"
+    } else {
+        &report.binding
+    };
+    let _ = writeln!(out, "Model       Namespaces       db-cluster binding");
+    let _ = writeln!(out, "controller  jsim-{}-*   {binding}", report.model);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<15} {:<9} {:<9} {:<8} Message",
+        "Unit", "Workload", "Agent", "Machine"
+    );
+    for unit in &report.units {
+        let name = format!("{}{}", unit.name, if unit.leader { "*" } else { "" });
+        let _ = writeln!(
+            out,
+            "{name:<15} {:<9} {:<9} {:<8} {}",
+            unit.workload, unit.agent, unit.machine, unit.message
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<8} {:<36} {:<8} dbaccessor",
+        "Machine", "Addresses", "Node"
+    );
+    for machine in &report.machines {
+        let node = machine.node_id.map_or("-".to_owned(), |n| n.to_string());
+        let pid = machine
+            .dbaccessor_pid
+            .map_or("not running".to_owned(), |p| format!("pid {p}"));
+        let _ = writeln!(
+            out,
+            "{:<8} {:<36} {node:<8} {} ({pid})",
+            machine.id,
+            machine.addresses.join(" "),
+            machine.dbaccessor
+        );
+    }
+    let _ = writeln!(out);
+    let map = if report.map.is_empty() {
+        "(none published)".to_owned()
+    } else {
+        report
+            .map
+            .iter()
+            .map(|(agent, ip)| format!("{agent}={ip}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let _ = writeln!(out, "db-bind-addresses: {map}");
+    let leader = report
+        .dqlite_leader
+        .map_or("unknown".to_owned(), |l| l.to_string());
+    let _ = writeln!(out, "Dqlite members (leader node {leader}):");
+    let _ = writeln!(out, "  {:<20} {:<6} {:<9} Agent", "Address", "Node", "Role");
+    for member in &report.dqlite {
+        let star = if Some(member.id) == report.dqlite_leader {
+            "*"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<6} {:<9} {}",
+            member.address,
+            format!("{}{star}", member.id),
+            member.role,
+            member.agent.clone().unwrap_or_else(|| "?".into())
+        );
+    }
+    out
+}
+
+/// The action's results as `juju run` prints them: YAML of the results (keys sorted), or with
+/// `json` Juju's JSON document keyed by unit.
+pub fn render_action(record: &ActionRecord, json: bool) -> String {
+    let results: BTreeMap<String, Value> = record.action.results.clone();
+    if json {
+        let mut results_with_code = results.clone();
+        results_with_code.insert("return-code".into(), Value::from(0));
+        let mut task = serde_json::Map::new();
+        task.insert("id".into(), Value::from(record.action.id.clone()));
+        if let Some(message) = &record.action.failed {
+            task.insert("message".into(), Value::from(message.clone()));
+        }
+        if !record.action.log.is_empty() {
+            task.insert("log".into(), Value::from(record.action.log.clone()));
+        }
+        task.insert(
+            "results".into(),
+            serde_json::to_value(results_with_code).expect("plain data serializes"),
+        );
+        task.insert("status".into(), Value::from(record.outcome.clone()));
+        task.insert("unit".into(), Value::from(record.unit.clone()));
+        let document: BTreeMap<String, Value> = [(record.unit.clone(), Value::Object(task))].into();
+        let mut text = serde_json::to_string(&document).expect("plain data serializes");
+        text.push('\n');
+        text
+    } else if results.is_empty() {
+        String::new()
+    } else {
+        serde_yaml_ng::to_string(&results).expect("plain data serializes")
+    }
+}
+
+/// The last action record of `unit` in `state`.
+pub fn last_action<'a>(state: &'a State, unit: &str) -> Option<&'a ActionRecord> {
+    state
+        .actions
+        .iter()
+        .rev()
+        .find(|record| record.unit == unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RunningAction;
+
+    fn record(results: &[(&str, &str)], failed: Option<&str>) -> ActionRecord {
+        ActionRecord {
+            unit: "controller/0".into(),
+            action: RunningAction {
+                name: "cluster-status".into(),
+                id: "7".into(),
+                results: results
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+                    .collect(),
+                failed: failed.map(str::to_owned),
+                ..RunningAction::default()
+            },
+            outcome: if failed.is_some() {
+                "failed"
+            } else {
+                "completed"
+            }
+            .into(),
+        }
+    }
+
+    #[test]
+    fn action_output_table() {
+        let check = |record: ActionRecord, json: bool, expected: &str| {
+            assert_eq!(render_action(&record, json), expected);
+        };
+        check(
+            record(&[("unit", "controller/0"), ("agent-id", "0")], None),
+            false,
+            "agent-id: '0'\nunit: controller/0\n",
+        );
+        check(
+            record(&[("agent-id", "0")], None),
+            true,
+            "{\"controller/0\":{\"id\":\"7\",\"results\":{\"agent-id\":\"0\",\"return-code\":0},\"status\":\"completed\",\"unit\":\"controller/0\"}}\n",
+        );
+        check(
+            record(&[], Some("no address")),
+            true,
+            "{\"controller/0\":{\"id\":\"7\",\"message\":\"no address\",\"results\":{\"return-code\":0},\"status\":\"failed\",\"unit\":\"controller/0\"}}\n",
+        );
+        check(record(&[], None), false, "");
+    }
+}

@@ -1,0 +1,589 @@
+//! One simulated controller model on disk and the changes an operator makes to it: create
+//! (bootstrap), add and remove controller machines, spaces, NICs, bindings and config. Each
+//! change updates the world, the hook-tool state and the namespaces, and queues the hooks
+//! Juju would fire; [`crate::engine`] then runs them until the model settles.
+//!
+//! Layout of a model dir: `world.json` (the [`World`]), `state.json` (the hook tools'
+//! [`State`]), `tools/` (the hook-tool links), `hooks.log` (every hook's output),
+//! `machines/<id>/var/lib/juju` (the machine's agent data dir: charm dir, controller.conf,
+//! sockets, Dqlite data) and `machines/<id>/agent.log`.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::agent::{self, AgentSpec};
+use crate::model::{Application, State, Unit};
+use crate::netns;
+use crate::runner::Runner;
+use crate::store::Store;
+use crate::world::{self, QueuedHook, UnitQueue, World, APP, PEER_ENDPOINT};
+
+/// The charm's options and their defaults, read at build time so they never drift.
+const CHARM_CONFIG: &str = include_str!("../../config.yaml");
+/// How long a new machine's agent gets to open its reload socket.
+const AGENT_START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a model operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("no model in {0} (run `juju-sim bootstrap` first)")]
+    NoModel(PathBuf),
+    #[error("a model already exists in {0} (run `juju-sim destroy` first)")]
+    Exists(PathBuf),
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid world file: {source}")]
+    WorldFile {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    World(#[from] world::WorldError),
+    #[error(transparent)]
+    Net(#[from] netns::NetError),
+    #[error(transparent)]
+    Agent(#[from] agent::AgentError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Run(#[from] crate::runner::RunError),
+    #[error("the charm's config.yaml cannot be read: {0}")]
+    CharmConfig(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SimError {
+    let path = path.to_owned();
+    move |source| SimError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The programs a model runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binaries {
+    /// `juju-sim` itself (the machine agents run it).
+    pub juju_sim: PathBuf,
+    /// The charm's `dispatch`.
+    pub dispatch: PathBuf,
+    /// `juju-hook-tool`.
+    pub hook_tool: PathBuf,
+    /// `dbaccessor`.
+    pub dbaccessor: PathBuf,
+}
+
+/// How a new model is laid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelOptions {
+    /// The default space and its subnet.
+    pub default_space: (String, String),
+    /// More spaces (name, subnet); every machine gets a NIC in each.
+    pub spaces: Vec<(String, String)>,
+    /// `--network-latency-ms` of every dbaccessor.
+    pub network_latency_ms: u64,
+    /// `--quorum-timeout-ms` of every dbaccessor.
+    pub quorum_timeout_ms: u64,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self {
+            default_space: ("alpha".into(), "10.131.0.0/24".into()),
+            spaces: Vec::new(),
+            network_latency_ms: 20,
+            quorum_timeout_ms: 3000,
+        }
+    }
+}
+
+/// An open model, locked against other `juju-sim` commands for as long as it lives.
+#[derive(Debug)]
+pub struct Simulation {
+    /// The model dir.
+    pub dir: PathBuf,
+    /// The simulator's part of the model.
+    pub world: World,
+    /// The hook runner over the hook-tool state.
+    pub runner: Runner,
+    /// The programs it runs.
+    pub bins: Binaries,
+    /// The held lock on `<dir>/cli.lock`; released on drop.
+    _lock: File,
+}
+
+/// `<dir>/world.json`.
+pub fn world_path(dir: &Path) -> PathBuf {
+    dir.join("world.json")
+}
+
+/// The data dir (`/var/lib/juju`) of machine `id`.
+pub fn machine_data_dir(dir: &Path, id: u32) -> PathBuf {
+    agent::machine_dir(dir, id).join("var/lib/juju")
+}
+
+fn lock(dir: &Path) -> Result<File, SimError> {
+    let path = dir.join("cli.lock");
+    let file = File::create(&path).map_err(io("create", &path))?;
+    file.lock().map_err(io("lock", &path))?;
+    Ok(file)
+}
+
+/// A short random-enough prefix for the namespaces: hashed from the process's random hasher
+/// keys, the time and the dir.
+fn new_prefix(dir: &Path) -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write(dir.as_os_str().as_encoded_bytes());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:06x}", hasher.finish() & 0xff_ffff)
+}
+
+/// The charm's options with their defaults, as `config-get` prints them.
+pub fn charm_defaults() -> Result<BTreeMap<String, Value>, SimError> {
+    let parsed: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(CHARM_CONFIG).map_err(|e| SimError::CharmConfig(e.to_string()))?;
+    let options = parsed
+        .get("options")
+        .and_then(serde_yaml_ng::Value::as_mapping)
+        .ok_or_else(|| SimError::CharmConfig("no options mapping".into()))?;
+    let mut defaults = BTreeMap::new();
+    for (name, option) in options {
+        let Some(name) = name.as_str() else { continue };
+        let default = option
+            .get("default")
+            .map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null);
+        defaults.insert(name.to_owned(), default);
+    }
+    Ok(defaults)
+}
+
+impl Simulation {
+    /// Creates a model in `dir` (its cloud namespace included) with no machine yet.
+    pub fn create(dir: &Path, bins: Binaries, options: &ModelOptions) -> Result<Self, SimError> {
+        fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let dir = std::path::absolute(dir).map_err(io("resolve", dir))?;
+        let lock = lock(&dir)?;
+        if world_path(&dir).exists() {
+            return Err(SimError::Exists(dir));
+        }
+        let prefix = new_prefix(&dir);
+        let (space, cidr) = &options.default_space;
+        let mut world = World::new(&prefix, space, cidr)?;
+        for (name, cidr) in &options.spaces {
+            world.add_space(name, cidr)?;
+        }
+        world.network_latency_ms = options.network_latency_ms;
+        world.quorum_timeout_ms = options.quorum_timeout_ms;
+
+        let mut state = State {
+            model_name: "controller".into(),
+            model_uuid: format!("{prefix}00-0bad-400d-8000-4b1d0d06f00d"),
+            juju_version: "4.0.0".into(),
+            ..State::default()
+        };
+        state.applications.insert(
+            APP.into(),
+            Application {
+                config: charm_defaults()?,
+                status: None,
+            },
+        );
+        state.add_relation(PEER_ENDPOINT);
+        let store = Store::new(dir.join("state.json"));
+        store.save(&state)?;
+        let runner = Runner::new(store, &bins.hook_tool, &dir.join("tools"))?;
+        netns::register(&prefix, &dir).map_err(io("register", Path::new(netns::REGISTRY_DIR)))?;
+        netns::create_cloud(&world)?;
+        let sim = Self {
+            dir,
+            world,
+            runner,
+            bins,
+            _lock: lock,
+        };
+        sim.save()?;
+        Ok(sim)
+    }
+
+    /// Opens the model in `dir`.
+    pub fn open(dir: &Path, bins: Binaries) -> Result<Self, SimError> {
+        let dir = std::path::absolute(dir).map_err(io("resolve", dir))?;
+        if !world_path(&dir).exists() {
+            return Err(SimError::NoModel(dir));
+        }
+        let lock = lock(&dir)?;
+        let path = world_path(&dir);
+        let text = fs::read_to_string(&path).map_err(io("read", &path))?;
+        let world: World =
+            serde_json::from_str(&text).map_err(|source| SimError::WorldFile { path, source })?;
+        let runner = Runner::new(
+            Store::new(dir.join("state.json")),
+            &bins.hook_tool,
+            &dir.join("tools"),
+        )?;
+        Ok(Self {
+            dir,
+            world,
+            runner,
+            bins,
+            _lock: lock,
+        })
+    }
+
+    /// Writes the world file (by rename, so a reader never sees half of it).
+    pub fn save(&self) -> Result<(), SimError> {
+        let path = world_path(&self.dir);
+        let text = serde_json::to_string_pretty(&self.world).expect("plain data serializes");
+        let temp = self.dir.join("world.json.new");
+        fs::write(&temp, text).map_err(io("write", &temp))?;
+        fs::rename(&temp, &path).map_err(io("replace", &path))
+    }
+
+    /// The hook-tool state.
+    pub fn store(&self) -> &Store {
+        self.runner.store()
+    }
+
+    /// The peer relation's id.
+    pub fn relation_id(&self) -> Result<String, SimError> {
+        let state = self.store().load()?;
+        state
+            .relations
+            .iter()
+            .find(|(_, r)| r.endpoint == PEER_ENDPOINT)
+            .map(|(id, _)| id.clone())
+            .ok_or_else(|| SimError::Refused("the model has no db-cluster relation".into()))
+    }
+
+    fn agent_spec(&self, id: u32) -> AgentSpec {
+        AgentSpec {
+            model_dir: self.dir.clone(),
+            machine: id,
+            namespace: self.world.machine_namespace(id),
+            dbaccessor: self.bins.dbaccessor.clone(),
+            data_dir: machine_data_dir(&self.dir, id),
+            network_latency_ms: self.world.network_latency_ms,
+            quorum_timeout_ms: self.world.quorum_timeout_ms,
+        }
+    }
+
+    /// Adds controller machines and units until there are `target` live units: each machine
+    /// gets its namespace and a running machine agent before its unit is added, as in Juju.
+    /// Returns the new units.
+    pub fn add_controllers(&mut self, target: usize) -> Result<Vec<String>, SimError> {
+        let mut added = Vec::new();
+        let mut pending = Vec::new();
+        while self.world.live_units().len() + pending.len() < target {
+            let id = self.world.add_machine()?;
+            self.save()?;
+            netns::create_machine(&self.world, id)?;
+            let spec = self.agent_spec(id);
+            let pid = agent::start(&self.bins.juju_sim, &spec)?;
+            if let Some(machine) = self.world.machines.get_mut(&id) {
+                machine.agent_pid = Some(pid);
+            }
+            self.save()?;
+            pending.push(id);
+        }
+        for id in pending {
+            agent::wait_until_up(&self.agent_spec(id), AGENT_START_TIMEOUT)?;
+            added.push(self.add_unit(id)?);
+        }
+        Ok(added)
+    }
+
+    /// Adds a unit on machine `id` (which runs its agent) and queues the hooks of section 1b.
+    fn add_unit(&mut self, id: u32) -> Result<String, SimError> {
+        let number = self.world.next_unit;
+        self.world.next_unit += 1;
+        let unit = format!("{APP}/{number}");
+        let charm_dir = machine_data_dir(&self.dir, id)
+            .join("agents")
+            .join(format!("unit-{APP}-{number}"))
+            .join("charm");
+        fs::create_dir_all(&charm_dir).map_err(io("create", &charm_dir))?;
+        let dispatch = charm_dir.join("dispatch");
+        if fs::symlink_metadata(&dispatch).is_ok() {
+            fs::remove_file(&dispatch).map_err(io("replace", &dispatch))?;
+        }
+        std::os::unix::fs::symlink(&self.bins.dispatch, &dispatch)
+            .map_err(io("link", &dispatch))?;
+        let relation = self.relation_id()?;
+        let network = self.world.unit_network(id);
+        let existing = self.world.live_units();
+        let leader = self.store().update(|state| {
+            state.units.insert(
+                unit.clone(),
+                Unit {
+                    machine: id.to_string(),
+                    charm_dir: charm_dir.clone(),
+                    network,
+                    ..Unit::default()
+                },
+            );
+            let leads = !state.leaders.contains_key(APP);
+            if leads {
+                state.leaders.insert(APP.into(), unit.clone());
+            }
+            state.join_relation(&relation, &unit);
+            leads
+        })?;
+        self.world.units.insert(
+            unit.clone(),
+            UnitQueue {
+                machine: id,
+                ..UnitQueue::default()
+            },
+        );
+        for hook in world::new_unit_hooks(&relation, leader, &existing) {
+            self.world.enqueue(&unit, hook);
+        }
+        for other in &existing {
+            for hook in world::peer_joined_hooks(&relation, &unit) {
+                self.world.enqueue(other, hook);
+            }
+        }
+        self.save()?;
+        Ok(unit)
+    }
+
+    /// Starts removing machine `id`: its unit leaves the peer relation (its departing hooks
+    /// and the others' `-departed` are queued), a new leader is elected if it led. The
+    /// machine itself goes once its unit's hooks have run ([`Self::finish_removal`]).
+    pub fn remove_machine(&mut self, id: u32) -> Result<String, SimError> {
+        if !self.world.machines.contains_key(&id) {
+            return Err(world::WorldError::UnknownMachine(id.to_string()).into());
+        }
+        let unit = self
+            .world
+            .unit_on(id)
+            .map(str::to_owned)
+            .ok_or_else(|| SimError::Refused(format!("machine {id} has no controller unit")))?;
+        if self.world.units.get(&unit).is_some_and(|u| u.dying) {
+            return Err(SimError::Refused(format!(
+                "machine {id} is already being removed"
+            )));
+        }
+        let remaining: Vec<String> = self
+            .world
+            .live_units()
+            .into_iter()
+            .filter(|u| u != &unit)
+            .collect();
+        if remaining.is_empty() {
+            return Err(SimError::Refused(format!(
+                "cannot remove machine {id}: it is the last controller"
+            )));
+        }
+        let relation = self.relation_id()?;
+        let new_leader = self.store().update(|state| {
+            state.leave_relation(&relation, &unit);
+            if state.is_leader(&unit) {
+                let leader = world::elect_leader(&remaining);
+                if let Some(leader) = &leader {
+                    state.leaders.insert(APP.into(), leader.clone());
+                }
+                leader
+            } else {
+                None
+            }
+        })?;
+        if let Some(queue) = self.world.units.get_mut(&unit) {
+            queue.dying = true;
+            // Hooks it had not run yet no longer matter: it is going away.
+            queue.queue.clear();
+        }
+        for hook in world::leaving_hooks(&relation, &unit, &remaining) {
+            self.world.enqueue(&unit, hook);
+        }
+        for other in &remaining {
+            self.world
+                .enqueue(other, QueuedHook::departed(&relation, &unit, &unit));
+        }
+        if let Some(leader) = new_leader {
+            for other in &remaining {
+                let hook = if other == &leader {
+                    "leader-elected"
+                } else {
+                    "leader-settings-changed"
+                };
+                self.world.enqueue(other, QueuedHook::plain(hook));
+            }
+        }
+        self.save()?;
+        Ok(unit)
+    }
+
+    /// Ends a dying unit whose hooks have all run: stops its machine agent (the dbaccessor
+    /// hands over and stops), deletes its namespace and forgets unit and machine.
+    pub fn finish_removal(&mut self, unit: &str) -> Result<(), SimError> {
+        let Some(queue) = self.world.units.get(unit).cloned() else {
+            return Ok(());
+        };
+        self.stop_machine(queue.machine)?;
+        self.store().update(|state| {
+            state.units.remove(unit);
+        })?;
+        self.world.units.remove(unit);
+        self.world.machines.remove(&queue.machine);
+        self.save()
+    }
+
+    /// Stops machine `id`'s agent and deletes its namespace.
+    fn stop_machine(&mut self, id: u32) -> Result<(), SimError> {
+        if let Some(pid) = self.world.machines.get(&id).and_then(|m| m.agent_pid) {
+            agent::stop(&self.dir, id, pid);
+        }
+        if let Some(machine) = self.world.machines.get_mut(&id) {
+            machine.agent_pid = None;
+        }
+        netns::delete_namespace(&self.world.machine_namespace(id))?;
+        Ok(())
+    }
+
+    /// Writes every unit's `network-get` answers from the world into the hook-tool state.
+    pub fn refresh_networks(&self) -> Result<(), SimError> {
+        let networks: BTreeMap<String, BTreeMap<String, Value>> = self
+            .world
+            .units
+            .iter()
+            .map(|(unit, q)| (unit.clone(), self.world.unit_network(q.machine)))
+            .collect();
+        self.store().update(|state| {
+            for (unit, network) in networks {
+                if let Some(entry) = state.units.get_mut(&unit) {
+                    entry.network = network;
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Queues `hook` on every live unit.
+    pub fn enqueue_all(&mut self, hook: &QueuedHook) {
+        for unit in self.world.live_units() {
+            self.world.enqueue(&unit, hook.clone());
+        }
+    }
+
+    /// Adds a space (and its bridge); machines added later get a NIC in it.
+    pub fn add_space(&mut self, name: &str, cidr: &str) -> Result<(), SimError> {
+        let space = self.world.add_space(name, cidr)?.clone();
+        netns::add_bridge(&self.world, &space)?;
+        self.save()
+    }
+
+    /// Gives machine `id` a NIC on `space`; its unit gets `config-changed` (its addresses
+    /// changed).
+    pub fn add_nic(&mut self, id: u32, space: &str) -> Result<String, SimError> {
+        let nic = self.world.add_nic(id, space)?;
+        netns::add_nic(&self.world, id, &nic)?;
+        self.save()?;
+        self.refresh_networks()?;
+        if let Some(unit) = self.world.unit_on(id).map(str::to_owned) {
+            self.world
+                .enqueue(&unit, QueuedHook::plain("config-changed"));
+        }
+        self.save()?;
+        Ok(format!("{} {}", nic.name, nic.address))
+    }
+
+    /// Binds `endpoint` (`""`: every endpoint without its own binding) to `space` (`""`:
+    /// unbinds); every unit gets `config-changed`.
+    pub fn bind(&mut self, endpoint: &str, space: &str) -> Result<(), SimError> {
+        if !space.is_empty() && !self.world.spaces.contains_key(space) {
+            return Err(world::WorldError::UnknownSpace(space.to_owned()).into());
+        }
+        if space.is_empty() {
+            self.world.bindings.remove(endpoint);
+        } else {
+            self.world
+                .bindings
+                .insert(endpoint.to_owned(), space.to_owned());
+        }
+        self.save()?;
+        self.refresh_networks()?;
+        self.enqueue_all(&QueuedHook::plain("config-changed"));
+        self.save()
+    }
+
+    /// Sets charm options (`key=value`); every unit gets `config-changed` when one changed.
+    pub fn set_config(&mut self, settings: &[(String, Value)]) -> Result<bool, SimError> {
+        let known = charm_defaults()?;
+        for (key, _) in settings {
+            if !known.contains_key(key) {
+                return Err(SimError::Refused(format!("unknown option {key:?}")));
+            }
+        }
+        let changed = self.store().update(|state| {
+            let app = state.applications.entry(APP.into()).or_default();
+            let mut changed = false;
+            for (key, value) in settings {
+                if app.config.get(key) != Some(value) {
+                    app.config.insert(key.clone(), value.clone());
+                    changed = true;
+                }
+            }
+            changed
+        })?;
+        if changed {
+            self.enqueue_all(&QueuedHook::plain("config-changed"));
+            self.save()?;
+        }
+        Ok(changed)
+    }
+
+    /// Stops every machine, deletes every namespace and the model dir.
+    pub fn destroy(mut self) -> Result<(), SimError> {
+        let ids: Vec<u32> = self.world.machines.keys().copied().collect();
+        for id in ids {
+            self.stop_machine(id)?;
+        }
+        netns::delete_namespace(&self.world.net_namespace())?;
+        netns::unregister(&self.world.prefix);
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(&dir).map_err(io("remove", &dir))
+    }
+}
+
+/// Removes every `jsim-*` namespace whose model dir is gone (killing what still runs in it)
+/// and returns their names.
+pub fn cleanup_stale() -> Result<Vec<String>, SimError> {
+    let mut removed = Vec::new();
+    for namespace in netns::list_sim_namespaces()? {
+        let Some(prefix) = netns::prefix_of(&namespace) else {
+            continue;
+        };
+        let alive =
+            netns::registered_model(prefix).is_some_and(|dir| world_path(Path::new(&dir)).exists());
+        if alive {
+            continue;
+        }
+        for pid in netns::namespace_pids(&namespace) {
+            agent::signal(pid, rustix::process::Signal::KILL);
+        }
+        netns::delete_namespace(&namespace)?;
+        netns::unregister(prefix);
+        removed.push(namespace);
+    }
+    Ok(removed)
+}
