@@ -1,9 +1,14 @@
 //! The dbaccessor status socket: a unix socket speaking one JSON request line and one JSON
-//! response line per connection. The charm's actions (`cluster-status`, `recover-cluster`)
-//! and the simulator's `status` are its clients.
+//! response line per connection. The charm's actions (`cluster-status`, `recover-cluster`),
+//! its hooks (the published log position) and the simulator's `status` are its clients.
+//!
+//! Every answer is one of: [`Status`] (for `status`), [`Probe`] (for `probe`),
+//! [`Recovered`] (for `recover`), or [`ErrorAnswer`] (`{"error":"..."}`) for any request.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +18,20 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     /// The daemon's view of the local node and the cluster.
     Status,
+    /// The status plus a live reachability probe of every member and the local node's last
+    /// log position (what `cluster-status` shows and what every unit publishes).
+    Probe,
+    /// The operator's way out after losing quorum for good: stop the local node, rewrite
+    /// membership to it alone and restart it. Only ever sent by the `recover-cluster` action.
+    Recover {
+        /// Recover even when `best_peer` is ahead of the local log (loses its extra entries).
+        #[serde(default)]
+        force: bool,
+        /// The greatest log position another member published; the daemon refuses (unless
+        /// `force`) when its own log, read once the node is stopped, is behind it.
+        #[serde(default)]
+        best_peer: Option<LogPosition>,
+    },
 }
 
 /// The daemon's answer to [`Request::Status`].
@@ -54,6 +73,20 @@ pub enum NodeState {
     Failed,
 }
 
+impl NodeState {
+    /// The wire name (`member`, `joining`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Waiting => "waiting",
+            NodeState::Bootstrapping => "bootstrapping",
+            NodeState::Joining => "joining",
+            NodeState::Member => "member",
+            NodeState::Recovering => "recovering",
+            NodeState::Failed => "failed",
+        }
+    }
+}
+
 /// One cluster member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -71,32 +104,117 @@ pub enum Role {
     Spare,
 }
 
+impl Role {
+    /// The wire name (`voter`, `stand-by`, `spare`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Voter => "voter",
+            Role::StandBy => "stand-by",
+            Role::Spare => "spare",
+        }
+    }
+}
+
 /// What the daemon last read from `controller.conf`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigSeen {
     /// Seconds since the Unix epoch when the file was read.
     pub read_at_unix: u64,
-    /// The bind addresses it held, or the error that made it unusable.
-    pub bind_addresses: Result<BTreeMap<String, IpAddr>, String>,
+    /// The bind addresses it held (`None` when the file was missing or unusable).
+    #[serde(default)]
+    pub bind_addresses: Option<BTreeMap<String, IpAddr>>,
+    /// Why the file was missing or unusable.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Where a node's raft log ends: the term and index of its last entry, ordered term first
+/// (raft's election rule). Written `term/index` in relation bags and action results.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct LogPosition {
+    pub term: u64,
+    pub index: u64,
+}
+
+impl fmt::Display for LogPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.term, self.index)
+    }
+}
+
+/// A `term/index` text that is not a log position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a log position (term/index)")]
+pub struct BadLogPosition(pub String);
+
+impl FromStr for LogPosition {
+    type Err = BadLogPosition;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || BadLogPosition(text.to_owned());
+        let (term, index) = text.split_once('/').ok_or_else(bad)?;
+        Ok(LogPosition {
+            term: term.parse().map_err(|_| bad())?,
+            index: index.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// The daemon's answer to [`Request::Probe`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// The status at the time of the probe.
+    pub status: Status,
+    /// Every member of `status.members`, probed now (connect and a LEADER request).
+    #[serde(default)]
+    pub reachable: Vec<Reachability>,
+    /// The local node's last log position (read from its raft files).
+    #[serde(default)]
+    pub log_position: Option<LogPosition>,
+    /// Why the log position could not be read.
+    #[serde(default)]
+    pub log_position_error: Option<String>,
+}
+
+/// Whether one member answered the probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reachability {
+    pub id: u64,
+    pub address: String,
+    pub reachable: bool,
+}
+
+/// The daemon's answer to a successful [`Request::Recover`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recovered {
+    /// The local node's id.
+    pub node_id: u64,
+    /// The local node's address.
+    pub address: String,
+    /// The local log position the recovery started from (read with the node stopped).
+    pub log_position: LogPosition,
+    /// Membership before the rewrite.
+    pub members_before: Vec<Member>,
+    /// What the daemon did, in order.
+    pub steps: Vec<String>,
+    /// The status after the node restarted.
+    pub status: Status,
+}
+
+/// The answer to a request the daemon could not serve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    pub error: String,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn request_wire_form() {
-        let line = serde_json::to_string(&Request::Status).expect("serializes");
-        assert_eq!(line, r#"{"request":"status"}"#);
-        assert_eq!(
-            serde_json::from_str::<Request>(&line).expect("parses"),
-            Request::Status
-        );
-    }
-
-    #[test]
-    fn status_round_trips() {
-        let status = Status {
+    fn sample_status() -> Status {
+        Status {
             agent_id: "0".into(),
             node_id: Some(1),
             bind_address: Some("10.0.0.1:17666".into()),
@@ -110,15 +228,107 @@ mod tests {
             leader_id: Some(1),
             config: Some(ConfigSeen {
                 read_at_unix: 5,
-                bind_addresses: Ok([("0".to_owned(), "10.0.0.1".parse().expect("ip"))].into()),
+                bind_addresses: Some([("0".to_owned(), "10.0.0.1".parse().expect("ip"))].into()),
+                error: None,
             }),
+        }
+    }
+
+    #[test]
+    fn request_wire_forms() {
+        let check = |request: Request, line: &str| {
+            assert_eq!(
+                serde_json::to_string(&request).expect("serializes"),
+                line,
+                "{request:?}"
+            );
+            assert_eq!(
+                serde_json::from_str::<Request>(line).expect("parses"),
+                request,
+                "{line}"
+            );
         };
+        check(Request::Status, r#"{"request":"status"}"#);
+        check(Request::Probe, r#"{"request":"probe"}"#);
+        check(
+            Request::Recover {
+                force: true,
+                best_peer: Some(LogPosition { term: 2, index: 9 }),
+            },
+            r#"{"request":"recover","force":true,"best_peer":{"term":2,"index":9}}"#,
+        );
+        // The optional fields may be left out.
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"request":"recover"}"#).expect("parses"),
+            Request::Recover {
+                force: false,
+                best_peer: None
+            }
+        );
+    }
+
+    #[test]
+    fn status_round_trips() {
+        let status = sample_status();
         let text = serde_json::to_string(&status).expect("serializes");
         assert!(text.contains(r#""state":"member""#), "{text}");
         assert!(text.contains(r#""role":"voter""#), "{text}");
+        assert!(
+            text.contains(r#""bind_addresses":{"0":"10.0.0.1"},"error":null"#),
+            "{text}"
+        );
         assert_eq!(
             serde_json::from_str::<Status>(&text).expect("parses"),
             status
         );
+    }
+
+    #[test]
+    fn config_seen_without_the_new_fields_parses() {
+        let seen: ConfigSeen =
+            serde_json::from_str(r#"{"read_at_unix":3}"#).expect("old form parses");
+        assert_eq!(seen.bind_addresses, None);
+        assert_eq!(seen.error, None);
+    }
+
+    #[test]
+    fn probe_without_optional_fields_parses() {
+        let text = format!(
+            r#"{{"status":{}}}"#,
+            serde_json::to_string(&sample_status()).expect("serializes")
+        );
+        let probe: Probe = serde_json::from_str(&text).expect("parses");
+        assert!(probe.reachable.is_empty());
+        assert_eq!(probe.log_position, None);
+    }
+
+    #[test]
+    fn log_position_text_table() {
+        let check = |text: &str, expected: Option<(u64, u64)>| {
+            let parsed = text.parse::<LogPosition>().ok();
+            assert_eq!(
+                parsed,
+                expected.map(|(term, index)| LogPosition { term, index }),
+                "{text}"
+            );
+            if let Some(position) = parsed {
+                assert_eq!(position.to_string(), text);
+            }
+        };
+        check("2/17", Some((2, 17)));
+        check("0/0", Some((0, 0)));
+        check("2-17", None);
+        check("2/", None);
+        check("/17", None);
+        check("a/1", None);
+        check("1/2/3", None);
+        check("", None);
+    }
+
+    #[test]
+    fn log_positions_order_term_first() {
+        let p = |term, index| LogPosition { term, index };
+        assert!(p(3, 1) > p(2, 100));
+        assert!(p(2, 5) > p(2, 4));
     }
 }

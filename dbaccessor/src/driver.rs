@@ -1,12 +1,13 @@
 //! The real [`Driver`]: the local node run through the `dqlite` crate's application layer
 //! (`dqlite::app`), its data dir `<data-dir>/dqlite` (0700, locked by the node).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use controller_contract::status::LogPosition;
 use dqlite::app::{self, App, AppConfig};
 use dqlite::client::{Connection, Options};
-use dqlite::node::{NodeIdentity, NodeOptions};
+use dqlite::node::{NodeError, NodeIdentity, NodeOptions};
 use dqlite::NodeInfo;
 use tokio::time::Instant;
 
@@ -232,6 +233,60 @@ impl Driver for DqliteDriver {
             app.stop().await.map_err(|e| chain(&e))?;
         }
         Ok(())
+    }
+
+    async fn stop(&mut self) -> Result<(), String> {
+        self.stop_without_handover().await
+    }
+
+    async fn log_position(&mut self) -> Result<LogPosition, String> {
+        let data_dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || peek_log_position(&data_dir))
+            .await
+            .map_err(|e| format!("the log reader panicked: {e}"))?
+    }
+}
+
+/// The node's last log position. A stopped node's dir is read under its lock. A running
+/// node holds that lock, so its files are hard-linked into a fresh dir beside it and read
+/// there: raft only appends to segments and replaces files by rename, so the links are a
+/// consistent enough snapshot (a torn tail entry is skipped as on a crash). The result is
+/// advisory; `recover` reads the position again with the node stopped.
+pub(crate) fn peek_log_position(data_dir: &Path) -> Result<LogPosition, String> {
+    match dqlite::node::log_position(data_dir) {
+        Ok(position) => return Ok(to_position(position)),
+        Err(NodeError::DataDirLocked { .. }) => {}
+        Err(e) => return Err(chain(&e)),
+    }
+    let parent = data_dir.parent().unwrap_or(data_dir);
+    let peek = tempfile::Builder::new()
+        .prefix(".dqlite-log-peek-")
+        .tempdir_in(parent)
+        .map_err(|e| format!("cannot make a peek dir in {}: {e}", parent.display()))?;
+    let entries = std::fs::read_dir(data_dir)
+        .map_err(|e| format!("cannot list {}: {e}", data_dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        // The lock is taken on the file itself: a link would share it.
+        if name == dqlite::node::LOCK_FILE || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        match std::fs::hard_link(entry.path(), peek.path().join(&name)) {
+            Ok(()) => {}
+            // Renamed or removed by raft since the listing: it was not the log's end.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot link {}: {e}", entry.path().display())),
+        }
+    }
+    dqlite::node::log_position(peek.path())
+        .map(to_position)
+        .map_err(|e| chain(&e))
+}
+
+fn to_position(position: dqlite::node::LogPosition) -> LogPosition {
+    LogPosition {
+        term: position.term,
+        index: position.index,
     }
 }
 

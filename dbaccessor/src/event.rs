@@ -1,6 +1,6 @@
 //! The closed set of events the service loop reacts to, and where they come from.
 
-use controller_contract::status::Status;
+use controller_contract::status::{LogPosition, Recovered, Status};
 use tokio::sync::oneshot;
 
 /// Everything that can make the service loop act. Nothing else wakes it but its own
@@ -13,6 +13,16 @@ pub enum Event {
     NodeFailed(String),
     /// A status-socket client wants the current status.
     StatusQuery(oneshot::Sender<Status>),
+    /// A status-socket client wants the status and the local log position (the socket
+    /// task probes the members itself, outside the loop).
+    ProbeQuery(oneshot::Sender<(Status, Result<LogPosition, String>)>),
+    /// The `recover-cluster` action: stop the node, rewrite membership to it alone,
+    /// restart it. Refused when `best_peer` is ahead of the local log, unless `force`.
+    Recover {
+        force: bool,
+        best_peer: Option<LogPosition>,
+        reply: oneshot::Sender<Result<Recovered, String>>,
+    },
     /// SIGTERM or SIGINT: hand over, stop the node and return.
     Shutdown,
 }
@@ -30,6 +40,8 @@ pub enum Trigger {
     Retry,
     /// The health check found the node without a leader for a whole quorum timeout.
     NodeFailed,
+    /// The operator's `recover-cluster` action.
+    Recover,
 }
 
 impl std::fmt::Display for Trigger {
@@ -40,6 +52,7 @@ impl std::fmt::Display for Trigger {
             Trigger::FileWatch => "file watch",
             Trigger::Retry => "retry",
             Trigger::NodeFailed => "node failed",
+            Trigger::Recover => "recover-cluster",
         })
     }
 }

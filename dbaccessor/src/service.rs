@@ -11,7 +11,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use controller_contract::conf::ControllerConf;
-use controller_contract::status::{ConfigSeen, Member, NodeState, Role, Status};
+use controller_contract::status::{
+    ConfigSeen, LogPosition, Member, NodeState, Recovered, Role, Status,
+};
 use dqlite::{NodeInfo, NodeRole};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -59,6 +61,11 @@ pub(crate) trait Driver {
     fn remove(&mut self, id: u64) -> impl Future<Output = Result<(), String>>;
     /// Hands leadership and the vote over, then stops the node.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), String>>;
+    /// Stops the node without handing anything over (there is nobody to hand over to).
+    fn stop(&mut self) -> impl Future<Output = Result<(), String>>;
+    /// The local node's last log position: exact when the node is stopped, a snapshot of
+    /// its files while it runs.
+    fn log_position(&mut self) -> impl Future<Output = Result<LogPosition, String>>;
 }
 
 /// Exponential back-off between failed attempts.
@@ -235,8 +242,88 @@ impl<D: Driver> Service<D> {
                 // The client may have given up; nothing to do then.
                 let _ = reply.send(self.status.clone());
             }
+            Event::ProbeQuery(reply) => {
+                let position = self.driver.log_position().await;
+                let _ = reply.send((self.status.clone(), position));
+            }
+            Event::Recover {
+                force,
+                best_peer,
+                reply,
+            } => {
+                let answer = self.recover(force, best_peer).await;
+                let _ = reply.send(answer);
+            }
             Event::Shutdown => {}
         }
+    }
+
+    /// The `recover-cluster` action: stop, check the log against the best peer's, rewrite
+    /// membership to this node alone, and let a convergence round restart it.
+    async fn recover(
+        &mut self,
+        force: bool,
+        best_peer: Option<LogPosition>,
+    ) -> Result<Recovered, String> {
+        let node_id = self
+            .driver
+            .node_id()
+            .ok_or("this controller's node has no identity yet: nothing to recover")?;
+        let address = match self.driver.local_data().await {
+            LocalData::Member { address, .. } => address,
+            LocalData::Empty => return Err("the data dir holds no node: nothing to recover".into()),
+            LocalData::Unreadable(why) => return Err(format!("the data dir is unreadable: {why}")),
+        };
+        let members_before = self.status.members.clone();
+        let mut steps = vec![];
+        log::warn!("recover-cluster: stopping the node (force {force}, best peer {best_peer:?})");
+        self.status.state = NodeState::Recovering;
+        self.status.reason = "recover-cluster: stopping the node".into();
+        self.driver.stop().await?;
+        steps.push(format!("stopped node {node_id} at {address}"));
+        let position = match self.driver.log_position().await {
+            Ok(position) => position,
+            Err(error) => {
+                self.converge(Trigger::Recover, Quorum::Unknown).await;
+                return Err(format!(
+                    "cannot read the local log position: {error}; the node was restarted unchanged"
+                ));
+            }
+        };
+        steps.push(format!("read the local log position {position}"));
+        if let Some(best) = best_peer.filter(|best| *best > position) {
+            if !force {
+                self.converge(Trigger::Recover, Quorum::Unknown).await;
+                return Err(format!(
+                    "the local log ({position}) is behind another member's ({best}): recover                      the most up-to-date member instead, or pass force=true to lose the entries                      after {position}; the node was restarted unchanged"
+                ));
+            }
+            steps.push(format!(
+                "forced: entries after {position} that another member has ({best}) are lost"
+            ));
+        }
+        if let Err(error) = self.driver.shrink_to_one().await {
+            self.converge(Trigger::Recover, Quorum::Unknown).await;
+            return Err(format!("cannot rewrite membership: {error}"));
+        }
+        steps.push(format!(
+            "rewrote membership to node {node_id} at {address} alone (voter)"
+        ));
+        log::warn!("recover-cluster: membership rewritten to node {node_id} alone; restarting");
+        self.converge(Trigger::Recover, Quorum::Unknown).await;
+        if self.driver.running_address().is_some() {
+            steps.push(format!("restarted the node: {}", self.status.reason));
+        } else {
+            steps.push(format!("the node did not restart: {}", self.status.reason));
+        }
+        Ok(Recovered {
+            node_id,
+            address,
+            log_position: position,
+            members_before,
+            steps,
+            status: self.status.clone(),
+        })
     }
 
     /// Observes, decides and applies until the decision leaves the node alone.
@@ -499,6 +586,11 @@ async fn while_answering<T>(
                     // The client may have given up; nothing to do then.
                     let _ = reply.send(status.clone());
                 }
+                Event::ProbeQuery(reply) => {
+                    // The node's files are moving: no log position until the operation ends.
+                    let busy = format!("the node is busy ({})", status.state.as_str());
+                    let _ = reply.send((status.clone(), Err(busy)));
+                }
                 other => deferred.push_back(other),
             },
         }
@@ -547,16 +639,17 @@ pub(crate) fn read_map(path: &Path) -> (MapRead, ConfigSeen) {
             Ok(conf) => MapRead::Map(conf.bind_addresses().clone()),
         },
     };
-    let bind_addresses = match &map {
-        MapRead::Missing => Err(format!("{} does not exist", path.display())),
-        MapRead::Unusable(why) => Err(why.clone()),
-        MapRead::Map(map) => Ok(map.clone()),
+    let (bind_addresses, error) = match &map {
+        MapRead::Missing => (None, Some(format!("{} does not exist", path.display()))),
+        MapRead::Unusable(why) => (None, Some(why.clone())),
+        MapRead::Map(map) => (Some(map.clone()), None),
     };
     (
         map,
         ConfigSeen {
             read_at_unix,
             bind_addresses,
+            error,
         },
     )
 }
@@ -593,7 +686,11 @@ mod tests {
             let (map, seen) = read_map(&path);
             let got = format!("{map:?}");
             assert!(got.contains(expected), "{content:?} -> {got}");
-            assert_eq!(seen.bind_addresses.is_ok(), matches!(map, MapRead::Map(_)));
+            assert_eq!(
+                seen.bind_addresses.is_some(),
+                matches!(map, MapRead::Map(_))
+            );
+            assert_eq!(seen.error.is_none(), matches!(map, MapRead::Map(_)));
         };
         check(None, "Missing");
         check(Some(""), "Unusable(\"controller.conf is empty\")");
@@ -725,6 +822,14 @@ mod tests {
         async fn shutdown(&mut self) -> Result<(), String> {
             self.note("shutdown".into());
             Ok(())
+        }
+        async fn stop(&mut self) -> Result<(), String> {
+            self.note("stop".into());
+            self.running = None;
+            Ok(())
+        }
+        async fn log_position(&mut self) -> Result<LogPosition, String> {
+            Ok(LogPosition { term: 1, index: 5 })
         }
     }
 

@@ -1,9 +1,12 @@
 //! The status socket: per connection, one JSON request line in and one JSON line out
-//! ([`controller_contract::status`]). The answer comes from the service loop.
+//! ([`controller_contract::status`]). The answers come from the service loop; a probe's
+//! reachability checks run here, in the connection's task, so the loop never waits on them.
 
 use std::time::Duration;
 
-use controller_contract::status::{Request, Status};
+use controller_contract::status::{LogPosition, Probe, Reachability, Request, Status};
+use dqlite::client::{Connection, Options};
+use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -14,6 +17,8 @@ use crate::event::Event;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request line longer than this is not a status request.
 const MAX_REQUEST: u64 = 4096;
+/// How long one member's reachability check (connect and LEADER) may take.
+const REACH_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Serves status requests until `stop` turns true.
 pub async fn serve(
@@ -52,13 +57,29 @@ async fn answer(stream: UnixStream, events: mpsc::Sender<Event>) -> std::io::Res
             Err(e) => error_line(&format!("not a status request: {e}")),
             Ok(Request::Status) => {
                 let (reply_tx, reply_rx) = oneshot::channel();
-                if events.send(Event::StatusQuery(reply_tx)).await.is_err() {
-                    error_line("the daemon is shutting down")
-                } else {
-                    match reply_rx.await {
-                        Ok(status) => status_line(&status),
-                        Err(_) => error_line("the daemon is shutting down"),
-                    }
+                ask(&events, Event::StatusQuery(reply_tx), reply_rx, |status| {
+                    json_line(&status)
+                })
+                .await
+            }
+            Ok(Request::Probe) => {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                match send(&events, Event::ProbeQuery(reply_tx), reply_rx).await {
+                    Ok((status, position)) => json_line(&probe(status, position).await),
+                    Err(error) => error_line(error),
+                }
+            }
+            Ok(Request::Recover { force, best_peer }) => {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                let event = Event::Recover {
+                    force,
+                    best_peer,
+                    reply: reply_tx,
+                };
+                match send(&events, event, reply_rx).await {
+                    Ok(Ok(recovered)) => json_line(&recovered),
+                    Ok(Err(refused)) => error_line(&refused),
+                    Err(error) => error_line(error),
                 }
             }
         },
@@ -67,9 +88,78 @@ async fn answer(stream: UnixStream, events: mpsc::Sender<Event>) -> std::io::Res
     write.shutdown().await
 }
 
-fn status_line(status: &Status) -> String {
-    // Status holds strings, numbers and maps with string keys: serializing cannot fail.
-    let mut line = serde_json::to_string(status).expect("a status serializes to JSON");
+/// Sends `event` to the loop and waits for its answer.
+async fn send<T>(
+    events: &mpsc::Sender<Event>,
+    event: Event,
+    reply: oneshot::Receiver<T>,
+) -> Result<T, &'static str> {
+    if events.send(event).await.is_err() {
+        return Err("the daemon is shutting down");
+    }
+    reply.await.map_err(|_| "the daemon is shutting down")
+}
+
+async fn ask<T>(
+    events: &mpsc::Sender<Event>,
+    event: Event,
+    reply: oneshot::Receiver<T>,
+    render: impl FnOnce(T) -> String,
+) -> String {
+    match send(events, event, reply).await {
+        Ok(answer) => render(answer),
+        Err(error) => error_line(error),
+    }
+}
+
+/// Checks every member at once and adds the log position to the status.
+async fn probe(status: Status, position: Result<LogPosition, String>) -> Probe {
+    let mut checks = tokio::task::JoinSet::new();
+    for member in &status.members {
+        let (id, address) = (member.id, member.address.clone());
+        checks.spawn(async move {
+            let reachable = reachable(&address).await;
+            Reachability {
+                id,
+                address,
+                reachable,
+            }
+        });
+    }
+    let mut reachable = checks.join_all().await;
+    reachable.sort_by_key(|r| r.id);
+    let (log_position, log_position_error) = match position {
+        Ok(position) => (Some(position), None),
+        Err(error) => (None, Some(error)),
+    };
+    Probe {
+        status,
+        reachable,
+        log_position,
+        log_position_error,
+    }
+}
+
+/// Whether a node answers a LEADER request at `address` within [`REACH_TIMEOUT`].
+async fn reachable(address: &str) -> bool {
+    let options = Options {
+        connect_timeout: REACH_TIMEOUT,
+        request_timeout: REACH_TIMEOUT,
+        ..Options::default()
+    };
+    let check = async {
+        let mut connection = Connection::connect(address, &options).await.ok()?;
+        connection.leader().await.ok()
+    };
+    matches!(
+        tokio::time::timeout(REACH_TIMEOUT * 2, check).await,
+        Ok(Some(_))
+    )
+}
+
+fn json_line(answer: &impl Serialize) -> String {
+    // The answers hold strings, numbers and maps with string keys: serializing cannot fail.
+    let mut line = serde_json::to_string(answer).expect("an answer serializes to JSON");
     line.push('\n');
     line
 }
@@ -109,6 +199,16 @@ pub mod client {
 
     /// Asks for the status once, giving up after `timeout`.
     pub async fn status(socket: &Path, timeout: Duration) -> Result<Status, ClientError> {
+        request(socket, &Request::Status, timeout).await
+    }
+
+    /// Sends one request and parses the answer as `T` (an `{"error":...}` answer does not
+    /// parse as any answer type, and comes back as [`ClientError::Parse`] with the line).
+    pub async fn request<T: serde::de::DeserializeOwned>(
+        socket: &Path,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
         let path = socket.display().to_string();
         let io = |source| ClientError::Io {
             path: path.clone(),
@@ -116,10 +216,9 @@ pub mod client {
         };
         let exchange = async {
             let mut stream = UnixStream::connect(socket).await.map_err(io)?;
-            let mut request =
-                serde_json::to_string(&Request::Status).expect("the status request serializes");
-            request.push('\n');
-            stream.write_all(request.as_bytes()).await.map_err(io)?;
+            let mut line = serde_json::to_string(request).expect("a request serializes");
+            line.push('\n');
+            stream.write_all(line.as_bytes()).await.map_err(io)?;
             let mut line = String::new();
             BufReader::new(stream)
                 .read_line(&mut line)
@@ -188,8 +287,18 @@ mod tests {
         // Play the service loop: answer every query with the sample status.
         tokio::spawn(async move {
             while let Some(event) = events_rx.recv().await {
-                if let Event::StatusQuery(reply) = event {
-                    let _ = reply.send(sample());
+                match event {
+                    Event::StatusQuery(reply) => {
+                        let _ = reply.send(sample());
+                    }
+                    Event::ProbeQuery(reply) => {
+                        let position = LogPosition { term: 2, index: 7 };
+                        let _ = reply.send((sample(), Ok(position)));
+                    }
+                    Event::Recover { force, reply, .. } => {
+                        let _ = reply.send(Err(format!("refused (force {force})")));
+                    }
+                    _ => {}
                 }
             }
         });
@@ -213,6 +322,16 @@ mod tests {
         )
         .await;
         check("garbage\n", "\"error\":\"not a status request").await;
+        check(
+            "{\"request\":\"probe\"}\n",
+            "\"reachable\":[],\"log_position\":{\"term\":2,\"index\":7}",
+        )
+        .await;
+        check(
+            "{\"request\":\"recover\",\"force\":true}\n",
+            "{\"error\":\"refused (force true)\"}",
+        )
+        .await;
         check("", "\"error\":\"not a status request").await;
     }
 }
