@@ -1,48 +1,129 @@
-//! The actions: `bind-candidates` (the address choice with every candidate and every dropped
-//! address) and `cluster-status` (what this charm knows: its address, the published map,
-//! controller.conf, and the dbaccessor's own view when its status socket answers).
+//! The actions: `bind-candidates` (the address choice: every address with its scope and
+//! why it was kept or dropped, and the command that fixes an ambiguity), `cluster-status`
+//! (this unit's address, controller.conf, the dbaccessor's state, the Dqlite members with
+//! their reachability and a health verdict) and `recover-cluster` (the operator's way out
+//! after losing quorum for good: never run by a hook).
+//!
+//! Results go through `action-set` as dotted keys (`members.1.address=...`), so
+//! `juju run controller/0 cluster-status` prints nested YAML. Whatever the operator must fix
+//! (bad input, a dbaccessor that does not answer, a refused recovery) ends in `action-fail`
+//! with the reason, after the results gathered so far; the process still exits 0.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
 use controller_contract::paths;
-use controller_contract::status::{Request, Status as DaemonStatus};
+use controller_contract::status::{ErrorAnswer, LogPosition, Probe, Recovered, Request, Role};
+use ipnetwork::IpNetwork;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
-use crate::address::Choice;
+use crate::address::{self, Choice};
 use crate::conffile::OnDisk;
-use crate::event::HookEnv;
+use crate::event::{HookEnv, PEER_ENDPOINT};
 use crate::hook::{self, HookError};
 use crate::plan::{self, BIND_ADDRESSES_KEY};
 use crate::tools::HookTools;
 
+/// The unit-bag key each unit publishes its node's last log position under (`term/index`).
+pub const LOG_POSITION_KEY: &str = "db-log-position";
+
+/// How long a status or probe request may take (a probe waits up to 1 s per member, in
+/// parallel).
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a hook waits for the log position it publishes.
+const HOOK_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a recovery may take: stop, rewrite, restart and the first convergence round.
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Action results: dotted keys to values.
+pub type Results = BTreeMap<String, String>;
+
 /// Runs action `name`. Failures the operator can act on end in `action-fail` and exit 0.
 pub fn run(tools: &HookTools, env: &HookEnv, name: &str) -> Result<(), HookError> {
-    match name {
-        "bind-candidates" => bind_candidates(tools, env),
-        "cluster-status" => cluster_status(tools, env),
-        other => Ok(tools.action_fail(&format!("unknown action {other:?}"))?),
-    }
-}
-
-fn bind_candidates(tools: &HookTools, env: &HookEnv) -> Result<(), HookError> {
-    let (config, choice) = hook::observe_address(tools, env)?;
-    let choice = match (config, choice) {
-        (Err(error), _) => return Ok(tools.action_fail(&format!("invalid config: {error}"))?),
-        (_, Some(Err(error))) => return Ok(tools.action_fail(&error.to_string())?),
-        (_, Some(Ok(choice))) => choice,
-        // observe_address always chooses when the config is valid.
-        (Ok(_), None) => return Ok(tools.action_fail("no address choice was made")?),
+    let (results, failure) = match name {
+        "bind-candidates" => bind_candidates(tools, env)?,
+        "cluster-status" => cluster_status(tools, env)?,
+        "recover-cluster" => recover_cluster(tools, env)?,
+        other => (Results::new(), Some(format!("unknown action {other:?}"))),
     };
-    tools.action_set(&describe_choice(&choice))?;
+    if !results.is_empty() {
+        tools.action_set(&results)?;
+    }
+    if let Some(message) = failure {
+        tools.action_fail(&message)?;
+    }
     Ok(())
 }
 
-/// The action results for an address choice.
-pub fn describe_choice(choice: &Choice) -> BTreeMap<String, String> {
-    let mut results = BTreeMap::new();
+/// What an action reports, and why it failed if it did.
+type Outcome = (Results, Option<String>);
+
+fn bind_candidates(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError> {
+    let (config, choice) = hook::observe_address(tools, env)?;
+    let choice = match (config, choice) {
+        (Err(error), _) => return Ok((Results::new(), Some(format!("invalid config: {error}")))),
+        (_, Some(Err(error))) => return Ok((Results::new(), Some(error.to_string()))),
+        (_, Some(Ok(choice))) => choice,
+        // observe_address always chooses when the config is valid.
+        (Ok(_), None) => return Ok((Results::new(), Some("no address choice was made".into()))),
+    };
+    // The subnets only serve the suggested fix: a second read is cheap and keeps the
+    // address module's parser unchanged.
+    let subnets = tools
+        .network_get(PEER_ENDPOINT)
+        .map(|text| subnets_of(&text))
+        .unwrap_or_default();
+    Ok((describe_choice(&choice, &subnets, &application(env)), None))
+}
+
+/// The application's name, from the unit's.
+fn application(env: &HookEnv) -> String {
+    env.unit
+        .split_once('/')
+        .map_or(env.unit.as_str(), |(app, _)| app)
+        .to_owned()
+}
+
+/// Address -> its interface's subnet (`cidr`), from `network-get` output.
+pub fn subnets_of(network_get: &str) -> BTreeMap<String, String> {
+    let mut subnets = BTreeMap::new();
+    let Ok(info) = serde_json::from_str::<Value>(network_get) else {
+        return subnets;
+    };
+    let interfaces = info.get("bind-addresses").and_then(Value::as_array);
+    for interface in interfaces.into_iter().flatten() {
+        let addresses = interface.get("addresses").and_then(Value::as_array);
+        for address in addresses.into_iter().flatten() {
+            let value = address
+                .get("value")
+                .or_else(|| address.get("address"))
+                .and_then(Value::as_str);
+            let cidr = address.get("cidr").and_then(Value::as_str);
+            // Juju prints the subnet; normalise `10.0.0.5/24` to `10.0.0.0/24` all the same.
+            let subnet = cidr
+                .and_then(|c| c.parse::<IpNetwork>().ok())
+                .and_then(|n| IpNetwork::new(n.network(), n.prefix()).ok());
+            if let (Some(value), Some(subnet)) = (value, subnet) {
+                subnets.insert(value.to_owned(), subnet.to_string());
+            }
+        }
+    }
+    subnets
+}
+
+/// The action results for an address choice: the verdict, every address with its scope and
+/// reason, and the commands that fix an ambiguity or an empty choice.
+pub fn describe_choice(
+    choice: &Choice,
+    subnets: &BTreeMap<String, String>,
+    application: &str,
+) -> Results {
+    let mut results = Results::new();
     let (result, candidates) = match choice {
         Choice::Unique { address, .. } => ("unique", vec![*address]),
         Choice::Ambiguous { candidates, .. } => ("ambiguous", candidates.clone()),
@@ -52,32 +133,118 @@ pub fn describe_choice(choice: &Choice) -> BTreeMap<String, String> {
     if let Some(address) = choice.address() {
         results.insert("address".into(), address.to_string());
     }
-    let candidates: Vec<String> = candidates.iter().map(ToString::to_string).collect();
-    results.insert("candidates".into(), candidates.join(" "));
+    let listed: Vec<String> = candidates.iter().map(ToString::to_string).collect();
+    results.insert("candidates".into(), listed.join(" "));
     let dropped: Vec<String> = choice.dropped().iter().map(ToString::to_string).collect();
     results.insert("dropped".into(), dropped.join("; "));
+
+    let mut entries: Vec<(String, String, &str, String)> = vec![];
+    for ip in &candidates {
+        let reason = match choice {
+            Choice::Unique { .. } => "the only candidate in the best tier",
+            _ => "a candidate in the best tier, as good as the others",
+        };
+        entries.push((
+            ip.to_string(),
+            address::scope(*ip).to_string(),
+            "kept",
+            reason.into(),
+        ));
+    }
+    for dropped in choice.dropped() {
+        let scope = dropped.address.parse::<IpAddr>().map_or_else(
+            |_| "none (not an IP)".to_owned(),
+            |ip| address::scope(ip).to_string(),
+        );
+        entries.push((
+            dropped.address.clone(),
+            scope,
+            "dropped",
+            dropped.reason.to_string(),
+        ));
+    }
+    for (n, (address, scope, verdict, reason)) in entries.into_iter().enumerate() {
+        let key = |field: &str| format!("addresses.{n}.{field}");
+        if let Some(subnet) = subnets.get(&address) {
+            results.insert(key("subnet"), subnet.clone());
+        }
+        results.insert(key("address"), address);
+        results.insert(key("scope"), scope);
+        results.insert(key("verdict"), verdict.into());
+        results.insert(key("reason"), reason);
+    }
+
+    let subnet_of = |ip: &IpAddr| subnets.get(&ip.to_string()).cloned();
+    let fix = match choice {
+        Choice::Unique { .. } => "nothing to fix".to_owned(),
+        Choice::Ambiguous { candidates, .. } => {
+            let example = candidates
+                .iter()
+                .find_map(subnet_of)
+                .unwrap_or_else(|| "<cidr of the network to use>".into());
+            format!(
+                "juju bind {application} db-cluster=<space of the network to use> \
+                 (or, without spaces: juju config {application} bind-cidr={example})"
+            )
+        }
+        Choice::None { .. } => format!(
+            "juju bind {application} db-cluster=<a space this machine has a cloud-local address \
+             in>, and check bind-cidr and address-family (juju config {application})"
+        ),
+    };
+    results.insert("fix".into(), fix);
     results
 }
 
-fn cluster_status(tools: &HookTools, env: &HookEnv) -> Result<(), HookError> {
+fn cluster_status(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError> {
     let world = hook::observe(tools, env, None)?;
     let observed = &world.observed;
-    let mut results = BTreeMap::new();
+    let mut results = Results::new();
     results.insert("unit".into(), observed.unit.clone());
-    results.insert("leader".into(), observed.is_leader.to_string());
+    results.insert("juju-leader".into(), observed.is_leader.to_string());
     let agent_id = match &observed.agent_id {
         Some(Ok(id)) => id.clone(),
         Some(Err(reason)) => format!("unknown: {reason}"),
         None => "unknown: invalid config".into(),
     };
     results.insert("agent-id".into(), agent_id);
-    let address = match &observed.choice {
-        Some(Ok(Choice::Unique { address, .. })) => address.to_string(),
-        Some(Ok(choice)) => format!("none ({})", describe_choice(choice)["result"]),
-        Some(Err(error)) => format!("none ({error})"),
-        None => "none (invalid config)".into(),
+    let (address, how) = match &observed.choice {
+        Some(Ok(Choice::Unique { address, dropped })) => (
+            address.to_string(),
+            format!(
+                "the only {} address of the db-cluster binding left after dropping {}",
+                address::scope(*address),
+                if dropped.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    dropped
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }
+            ),
+        ),
+        Some(Ok(Choice::Ambiguous { candidates, .. })) => (
+            "none".into(),
+            format!(
+                "ambiguous: {} are equally good; run bind-candidates for the fix",
+                candidates
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Some(Ok(Choice::None { .. })) => (
+            "none".into(),
+            "no usable address on the db-cluster binding; run bind-candidates".into(),
+        ),
+        Some(Err(error)) => ("none".into(), error.to_string()),
+        None => ("none".into(), "invalid config".into()),
     };
-    results.insert("db-bind-address".into(), address);
+    results.insert("bind-address.address".into(), address);
+    results.insert("bind-address.how".into(), how);
     let published = observed
         .relation
         .as_ref()
@@ -92,52 +259,605 @@ fn cluster_status(tools: &HookTools, env: &HookEnv) -> Result<(), HookError> {
         Some(OnDisk::Unreadable(error)) => format!("unreadable: {error}"),
         None => "unknown (no agent id)".into(),
     };
+    if let Some(conf) = &observed.conf {
+        results.insert("controller-conf.path".into(), conf.path.clone());
+    }
     results.insert(
-        "in-sync".into(),
+        "controller-conf.in-sync".into(),
         (published.as_deref() == Some(on_disk.as_str())).to_string(),
     );
-    results.insert("controller-conf".into(), on_disk);
+    results.insert("controller-conf.map".into(), on_disk);
     let peers = observed
         .relation
         .as_ref()
         .map(|r| r.peers.keys().cloned().collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
     results.insert("peers".into(), peers);
-    let daemon = match &world.paths {
-        Some(paths) => daemon_status(&paths::status_socket(&paths.data_dir)),
-        None => "unknown (invalid config)".into(),
+
+    let Some(paths) = &world.paths else {
+        return Ok((
+            results,
+            Some("invalid config: cannot find the dbaccessor".into()),
+        ));
     };
-    results.insert("dbaccessor".into(), daemon);
-    tools.action_set(&results)?;
-    Ok(())
+    let socket = paths::status_socket(&paths.data_dir);
+    let probe = match ask::<Probe>(
+        &socket,
+        &Request::Probe {
+            log_position_only: false,
+        },
+        STATUS_TIMEOUT,
+    ) {
+        Ok(probe) => probe,
+        Err(error) => {
+            results.insert("dbaccessor.state".into(), "unavailable".into());
+            return Ok((
+                results,
+                Some(format!("the dbaccessor does not answer: {error}")),
+            ));
+        }
+    };
+    results.extend(describe_probe(&probe));
+    Ok((results, None))
 }
 
-/// The dbaccessor's one-line summary from its status socket, or why there is none.
-fn daemon_status(socket: &Path) -> String {
-    let ask = || -> std::io::Result<DaemonStatus> {
+/// The dbaccessor's part of `cluster-status`: its state, the members with their
+/// reachability, the leader and the health verdict.
+pub fn describe_probe(probe: &Probe) -> Results {
+    let status = &probe.status;
+    let mut results = Results::new();
+    results.insert("dbaccessor.state".into(), status.state.as_str().into());
+    results.insert("dbaccessor.reason".into(), status.reason.clone());
+    results.insert(
+        "dbaccessor.node-id".into(),
+        status
+            .node_id
+            .map_or_else(|| "none".into(), |id| id.to_string()),
+    );
+    results.insert(
+        "dbaccessor.node-address".into(),
+        status
+            .bind_address
+            .clone()
+            .unwrap_or_else(|| "none (not running)".into()),
+    );
+    results.insert(
+        "dbaccessor.log-position".into(),
+        match (&probe.log_position, &probe.log_position_error) {
+            (Some(position), _) => position.to_string(),
+            (None, Some(error)) => format!("unknown: {error}"),
+            (None, None) => "unknown".into(),
+        },
+    );
+    if let Some(config) = &status.config {
+        results.insert(
+            "dbaccessor.map-read".into(),
+            match (&config.bind_addresses, &config.error) {
+                (Some(map), _) => plan::render_map(map),
+                (None, Some(error)) => format!("unusable: {error}"),
+                (None, None) => "unusable".into(),
+            },
+        );
+    }
+    let reachable = |id: u64| {
+        probe
+            .reachable
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| r.reachable)
+    };
+    for member in &status.members {
+        let key = |field: &str| format!("members.{}.{field}", member.id);
+        results.insert(key("address"), member.address.clone());
+        results.insert(key("role"), member.role.as_str().into());
+        results.insert(
+            key("reachable"),
+            reachable(member.id).map_or_else(|| "unknown".into(), |r| r.to_string()),
+        );
+    }
+    results.insert(
+        "leader".into(),
+        match status.leader_id {
+            Some(id) => match status.members.iter().find(|m| m.id == id) {
+                Some(member) => format!("{id} at {}", member.address),
+                None => id.to_string(),
+            },
+            None => "none".into(),
+        },
+    );
+    let voters: Vec<bool> = status
+        .members
+        .iter()
+        .filter(|m| m.role == Role::Voter)
+        .map(|m| reachable(m.id).unwrap_or(false))
+        .collect();
+    let online = voters.iter().filter(|r| **r).count();
+    results.insert(
+        "health".into(),
+        verdict(voters.len(), online, status.leader_id.is_some()),
+    );
+    results
+}
+
+/// The one-line health verdict from the voter count, the voters that answered and whether
+/// a leader is known. Pure.
+pub fn verdict(voters: usize, online: usize, leader: bool) -> String {
+    if voters == 0 {
+        return "unknown: no members known (the node is not running or not yet a member)".into();
+    }
+    let needed = voters / 2 + 1;
+    let counts = format!("{online} of {voters} voters online, {needed} needed");
+    if online < needed {
+        return format!(
+            "quorum lost: {counts}; bring voters back, or if they are gone for good run \
+             recover-cluster on the most up-to-date member"
+        );
+    }
+    let spare = online - needed;
+    let survives = match spare {
+        0 => "survives no further voter failure".to_owned(),
+        1 => "survives 1 more voter failure".to_owned(),
+        n => format!("survives {n} more voter failures"),
+    };
+    if leader {
+        format!("healthy: quorum held, {counts}; {survives}")
+    } else {
+        format!("degraded: {counts} but no leader yet (an election may be under way)")
+    }
+}
+
+fn recover_cluster(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError> {
+    let params = tools.action_get()?;
+    let (confirm, force) = match (flag(&params, "confirm"), flag(&params, "force")) {
+        (Ok(confirm), Ok(force)) => (confirm, force),
+        (Err(error), _) | (_, Err(error)) => return Ok((Results::new(), Some(error))),
+    };
+    let world = hook::observe(tools, env, None)?;
+    let Some(paths) = &world.paths else {
+        return Ok((
+            Results::new(),
+            Some("invalid config: cannot find the dbaccessor".into()),
+        ));
+    };
+    let socket = paths::status_socket(&paths.data_dir);
+    let probe = match ask::<Probe>(
+        &socket,
+        &Request::Probe {
+            log_position_only: false,
+        },
+        STATUS_TIMEOUT,
+    ) {
+        Ok(probe) => probe,
+        Err(error) => {
+            return Ok((
+                Results::new(),
+                Some(format!("the dbaccessor does not answer: {error}")),
+            ))
+        }
+    };
+    let peers: BTreeMap<String, Option<String>> = world
+        .observed
+        .relation
+        .as_ref()
+        .map(|relation| {
+            relation
+                .peers
+                .iter()
+                .map(|(unit, bag)| (unit.clone(), bag.get(LOG_POSITION_KEY).cloned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let plan = plan_recovery(&world.observed.unit, &probe, &peers, confirm, force);
+    if let Some(refusal) = plan.refusal {
+        return Ok((plan.results, Some(refusal)));
+    }
+    let mut results = plan.results;
+    let request = Request::Recover {
+        force,
+        best_peer: plan.best_peer,
+    };
+    match ask::<Recovered>(&socket, &request, RECOVER_TIMEOUT) {
+        Ok(recovered) => {
+            results.extend(describe_recovered(&recovered));
+            Ok((results, None))
+        }
+        Err(error) => Ok((
+            results,
+            Some(format!("the dbaccessor did not recover: {error}")),
+        )),
+    }
+}
+
+/// A boolean action parameter (absent: false).
+fn flag(params: &Map<String, Value>, name: &str) -> Result<bool, String> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(value)) => Ok(*value),
+        Some(other) => Err(format!("{name} must be true or false, not {other}")),
+    }
+}
+
+/// What `recover-cluster` decided before asking the dbaccessor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveryPlan {
+    /// The positions compared and the verdicts, already as results.
+    pub results: Results,
+    /// Why the action refuses, if it does.
+    pub refusal: Option<String>,
+    /// The greatest position another member published (the dbaccessor checks it again
+    /// against its own log read with the node stopped).
+    pub best_peer: Option<LogPosition>,
+}
+
+/// Compares this member's log with every peer's published one and decides whether to go
+/// on. Pure. A peer that published nothing (its machine is gone) is listed as unknown: its
+/// log cannot be compared, which is why the operator must confirm.
+pub fn plan_recovery(
+    unit: &str,
+    probe: &Probe,
+    peers: &BTreeMap<String, Option<String>>,
+    confirm: bool,
+    force: bool,
+) -> RecoveryPlan {
+    let mut results = Results::new();
+    let key = |unit: &str| format!("log-positions.{}", unit.replace('/', "-"));
+    let own = probe.log_position;
+    results.insert(
+        key(unit),
+        match (own, &probe.log_position_error) {
+            (Some(position), _) => format!("{position} (this unit)"),
+            (None, error) => format!(
+                "unknown (this unit): {}",
+                error.as_deref().unwrap_or("not reported")
+            ),
+        },
+    );
+    let mut best: Option<(LogPosition, &str)> = own.map(|p| (p, unit));
+    let mut best_peer: Option<LogPosition> = None;
+    for (peer, published) in peers {
+        let parsed = published.as_deref().map(str::parse::<LogPosition>);
+        let text = match &parsed {
+            Some(Ok(position)) => position.to_string(),
+            Some(Err(error)) => format!("unknown: {error}"),
+            None => "unknown: not published (machine gone or its hooks not run)".into(),
+        };
+        results.insert(key(peer), text);
+        if let Some(Ok(position)) = parsed {
+            best_peer = best_peer.max(Some(position));
+            if best.is_none_or(|(b, _)| position > b) {
+                best = Some((position, peer));
+            }
+        }
+    }
+    let most = match best {
+        Some((position, _)) if Some(position) == own => format!("{unit} ({position})"),
+        Some((position, holder)) => format!("{holder} ({position})"),
+        None => "unknown".into(),
+    };
+    results.insert("most-up-to-date".into(), most);
+
+    let status = &probe.status;
+    let voters: Vec<u64> = status
+        .members
+        .iter()
+        .filter(|m| m.role == Role::Voter)
+        .map(|m| m.id)
+        .collect();
+    let online = probe
+        .reachable
+        .iter()
+        .filter(|r| r.reachable && voters.contains(&r.id))
+        .count();
+    let quorum = status.leader_id.is_some() && online > voters.len() / 2;
+    results.insert(
+        "health".into(),
+        verdict(voters.len(), online, status.leader_id.is_some()),
+    );
+
+    let refusal = if !confirm {
+        Some(
+            "recover-cluster rewrites the Dqlite cluster to this controller alone and drops \
+             every other member; run it only when the others are gone for good, with \
+             confirm=true"
+                .to_owned(),
+        )
+    } else if quorum && !force {
+        Some(format!(
+            "the cluster has a quorum ({online} of {} voters online, leader {}): recovery is \
+             for a quorum lost for good; pass force=true to recover anyway",
+            voters.len(),
+            status
+                .leader_id
+                .map_or_else(String::new, |id| id.to_string())
+        ))
+    } else if own.is_none() && !force {
+        Some(format!(
+            "this unit's log position is unknown ({}): cannot tell whether it is the most \
+             up-to-date member; pass force=true to recover anyway",
+            probe
+                .log_position_error
+                .as_deref()
+                .unwrap_or("not reported")
+        ))
+    } else {
+        match (own, best) {
+            (Some(own), Some((position, holder))) if position > own && !force => Some(format!(
+                "this unit's log ({own}) is behind {holder}'s ({position}): run recover-cluster \
+                 on {holder}, or pass force=true to lose the entries after {own}"
+            )),
+            _ => None,
+        }
+    };
+    RecoveryPlan {
+        results,
+        refusal,
+        best_peer,
+    }
+}
+
+/// The action results for a finished recovery.
+pub fn describe_recovered(recovered: &Recovered) -> Results {
+    let mut results = Results::new();
+    results.insert("recovered.node-id".into(), recovered.node_id.to_string());
+    results.insert("recovered.address".into(), recovered.address.clone());
+    results.insert(
+        "recovered.log-position".into(),
+        recovered.log_position.to_string(),
+    );
+    let before: Vec<String> = recovered
+        .members_before
+        .iter()
+        .map(|m| format!("{} {} {}", m.id, m.address, m.role.as_str()))
+        .collect();
+    results.insert("recovered.members-before".into(), before.join(", "));
+    for (n, step) in recovered.steps.iter().enumerate() {
+        results.insert(format!("recovered.steps.{n}"), step.clone());
+    }
+    results.insert(
+        "recovered.state".into(),
+        recovered.status.state.as_str().into(),
+    );
+    results.insert("recovered.reason".into(), recovered.status.reason.clone());
+    results.insert(
+        "next".into(),
+        "remove the lost controllers (juju remove-machine), or wipe the dqlite dir of any \
+         that comes back before its dbaccessor starts, so that it joins this cluster anew"
+            .into(),
+    );
+    results
+}
+
+/// The log position to publish in this unit's bag, if the dbaccessor answers. Hooks call
+/// this; a dbaccessor that does not answer leaves the last published value in place.
+pub fn local_log_position(data_dir: &Path) -> Option<LogPosition> {
+    ask::<Probe>(
+        &paths::status_socket(data_dir),
+        &Request::Probe {
+            log_position_only: true,
+        },
+        HOOK_PROBE_TIMEOUT,
+    )
+    .ok()?
+    .log_position
+}
+
+/// One request on the status socket, one answer line back as `T` (or its `error`).
+fn ask<T: DeserializeOwned>(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<T, String> {
+    let exchange = || -> std::io::Result<String> {
         let mut stream = UnixStream::connect(socket)?;
-        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(3)))?;
-        let mut line = serde_json::to_string(&Request::Status).expect("the request serializes");
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let mut line = serde_json::to_string(request).expect("a request serializes");
         line.push('\n');
         stream.write_all(line.as_bytes())?;
         let mut answer = String::new();
         BufReader::new(stream)
             .take(1024 * 1024)
             .read_line(&mut answer)?;
-        serde_json::from_str(&answer)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        Ok(answer)
     };
-    match ask() {
-        Ok(status) => format!(
-            "{:?}: {} ({} members, leader {})",
-            status.state,
-            status.reason,
-            status.members.len(),
-            status
-                .leader_id
-                .map_or_else(|| "unknown".to_owned(), |id| id.to_string())
-        ),
-        Err(error) => format!("not available from {}: {error}", socket.display()),
+    let answer = exchange().map_err(|e| format!("status socket {}: {e}", socket.display()))?;
+    if let Ok(ErrorAnswer { error }) = serde_json::from_str::<ErrorAnswer>(&answer) {
+        return Err(error);
+    }
+    serde_json::from_str(&answer).map_err(|e| {
+        format!(
+            "status socket {}: unexpected answer {:?}: {e}",
+            socket.display(),
+            answer.trim()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use controller_contract::status::{Member, NodeState, Reachability, Status};
+
+    #[test]
+    fn verdict_table() {
+        let check = |voters, online, leader, expected: &str| {
+            assert_eq!(
+                verdict(voters, online, leader),
+                expected,
+                "{voters} {online} {leader}"
+            );
+        };
+        check(
+            3,
+            3,
+            true,
+            "healthy: quorum held, 3 of 3 voters online, 2 needed; survives 1 more voter failure",
+        );
+        check(
+            3,
+            2,
+            true,
+            "healthy: quorum held, 2 of 3 voters online, 2 needed; survives no further voter failure",
+        );
+        check(
+            5,
+            5,
+            true,
+            "healthy: quorum held, 5 of 5 voters online, 3 needed; survives 2 more voter failures",
+        );
+        check(
+            1,
+            1,
+            true,
+            "healthy: quorum held, 1 of 1 voters online, 1 needed; survives no further voter failure",
+        );
+        check(
+            3,
+            1,
+            false,
+            "quorum lost: 1 of 3 voters online, 2 needed; bring voters back, or if they are gone \
+             for good run recover-cluster on the most up-to-date member",
+        );
+        check(
+            3,
+            2,
+            false,
+            "degraded: 2 of 3 voters online, 2 needed but no leader yet (an election may be under way)",
+        );
+        check(
+            0,
+            0,
+            false,
+            "unknown: no members known (the node is not running or not yet a member)",
+        );
+    }
+
+    fn probe(own: Option<(u64, u64)>, leader: Option<u64>, reachable: &[bool]) -> Probe {
+        let members: Vec<Member> = (1..=3)
+            .map(|id| Member {
+                id,
+                address: format!("10.0.0.{id}:17666"),
+                role: Role::Voter,
+            })
+            .collect();
+        Probe {
+            reachable: members
+                .iter()
+                .zip(reachable)
+                .map(|(m, r)| Reachability {
+                    id: m.id,
+                    address: m.address.clone(),
+                    reachable: *r,
+                })
+                .collect(),
+            status: Status {
+                agent_id: "0".into(),
+                node_id: Some(1),
+                bind_address: Some("10.0.0.1:17666".into()),
+                state: NodeState::Member,
+                reason: String::new(),
+                members,
+                leader_id: leader,
+                config: None,
+            },
+            log_position: own.map(|(term, index)| LogPosition { term, index }),
+            log_position_error: None,
+        }
+    }
+
+    #[test]
+    fn plan_recovery_table() {
+        let lost = [true, false, false];
+        let check = |probe: Probe,
+                     peers: &[(&str, Option<&str>)],
+                     confirm: bool,
+                     force: bool,
+                     expected: Option<&str>| {
+            let peers: BTreeMap<String, Option<String>> = peers
+                .iter()
+                .map(|(u, p)| ((*u).to_owned(), p.map(str::to_owned)))
+                .collect();
+            let plan = plan_recovery("controller/0", &probe, &peers, confirm, force);
+            match (&plan.refusal, expected) {
+                (None, None) => {}
+                (Some(refusal), Some(start)) => {
+                    assert!(refusal.starts_with(start), "{refusal:?} vs {start:?}")
+                }
+                (got, want) => panic!("refusal {got:?}, expected {want:?}"),
+            }
+        };
+        let peers = [("controller/1", Some("1/9")), ("controller/2", None)];
+        check(
+            probe(Some((1, 12)), None, &lost),
+            &peers,
+            false,
+            false,
+            Some("recover-cluster rewrites"),
+        );
+        check(probe(Some((1, 12)), None, &lost), &peers, true, false, None);
+        check(
+            probe(Some((1, 5)), None, &lost),
+            &peers,
+            true,
+            false,
+            Some("this unit's log (1/5) is behind controller/1's (1/9)"),
+        );
+        check(probe(Some((1, 5)), None, &lost), &peers, true, true, None);
+        // A later term wins over a longer log.
+        check(probe(Some((2, 3)), None, &lost), &peers, true, false, None);
+        check(
+            probe(Some((1, 12)), Some(1), &[true, true, false]),
+            &peers,
+            true,
+            false,
+            Some("the cluster has a quorum"),
+        );
+        check(
+            probe(None, None, &lost),
+            &peers,
+            true,
+            false,
+            Some("this unit's log position is unknown"),
+        );
+        check(
+            probe(Some((1, 12)), None, &lost),
+            &[("controller/1", Some("garbage"))],
+            true,
+            false,
+            None,
+        );
+
+        let plan = plan_recovery(
+            "controller/0",
+            &probe(Some((1, 5)), None, &lost),
+            &[
+                ("controller/1".to_owned(), Some("1/9".to_owned())),
+                ("controller/2".to_owned(), None),
+            ]
+            .into(),
+            true,
+            false,
+        );
+        assert_eq!(plan.best_peer, Some(LogPosition { term: 1, index: 9 }));
+        assert_eq!(
+            plan.results["log-positions.controller-0"],
+            "1/5 (this unit)"
+        );
+        assert_eq!(plan.results["log-positions.controller-1"], "1/9");
+        assert_eq!(
+            plan.results["log-positions.controller-2"],
+            "unknown: not published (machine gone or its hooks not run)"
+        );
+        assert_eq!(plan.results["most-up-to-date"], "controller/1 (1/9)");
+    }
+
+    #[test]
+    fn subnets_of_reads_cidrs() {
+        let text = r#"{"bind-addresses":[{"interface-name":"eth0","addresses":[{"value":"10.0.0.5","cidr":"10.0.0.0/24"},{"address":"10.1.0.5","cidr":"10.1.0.5/24"},{"value":"10.2.0.5"}]}]}"#;
+        let subnets = subnets_of(text);
+        assert_eq!(subnets.len(), 2);
+        assert_eq!(subnets["10.0.0.5"], "10.0.0.0/24");
+        assert_eq!(subnets["10.1.0.5"], "10.1.0.0/24");
+        assert!(subnets_of("not json").is_empty());
     }
 }

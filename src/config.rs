@@ -16,6 +16,7 @@ pub const DATA_DIR: &str = "data-dir";
 pub const RELOAD_SOCKET: &str = "reload-socket";
 pub const BIND_CIDR: &str = "bind-cidr";
 pub const ADDRESS_FAMILY: &str = "address-family";
+pub const RUN_DBACCESSOR: &str = "run-dbaccessor";
 
 /// A bad option value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum ConfigError {
     BadCidr { value: String, reason: String },
     #[error("{ADDRESS_FAMILY} {value:?} is not one of auto, ipv4, ipv6")]
     BadFamily { value: String },
+    #[error("{option} must be true or false, not {value}")]
+    NotABool { option: &'static str, value: String },
     #[error(
         "{DATA_DIR} is empty and the charm dir {charm_dir} is not <data-dir>/agents/unit-*/charm; \
          set {DATA_DIR}"
@@ -44,6 +47,8 @@ pub struct CharmConfig {
     pub reload_socket: Option<PathBuf>,
     /// `bind-cidr` and `address-family`.
     pub preferences: Preferences,
+    /// `run-dbaccessor`: the charm installs and runs its own dbaccessor as a systemd service.
+    pub run_dbaccessor: bool,
 }
 
 /// Where the charm reads and writes, once the options are resolved against the charm dir.
@@ -74,10 +79,21 @@ impl CharmConfig {
                 })
             }
         };
+        let run_dbaccessor = match options.get(RUN_DBACCESSOR) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(value)) => *value,
+            Some(other) => {
+                return Err(ConfigError::NotABool {
+                    option: RUN_DBACCESSOR,
+                    value: other.to_string(),
+                })
+            }
+        };
         Ok(Self {
             data_dir,
             reload_socket,
             preferences: Preferences { cidr, family },
+            run_dbaccessor,
         })
     }
 
@@ -176,6 +192,7 @@ mod tests {
                     cidr: cidr("10.1.0.0/16"),
                     family: AddressFamily::Ipv6,
                 },
+                run_dbaccessor: false,
             }),
         );
         check(
@@ -200,6 +217,20 @@ mod tests {
             Err(ConfigError::NotAString {
                 option: RELOAD_SOCKET,
                 value: "5".into(),
+            }),
+        );
+        check(
+            json!({"run-dbaccessor": true}),
+            Ok(CharmConfig {
+                run_dbaccessor: true,
+                ..CharmConfig::default()
+            }),
+        );
+        check(
+            json!({"run-dbaccessor": "yes"}),
+            Err(ConfigError::NotABool {
+                option: RUN_DBACCESSOR,
+                value: "\"yes\"".into(),
             }),
         );
         check(

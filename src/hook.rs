@@ -6,12 +6,14 @@ use std::path::PathBuf;
 
 use controller_contract::paths;
 
+use crate::actions;
 use crate::address::{self, Choice, NetworkError};
 use crate::conffile::{self, ConfFileError};
 use crate::config::{CharmConfig, ConfigError, Paths};
 use crate::event::{HookEnv, RelationEvent, RelationKind, PEER_ENDPOINT};
 use crate::plan::{self, ConfView, Membership, Observed, PeerView, Plan};
 use crate::reload::{self, ReloadError};
+use crate::service_unit;
 use crate::tools::{HookTools, Level, Status, StatusKind, ToolError};
 
 /// Why a hook fails (exit non-zero, so Juju retries it and shows the error).
@@ -32,6 +34,8 @@ pub struct World {
     pub paths: Option<Paths>,
     /// controller.conf's path, when the agent id is known.
     pub conf_path: Option<PathBuf>,
+    /// The `run-dbaccessor` option (false when the options are invalid).
+    pub run_dbaccessor: bool,
 }
 
 /// The options (with their paths), or the bad one.
@@ -82,6 +86,9 @@ pub fn observe(
     let is_leader = tools.is_leader()?;
     let (config, choice) = observe_address(tools, env)?;
     let paths = config.as_ref().ok().map(|(_, paths)| paths.clone());
+    let run_dbaccessor = config
+        .as_ref()
+        .is_ok_and(|(config, _)| config.run_dbaccessor);
     let agent_id = paths.as_ref().map(observe_agent_id);
 
     let membership = match relation_event {
@@ -124,6 +131,7 @@ pub fn observe(
         },
         paths,
         conf_path,
+        run_dbaccessor,
     })
 }
 
@@ -201,8 +209,35 @@ pub fn converge(
     relation_event: Option<&RelationEvent>,
 ) -> Result<(), HookError> {
     let world = observe(tools, env, relation_event)?;
-    let plan = plan::plan(&world.observed);
+    let mut plan = plan::plan(&world.observed);
+    if let Some(paths) = &world.paths {
+        if let Some(status) =
+            service_unit::ensure(world.run_dbaccessor, &env.charm_dir, &paths.data_dir)
+        {
+            plan.status = status;
+        }
+    }
+    publish_log_position(&world, &mut plan);
     apply(tools, &world, plan)
+}
+
+/// Adds this node's last log position to the unit bag when the dbaccessor reports one that
+/// differs from the published value, so that `recover-cluster` on another unit can compare
+/// logs after this machine is gone. A dbaccessor that does not answer changes nothing.
+fn publish_log_position(world: &World, plan: &mut Plan) {
+    let (Some(relation), Some(paths)) = (&world.observed.relation, &world.paths) else {
+        return;
+    };
+    if world.observed.membership != Membership::Member {
+        return;
+    }
+    if let Some(position) = actions::local_log_position(&paths.data_dir) {
+        let text = position.to_string();
+        if relation.own.get(actions::LOG_POSITION_KEY) != Some(&text) {
+            plan.unit_writes
+                .insert(actions::LOG_POSITION_KEY.to_owned(), text);
+        }
+    }
 }
 
 /// Logs an unhandled hook at debug level.

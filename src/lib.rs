@@ -11,7 +11,8 @@
 //! - [`conffile`]: controller.conf on disk, written atomically (IO).
 //! - [`reload`]: the reload socket client (IO).
 //! - [`hook`]: observe and apply around the plan (IO).
-//! - [`actions`]: `bind-candidates` and `cluster-status`.
+//! - [`service_unit`]: the optional dbaccessor systemd service (`run-dbaccessor`) (IO).
+//! - [`actions`]: `bind-candidates`, `cluster-status` and `recover-cluster`.
 #![forbid(unsafe_code)]
 
 pub mod actions;
@@ -22,6 +23,7 @@ pub mod event;
 pub mod hook;
 pub mod plan;
 pub mod reload;
+pub mod service_unit;
 pub mod tools;
 
 use event::{Event, Hook, HookEnv};

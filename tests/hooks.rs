@@ -485,6 +485,18 @@ fn bind_candidates_action_lists_candidates_and_drops() {
             "result": "ambiguous",
             "candidates": "10.0.0.5 192.168.9.9",
             "dropped": "127.0.0.1 (loopback); fd00::5 (IPv6, an IPv4 address in the same tier exists)",
+            "addresses": {
+                "0": {"address": "10.0.0.5", "scope": "local-cloud", "subnet": "10.0.0.0/24",
+                      "verdict": "kept", "reason": "a candidate in the best tier, as good as the others"},
+                "1": {"address": "192.168.9.9", "scope": "local-cloud", "subnet": "192.168.9.0/24",
+                      "verdict": "kept", "reason": "a candidate in the best tier, as good as the others"},
+                "2": {"address": "127.0.0.1", "scope": "loopback", "subnet": "127.0.0.0/8",
+                      "verdict": "dropped", "reason": "loopback"},
+                "3": {"address": "fd00::5", "scope": "local-cloud", "subnet": "fd00::/64",
+                      "verdict": "dropped", "reason": "IPv6, an IPv4 address in the same tier exists"},
+            },
+            "fix": "juju bind controller db-cluster=<space of the network to use> \
+                    (or, without spaces: juju config controller bind-cidr=10.0.0.0/24)",
         })
     );
 }
@@ -503,18 +515,34 @@ fn cluster_status_action_reports_what_the_charm_knows() {
             .to_owned()
     };
     assert_eq!(get("agent-id"), "1");
-    assert_eq!(get("leader"), "false");
-    assert_eq!(get("db-bind-address"), "10.0.0.6");
+    assert_eq!(get("juju-leader"), "false");
+    let nested = |outer: &str, key: &str| {
+        results
+            .get(outer)
+            .and_then(|v| v.get(key))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(nested("bind-address", "address"), "10.0.0.6");
+    assert_eq!(
+        nested("bind-address", "how"),
+        "the only local-cloud address of the db-cluster binding left after dropping nothing"
+    );
     assert_eq!(
         get("published-addresses"),
         r#"{"0":"10.0.0.5","1":"10.0.0.6","2":"10.0.0.7"}"#
     );
-    assert_eq!(get("in-sync"), "true");
+    assert_eq!(nested("controller-conf", "in-sync"), "true");
     assert_eq!(get("peers"), "controller/0 controller/2");
+    // No dbaccessor runs in this model: the action reports what the charm knows and fails.
+    assert_eq!(nested("dbaccessor", "state"), "unavailable");
+    let record = state.actions.last().expect("action record");
+    assert_eq!(record.outcome, "failed");
+    let failed = record.action.failed.clone().unwrap_or_default();
     assert!(
-        get("dbaccessor").starts_with("not available"),
-        "{}",
-        get("dbaccessor")
+        failed.starts_with("the dbaccessor does not answer: status socket "),
+        "{failed}"
     );
 }
 

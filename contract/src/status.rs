@@ -20,7 +20,12 @@ pub enum Request {
     Status,
     /// The status plus a live reachability probe of every member and the local node's last
     /// log position (what `cluster-status` shows and what every unit publishes).
-    Probe,
+    Probe {
+        /// Skip the reachability checks (a hook publishing its log position needs only that,
+        /// and should not wait on unreachable members).
+        #[serde(default)]
+        log_position_only: bool,
+    },
     /// The operator's way out after losing quorum for good: stop the local node, rewrite
     /// membership to it alone and restart it. Only ever sent by the `recover-cluster` action.
     Recover {
@@ -249,7 +254,18 @@ mod tests {
             );
         };
         check(Request::Status, r#"{"request":"status"}"#);
-        check(Request::Probe, r#"{"request":"probe"}"#);
+        check(
+            Request::Probe {
+                log_position_only: true,
+            },
+            r#"{"request":"probe","log_position_only":true}"#,
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"request":"probe"}"#).expect("parses"),
+            Request::Probe {
+                log_position_only: false
+            }
+        );
         check(
             Request::Recover {
                 force: true,

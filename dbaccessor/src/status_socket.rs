@@ -62,10 +62,12 @@ async fn answer(stream: UnixStream, events: mpsc::Sender<Event>) -> std::io::Res
                 })
                 .await
             }
-            Ok(Request::Probe) => {
+            Ok(Request::Probe { log_position_only }) => {
                 let (reply_tx, reply_rx) = oneshot::channel();
                 match send(&events, Event::ProbeQuery(reply_tx), reply_rx).await {
-                    Ok((status, position)) => json_line(&probe(status, position).await),
+                    Ok((status, position)) => {
+                        json_line(&probe(status, position, !log_position_only).await)
+                    }
                     Err(error) => error_line(error),
                 }
             }
@@ -113,9 +115,9 @@ async fn ask<T>(
 }
 
 /// Checks every member at once and adds the log position to the status.
-async fn probe(status: Status, position: Result<LogPosition, String>) -> Probe {
+async fn probe(status: Status, position: Result<LogPosition, String>, reach: bool) -> Probe {
     let mut checks = tokio::task::JoinSet::new();
-    for member in &status.members {
+    for member in status.members.iter().filter(|_| reach) {
         let (id, address) = (member.id, member.address.clone());
         checks.spawn(async move {
             let reachable = reachable(&address).await;
