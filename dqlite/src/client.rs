@@ -8,8 +8,9 @@
 //!   SQL on it when you know it leads.
 //! - [`Client`]: a handle that finds the leader among a list of addresses, trusting a leader
 //!   only when the node at that address names itself, reconnects when the leader changes
-//!   ("not leader", "leadership lost", a dead connection), and retries with back-off while the
-//!   cluster is busy. This is what applications use.
+//!   ("not leader", a dead connection), and retries with back-off while the cluster is busy,
+//!   but never sends again a write that may already have been committed (that is
+//!   [`Error::OutcomeUnknown`]). This is what applications use.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), dqlite::client::Error> {
@@ -151,6 +152,15 @@ pub enum Error {
     },
     #[error("connection to {address} was left mid-request and cannot be reused")]
     Broken { address: String },
+    /// A write was sent and then failed in a way that leaves its fate open: it may or may not
+    /// have been committed. [`Client`] never sends such a write again on its own; only the
+    /// caller can tell (by reading the data back) whether to repeat it.
+    #[error("outcome unknown, the write may or may not have been committed: {reason}")]
+    OutcomeUnknown {
+        reason: &'static str,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("no node among {addresses:?} confirmed itself as the leader")]
     NoLeader {
         addresses: Vec<String>,
@@ -169,12 +179,16 @@ impl Error {
         }
     }
 
-    /// The node is not (or no longer) the leader: find the leader and try again.
+    /// The node is not the leader and refused the request before doing anything: find the
+    /// leader and send it again. "Leadership lost" is not this: it can come after a write was
+    /// handed to raft, which may still commit it.
     pub fn is_not_leader(&self) -> bool {
-        matches!(
-            self.failure_code(),
-            Some(failure_code::NOT_LEADER | failure_code::LEADERSHIP_LOST)
-        )
+        self.failure_code() == Some(failure_code::NOT_LEADER)
+    }
+
+    /// A write may or may not have been committed ([`Error::OutcomeUnknown`]).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Error::OutcomeUnknown { .. })
     }
 
     /// The node is busy (for example a configuration change is in progress): try again later.

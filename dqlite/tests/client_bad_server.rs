@@ -1,6 +1,8 @@
 //! The client against fake nodes: malformed, truncated, oversized and missing answers give
 //! typed errors without panics or hangs; leader discovery trusts only a node that names
-//! itself; busy and not-leader answers are retried.
+//! itself; busy and not-leader answers are retried; a write that may have been committed
+//! ("leadership lost", a connection dropped mid-request, any failure of a multi-statement
+//! text but "not leader") is never sent again and comes back as an unknown outcome.
 
 mod client_support;
 
@@ -403,4 +405,142 @@ async fn refused_connection_is_a_connect_error() {
         matches!(&error, Error::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused),
         "{error:?}"
     );
+}
+
+/// What a scripted leader answers to one EXEC_SQL.
+#[derive(Clone)]
+enum ExecAnswer {
+    Fail(u64, &'static str),
+    /// Close the connection without answering (the node died mid-request).
+    Close,
+}
+
+/// A leader that answers successive EXEC_SQL requests from `script` and then with a result;
+/// runs `sql` through a [`Client`] and returns the outcome with the number of EXEC_SQL and
+/// OPEN requests the leader received.
+async fn exec_scripted(
+    ip: &str,
+    script: &[ExecAnswer],
+    sql: &str,
+) -> (Result<dqlite::client::ExecResult, Error>, usize, usize) {
+    let execs = Arc::new(AtomicUsize::new(0));
+    let opens = Arc::new(AtomicUsize::new(0));
+    let script = script.to_vec();
+    let node = FakeNode::start_with(ip, {
+        let (execs, opens) = (execs.clone(), opens.clone());
+        move |own| {
+            move |request| {
+                let reply = match request {
+                    Request::Leader => Reply::response(Response::Server {
+                        id: 1,
+                        address: own.clone(),
+                    }),
+                    Request::Open { .. } => {
+                        opens.fetch_add(1, Ordering::SeqCst);
+                        Reply::response(Response::Db { id: 0 })
+                    }
+                    Request::ExecSql { .. } => {
+                        match script.get(execs.fetch_add(1, Ordering::SeqCst)) {
+                            Some(ExecAnswer::Fail(code, message)) => {
+                                Reply::response(Response::Failure {
+                                    code: *code,
+                                    message: (*message).into(),
+                                })
+                            }
+                            Some(ExecAnswer::Close) => Reply::BytesThenClose(Vec::new()),
+                            None => Reply::response(Response::Result {
+                                last_insert_id: 1,
+                                rows_affected: 1,
+                            }),
+                        }
+                    }
+                    _ => Reply::response(Response::Empty),
+                };
+                async move { reply }
+            }
+        }
+    })
+    .await;
+    let mut client = Client::connect_leader(&[&node.address], options())
+        .await
+        .expect("finds the leader");
+    let result = client.exec("db", sql, &[]).await;
+    (
+        result,
+        execs.load(Ordering::SeqCst),
+        opens.load(Ordering::SeqCst),
+    )
+}
+
+/// What the client should make of a script: done (after this many EXEC_SQLs and OPENs), an
+/// unknown outcome after one EXEC_SQL, or the node's own failure after one.
+#[derive(Debug, PartialEq)]
+enum Expected {
+    Done { execs: usize, opens: usize },
+    Unknown,
+    Failure(u64),
+}
+
+async fn check_exec(ip: &str, script: &[ExecAnswer], sql: &str, expected: Expected) {
+    let (result, execs, opens) = exec_scripted(ip, script, sql).await;
+    let seen = match &result {
+        Ok(_) => Expected::Done { execs, opens },
+        Err(error) if error.outcome_unknown() => {
+            assert_eq!(
+                execs, 1,
+                "an unknown outcome is never sent again: {error:?}"
+            );
+            Expected::Unknown
+        }
+        Err(error) => {
+            assert_eq!(execs, 1, "{error:?}");
+            Expected::Failure(error.failure_code().unwrap_or(0))
+        }
+    };
+    assert_eq!(
+        seen,
+        expected,
+        "{sql:?} after {} scripted answers: {result:?}",
+        script.len()
+    );
+}
+
+#[tokio::test]
+async fn a_write_is_sent_again_only_when_it_certainly_did_not_run() {
+    use ExecAnswer::{Close, Fail};
+    const ONE: &str = "INSERT INTO kv VALUES (1)";
+    const TWO: &str = "INSERT INTO kv VALUES (1); INSERT INTO kv VALUES (2)";
+    let busy = Fail(failure_code::BUSY, "database is locked");
+    let not_leader = Fail(failure_code::NOT_LEADER, "not leader");
+    let raw_not_leader = Fail(7, "not an error");
+    let no_database = Fail(12, "no database opened");
+    let lost = Fail(failure_code::LEADERSHIP_LOST, "disk I/O error");
+    let unique = Fail(2067, "UNIQUE constraint failed: kv.k");
+    let done = |execs, opens| Expected::Done { execs, opens };
+
+    check_exec(
+        "127.12.1.30",
+        &[busy.clone(), busy.clone()],
+        ONE,
+        done(3, 1),
+    )
+    .await;
+    check_exec("127.12.1.31", &[not_leader.clone()], ONE, done(2, 2)).await;
+    check_exec("127.12.1.32", &[raw_not_leader.clone()], ONE, done(2, 2)).await;
+    check_exec("127.12.1.33", &[no_database], ONE, done(2, 2)).await;
+    check_exec("127.12.1.34", &[lost.clone()], ONE, Expected::Unknown).await;
+    check_exec("127.12.1.35", &[Close], ONE, Expected::Unknown).await;
+    check_exec(
+        "127.12.1.36",
+        &[unique.clone()],
+        ONE,
+        Expected::Failure(2067),
+    )
+    .await;
+    // Several statements: only "not leader", sent before the first ran, is retried.
+    check_exec("127.12.1.37", &[not_leader], TWO, done(2, 2)).await;
+    check_exec("127.12.1.38", &[busy], TWO, Expected::Unknown).await;
+    check_exec("127.12.1.39", &[raw_not_leader], TWO, Expected::Unknown).await;
+    check_exec("127.12.1.40", &[unique], TWO, Expected::Unknown).await;
+    check_exec("127.12.1.41", &[lost], TWO, Expected::Unknown).await;
 }

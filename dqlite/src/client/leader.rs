@@ -14,11 +14,34 @@ use crate::{NodeInfo, NodeRole};
 /// leadership moves, and retries with back-off while the cluster is busy, for up to
 /// [`Options::retry_timeout`].
 ///
-/// A statement is retried only when it cannot have run: the node refused it as "not leader"
-/// or "busy", or the connection was found closed before it was sent. After "leadership lost"
-/// or a connection that failed mid-request the statement may or may not have been committed,
-/// so the error is returned (the next call finds the new leader). Reads of the configuration
-/// ([`Client::cluster`], [`Client::leader`]) are retried in every case.
+/// A write is sent again only when it certainly did not run; when it may have been committed
+/// the handle returns [`Error::OutcomeUnknown`] (with the reason and the node's error) and
+/// finds the leader afresh on the next call. What libdqlite 1.11.1 answers, and when:
+///
+/// - "not leader" (10250) comes only from the check at the start of a request: retried on
+///   the leader.
+/// - "busy" (5) for one statement comes before anything was handed to raft ("checkpoint in
+///   progress", "database is locked" while another connection's write is in flight, or a
+///   request already running on the connection): retried after a pause.
+/// - 7 with a message such as "not an error" is raft's own "not leader" code passed through
+///   raw when raft refused the statement's barrier or its frames (a leadership transfer is
+///   under way); the frames were dropped, so one statement is retried on the leader.
+/// - 12, "no database opened": the node lost leadership since this connection opened the
+///   database (libdqlite then closes every connection's database) and leads again; nothing
+///   ran, so the database is opened again on a new connection and the statement retried.
+/// - "leadership lost" (10506) and the other I/O error codes (10 and its extended codes,
+///   4 "abort") can come after the frames were handed to raft, which may still commit them
+///   (the new leader then applies them): outcome unknown.
+/// - A connection that fails after the request was sent (reset, timeout, garbage): outcome
+///   unknown. One that failed before the whole request was written could not have run it.
+/// - SQL text with several statements runs them one by one, each committed on its own: when a
+///   later one fails (with any code but "not leader", which only the first can get) the
+///   earlier ones may have been committed, so every failure of such a text is an unknown
+///   outcome. [`statement_count`] tells the two apart without parsing SQL fully; it counts
+///   a trigger body's statements too, which only makes the handle more careful.
+///
+/// Reads ([`Client::query`], [`Client::cluster`], [`Client::leader`]) are retried in every
+/// case. Membership changes are retried on "not leader" and "busy" only.
 #[derive(Debug)]
 pub struct Client {
     /// Where to look for the leader, in order (the last known leader is tried first).
@@ -39,48 +62,129 @@ enum Step {
     Backoff,
     /// Return the error; drop the connection first when its state is unknown.
     GiveUp { drop_connection: bool },
+    /// The write may have been committed: drop the connection and return
+    /// [`Error::OutcomeUnknown`] with this reason.
+    Unknown { reason: &'static str },
 }
 
-/// Whether an operation can safely run twice.
+/// What sending an operation again could do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Idempotent {
-    Yes,
-    No,
+enum Repeat {
+    /// Nothing: a read, or an operation whose request was never sent.
+    Harmless,
+    /// A write of one SQL statement.
+    Statement,
+    /// SQL text that may hold several statements, each committed on its own.
+    Statements,
+    /// A membership change or a leadership transfer.
+    Change,
 }
+
+/// SQLite's "out of memory", which is also raft's "not leader" passed through raw.
+const RAW_NOT_LEADER: u64 = 7;
+/// SQLite's "not found", which libdqlite sends as "no database opened".
+const NO_DATABASE: u64 = 12;
+/// SQLite's "abort": a write's raft entry was abandoned when its connection closed.
+const ABORT: u64 = 4;
+/// SQLite's I/O error; its extended codes (leadership lost, write) share the low byte.
+const IOERR: u64 = 10;
+
+const AFTER_RAFT: &str =
+    "the leader failed the write after handing it to raft, which may still commit it";
+const AFTER_SEND: &str = "the connection failed after the write was sent";
+const SEVERAL: &str = "a statement of the SQL text failed after earlier ones may have committed";
 
 /// The retry decision: pure, so that it can be checked case by case.
-fn next_step(error: &Error, idempotent: Idempotent) -> Step {
-    let ambiguous = if idempotent == Idempotent::Yes {
-        Step::Rediscover
-    } else {
-        Step::GiveUp {
-            drop_connection: true,
+fn next_step(error: &Error, repeat: Repeat) -> Step {
+    let give_up = Step::GiveUp {
+        drop_connection: false,
+    };
+    let after_send = match repeat {
+        Repeat::Harmless => Step::Rediscover,
+        Repeat::Statement | Repeat::Statements | Repeat::Change => {
+            Step::Unknown { reason: AFTER_SEND }
         }
     };
     match error {
-        Error::Failure { code, .. } => match *code {
-            failure_code::NOT_LEADER => Step::Rediscover,
-            failure_code::BUSY => Step::Backoff,
-            failure_code::LEADERSHIP_LOST => ambiguous,
-            _ => Step::GiveUp {
-                drop_connection: false,
-            },
+        Error::Failure { code, .. } => match (repeat, *code) {
+            (_, failure_code::NOT_LEADER) => Step::Rediscover,
+            (Repeat::Statements, _) => Step::Unknown { reason: SEVERAL },
+            (_, failure_code::BUSY) => Step::Backoff,
+            (Repeat::Harmless | Repeat::Statement, RAW_NOT_LEADER | NO_DATABASE) => {
+                Step::Rediscover
+            }
+            (Repeat::Harmless, failure_code::LEADERSHIP_LOST) => Step::Rediscover,
+            (Repeat::Statement | Repeat::Change, code) if code == ABORT || code & 0xff == IOERR => {
+                Step::Unknown { reason: AFTER_RAFT }
+            }
+            _ => give_up,
         },
-        // Nothing was sent: discovery failed or the leader is unreachable.
-        Error::Connect { .. } | Error::ConnectTimeout { .. } | Error::NoLeader { .. } => {
-            Step::Rediscover
-        }
-        Error::Send { .. }
-        | Error::Receive { .. }
+        // Nothing was sent: discovery failed, the leader is unreachable, the request could
+        // not be written whole, or the connection was already unusable.
+        Error::Connect { .. }
+        | Error::ConnectTimeout { .. }
+        | Error::NoLeader { .. }
+        | Error::Send { .. }
+        | Error::Broken { .. } => Step::Rediscover,
+        Error::Receive { .. }
         | Error::Timeout { .. }
         | Error::Decode { .. }
         | Error::MessageTooLarge { .. }
-        | Error::UnexpectedResponse { .. }
-        | Error::Broken { .. } => ambiguous,
-        Error::Encode(_) => Step::GiveUp {
-            drop_connection: false,
-        },
+        | Error::UnexpectedResponse { .. } => after_send,
+        Error::Encode(_) | Error::OutcomeUnknown { .. } => give_up,
     }
+}
+
+/// How many statements `sql` holds, as far as retrying needs to know: 0 or 1, or 2 meaning
+/// "more than one, or cannot tell". Semicolons inside quotes, identifiers in brackets or
+/// backquotes, and comments do not count, nor do trailing ones.
+fn statement_count(sql: &str) -> usize {
+    let mut count = 0;
+    let mut in_statement = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ';' => in_statement = false,
+            '-' if chars.peek() == Some(&'-') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut star = false;
+                for c in chars.by_ref() {
+                    if star && c == '/' {
+                        break;
+                    }
+                    star = c == '*';
+                }
+            }
+            c if c.is_whitespace() => {}
+            c => {
+                if !in_statement {
+                    in_statement = true;
+                    count += 1;
+                }
+                let close = match c {
+                    '\'' | '"' | '`' => Some(c),
+                    '[' => Some(']'),
+                    _ => None,
+                };
+                if let Some(close) = close {
+                    // A doubled quote inside is read as the end and a new start: same result.
+                    for c in chars.by_ref() {
+                        if c == close {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    count.min(2)
 }
 
 /// One operation of the handle, run by [`perform`] on the leader's connection. An enum rather
@@ -118,11 +222,29 @@ enum Op<'a> {
 }
 
 impl Op<'_> {
-    fn idempotent(&self) -> Idempotent {
+    fn repeat(&self) -> Repeat {
         match self {
-            Op::Connect | Op::Leader | Op::Cluster => Idempotent::Yes,
-            _ => Idempotent::No,
+            Op::Connect | Op::Leader | Op::Cluster | Op::Query { .. } => Repeat::Harmless,
+            Op::Exec { sql, .. } if statement_count(sql) <= 1 => Repeat::Statement,
+            Op::Exec { .. } => Repeat::Statements,
+            Op::Add { .. } | Op::Assign { .. } | Op::Remove { .. } | Op::Transfer { .. } => {
+                Repeat::Change
+            }
         }
+    }
+}
+
+/// An operation's error, and whether its own request (not one it needs first, such as
+/// opening the database) was sent.
+#[derive(Debug)]
+struct Failed {
+    error: Error,
+    sent: bool,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Failed { error, sent: true }
     }
 }
 
@@ -262,23 +384,34 @@ impl Client {
             let result = match self.ensure_connected().await {
                 Ok(()) => match self.connection.as_mut() {
                     Some(connection) => perform(connection, &mut self.databases, &op).await,
-                    None => Err(Error::NoLeader {
-                        addresses: self.addresses.clone(),
-                        last: None,
+                    None => Err(Failed {
+                        error: Error::NoLeader {
+                            addresses: self.addresses.clone(),
+                            last: None,
+                        },
+                        sent: false,
                     }),
                 },
-                Err(error) => Err(error),
+                Err(error) => Err(Failed { error, sent: false }),
             };
-            let error = match result {
+            let Failed { error, sent } = match result {
                 Ok(value) => return Ok(value),
-                Err(error) => error,
+                Err(failed) => failed,
             };
-            match next_step(&error, op.idempotent()) {
+            let repeat = if sent { op.repeat() } else { Repeat::Harmless };
+            match next_step(&error, repeat) {
                 Step::GiveUp { drop_connection } => {
                     if drop_connection {
                         self.disconnect();
                     }
                     return Err(error);
+                }
+                Step::Unknown { reason } => {
+                    self.disconnect();
+                    return Err(Error::OutcomeUnknown {
+                        reason,
+                        source: Box::new(error),
+                    });
                 }
                 Step::Rediscover => self.disconnect(),
                 Step::Backoff => {}
@@ -308,7 +441,9 @@ async fn perform(
     connection: &mut Connection,
     databases: &mut HashMap<String, u32>,
     op: &Op<'_>,
-) -> Result<Outcome, Error> {
+) -> Result<Outcome, Failed> {
+    // Opening the database comes before the operation's own request.
+    let not_sent = |error| Failed { error, sent: false };
     Ok(match *op {
         Op::Connect => Outcome::Done,
         Op::Leader => match connection.leader().await? {
@@ -321,15 +456,16 @@ async fn perform(
                     request: "leader",
                     code: failure_code::NOT_LEADER,
                     message: "node no longer names itself leader".to_owned(),
-                })
+                }
+                .into())
             }
         },
         Op::Exec { db, sql, params } => {
-            let id = open(connection, databases, db).await?;
+            let id = open(connection, databases, db).await.map_err(not_sent)?;
             Outcome::Exec(connection.exec(id, sql, params).await?)
         }
         Op::Query { db, sql, params } => {
-            let id = open(connection, databases, db).await?;
+            let id = open(connection, databases, db).await.map_err(not_sent)?;
             Outcome::Rows(connection.query(id, sql, params).await?)
         }
         Op::Cluster => Outcome::Nodes(connection.cluster().await?),
@@ -439,8 +575,16 @@ mod tests {
         std::io::Error::from(std::io::ErrorKind::ConnectionReset)
     }
 
-    fn check(error: Error, idempotent: Idempotent, expected: Step) {
-        assert_eq!(next_step(&error, idempotent), expected, "after {error:?}");
+    fn check(error: Error, repeat: Repeat, expected: Step) {
+        assert_eq!(
+            next_step(&error, repeat),
+            expected,
+            "after {error:?} ({repeat:?})"
+        );
+    }
+
+    fn check_count(sql: &str, expected: usize) {
+        assert_eq!(statement_count(sql), expected, "in {sql:?}");
     }
 
     #[tokio::test]
@@ -454,45 +598,128 @@ mod tests {
 
     #[test]
     fn retry_decisions() {
-        use Idempotent::{No, Yes};
+        use failure_code::{BUSY, LEADERSHIP_LOST, NOT_LEADER, SQL_ERROR};
+        use Repeat::{Change, Harmless, Statement, Statements};
         let give_up = Step::GiveUp {
             drop_connection: false,
         };
-        let give_up_and_drop = Step::GiveUp {
-            drop_connection: true,
-        };
-        check(failure(failure_code::NOT_LEADER), No, Step::Rediscover);
-        check(failure(failure_code::BUSY), No, Step::Backoff);
-        // The write may have been committed before leadership went: not retried.
-        check(failure(failure_code::LEADERSHIP_LOST), No, give_up_and_drop);
-        check(
-            failure(failure_code::LEADERSHIP_LOST),
-            Yes,
-            Step::Rediscover,
-        );
-        check(failure(failure_code::SQL_ERROR), No, give_up);
-        check(failure(failure_code::SQL_ERROR), Yes, give_up);
-        let connect = Error::Connect {
+        let after_raft = Step::Unknown { reason: AFTER_RAFT };
+        let after_send = Step::Unknown { reason: AFTER_SEND };
+        let several = Step::Unknown { reason: SEVERAL };
+        const IOERR_WRITE: u64 = 778;
+        const CONSTRAINT_UNIQUE: u64 = 2067;
+
+        // Refused at the start of the request: nothing ran, whatever the operation.
+        for repeat in [Harmless, Statement, Statements, Change] {
+            check(failure(NOT_LEADER), repeat, Step::Rediscover);
+        }
+        // Busy before anything was handed to raft; for SQL text with several statements it
+        // can also be a later statement's, after earlier ones committed.
+        check(failure(BUSY), Harmless, Step::Backoff);
+        check(failure(BUSY), Statement, Step::Backoff);
+        check(failure(BUSY), Change, Step::Backoff);
+        check(failure(BUSY), Statements, several);
+        // Raft's raw "not leader" (a transfer under way) and "no database opened" (the node
+        // lost and regained leadership): refused before the statement ran.
+        check(failure(RAW_NOT_LEADER), Statement, Step::Rediscover);
+        check(failure(RAW_NOT_LEADER), Statements, several);
+        check(failure(NO_DATABASE), Statement, Step::Rediscover);
+        check(failure(NO_DATABASE), Harmless, Step::Rediscover);
+        // Failed after the frames went to raft: maybe committed.
+        check(failure(LEADERSHIP_LOST), Statement, after_raft);
+        check(failure(LEADERSHIP_LOST), Change, after_raft);
+        check(failure(LEADERSHIP_LOST), Statements, several);
+        check(failure(LEADERSHIP_LOST), Harmless, Step::Rediscover);
+        check(failure(IOERR), Statement, after_raft);
+        check(failure(IOERR_WRITE), Statement, after_raft);
+        check(failure(ABORT), Statement, after_raft);
+        // SQL errors: one statement certainly did not run; in a longer text earlier ones may
+        // have.
+        check(failure(SQL_ERROR), Statement, give_up);
+        check(failure(CONSTRAINT_UNIQUE), Statement, give_up);
+        check(failure(SQL_ERROR), Harmless, give_up);
+        check(failure(SQL_ERROR), Statements, several);
+        check(failure(SQL_ERROR), Change, give_up);
+
+        // Nothing sent.
+        let connect = || Error::Connect {
             address: "a".into(),
             source: io_error(),
         };
-        check(connect, No, Step::Rediscover);
-        let no_leader = Error::NoLeader {
+        let no_leader = || Error::NoLeader {
             addresses: vec![],
             last: None,
         };
-        check(no_leader, No, Step::Rediscover);
-        let receive = Error::Receive {
+        let send = || Error::Send {
             address: "a".into(),
             source: io_error(),
         };
-        check(receive, No, give_up_and_drop);
-        let timeout = Error::Timeout {
+        let broken = || Error::Broken {
+            address: "a".into(),
+        };
+        for repeat in [Harmless, Statement, Statements, Change] {
+            check(connect(), repeat, Step::Rediscover);
+            check(no_leader(), repeat, Step::Rediscover);
+            check(send(), repeat, Step::Rediscover);
+            check(broken(), repeat, Step::Rediscover);
+        }
+        // Sent, then the connection failed.
+        let receive = || Error::Receive {
+            address: "a".into(),
+            source: io_error(),
+        };
+        let timeout = || Error::Timeout {
             address: "a".into(),
             timeout: Duration::from_secs(1),
         };
-        check(timeout, Yes, Step::Rediscover);
+        for repeat in [Statement, Statements, Change] {
+            check(receive(), repeat, after_send);
+            check(timeout(), repeat, after_send);
+        }
+        check(receive(), Harmless, Step::Rediscover);
+        check(timeout(), Harmless, Step::Rediscover);
+
         let encode = Error::Encode(crate::wire::EncodeError::NulInText);
-        check(encode, Yes, give_up);
+        check(encode, Harmless, give_up);
+    }
+
+    #[test]
+    fn statement_counts() {
+        check_count("", 0);
+        check_count(" ;\n; ", 0);
+        check_count("INSERT INTO kv VALUES (?)", 1);
+        check_count("INSERT INTO kv VALUES (?);", 1);
+        check_count("INSERT INTO kv VALUES (?) ; -- done\n", 1);
+        check_count(
+            "INSERT INTO kv VALUES ('a;b', \"c;\", [d;], `e;`) /* ; */",
+            1,
+        );
+        check_count("INSERT INTO kv VALUES ('it''s; fine')", 1);
+        check_count("-- a; b\nSELECT 1", 1);
+        check_count("INSERT INTO a VALUES (1); INSERT INTO b VALUES (2)", 2);
+        check_count("BEGIN; INSERT INTO a VALUES (1); COMMIT", 2);
+        check_count("CREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT 1; END", 2);
+        // An unterminated quote or comment swallows the rest: still one statement.
+        check_count("SELECT 'a; b", 1);
+        check_count("SELECT 1 /* ; SELECT 2", 1);
+    }
+
+    #[test]
+    fn exec_texts_are_classified_by_statement_count() {
+        let exec = |sql| Op::Exec {
+            db: "d",
+            sql,
+            params: &[],
+        };
+        assert_eq!(
+            exec("INSERT INTO a VALUES (1);").repeat(),
+            Repeat::Statement
+        );
+        assert_eq!(
+            exec("DELETE FROM a; DELETE FROM b").repeat(),
+            Repeat::Statements
+        );
+        assert_eq!(Op::Cluster.repeat(), Repeat::Harmless);
+        assert_eq!(Op::Transfer { id: 2 }.repeat(), Repeat::Change);
     }
 }

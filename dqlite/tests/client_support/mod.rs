@@ -195,3 +195,120 @@ async fn serve(mut stream: TcpStream, handler: Arc<Handler>) {
         }
     }
 }
+
+/// One of our application nodes (the `node` example) as a child process, so that a crash of
+/// libdqlite inside it cannot take the test down. Killed (SIGKILL) and reaped on drop.
+pub struct AppNode {
+    child: Child,
+    pub address: String,
+    dir: std::path::PathBuf,
+    peers: Vec<String>,
+    latency_ms: u64,
+}
+
+impl AppNode {
+    /// Starts a node at `address` joining `peers` (none: it bootstraps) and waits up to 30 s
+    /// for its `ready` line.
+    pub fn start(
+        dir: &std::path::Path,
+        address: &str,
+        peers: &[String],
+        latency_ms: u64,
+    ) -> AppNode {
+        let mut node = AppNode {
+            child: spawn_app_node(dir, address, peers, latency_ms),
+            address: address.to_owned(),
+            dir: dir.to_owned(),
+            peers: peers.to_vec(),
+            latency_ms,
+        };
+        node.wait_ready();
+        node
+    }
+
+    fn wait_ready(&mut self) {
+        use std::io::BufRead;
+        let stdout = self.child.stdout.take().expect("stdout is piped");
+        let (lines, ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = ready
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("node {} printed no ready line", self.address));
+        assert!(line.starts_with("ready "), "unexpected line {line:?}");
+    }
+
+    /// Whether the process has exited (for example crashed).
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Starts the process again on the same data directory, without waiting for it.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_app_node(&self.dir, &self.address, &self.peers, self.latency_ms);
+    }
+
+    /// SIGKILL, as `kill -9` does.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AppNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_app_node(
+    dir: &std::path::Path,
+    address: &str,
+    peers: &[String],
+    latency_ms: u64,
+) -> Child {
+    let mut command = Command::new(node_example());
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--address", address])
+        .args(["--latency-ms", &latency_ms.to_string()]);
+    for peer in peers {
+        command.args(["--peer", peer]);
+    }
+    command
+        // Standard input closing stops the node: keep it open (piped) for the node's life.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start node {address}: {e}"))
+}
+
+/// The compiled `node` example, built here when cargo was asked for only some test targets.
+fn node_example() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("tests live in target/<profile>/deps");
+    let example = profile_dir.join("examples").join("node");
+    if !example.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "--package", "dqlite", "--example", "node"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build --example node failed");
+    }
+    example
+}
