@@ -408,7 +408,7 @@ async fn refused_connection_is_a_connect_error() {
 }
 
 /// What a scripted leader answers to one EXEC_SQL.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 enum ExecAnswer {
     Fail(u64, &'static str),
     /// Close the connection without answering (the node died mid-request).
@@ -518,25 +518,13 @@ async fn a_write_is_sent_again_only_when_it_certainly_did_not_run() {
     let unique = Fail(2067, "UNIQUE constraint failed: kv.k");
     let done = |execs, opens| Expected::Done { execs, opens };
 
-    check_exec(
-        "127.12.1.30",
-        &[busy.clone(), busy.clone()],
-        ONE,
-        done(3, 1),
-    )
-    .await;
-    check_exec("127.12.1.31", &[not_leader.clone()], ONE, done(2, 2)).await;
-    check_exec("127.12.1.32", &[raw_not_leader.clone()], ONE, done(2, 2)).await;
+    check_exec("127.12.1.30", &[busy, busy], ONE, done(3, 1)).await;
+    check_exec("127.12.1.31", &[not_leader], ONE, done(2, 2)).await;
+    check_exec("127.12.1.32", &[raw_not_leader], ONE, done(2, 2)).await;
     check_exec("127.12.1.33", &[no_database], ONE, done(2, 2)).await;
-    check_exec("127.12.1.34", &[lost.clone()], ONE, Expected::Unknown).await;
+    check_exec("127.12.1.34", &[lost], ONE, Expected::Unknown).await;
     check_exec("127.12.1.35", &[Close], ONE, Expected::Unknown).await;
-    check_exec(
-        "127.12.1.36",
-        &[unique.clone()],
-        ONE,
-        Expected::Failure(2067),
-    )
-    .await;
+    check_exec("127.12.1.36", &[unique], ONE, Expected::Failure(2067)).await;
     // Several statements: only "not leader", sent before the first ran, is retried.
     check_exec("127.12.1.37", &[not_leader], TWO, done(2, 2)).await;
     check_exec("127.12.1.38", &[busy], TWO, Expected::Unknown).await;
