@@ -7,14 +7,20 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The benches run the release binaries of other packages (dispatch, juju-hook-tool, dbaccessor).
 cargo build --release --workspace --bins --locked
-for bench in "controller-charm hook" "dqlite client" "dqlite node_failover" \
-             "dbaccessor converge" "juju-sim ha"; do
-  set -- $bench
-  if ! grep -q "name = \"$2\"" "$(cargo metadata --format-version 1 --no-deps |
-        python3 -c "import json,sys; m=json.load(sys.stdin); print(next(p['manifest_path'] for p in m['packages'] if p['name']=='$1'))")"; then
-    echo "== $1 --bench $2: not present in this tree, skipped"
+# package, bench name, the manifest that declares it
+benches=(
+  "controller-charm hook Cargo.toml"
+  "dqlite client dqlite/Cargo.toml"
+  "dqlite node_failover dqlite/Cargo.toml"
+  "dbaccessor converge dbaccessor/Cargo.toml"
+  "juju-sim ha sim/Cargo.toml"
+)
+for entry in "${benches[@]}"; do
+  read -r package bench manifest <<<"$entry"
+  if ! grep -q "^name = \"$bench\"" "$manifest"; then
+    echo "== $package --bench $bench: not in this tree, skipped"
     continue
   fi
-  echo "== cargo bench -p $1 --bench $2"
-  cargo bench -p "$1" --bench "$2" --locked
+  echo "== cargo bench -p $package --bench $bench"
+  cargo bench -p "$package" --bench "$bench" --locked
 done
