@@ -143,7 +143,7 @@ pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
         })?;
     }
     let log_path = agent_log(&spec.model_dir, spec.machine);
-    let world = spec.model_dir.join("world.json");
+    let mut model = ModelWatch::new(spec);
     let mut backoff = FIRST_BACKOFF;
     let say = |line: &str| {
         if let Ok(mut log) = open_log(&log_path) {
@@ -152,7 +152,7 @@ pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
         }
     };
     say("starting");
-    while !stop.load(Ordering::SeqCst) && world.exists() {
+    while !stop.load(Ordering::SeqCst) && model.alive() {
         let mut child = spawn_dbaccessor(spec, &log_path)?;
         let started = Instant::now();
         let _ = fs::write(
@@ -161,7 +161,7 @@ pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
         );
         say(&format!("dbaccessor started, pid {}", child.id()));
         let status = loop {
-            if stop.load(Ordering::SeqCst) || !world.exists() {
+            if stop.load(Ordering::SeqCst) || !model.alive() {
                 say("stopping the dbaccessor (SIGTERM)");
                 terminate(&mut child);
                 let _ = fs::remove_file(dbaccessor_pid_file(&spec.model_dir, spec.machine));
@@ -188,6 +188,44 @@ pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
     }
     say("stopped");
     Ok(())
+}
+
+/// Tells whether the agent's model still exists: its `world.json` is there and names the
+/// prefix of the agent's namespace (a model destroyed by deleting its dir, or replaced by a
+/// new model in the same dir, must not keep an old agent running on the new data dir).
+struct ModelWatch {
+    world: PathBuf,
+    wanted: String,
+    checked: Instant,
+    alive: bool,
+}
+
+impl ModelWatch {
+    /// How often the world file is read.
+    const EVERY: Duration = Duration::from_millis(500);
+
+    fn new(spec: &AgentSpec) -> Self {
+        let prefix = crate::netns::prefix_of(&spec.namespace).unwrap_or_default();
+        Self {
+            world: spec.model_dir.join("world.json"),
+            wanted: format!("\"prefix\": \"{prefix}\""),
+            checked: Instant::now() - Self::EVERY,
+            alive: true,
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        if self.checked.elapsed() >= Self::EVERY {
+            self.checked = Instant::now();
+            self.alive = match fs::read_to_string(&self.world) {
+                Ok(text) => text.contains(&self.wanted),
+                // Replaced by rename at this instant: look again next time.
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => self.alive,
+                Err(_) => false,
+            };
+        }
+        self.alive
+    }
 }
 
 fn spawn_dbaccessor(spec: &AgentSpec, log_path: &Path) -> Result<Child, AgentError> {

@@ -10,8 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use controller_contract::status::{NodeState, Request, Role, Status};
+use controller_contract::status::{Member, NodeState, Request, Role};
 use controller_contract::DQLITE_PORT;
+use serde::{Deserialize, Serialize};
 
 use crate::world::expected_voters;
 
@@ -34,6 +35,29 @@ pub enum ClusterError {
     Shell { status: String, stderr: String },
     #[error("no dqlite member is known: the cluster has not formed")]
     NoMembers,
+}
+
+/// The part of the dbaccessor's status answer (`contract::status::Status`) the simulator
+/// reads. Its own type, so that fields the daemon adds or reshapes (the map it last read,
+/// probes) never make the simulator's reads fail: unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The controller's agent id.
+    pub agent_id: String,
+    /// The Dqlite node id, once the node has one.
+    #[serde(default)]
+    pub node_id: Option<u64>,
+    /// Where the daemon is in converging the local node.
+    pub state: NodeState,
+    /// Why it is in that state.
+    #[serde(default)]
+    pub reason: String,
+    /// The members as Dqlite reports them.
+    #[serde(default)]
+    pub members: Vec<Member>,
+    /// The leader's node id.
+    #[serde(default)]
+    pub leader_id: Option<u64>,
 }
 
 /// Asks the dbaccessor behind `socket` for its status.
@@ -171,7 +195,6 @@ pub fn shell(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use controller_contract::status::Member;
 
     fn member_status(
         agent: &str,
@@ -182,7 +205,6 @@ mod tests {
         Status {
             agent_id: agent.into(),
             node_id: Some(id),
-            bind_address: None,
             state: NodeState::Member,
             reason: String::new(),
             members: members
@@ -194,7 +216,6 @@ mod tests {
                 })
                 .collect(),
             leader_id: leader,
-            config: None,
         }
     }
 

@@ -1,0 +1,362 @@
+//! End-to-end HA scenarios on real processes: the `juju-sim` CLI, the compiled charm, one
+//! real `dbaccessor` per machine in its own network namespace, and the go-dqlite `dqlite`
+//! shell as an independent client. Needs root (namespaces) and the workspace's binaries
+//! built (`cargo build --workspace --bins`, as scripts/test.sh does).
+//!
+//! Scenarios run one at a time (a lock) so that 2 cores are not shared by several clusters;
+//! each model has its own dir and namespaces and is destroyed by a drop guard even when the
+//! test fails.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+use juju_sim::report::StatusReport;
+use serde_json::Value;
+
+const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
+
+/// One scenario at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A model dir whose model is destroyed on drop (agents stopped, namespaces deleted).
+struct Model {
+    dir: tempfile::TempDir,
+}
+
+impl Model {
+    fn new() -> Self {
+        let target = Path::new(JUJU_SIM)
+            .parent()
+            .expect("juju-sim lives in a target dir");
+        for needed in ["dispatch", "dbaccessor", "juju-hook-tool"] {
+            assert!(
+                target.join(needed).is_file(),
+                "{} is missing: run `cargo build --workspace --bins` first",
+                target.join(needed).display()
+            );
+        }
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("jsim-test-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("model")
+    }
+
+    /// Runs `juju-sim <args>` on this model.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(JUJU_SIM)
+            .args(args)
+            .env("JUJU_SIM_MODEL", self.path())
+            .output()
+            .expect("juju-sim runs")
+    }
+
+    /// Runs `juju-sim <args>` and returns its stdout, failing the test with its stderr.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "juju-sim {args:?} failed:\n{stdout}\n{}\nhooks.log tail:\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.hooks_tail()
+        );
+        stdout
+    }
+
+    /// The ends of the hook log and of every machine agent's log, for failure messages.
+    fn hooks_tail(&self) -> String {
+        let tail = |path: &Path, n: usize| {
+            let log = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        };
+        let mut text = tail(&self.path().join("hooks.log"), 30);
+        if let Ok(machines) = std::fs::read_dir(self.path().join("machines")) {
+            for machine in machines.flatten() {
+                text.push_str(&format!("\n== {}\n", machine.path().display()));
+                text.push_str(&tail(&machine.path().join("agent.log"), 12));
+            }
+        }
+        text
+    }
+
+    fn status(&self) -> StatusReport {
+        serde_json::from_str(&self.ok(&["status", "--format", "json"])).expect("status JSON")
+    }
+
+    /// Writes a row (retrying a failed write once, as a client does after a fail-over).
+    fn write_row(&self, step: &str) {
+        let sql = format!("INSERT INTO rows (step) VALUES ('{step}')");
+        if !self.run(&["sql", &sql]).status.success() {
+            self.ok(&["sql", &sql]);
+        }
+    }
+
+    /// Every row's step, in id order.
+    fn rows(&self) -> Vec<String> {
+        self.ok(&["sql", "SELECT step FROM rows ORDER BY id"])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        if !self.path().join("world.json").exists() {
+            return;
+        }
+        let destroyed = self.run(&["destroy"]).status.success();
+        if !destroyed {
+            // The model dir goes with the temp dir; cleanup then finds its namespaces stale
+            // (and the agents end by themselves once world.json is gone).
+            let _ = std::fs::remove_file(self.path().join("world.json"));
+            let _ = self.run(&["cleanup"]);
+        }
+    }
+}
+
+const LAYOUT: &[&str] = &["--quorum-timeout-ms", "2000"];
+
+fn bootstrap(model: &Model, extra: &[&str]) {
+    let mut args = vec!["bootstrap"];
+    args.extend_from_slice(LAYOUT);
+    args.extend_from_slice(extra);
+    model.ok(&args);
+}
+
+fn member_addresses(status: &StatusReport) -> BTreeSet<String> {
+    status.dqlite.iter().map(|m| m.address.clone()).collect()
+}
+
+fn voters(status: &StatusReport) -> usize {
+    status.dqlite.iter().filter(|m| m.role == "voter").count()
+}
+
+fn leader_unit(status: &StatusReport) -> String {
+    status
+        .units
+        .iter()
+        .find(|u| u.leader)
+        .map(|u| u.name.clone())
+        .expect("a leader unit")
+}
+
+/// Checks the settled model: `n` active units, `n` members at the published addresses, the
+/// expected voters.
+fn assert_cluster(model: &Model, n: usize) -> StatusReport {
+    let status = model.status();
+    assert_eq!(status.units.len(), n, "{status:#?}");
+    for unit in &status.units {
+        assert_eq!(unit.workload, "active", "{status:#?}");
+    }
+    let wanted: BTreeSet<String> = status
+        .map
+        .values()
+        .map(|ip| format!("{ip}:17666"))
+        .collect();
+    assert_eq!(wanted.len(), n, "{status:#?}");
+    assert_eq!(member_addresses(&status), wanted, "{status:#?}");
+    assert_eq!(voters(&status), if n >= 3 { 3 } else { 1 }, "{status:#?}");
+    status
+}
+
+#[test]
+fn grow_to_seven_and_shrink_to_one_loses_no_row() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new();
+    bootstrap(&model, &[]);
+    assert_cluster(&model, 1);
+    model.ok(&[
+        "sql",
+        "CREATE TABLE rows (id INTEGER PRIMARY KEY, step TEXT)",
+    ]);
+    let mut written = vec![];
+    let mut write = |step: &str| {
+        model.write_row(step);
+        written.push(step.to_owned());
+        assert_eq!(model.rows(), written, "after {step}");
+    };
+    write("one");
+    for n in ["3", "5", "7"] {
+        model.ok(&["enable-ha", "-n", n]);
+        assert_cluster(&model, n.parse().expect("a number"));
+        write(&format!("grown to {n}"));
+    }
+
+    // The go-dqlite shell, an independent client, sees the members status shows.
+    let status = model.status();
+    let shell: Vec<Value> =
+        serde_json::from_str(&model.ok(&["sql", "--json", ".cluster"])).expect("shell JSON");
+    let shell_members: BTreeSet<(String, String)> = shell
+        .iter()
+        .map(|m| {
+            let role = match m["Role"].as_u64() {
+                Some(0) => "voter",
+                Some(1) => "stand-by",
+                _ => "spare",
+            };
+            (
+                m["Address"].as_str().unwrap_or_default().to_owned(),
+                role.to_owned(),
+            )
+        })
+        .collect();
+    let status_members: BTreeSet<(String, String)> = status
+        .dqlite
+        .iter()
+        .map(|m| (m.address.clone(), m.role.clone()))
+        .collect();
+    assert_eq!(shell_members, status_members);
+
+    // Juju's rules for the count.
+    let refused = model.run(&["enable-ha", "-n", "4"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr)
+        .contains("number of controllers must be odd and non-negative"));
+
+    // Back down, one controller at a time, newest first, to 3 and then to 1.
+    for (machine, left) in [("6", 6), ("5", 5), ("4", 4), ("3", 3), ("2", 2), ("1", 1)] {
+        model.ok(&["remove-machine", machine]);
+        assert_cluster(&model, left);
+        if left % 2 == 1 {
+            write(&format!("shrunk to {left}"));
+        }
+    }
+    let status = model.status();
+    assert_eq!(status.map.keys().collect::<Vec<_>>(), vec!["0"]);
+    assert_eq!(model.rows(), written);
+}
+
+#[test]
+fn two_candidate_addresses_block_until_the_endpoint_is_bound() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new();
+    bootstrap(&model, &["--space", "internal=10.132.0.0/24"]);
+    model.ok(&["enable-ha", "-n", "3"]);
+    let status = model.status();
+    assert!(status.map.is_empty(), "{status:#?}");
+    for unit in &status.units {
+        assert_eq!(unit.workload, "blocked", "{status:#?}");
+        let machine = unit.machine;
+        for address in [
+            format!("10.131.0.{}", 10 + machine),
+            format!("10.132.0.{}", 10 + machine),
+        ] {
+            assert!(
+                unit.message.contains(&address),
+                "{}: {}",
+                unit.name,
+                unit.message
+            );
+        }
+    }
+    let candidates = model.ok(&["run", "controller/1", "bind-candidates"]);
+    assert!(candidates.contains("result: ambiguous"), "{candidates}");
+
+    model.ok(&["bind", "db-cluster", "internal"]);
+    let status = assert_cluster(&model, 3);
+    for address in member_addresses(&status) {
+        assert!(address.starts_with("10.132.0."), "{address}");
+    }
+    model.ok(&["sql", "CREATE TABLE t (x INTEGER)"]);
+}
+
+#[test]
+fn a_bundle_with_bindings_deploys_a_three_node_cluster() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new();
+    let bundle = model.dir.path().join("bundle.yaml");
+    std::fs::write(
+        &bundle,
+        "applications:\n  controller:\n    charm: ./controller\n    num_units: 3\n    bindings:\n      \"\": alpha\n      db-cluster: internal\n",
+    )
+    .expect("bundle written");
+    let mut args = vec!["deploy", "--bundle", bundle.to_str().expect("utf-8 path")];
+    args.extend_from_slice(LAYOUT);
+    args.extend_from_slice(&["--space", "internal=10.132.0.0/24"]);
+    model.ok(&args);
+    let status = assert_cluster(&model, 3);
+    assert_eq!(status.binding, "internal");
+    for address in member_addresses(&status) {
+        assert!(address.starts_with("10.132.0."), "{address}");
+    }
+    let result = model.ok(&["run", "controller/2", "cluster-status", "--format", "json"]);
+    let result: Value = serde_json::from_str(&result).expect("action JSON");
+    assert_eq!(result["controller/2"]["status"], "completed");
+    assert_eq!(result["controller/2"]["results"]["in-sync"], "true");
+}
+
+#[test]
+fn a_new_leader_takes_over_the_map_when_the_leader_unit_goes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new();
+    bootstrap(&model, &[]);
+    model.ok(&["enable-ha"]);
+    assert_cluster(&model, 3);
+    assert_eq!(leader_unit(&model.status()), "controller/0");
+
+    model.ok(&["remove-machine", "0"]);
+    let status = assert_cluster(&model, 2);
+    assert_eq!(leader_unit(&status), "controller/1");
+    assert_eq!(status.map.keys().collect::<Vec<_>>(), vec!["1", "2"]);
+
+    // The new leader publishes the newcomer too.
+    model.ok(&["enable-ha", "-n", "3"]);
+    let status = assert_cluster(&model, 3);
+    assert_eq!(status.map.keys().collect::<Vec<_>>(), vec!["1", "2", "3"]);
+}
+
+#[test]
+fn a_killed_dbaccessor_is_restarted_and_rejoins() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new();
+    bootstrap(&model, &[]);
+    model.ok(&["enable-ha"]);
+    model.ok(&[
+        "sql",
+        "CREATE TABLE rows (id INTEGER PRIMARY KEY, step TEXT)",
+    ]);
+    model.write_row("before");
+    let status = assert_cluster(&model, 3);
+    let leader_node = status.dqlite_leader.expect("a leader");
+    let victim = status
+        .machines
+        .iter()
+        .find(|m| m.node_id == Some(leader_node))
+        .expect("the leader's machine");
+    let old_pid = victim.dbaccessor_pid.expect("a running dbaccessor");
+    let killed = Command::new("kill")
+        .args(["-9", &old_pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+
+    model.write_row("after");
+    model.ok(&["wait"]);
+    let status = assert_cluster(&model, 3);
+    let machine = status
+        .machines
+        .iter()
+        .find(|m| m.id == victim.id)
+        .expect("the machine is still there");
+    let new_pid = machine.dbaccessor_pid.expect("restarted");
+    assert_ne!(new_pid, old_pid);
+    assert_eq!(machine.node_id, victim.node_id, "it rejoined as itself");
+    assert_eq!(model.rows(), vec!["before", "after"]);
+    let log = std::fs::read_to_string(
+        model
+            .path()
+            .join(format!("machines/{}/agent.log", victim.id)),
+    )
+    .expect("agent log");
+    assert!(log.contains("restarting in"), "{log}");
+}
