@@ -4,7 +4,9 @@
 # run against) and the build tools. Skips apt entirely when everything is already there.
 set -euo pipefail
 
-packages=(libdqlite-dev go-dqlite pkg-config gcc libc6-dev iproute2 procps)
+packages=(libdqlite-dev go-dqlite pkg-config gcc libc6-dev iproute2 procps
+  # build-charm.sh: the zip tool, objdump, and the static C libraries bin/dbaccessor links.
+  zip binutils libraft-dev libuv1-dev liblz4-dev libsqlite3-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
