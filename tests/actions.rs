@@ -199,7 +199,7 @@ impl Cluster {
 
     /// Runs an action on unit n: (outcome, results, failure message).
     fn action(&self, n: usize, name: &str, params: Value) -> (String, Value, Option<String>) {
-        self.model.hook(n, Invocation::action(name, params));
+        self.model.hook(n, Invocation::action(name, params.clone()));
         let record = self
             .model
             .state()
@@ -207,11 +207,16 @@ impl Cluster {
             .last()
             .expect("action record")
             .clone();
-        (
+        let results = serde_json::to_value(&record.action.results).expect("json");
+        // What `juju run` would print, for the operator guide (`--nocapture` shows it).
+        println!(
+            "== juju run {} {name} {params}\n{}status: {}\nmessage: {:?}\n",
+            unit(n),
+            serde_yaml_ng::to_string(&results).expect("yaml"),
             record.outcome,
-            serde_json::to_value(&record.action.results).expect("json"),
-            record.action.failed,
-        )
+            record.action.failed
+        );
+        (record.outcome, results, record.action.failed)
     }
 
     /// Sets what unit n has published in its bag as its log position.

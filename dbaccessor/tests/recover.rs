@@ -1,0 +1,86 @@
+//! The status socket's `probe` and `recover` requests against a real `dbaccessor` (the
+//! operator surface's own loopback range, 127.41.20.0/24): the probe reports reachability
+//! and a log position while the node runs; a recovery refused because a peer's log is
+//! ahead restarts the node unchanged; a recovery that goes through keeps every row.
+
+mod support;
+
+use std::time::Duration;
+
+use controller_contract::status::{LogPosition, NodeState, Probe, Recovered, Request};
+use dbaccessor::status_socket::client::{self, ClientError};
+use support::{insert_rows, read_rows, Controller};
+
+async fn probe(controller: &Controller) -> Probe {
+    client::request(
+        &controller.status_socket(),
+        &Request::Probe {
+            log_position_only: false,
+        },
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("probe")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_then_recover_refused_when_behind_then_done() {
+    let ip = "127.41.20.1";
+    let mut controller = Controller::new("0", ip);
+    controller.write_map(&[("0", ip)]);
+    controller.start().await;
+    controller.wait_voters(1).await;
+    insert_rows(&[controller.address()], 0, 5).await;
+
+    let seen = probe(&controller).await;
+    assert_eq!(seen.reachable.len(), 1);
+    assert!(seen.reachable[0].reachable, "{seen:?}");
+    let own = seen.log_position.expect("a running node's log position");
+    assert!(own.index >= 6, "{own}");
+
+    // A peer published a longer log: refused, and the node runs again unchanged.
+    let ahead = LogPosition {
+        term: own.term,
+        index: own.index + 100,
+    };
+    let refused = client::request::<Recovered>(
+        &controller.status_socket(),
+        &Request::Recover {
+            force: false,
+            best_peer: Some(ahead),
+        },
+        Duration::from_secs(60),
+    )
+    .await;
+    match refused {
+        Err(ClientError::Parse { line, .. }) => assert!(
+            line.contains(&format!(
+                "the local log ({own}) is behind another member's ({ahead})"
+            )),
+            "{line}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    controller.wait_voters(1).await;
+
+    let recovered: Recovered = client::request(
+        &controller.status_socket(),
+        &Request::Recover {
+            force: false,
+            best_peer: Some(own),
+        },
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("recovered");
+    assert_eq!(recovered.node_id, 1);
+    assert_eq!(recovered.log_position, own);
+    assert_eq!(recovered.status.state, NodeState::Member, "{recovered:#?}");
+    assert_eq!(recovered.steps.len(), 4, "{:?}", recovered.steps);
+    controller.wait_voters(1).await;
+    assert_eq!(
+        read_rows(&[controller.address()]).await,
+        (0..5).collect::<Vec<_>>()
+    );
+    assert_eq!(controller.terminate(), Some(0));
+}
