@@ -52,6 +52,9 @@ pub struct Options {
     /// First pause between retries; it doubles up to `max_backoff` (each pause is jittered
     /// down by up to half). Short, because "database is locked" clears within a commit.
     pub initial_backoff: Duration,
+    /// Longest pause between retries. A write refused with "database is locked" waits at
+    /// most 10 ms whatever this says; writes from handles of one process to one database
+    /// take turns without asking the node at all.
     pub max_backoff: Duration,
 }
 

@@ -532,3 +532,57 @@ async fn a_write_is_sent_again_only_when_it_certainly_did_not_run() {
     check_exec("127.12.1.40", &[unique], TWO, Expected::Unknown).await;
     check_exec("127.12.1.41", &[lost], TWO, Expected::Unknown).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_of_one_process_take_turns_at_the_leader() {
+    // A leader that takes a while over each EXEC_SQL and records how many overlap.
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let node = FakeNode::start_with("127.12.1.42", {
+        let (in_flight, most) = (in_flight.clone(), most.clone());
+        move |own| {
+            move |request| {
+                let (in_flight, most, own) = (in_flight.clone(), most.clone(), own.clone());
+                async move {
+                    Reply::response(match request {
+                        Request::Leader => Response::Server {
+                            id: 1,
+                            address: own,
+                        },
+                        Request::Open { .. } => Response::Db { id: 0 },
+                        _ => {
+                            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            Response::Result {
+                                last_insert_id: 1,
+                                rows_affected: 1,
+                            }
+                        }
+                    })
+                }
+            }
+        }
+    })
+    .await;
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let mut client = Client::connect_leader(&[&node.address], options())
+            .await
+            .expect("finds the leader");
+        writers.spawn(async move {
+            for _ in 0..5 {
+                client.exec("db", "INSERT 1", &[]).await.expect("exec");
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer task");
+    }
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "writes overlapped at the leader"
+    );
+}

@@ -80,6 +80,12 @@ enum Repeat {
     Change,
 }
 
+/// Longest pause before a write refused with "database is locked" (by another process's
+/// write: this process's writers take turns at [`write_gate`]) is sent again: the lock is
+/// held for one raft commit, a few milliseconds, and a longer pause leaves the database idle
+/// while the writer sleeps. [`Options::max_backoff`] still bounds the other pauses.
+const WRITE_BUSY_MAX_BACKOFF: Duration = Duration::from_millis(10);
+
 /// SQLite's "out of memory", which is also raft's "not leader" passed through raw.
 const RAW_NOT_LEADER: u64 = 7;
 /// SQLite's "not found", which libdqlite sends as "no database opened".
@@ -383,7 +389,10 @@ impl Client {
         loop {
             let result = match self.ensure_connected().await {
                 Ok(()) => match self.connection.as_mut() {
-                    Some(connection) => perform(connection, &mut self.databases, &op).await,
+                    Some(connection) => {
+                        let gate_wait = self.options.request_timeout;
+                        perform(connection, &mut self.databases, &op, gate_wait).await
+                    }
                     None => Err(Failed {
                         error: Error::NoLeader {
                             addresses: self.addresses.clone(),
@@ -399,7 +408,8 @@ impl Client {
                 Err(failed) => failed,
             };
             let repeat = if sent { op.repeat() } else { Repeat::Harmless };
-            match next_step(&error, repeat) {
+            let step = next_step(&error, repeat);
+            match step {
                 Step::GiveUp { drop_connection } => {
                     if drop_connection {
                         self.disconnect();
@@ -416,10 +426,17 @@ impl Client {
                 Step::Rediscover => self.disconnect(),
                 Step::Backoff => {}
             }
-            if Instant::now() + backoff > deadline {
+            let pause = match (step, repeat) {
+                // A locked database frees up within one commit: poll it often.
+                (Step::Backoff, Repeat::Statement | Repeat::Statements) => {
+                    backoff.min(WRITE_BUSY_MAX_BACKOFF)
+                }
+                _ => backoff,
+            };
+            if Instant::now() + pause > deadline {
                 return Err(error);
             }
-            tokio::time::sleep(jitter(backoff)).await;
+            tokio::time::sleep(jitter(pause)).await;
             backoff = (backoff * 2).min(self.options.max_backoff);
         }
     }
@@ -441,6 +458,7 @@ async fn perform(
     connection: &mut Connection,
     databases: &mut HashMap<String, u32>,
     op: &Op<'_>,
+    gate_wait: Duration,
 ) -> Result<Outcome, Failed> {
     // Opening the database comes before the operation's own request.
     let not_sent = |error| Failed { error, sent: false };
@@ -462,6 +480,10 @@ async fn perform(
         },
         Op::Exec { db, sql, params } => {
             let id = open(connection, databases, db).await.map_err(not_sent)?;
+            let gate = write_gate(connection.address(), db);
+            // Past `gate_wait` (a writer stuck on a dead connection) go anyway: the node's
+            // own lock still keeps writes apart, with "busy" and back-off.
+            let _turn = tokio::time::timeout(gate_wait, gate.lock()).await;
             Outcome::Exec(connection.exec(id, sql, params).await?)
         }
         Op::Query { db, sql, params } => {
@@ -486,6 +508,28 @@ async fn perform(
             Outcome::Done
         }
     })
+}
+
+/// libdqlite 1.11 runs one write transaction per database at a time: from the commit until
+/// raft has applied it (a network round trip or more) every other writer is refused with
+/// "database is locked". Handles of this process writing to the same database through the
+/// same leader therefore take turns here, first come first served, instead of polling the
+/// node with back-off, which leaves the database idle between a commit and the next
+/// writer's retry and lets an unlucky writer lose again and again.
+type Gate = std::sync::Arc<tokio::sync::Mutex<()>>;
+
+fn write_gate(leader: &str, db: &str) -> Gate {
+    use std::sync::{Mutex, OnceLock};
+    static GATES: OnceLock<Mutex<HashMap<(String, String), Gate>>> = OnceLock::new();
+    let mut gates = GATES
+        .get_or_init(Mutex::default)
+        .lock()
+        // Nothing can panic while the map is held; a poisoned map is still a valid map.
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    gates
+        .entry((leader.to_owned(), db.to_owned()))
+        .or_default()
+        .clone()
 }
 
 /// A pause between half and all of `backoff`, so that clients refused together (several
