@@ -601,3 +601,33 @@ fn hook_shims_run_the_same_binary_for_agents_without_dispatch() {
         Some("db-bind-addresses:\n  '0': 10.0.0.5\n")
     );
 }
+
+#[test]
+fn run_dbaccessor_blocks_when_the_service_cannot_be_set_up() {
+    let mut model = Model::new(1);
+    model.start_agent(0);
+    model.update(|state| {
+        state
+            .applications
+            .get_mut("controller")
+            .expect("application")
+            .config
+            .insert("run-dbaccessor".into(), json!(true));
+    });
+    model.hook(0, Invocation::hook("config-changed"));
+    let (kind, message) = model.status(0);
+    assert_eq!(kind, "blocked");
+    // Without systemd (this test machine) it says so; on a systemd host the test's charm
+    // dir has no bin/dbaccessor. Either way nothing is written under /etc/systemd.
+    assert!(
+        message.starts_with("run-dbaccessor: systemd is not running on this machine")
+            || message.starts_with("run-dbaccessor: ")
+                && message.ends_with("bin/dbaccessor is missing from the charm"),
+        "{message}"
+    );
+    // The rest of the hook still converged: the address is published.
+    assert_eq!(
+        model.unit_bag(0).get("db-bind-address").map(String::as_str),
+        Some("10.0.0.5")
+    );
+}
