@@ -20,12 +20,16 @@ use crate::{NodeInfo, NodeRole};
 ///
 /// - "not leader" (10250) comes only from the check at the start of a request: retried on
 ///   the leader.
-/// - "busy" (5) for one statement comes before anything was handed to raft ("checkpoint in
-///   progress", "database is locked" while another connection's write is in flight, or a
-///   request already running on the connection): retried after a pause.
+/// - "busy" (5) for one statement comes before anything was handed to raft: "checkpoint in
+///   progress", or "database is locked" while another connection's write is between its
+///   commit and raft applying it (libdqlite holds the write lock that long): retried after a
+///   pause of at most 10 ms. Writes of this process's handles to one database on one
+///   leader take turns, so they do not lock each other out.
 /// - 7 with a message such as "not an error" is raft's own "not leader" code passed through
 ///   raw when raft refused the statement's barrier or its frames (a leadership transfer is
-///   under way); the frames were dropped, so one statement is retried on the leader.
+///   under way); the frames were dropped, so one statement is retried on the leader. With
+///   SQLite's message "out of memory" it is SQLite's own code, which a step can return after
+///   writing its commit (libdqlite then replicates the frames anyway): outcome unknown.
 /// - 12, "no database opened": the node lost leadership since this connection opened the
 ///   database (libdqlite then closes every connection's database) and leads again; nothing
 ///   ran, so the database is opened again on a new connection and the statement retried.
@@ -37,7 +41,7 @@ use crate::{NodeInfo, NodeRole};
 /// - SQL text with several statements runs them one by one, each committed on its own: when a
 ///   later one fails (with any code but "not leader", which only the first can get) the
 ///   earlier ones may have been committed, so every failure of such a text is an unknown
-///   outcome. [`statement_count`] tells the two apart without parsing SQL fully; it counts
+///   outcome. The handle tells the two apart without parsing SQL fully; it counts
 ///   a trigger body's statements too, which only makes the handle more careful.
 ///
 /// Reads ([`Client::query`], [`Client::cluster`], [`Client::leader`]) are retried in every
@@ -88,6 +92,9 @@ const WRITE_BUSY_MAX_BACKOFF: Duration = Duration::from_millis(10);
 
 /// SQLite's "out of memory", which is also raft's "not leader" passed through raw.
 const RAW_NOT_LEADER: u64 = 7;
+/// SQLite's message for its own code 7; raft's code comes with a stale message instead
+/// (seen: "not an error", "no more rows available").
+const OUT_OF_MEMORY: &str = "out of memory";
 /// SQLite's "not found", which libdqlite sends as "no database opened".
 const NO_DATABASE: u64 = 12;
 /// SQLite's "abort": a write's raft entry was abandoned when its connection closed.
@@ -112,10 +119,15 @@ fn next_step(error: &Error, repeat: Repeat) -> Step {
         }
     };
     match error {
-        Error::Failure { code, .. } => match (repeat, *code) {
+        Error::Failure { code, message, .. } => match (repeat, *code) {
             (_, failure_code::NOT_LEADER) => Step::Rediscover,
             (Repeat::Statements, _) => Step::Unknown { reason: SEVERAL },
             (_, failure_code::BUSY) => Step::Backoff,
+            // SQLite's own "out of memory" can come from a step that had already written
+            // the commit, whose frames libdqlite then hands to raft all the same.
+            (Repeat::Statement, RAW_NOT_LEADER) if message == OUT_OF_MEMORY => {
+                Step::Unknown { reason: AFTER_RAFT }
+            }
             (Repeat::Harmless | Repeat::Statement, RAW_NOT_LEADER | NO_DATABASE) => {
                 Step::Rediscover
             }
@@ -666,6 +678,13 @@ mod tests {
         // Raft's raw "not leader" (a transfer under way) and "no database opened" (the node
         // lost and regained leadership): refused before the statement ran.
         check(failure(RAW_NOT_LEADER), Statement, Step::Rediscover);
+        let out_of_memory = Error::Failure {
+            address: "a".into(),
+            request: "exec",
+            code: RAW_NOT_LEADER,
+            message: OUT_OF_MEMORY.into(),
+        };
+        check(out_of_memory, Statement, after_raft);
         check(failure(RAW_NOT_LEADER), Statements, several);
         check(failure(NO_DATABASE), Statement, Step::Rediscover);
         check(failure(NO_DATABASE), Harmless, Step::Rediscover);
