@@ -263,7 +263,8 @@ fn cluster_status(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError
         results.insert("controller-conf.path".into(), conf.path.clone());
     }
     results.insert(
-        "controller-conf.in-sync".into(),
+        // Top level: the simulator's tests and scripts read it there.
+        "in-sync".into(),
         (published.as_deref() == Some(on_disk.as_str())).to_string(),
     );
     results.insert("controller-conf.map".into(), on_disk);

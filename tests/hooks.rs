@@ -533,7 +533,7 @@ fn cluster_status_action_reports_what_the_charm_knows() {
         get("published-addresses"),
         r#"{"0":"10.0.0.5","1":"10.0.0.6","2":"10.0.0.7"}"#
     );
-    assert_eq!(nested("controller-conf", "in-sync"), "true");
+    assert_eq!(get("in-sync"), "true");
     assert_eq!(get("peers"), "controller/0 controller/2");
     // No dbaccessor runs in this model: the action reports what the charm knows and fails.
     assert_eq!(nested("dbaccessor", "state"), "unavailable");
