@@ -19,6 +19,9 @@ output=${1:-$root/controller.charm}
 case "$output" in /*) ;; *) output="$root/$output" ;; esac
 max_glibc=2.35
 
+# What a fresh clone needs (apt is skipped when everything is there).
+bash scripts/setup.sh
+
 for tool in cargo zip objdump; do
   command -v "$tool" >/dev/null || { echo "build-charm: $tool is missing (run scripts/setup.sh)" >&2; exit 1; }
 done
