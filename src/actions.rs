@@ -628,18 +628,29 @@ pub fn describe_recovered(recovered: &Recovered) -> Results {
     results
 }
 
-/// The log position to publish in this unit's bag, if the dbaccessor answers. Hooks call
-/// this; a dbaccessor that does not answer leaves the last published value in place.
-pub fn local_log_position(data_dir: &Path) -> Option<LogPosition> {
-    ask::<Probe>(
+/// The local node's log position as a hook sees it, and whether a leader is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalLog {
+    pub position: LogPosition,
+    /// Whether the dbaccessor knows a leader (the log can grow while it does).
+    pub leader_known: bool,
+}
+
+/// The local node's log position, if the dbaccessor answers. Hooks call this; a dbaccessor
+/// that does not answer leaves the last published value in place.
+pub fn local_log_position(data_dir: &Path) -> Option<LocalLog> {
+    let probe = ask::<Probe>(
         &paths::status_socket(data_dir),
         &Request::Probe {
             log_position_only: true,
         },
         HOOK_PROBE_TIMEOUT,
     )
-    .ok()?
-    .log_position
+    .ok()?;
+    Some(LocalLog {
+        position: probe.log_position?,
+        leader_known: probe.status.leader_id.is_some(),
+    })
 }
 
 /// One request on the status socket, one answer line back as `T` (or its `error`).

@@ -10,7 +10,7 @@ use crate::actions;
 use crate::address::{self, Choice, NetworkError};
 use crate::conffile::{self, ConfFileError};
 use crate::config::{CharmConfig, ConfigError, Paths};
-use crate::event::{HookEnv, RelationEvent, RelationKind, PEER_ENDPOINT};
+use crate::event::{Event, Hook, HookEnv, RelationEvent, RelationKind, PEER_ENDPOINT};
 use crate::plan::{self, ConfView, Membership, Observed, PeerView, Plan};
 use crate::reload::{self, ReloadError};
 use crate::service_unit;
@@ -217,27 +217,43 @@ pub fn converge(
             plan.status = status;
         }
     }
-    publish_log_position(&world, &mut plan);
+    publish_log_position(&world, env, &mut plan);
     apply(tools, &world, plan)
 }
 
-/// Adds this node's last log position to the unit bag when the dbaccessor reports one that
-/// differs from the published value, so that `recover-cluster` on another unit can compare
-/// logs after this machine is gone. A dbaccessor that does not answer changes nothing.
-fn publish_log_position(world: &World, plan: &mut Plan) {
+/// Adds this node's last log position (`db-log-position`) to the unit bag, so that
+/// `recover-cluster` on another unit can compare logs after this machine is gone.
+///
+/// Publishing it from every hook would never settle: every write to the database moves the
+/// position, and every publication fires `relation-changed` on each peer, whose hook would
+/// publish its own moved position in turn. So only `update-status` publishes while a leader
+/// is known (every 5 minutes; the peers' hooks it fires do not publish back), and any hook
+/// publishes while no leader is known: without a leader the log cannot grow, the positions
+/// stand still and the exchange settles, which is exactly when `recover-cluster` needs them.
+/// A dbaccessor that does not answer changes nothing.
+fn publish_log_position(world: &World, env: &HookEnv, plan: &mut Plan) {
     let (Some(relation), Some(paths)) = (&world.observed.relation, &world.paths) else {
         return;
     };
     if world.observed.membership != Membership::Member {
         return;
     }
-    if let Some(position) = actions::local_log_position(&paths.data_dir) {
-        let text = position.to_string();
-        if relation.own.get(actions::LOG_POSITION_KEY) != Some(&text) {
-            plan.unit_writes
-                .insert(actions::LOG_POSITION_KEY.to_owned(), text);
-        }
+    let Some(local) = actions::local_log_position(&paths.data_dir) else {
+        return;
+    };
+    if !should_publish(&env.event, local.leader_known) {
+        return;
     }
+    let text = local.position.to_string();
+    if relation.own.get(actions::LOG_POSITION_KEY) != Some(&text) {
+        plan.unit_writes
+            .insert(actions::LOG_POSITION_KEY.to_owned(), text);
+    }
+}
+
+/// Whether a hook publishes the log position (see [`publish_log_position`]).
+fn should_publish(event: &Event, leader_known: bool) -> bool {
+    !leader_known || matches!(event, Event::Hook(Hook::UpdateStatus))
 }
 
 /// Logs an unhandled hook at debug level.
@@ -247,4 +263,37 @@ pub fn unhandled(tools: &HookTools, name: &str) -> Result<(), HookError> {
         &format!("hook {name} is not handled by this charm"),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::RelationEvent;
+
+    #[test]
+    fn log_position_publication_table() {
+        let check = |event: Event, leader_known: bool, expected: bool| {
+            assert_eq!(
+                should_publish(&event, leader_known),
+                expected,
+                "{event:?} leader known: {leader_known}"
+            );
+        };
+        let changed = || {
+            Event::Relation(RelationEvent {
+                kind: RelationKind::Changed,
+                relation_id: "db-cluster:0".into(),
+                remote_unit: Some("controller/1".into()),
+                departing_unit: None,
+            })
+        };
+        // With a leader the log moves: only the 5-minute update-status publishes.
+        check(Event::Hook(Hook::UpdateStatus), true, true);
+        check(Event::Hook(Hook::ConfigChanged), true, false);
+        check(changed(), true, false);
+        // Without a leader the log stands still: every hook keeps the value current.
+        check(Event::Hook(Hook::UpdateStatus), false, true);
+        check(Event::Hook(Hook::ConfigChanged), false, true);
+        check(changed(), false, true);
+    }
 }
