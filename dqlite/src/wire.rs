@@ -87,7 +87,8 @@ pub mod failure_code {
     pub const BUSY: u64 = 5;
     /// `SQLITE_IOERR_NOT_LEADER`: this node is not the leader; rediscover and retry.
     pub const NOT_LEADER: u64 = 10250;
-    /// `SQLITE_IOERR_LEADERSHIP_LOST`: leadership was lost mid-request; rediscover and retry.
+    /// `SQLITE_IOERR_LEADERSHIP_LOST`: leadership was lost mid-request; a write may still
+    /// have been committed, so it must not be sent again blindly.
     pub const LEADERSHIP_LOST: u64 = 10506;
 }
 
