@@ -33,7 +33,18 @@ step() { printf '\n===== %s\n' "$*"; }
 
 written=()
 write_row() {
-  "$sim" sql "INSERT INTO demo (step) VALUES ('$1')"
+  # A client retries while the cluster cannot take writes (each try is bounded by the
+  # simulator's 15 s shell timeout).
+  local tries=1
+  until "$sim" sql "INSERT INTO demo (step) VALUES ('$1')" 2>/dev/null; do
+    if [ "$tries" -ge 8 ]; then
+      echo "demo: the cluster took no write for $tries tries" >&2
+      exit 1
+    fi
+    echo "  (write not accepted yet, retrying)"
+    tries=$((tries + 1))
+  done
+  echo "wrote row '$1'"
   written+=("$1")
 }
 check_rows() {

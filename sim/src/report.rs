@@ -215,7 +215,7 @@ pub fn render_status(report: &StatusReport) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<8} {:<36} {:<8} dbaccessor",
+        "{:<8} {:<36} {:<20} dbaccessor",
         "Machine", "Addresses", "Node"
     );
     for machine in &report.machines {
@@ -225,7 +225,7 @@ pub fn render_status(report: &StatusReport) -> String {
             .map_or("not running".to_owned(), |p| format!("pid {p}"));
         let _ = writeln!(
             out,
-            "{:<8} {:<36} {node:<8} {} ({pid})",
+            "{:<8} {:<36} {node:<20} {} ({pid})",
             machine.id,
             machine.addresses.join(" "),
             machine.dbaccessor
@@ -247,7 +247,11 @@ pub fn render_status(report: &StatusReport) -> String {
         .dqlite_leader
         .map_or("unknown".to_owned(), |l| l.to_string());
     let _ = writeln!(out, "Dqlite members (leader node {leader}):");
-    let _ = writeln!(out, "  {:<20} {:<6} {:<9} Agent", "Address", "Node", "Role");
+    let _ = writeln!(
+        out,
+        "  {:<20} {:<21} {:<9} Agent",
+        "Address", "Node", "Role"
+    );
     for member in &report.dqlite {
         let star = if Some(member.id) == report.dqlite_leader {
             "*"
@@ -256,7 +260,7 @@ pub fn render_status(report: &StatusReport) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<20} {:<6} {:<9} {}",
+            "  {:<20} {:<21} {:<9} {}",
             member.address,
             format!("{}{star}", member.id),
             member.role,
