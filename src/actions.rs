@@ -17,7 +17,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use controller_contract::paths;
-use controller_contract::status::{ErrorAnswer, LogPosition, Probe, Recovered, Request, Role};
+use controller_contract::status::{
+    ErrorAnswer, LogPosition, Probe, Recovered, Request, Role, Status,
+};
 use ipnetwork::IpNetwork;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -628,29 +630,30 @@ pub fn describe_recovered(recovered: &Recovered) -> Results {
     results
 }
 
-/// The local node's log position as a hook sees it, and whether a leader is known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalLog {
-    pub position: LogPosition,
-    /// Whether the dbaccessor knows a leader (the log can grow while it does).
-    pub leader_known: bool,
+/// Whether the local dbaccessor knows a leader (`None` when it does not answer). A cheap
+/// `status` request: hooks ask this first and read the log only when they publish it.
+pub fn local_leader_known(data_dir: &Path) -> Option<bool> {
+    ask::<Status>(
+        &paths::status_socket(data_dir),
+        &Request::Status,
+        HOOK_PROBE_TIMEOUT,
+    )
+    .ok()
+    .map(|status| status.leader_id.is_some())
 }
 
-/// The local node's log position, if the dbaccessor answers. Hooks call this; a dbaccessor
-/// that does not answer leaves the last published value in place.
-pub fn local_log_position(data_dir: &Path) -> Option<LocalLog> {
-    let probe = ask::<Probe>(
+/// The local node's last log position, if the dbaccessor answers. Reading it walks the raft
+/// files, so hooks ask only when they publish it.
+pub fn local_log_position(data_dir: &Path) -> Option<LogPosition> {
+    ask::<Probe>(
         &paths::status_socket(data_dir),
         &Request::Probe {
             log_position_only: true,
         },
         HOOK_PROBE_TIMEOUT,
     )
-    .ok()?;
-    Some(LocalLog {
-        position: probe.log_position?,
-        leader_known: probe.status.leader_id.is_some(),
-    })
+    .ok()?
+    .log_position
 }
 
 /// One request on the status socket, one answer line back as `T` (or its `error`).

@@ -238,13 +238,16 @@ fn publish_log_position(world: &World, env: &HookEnv, plan: &mut Plan) {
     if world.observed.membership != Membership::Member {
         return;
     }
-    let Some(local) = actions::local_log_position(&paths.data_dir) else {
+    let Some(leader_known) = actions::local_leader_known(&paths.data_dir) else {
         return;
     };
-    if !should_publish(&env.event, local.leader_known) {
+    if !should_publish(&env.event, leader_known) {
         return;
     }
-    let text = local.position.to_string();
+    let Some(position) = actions::local_log_position(&paths.data_dir) else {
+        return;
+    };
+    let text = position.to_string();
     if relation.own.get(actions::LOG_POSITION_KEY) != Some(&text) {
         plan.unit_writes
             .insert(actions::LOG_POSITION_KEY.to_owned(), text);
