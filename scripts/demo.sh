@@ -36,7 +36,9 @@ write_row() {
   # A client retries while the cluster cannot take writes (each try is bounded by the
   # simulator's 15 s shell timeout).
   local tries=1
-  until "$sim" sql "INSERT INTO demo (step) VALUES ('$1')" 2>/dev/null; do
+  # Idempotent: a try whose outcome was lost (leadership moved mid-commit) may have
+  # committed, and a blind retry would write the row twice.
+  until "$sim" sql "INSERT INTO demo (step) SELECT '$1' WHERE NOT EXISTS (SELECT 1 FROM demo WHERE step = '$1')" 2>/dev/null; do
     if [ "$tries" -ge 8 ]; then
       echo "demo: the cluster took no write for $tries tries" >&2
       exit 1

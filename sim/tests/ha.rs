@@ -96,8 +96,14 @@ impl Model {
     /// is bounded by the shell's timeout) for up to two minutes. A write that needed retries
     /// is reported on stderr: right after a shrink to one node libdqlite has been seen to
     /// hold writes for tens of seconds, which is an availability finding, not a lost row.
+    ///
+    /// The insert is idempotent: a try whose outcome the shell could not learn (leadership
+    /// lost mid-commit) may have committed, and a blind retry would write the row twice.
     fn write_row(&self, step: &str) {
-        let sql = format!("INSERT INTO rows (step) VALUES ('{step}')");
+        let sql = format!(
+            "INSERT INTO rows (step) SELECT '{step}' \
+             WHERE NOT EXISTS (SELECT 1 FROM rows WHERE step = '{step}')"
+        );
         let started = std::time::Instant::now();
         let mut tries = 1;
         while !self.run(&["sql", &sql]).status.success() {
