@@ -10,6 +10,7 @@
 //! - [`reload`] and [`status_socket`]: the two unix-socket servers (and small clients).
 //! - [`watch`]: the fallback file watch on `controller.conf`.
 //! - `unix`: binding the sockets (stale files removed, mode 0600).
+//! - [`threadpool`]: the size of libuv's thread pool, which `main` sets before the node starts.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod event;
 pub mod reload;
 mod service;
 pub mod status_socket;
+pub mod threadpool;
 mod unix;
 pub mod watch;
 

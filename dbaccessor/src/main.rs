@@ -6,6 +6,9 @@ use clap::Parser;
 use dbaccessor::config::{Args, Config};
 
 fn main() -> anyhow::Result<()> {
+    // First, while this is the only thread: libdqlite's raft connects must not take every
+    // thread of libuv's pool (see the module).
+    dbaccessor::threadpool::configure();
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&args.log_level))
         .format_timestamp_millis()
