@@ -18,6 +18,14 @@
 //!
 //! The decisions are pure and live in submodules ([`roles`], [`plan`], [`recovery`]); this
 //! module observes and applies.
+//!
+//! A process running an [`App`] should set `UV_THREADPOOL_SIZE` well above 4 before anything
+//! starts (dbaccessor's `main` sets 64): libdqlite 1.11 opens raft connections with a
+//! blocking `connect()` on libuv's thread pool, which raft's disk work shares. Each member
+//! whose machine is gone (its address silent, not refusing) holds a thread until the
+//! kernel's SYN timeout, about 2 minutes, even after its removal; with the default 4
+//! threads the leader then answers LEADER but stalls every write and barrier. Stopping the
+//! node also waits for those connects.
 
 pub mod plan;
 pub mod recovery;
