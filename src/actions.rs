@@ -774,6 +774,7 @@ mod tests {
                 members,
                 leader_id: leader,
                 config: None,
+                health: None,
             },
             log_position: own.map(|(term, index)| LogPosition { term, index }),
             log_position_error: None,

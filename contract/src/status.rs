@@ -58,6 +58,92 @@ pub struct Status {
     pub leader_id: Option<u64>,
     /// The last `controller.conf` the daemon read, if any.
     pub config: Option<ConfigSeen>,
+    /// How many voter failures the cluster survives now, as this daemon last assessed it
+    /// (`None` while the node is not running).
+    #[serde(default)]
+    pub health: Option<Health>,
+}
+
+/// The cluster's health as one daemon sees it. A voter counts towards fault tolerance only
+/// when it is connected (it reported its log position through the leader recently) and
+/// caught up (that position is within a small window of the leader's): a voter that just
+/// came back from a partition holds a vote but could not take over without losing writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// The overall verdict.
+    pub verdict: Verdict,
+    /// One line for an operator: the verdict, the counts and what is wrong.
+    pub summary: String,
+    /// Voters in the configuration.
+    pub voters: usize,
+    /// Voters that are connected and caught up (the leader included).
+    pub ready_voters: usize,
+    /// Voters a quorum needs.
+    pub needed: usize,
+    /// Further voter failures the cluster survives now.
+    pub survives: usize,
+    /// Every member's progress, as the members reported it.
+    #[serde(default)]
+    pub members: Vec<MemberProgress>,
+    /// Controllers that `controller.conf` names but the Dqlite configuration lacks.
+    #[serde(default)]
+    pub missing: Vec<MissingController>,
+}
+
+/// The health verdicts, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// A leader, every voter connected and caught up, every mapped controller a member.
+    Healthy,
+    /// A leader and every voter connected, but some voter is still catching up.
+    CatchingUp,
+    /// A leader, but a voter is not connected or a mapped controller is not a member.
+    Degraded,
+    /// No leader, or fewer than a quorum of voters connected.
+    QuorumLost,
+    /// Nothing is known yet (the node is not a member, or no progress was reported).
+    Unknown,
+}
+
+impl Verdict {
+    /// The wire name (`healthy`, `catching-up`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Healthy => "healthy",
+            Verdict::CatchingUp => "catching-up",
+            Verdict::Degraded => "degraded",
+            Verdict::QuorumLost => "quorum-lost",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
+/// One member's last progress report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberProgress {
+    pub id: u64,
+    pub role: Role,
+    /// The member reported through the leader recently.
+    pub connected: bool,
+    /// Its log is within the catch-up window of the leader's.
+    pub caught_up: bool,
+    /// Its last reported log position.
+    #[serde(default)]
+    pub log_position: Option<LogPosition>,
+    /// How many entries it was behind the leader's last report.
+    #[serde(default)]
+    pub behind: Option<u64>,
+    /// How long ago (database clock) it last reported, in milliseconds.
+    #[serde(default)]
+    pub last_report_ms: Option<u64>,
+}
+
+/// A controller the map names that is not in the Dqlite configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingController {
+    pub agent_id: String,
+    pub address: String,
 }
 
 /// The states the daemon moves the local node through.
@@ -76,6 +162,9 @@ pub enum NodeState {
     Recovering,
     /// A start or join failed; the daemon retries with back-off.
     Failed,
+    /// Running, but the leader's configuration does not list this node and it cannot
+    /// rejoin (the map names no peer, or not this controller).
+    Removed,
 }
 
 impl NodeState {
@@ -88,6 +177,7 @@ impl NodeState {
             NodeState::Member => "member",
             NodeState::Recovering => "recovering",
             NodeState::Failed => "failed",
+            NodeState::Removed => "removed",
         }
     }
 }
@@ -236,6 +326,7 @@ mod tests {
                 bind_addresses: Some([("0".to_owned(), "10.0.0.1".parse().expect("ip"))].into()),
                 error: None,
             }),
+            health: None,
         }
     }
 

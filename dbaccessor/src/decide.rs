@@ -54,6 +54,22 @@ pub enum Quorum {
     Unreachable,
 }
 
+/// Whether the running node is in the cluster's configuration, as a leader reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// Not known: the node is stopped, or no leader answered in time.
+    Unknown,
+    /// The leader lists this node.
+    Included,
+    /// Another node leads and its configuration lacks this node: the node was removed
+    /// (while it was down, or behind this daemon's back). Positive knowledge only: a silent
+    /// cluster is [`Membership::Unknown`], never this.
+    Excluded {
+        /// The leader that said so.
+        leader: u64,
+    },
+}
+
 /// Everything [`decide`] looks at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observed {
@@ -71,6 +87,8 @@ pub struct Observed {
     pub running: Option<String>,
     /// The last quorum probe of this round.
     pub quorum: Quorum,
+    /// Whether the running node is in the leader's configuration.
+    pub membership: Membership,
 }
 
 /// The one step the service takes next.
@@ -94,6 +112,12 @@ pub enum Action {
     ProbeQuorum,
     /// Stop the node if it runs and rewrite membership to the local node alone.
     ShrinkToOne { address: String },
+    /// The running node is outside the configuration: stop it, move its data dir aside and
+    /// join again as a new member through `peers` (the next round decides the join).
+    SetAside { address: String, peers: Vec<String> },
+    /// The running node is outside the configuration and cannot rejoin (the map names no
+    /// peer, or not this controller): leave it running, and say so.
+    Outside,
 }
 
 /// An action and the reason for it, in words for the log and the status.
@@ -121,12 +145,33 @@ impl Decision {
             Action::Join { .. } => NodeState::Joining,
             Action::Restart { .. } | Action::ProbeQuorum => NodeState::Member,
             Action::Rebind { .. } | Action::ShrinkToOne { .. } => NodeState::Recovering,
+            Action::SetAside { .. } => NodeState::Joining,
+            Action::Outside => NodeState::Removed,
         }
     }
 }
 
 /// Decides the next step. Pure: the same observation always gives the same decision.
+///
+/// A running node that a leader reports outside the configuration never reports
+/// `member`: it rejoins as a new member when the map names it and a peer to join through,
+/// and is [`Action::Outside`] otherwise.
 pub fn decide(observed: &Observed) -> Decision {
+    let decision = decide_for_map(observed);
+    match (observed.membership, &decision.action) {
+        (Membership::Excluded { leader }, Action::Keep) => Decision::new(
+            Action::Outside,
+            format!(
+                "leader node {leader}'s configuration does not list this node; it cannot \
+                 rejoin: {}",
+                decision.reason
+            ),
+        ),
+        _ => decision,
+    }
+}
+
+fn decide_for_map(observed: &Observed) -> Decision {
     let running = observed.running.as_deref();
     let map = match &observed.map {
         MapRead::Missing => return hold(running, "controller.conf does not exist yet"),
@@ -227,6 +272,33 @@ pub fn decide(observed: &Observed) -> Decision {
                         ),
                     )
                 };
+            }
+            if let (Some(_), Membership::Excluded { leader }) = (running, observed.membership) {
+                if peers.is_empty() {
+                    // Never shrink to one or bootstrap here: the cluster lives on without
+                    // this node, and a cluster of its own would split the brain.
+                    return Decision::new(
+                        Action::Outside,
+                        format!(
+                            "leader node {leader}'s configuration does not list node {node_id} \
+                             and the map names no peer to rejoin through, so it cannot rejoin \
+                             (it is never made a cluster of its own)"
+                        ),
+                    );
+                } else {
+                    return Decision::new(
+                        Action::SetAside {
+                            address: address.clone(),
+                            peers: peers.clone(),
+                        },
+                        format!(
+                            "leader node {leader}'s configuration does not list node {node_id}: \
+                             it was removed; set its data dir aside and join again as a new \
+                             member through {}",
+                            peers.join(", ")
+                        ),
+                    );
+                }
             }
             let other_voters = others.iter().filter(|m| m.role == NodeRole::Voter).count();
             let map_is_only_me = map.len() == 1;
@@ -347,6 +419,11 @@ mod tests {
             data,
             running: running.then(|| ME.to_owned()),
             quorum,
+            membership: if running {
+                Membership::Included
+            } else {
+                Membership::Unknown
+            },
         }
     }
 
@@ -641,6 +718,60 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_node_rejoins_only_on_positive_knowledge() {
+        use Quorum::Unknown;
+        let three = [
+            ("0", "127.21.0.1"),
+            ("1", "127.21.0.2"),
+            ("2", "127.21.0.3"),
+        ];
+        let with = |map: MapRead, running: bool, membership: Membership| Observed {
+            membership,
+            ..observed(map, in_three(), running, Unknown)
+        };
+        let excluded = Membership::Excluded { leader: 2 };
+        // Named by the map, peers to join through: set aside and rejoin.
+        check(
+            with(map(&three), true, excluded),
+            Action::SetAside {
+                address: ME.into(),
+                peers: vec![PEER1.into(), PEER2.into()],
+            },
+            "leader node 2's configuration does not list node 1",
+        );
+        // A silent cluster is not an exclusion.
+        check(
+            with(map(&three), true, Membership::Unknown),
+            Action::Keep,
+            "member at",
+        );
+        check(
+            with(map(&three), true, Membership::Included),
+            Action::Keep,
+            "member at",
+        );
+        // The map names only this controller: no peer to join through; never bootstrap a
+        // second cluster. Reported, not `member`.
+        check(
+            with(map(&three[..1]), true, excluded),
+            Action::Outside,
+            "cannot rejoin",
+        );
+        // The map no longer names this controller (it is leaving): left running, reported.
+        check(
+            with(map(&three[1..]), true, excluded),
+            Action::Outside,
+            "no db-bind-addresses entry for agent 0",
+        );
+        // An unusable map changes nothing either.
+        check(
+            with(MapRead::Unusable("torn".into()), true, excluded),
+            Action::Outside,
+            "torn",
+        );
+    }
+
+    #[test]
     fn states_follow_actions() {
         let check = |action: Action, expected: NodeState| {
             assert_eq!(
@@ -652,6 +783,14 @@ mod tests {
         check(Action::Wait, NodeState::Waiting);
         check(Action::Keep, NodeState::Member);
         check(Action::Fail, NodeState::Failed);
+        check(Action::Outside, NodeState::Removed);
+        check(
+            Action::SetAside {
+                address: ME.into(),
+                peers: vec![PEER1.into()],
+            },
+            NodeState::Joining,
+        );
         check(
             Action::Bootstrap { address: ME.into() },
             NodeState::Bootstrapping,

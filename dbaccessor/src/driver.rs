@@ -1,8 +1,9 @@
 //! The real [`Driver`]: the local node run through the `dqlite` crate's application layer
 //! (`dqlite::app`), its data dir `<data-dir>/dqlite` (0700, locked by the node).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use controller_contract::status::LogPosition;
 use dqlite::app::{self, App, AppConfig};
@@ -12,6 +13,8 @@ use dqlite::NodeInfo;
 use tokio::time::Instant;
 
 use crate::decide::{LocalData, Quorum};
+use crate::health::Report;
+use crate::progress::Reporter;
 use crate::service::Driver;
 
 /// How long a cluster request for the status may take before the status falls back to the
@@ -33,7 +36,14 @@ pub(crate) struct DqliteDriver {
     join_timeout: Duration,
     /// The running application node.
     app: Option<App>,
+    /// How often the node reports its log position (the health interval).
+    report_interval: Duration,
+    /// Writes this node's progress report and reads everybody's while the node runs.
+    reporter: Option<Reporter>,
 }
+
+/// How many set-aside data dirs of earlier, removed identities are kept (newest first).
+const SET_ASIDE_KEPT: usize = 2;
 
 impl DqliteDriver {
     pub fn new(data_dir: PathBuf, network_latency: Duration) -> Self {
@@ -47,6 +57,8 @@ impl DqliteDriver {
                 .clamp(Duration::from_millis(100), Duration::from_secs(1)),
             join_timeout: Duration::from_secs(10),
             app: None,
+            report_interval: Duration::from_secs(1),
+            reporter: None,
         }
     }
 
@@ -55,6 +67,7 @@ impl DqliteDriver {
     }
 
     async fn stop_without_handover(&mut self) -> Result<(), String> {
+        self.reporter = None;
         if let Some(app) = self.app.take() {
             app.stop_without_handover()
                 .await
@@ -115,8 +128,28 @@ impl Driver for DqliteDriver {
         config.role_interval = self.role_interval;
         config.join_timeout = self.join_timeout;
         let app = App::start(config).await.map_err(|e| chain(&e))?;
+        let data_dir = self.data_dir.clone();
+        self.reporter = Some(Reporter::spawn(
+            app.id(),
+            self.data_dir.clone(),
+            self.report_interval,
+            move || peek_log_position(&data_dir),
+        ));
         self.app = Some(app);
         Ok(())
+    }
+
+    async fn set_aside(&mut self) -> Result<String, String> {
+        // The node is outside the configuration: nothing to hand over.
+        self.stop_without_handover().await?;
+        let data_dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || set_aside(&data_dir, SET_ASIDE_KEPT))
+            .await
+            .map_err(|e| format!("setting the data dir aside panicked: {e}"))?
+    }
+
+    fn progress(&self) -> Option<BTreeMap<u64, Report>> {
+        self.reporter.as_ref()?.view().map(|view| view.aged())
     }
 
     async fn rebind(&mut self, address: &str) -> Result<(), String> {
@@ -229,6 +262,7 @@ impl Driver for DqliteDriver {
     }
 
     async fn shutdown(&mut self) -> Result<(), String> {
+        self.reporter = None;
         if let Some(app) = self.app.take() {
             app.stop().await.map_err(|e| chain(&e))?;
         }
@@ -281,6 +315,54 @@ pub(crate) fn peek_log_position(data_dir: &Path) -> Result<LogPosition, String> 
     dqlite::node::log_position(peek.path())
         .map(to_position)
         .map_err(|e| chain(&e))
+}
+
+/// Moves a removed node's data dir aside, as `<dir>.removed-<unix seconds>`, so that the
+/// node can join again as a new member; keeps the `kept` newest set-aside dirs and deletes
+/// older ones. Nothing of the cluster's is lost: a member outside the configuration holds
+/// no entry the cluster needs (every committed entry is on the leader), and its old log is
+/// kept for inspection. Returns where the dir went.
+pub(crate) fn set_aside(data_dir: &Path, kept: usize) -> Result<String, String> {
+    let name = data_dir
+        .file_name()
+        .ok_or_else(|| format!("{} has no file name", data_dir.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = data_dir.parent().unwrap_or(Path::new("."));
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut target = parent.join(format!("{name}.removed-{stamp}"));
+    let mut n = 1;
+    while target.exists() {
+        target = parent.join(format!("{name}.removed-{stamp}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(data_dir, &target).map_err(|e| {
+        format!(
+            "cannot move {} aside to {}: {e}",
+            data_dir.display(),
+            target.display()
+        )
+    })?;
+    let prefix = format!("{name}.removed-");
+    // The names sort by time: the stamps have the same number of digits for centuries.
+    let mut old: Vec<PathBuf> = std::fs::read_dir(parent)
+        .map_err(|e| format!("cannot list {}: {e}", parent.display()))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    old.sort_by(|a, b| b.cmp(a));
+    for path in old.into_iter().skip(kept) {
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            log::warn!(
+                "cannot delete the old set-aside dir {}: {e}",
+                path.display()
+            );
+        }
+    }
+    Ok(target.display().to_string())
 }
 
 fn to_position(position: dqlite::node::LogPosition) -> LogPosition {

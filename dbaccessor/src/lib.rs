@@ -7,6 +7,10 @@
 //! - [`decide`]: the pure decision from an observation to one action. No IO.
 //! - `service`: the loop that observes, decides and applies, with back-off and health checks.
 //! - `driver`: the local node through the `dqlite` crate's application layer.
+//! - [`health`]: the pure health verdict (voters connected and caught up, mapped
+//!   controllers missing from the configuration).
+//! - `progress`: every node's log position, reported through the leader into the cluster,
+//!   which the verdict is made from.
 //! - [`reload`] and [`status_socket`]: the two unix-socket servers (and small clients).
 //! - [`watch`]: the fallback file watch on `controller.conf`.
 //! - `unix`: binding the sockets (stale files removed, mode 0600).
@@ -17,6 +21,8 @@ pub mod config;
 pub mod decide;
 mod driver;
 pub mod event;
+pub mod health;
+mod progress;
 pub mod reload;
 mod service;
 pub mod status_socket;

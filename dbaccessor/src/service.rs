@@ -4,7 +4,7 @@
 //! starts are retried with back-off; a health timer refreshes the status and notices a
 //! lost leader.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
@@ -19,8 +19,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::decide::{decide, Action, Decision, LocalData, MapRead, Observed, Quorum};
+use crate::decide::{decide, Action, Decision, LocalData, MapRead, Membership, Observed, Quorum};
 use crate::event::{Event, Trigger};
+use crate::health::{self, Report};
 
 /// At most this many actions in one convergence round: a round that keeps acting is a bug,
 /// and stopping it keeps the loop answering status queries.
@@ -59,6 +60,12 @@ pub(crate) trait Driver {
     fn absent_and_unreachable(&mut self, wanted: &[String]) -> impl Future<Output = Vec<NodeInfo>>;
     /// Removes a member from the cluster (never the last voter).
     fn remove(&mut self, id: u64) -> impl Future<Output = Result<(), String>>;
+    /// Stops the node (it is outside the configuration: nothing to hand over) and moves its
+    /// data dir aside; returns where it went.
+    fn set_aside(&mut self) -> impl Future<Output = Result<String, String>>;
+    /// The members' last progress reports (log positions), with their age now; `None`
+    /// while the node does not run or nothing has been read yet.
+    fn progress(&self) -> Option<BTreeMap<u64, Report>>;
     /// Hands leadership and the vote over, then stops the node.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), String>>;
     /// Stops the node without handing anything over (there is nobody to hand over to).
@@ -152,6 +159,8 @@ pub(crate) struct Service<D> {
     /// Members absent from the map and unreachable, and since when: removed once that has
     /// lasted a whole quorum timeout, so that a blip never removes anyone.
     absent_since: BTreeMap<u64, Instant>,
+    /// Absent voters kept because the map dropped several voters at once (warned once).
+    kept_absent: BTreeSet<u64>,
 }
 
 impl<D: Driver> Service<D> {
@@ -165,6 +174,7 @@ impl<D: Driver> Service<D> {
             members: vec![],
             leader_id: None,
             config: None,
+            health: None,
         };
         Self {
             backoff: Backoff::new(timings.retry_initial, timings.retry_max),
@@ -177,6 +187,7 @@ impl<D: Driver> Service<D> {
             leaderless_since: None,
             last_decision: None,
             absent_since: BTreeMap::new(),
+            kept_absent: BTreeSet::new(),
             deferred: VecDeque::new(),
             reason: String::new(),
         }
@@ -336,7 +347,7 @@ impl<D: Driver> Service<D> {
             self.reason = decision.reason.clone();
             self.status.reason = decision.reason.clone();
             let result = match &decision.action {
-                Action::Wait | Action::Keep | Action::Fail => {
+                Action::Wait | Action::Keep | Action::Fail | Action::Outside => {
                     self.refresh_cluster().await;
                     if decision.action == Action::Keep {
                         self.backoff.reset();
@@ -367,6 +378,21 @@ impl<D: Driver> Service<D> {
                     let rebind = self.driver.rebind(to);
                     while_answering(&mut self.events, &mut self.deferred, &self.status, rebind)
                         .await
+                }
+                Action::SetAside { .. } => {
+                    let aside = self.driver.set_aside();
+                    match while_answering(&mut self.events, &mut self.deferred, &self.status, aside)
+                        .await
+                    {
+                        Ok(moved_to) => {
+                            log::warn!(
+                                "the node was outside the cluster's configuration: its data dir \
+                                 is kept at {moved_to}; joining again as a new member"
+                            );
+                            Ok(())
+                        }
+                        Err(error) => Err(error),
+                    }
                 }
                 Action::ShrinkToOne { .. } => {
                     let started = Instant::now();
@@ -416,14 +442,33 @@ impl<D: Driver> Service<D> {
                 .is_some_and(|ip| host_has_ip(*ip)),
             _ => false,
         };
+        let running = self.driver.running_address();
+        let membership = if running.is_some() {
+            self.membership().await
+        } else {
+            Membership::Unknown
+        };
         Observed {
             agent_id: self.config.agent_id.clone(),
             port: self.config.dqlite_port,
             map,
             own_ip_on_host,
             data: self.driver.local_data().await,
-            running: self.driver.running_address(),
+            running,
             quorum,
+            membership,
+        }
+    }
+
+    /// Whether a leader lists the running node. Only a live answer from another leader
+    /// can say "excluded"; anything else is unknown.
+    async fn membership(&mut self) -> Membership {
+        let Some(own) = self.driver.node_id() else {
+            return Membership::Unknown;
+        };
+        match self.driver.cluster().await {
+            Some((members, Some(leader))) => classify_membership(own, &members, leader),
+            _ => Membership::Unknown,
         }
     }
 
@@ -461,6 +506,7 @@ impl<D: Driver> Service<D> {
         if self.status.bind_address.is_none() {
             self.status.members.clear();
             self.status.leader_id = None;
+            self.status.health = None;
             self.status.reason = self.reason.clone();
             return;
         }
@@ -474,6 +520,7 @@ impl<D: Driver> Service<D> {
                 self.status.leader_id = None;
             }
         }
+        self.assess_health();
         self.status.reason = match (self.status.state, self.status.leader_id) {
             (NodeState::Member, None) => format!(
                 "{}; no leader is visible: waiting for a quorum of voters",
@@ -483,14 +530,52 @@ impl<D: Driver> Service<D> {
         };
     }
 
+    /// The health verdict from the members, the leader, the progress reports and the map
+    /// just read.
+    fn assess_health(&mut self) {
+        let members: Vec<NodeInfo> = self.status.members.iter().map(from_member).collect();
+        let reports = self.driver.progress();
+        let map = self
+            .status
+            .config
+            .as_ref()
+            .and_then(|c| c.bind_addresses.clone());
+        let health = health::assess(&health::Inputs {
+            members: &members,
+            leader: self.status.leader_id,
+            reports: reports.as_ref(),
+            map: map.as_ref(),
+            port: self.config.dqlite_port,
+        });
+        let changed = self
+            .status
+            .health
+            .as_ref()
+            .is_none_or(|h| h.verdict != health.verdict);
+        if changed {
+            log::info!("health: {}", health.summary);
+        }
+        self.status.health = Some(health);
+    }
+
     /// Refreshes the status; returns a failure when the node has seen no leader for a
-    /// whole quorum timeout.
+    /// whole quorum timeout, or when a leader's configuration no longer lists it.
     async fn check_health(&mut self) -> Option<String> {
         if self.driver.running_address().is_none() {
             self.leaderless_since = None;
             return None;
         }
         self.refresh_cluster().await;
+        if let (Some(leader), Some(own)) = (self.status.leader_id, self.status.node_id) {
+            let members: Vec<NodeInfo> = self.status.members.iter().map(from_member).collect();
+            if self.status.state == NodeState::Member
+                && classify_membership(own, &members, leader) != Membership::Included
+            {
+                return Some(format!(
+                    "leader node {leader}'s configuration does not list this node ({own})"
+                ));
+            }
+        }
         if self.status.leader_id.is_some() {
             self.leaderless_since = None;
             if self.status.leader_id == self.status.node_id {
@@ -529,6 +614,20 @@ impl<D: Driver> Service<D> {
             now,
             self.timings.quorum_timeout,
         );
+        let members: Vec<NodeInfo> = self.status.members.iter().map(from_member).collect();
+        let own = self.status.node_id.unwrap_or_default();
+        let (due, kept) = removable(&members, own, &wanted, due);
+        let kept_ids: BTreeSet<u64> = kept.iter().map(|m| m.id).collect();
+        for member in kept.iter().filter(|m| !self.kept_absent.contains(&m.id)) {
+            log::warn!(
+                "keeping voter {} at {}: it is absent from the map and unreachable, but the map \
+                 drops several voters at once, which a departure never does (departing \
+                 controllers hand their vote over first); unknown is not gone",
+                member.id,
+                member.address
+            );
+        }
+        self.kept_absent = kept_ids;
         for member in due {
             match self.driver.remove(member.id).await {
                 Ok(()) => log::info!(
@@ -547,6 +646,27 @@ impl<D: Driver> Service<D> {
             }
         }
     }
+}
+
+/// Splits the members due for removal into those that may go and the voters that stay.
+/// A voter is removed for its absence only when it is the one voter the map dropped: a
+/// map that drops several voters at once is more likely wrong than several controllers
+/// gone at once without handing over (a departing controller's dbaccessor hands its vote
+/// over and leaves as a spare). Stand-bys and spares hold no vote and may always go.
+pub(crate) fn removable(
+    members: &[NodeInfo],
+    own_id: u64,
+    wanted: &[String],
+    due: Vec<NodeInfo>,
+) -> (Vec<NodeInfo>, Vec<NodeInfo>) {
+    let absent_voters = members
+        .iter()
+        .filter(|m| m.id != own_id && m.role == NodeRole::Voter && !wanted.contains(&m.address))
+        .count();
+    if absent_voters <= 1 {
+        return (due, vec![]);
+    }
+    due.into_iter().partition(|m| m.role != NodeRole::Voter)
 }
 
 /// Tracks since when each member has been absent (and unreachable); returns those absent
@@ -608,6 +728,32 @@ fn action_name(action: &Action) -> &'static str {
         Action::Rebind { .. } => "re-bind",
         Action::ProbeQuorum => "probe quorum",
         Action::ShrinkToOne { .. } => "shrink to one",
+        Action::SetAside { .. } => "set aside and rejoin",
+        Action::Outside => "outside the configuration",
+    }
+}
+
+/// Whether `members`, as leader `leader` reported them, include node `own`.
+pub(crate) fn classify_membership(own: u64, members: &[NodeInfo], leader: u64) -> Membership {
+    if members.iter().any(|m| m.id == own) {
+        Membership::Included
+    } else if leader == own || members.is_empty() {
+        // A leader always lists itself; an empty list is no answer.
+        Membership::Unknown
+    } else {
+        Membership::Excluded { leader }
+    }
+}
+
+fn from_member(member: &Member) -> NodeInfo {
+    NodeInfo {
+        id: member.id,
+        address: member.address.clone(),
+        role: match member.role {
+            Role::Voter => NodeRole::Voter,
+            Role::StandBy => NodeRole::StandBy,
+            Role::Spare => NodeRole::Spare,
+        },
     }
 }
 
@@ -711,6 +857,72 @@ mod tests {
         check("127.21.0.1", true);
         // TEST-NET-1 (RFC 5737) is never assigned to a host.
         check("192.0.2.1", false);
+    }
+
+    #[test]
+    fn removal_policy_table() {
+        let node = |id: u64, role: NodeRole| NodeInfo {
+            id,
+            address: format!("127.21.0.{id}:17666"),
+            role,
+        };
+        let check =
+            |members: &[NodeInfo], wanted: &[u64], due: &[u64], expected: (&[u64], &[u64])| {
+                let wanted: Vec<String> = wanted
+                    .iter()
+                    .map(|id| format!("127.21.0.{id}:17666"))
+                    .collect();
+                let due: Vec<NodeInfo> = members
+                    .iter()
+                    .filter(|m| due.contains(&m.id))
+                    .cloned()
+                    .collect();
+                let (go, stay) = removable(members, 1, &wanted, due);
+                let ids = |v: Vec<NodeInfo>| v.iter().map(|m| m.id).collect::<Vec<_>>();
+                assert_eq!(
+                    (ids(go), ids(stay)),
+                    (expected.0.to_vec(), expected.1.to_vec()),
+                    "{members:?} wanted {wanted:?}"
+                );
+            };
+        use NodeRole::{Spare, StandBy, Voter};
+        let three = [node(1, Voter), node(2, Voter), node(3, Voter)];
+        // One voter dropped by the map: it may go.
+        check(&three, &[1, 2], &[3], (&[3], &[]));
+        // Two voters dropped at once: both stay, even when both are due.
+        check(&three, &[1], &[2, 3], (&[], &[2, 3]));
+        check(&three, &[1], &[3], (&[], &[3]));
+        // Spares and stand-bys always may go; voters stay while several are dropped.
+        let mixed = [
+            node(1, Voter),
+            node(2, Voter),
+            node(3, Voter),
+            node(4, Spare),
+            node(5, StandBy),
+        ];
+        check(&mixed, &[1], &[2, 4, 5], (&[4, 5], &[2]));
+        check(&mixed, &[1, 2, 3], &[4, 5], (&[4, 5], &[]));
+        // A departed controller that handed over (a spare) plus one voter dropped: the voter may go.
+        check(&mixed, &[1, 2, 4, 5], &[3], (&[3], &[]));
+    }
+
+    #[test]
+    fn membership_is_excluded_only_by_another_leaders_answer() {
+        let node = |id: u64| NodeInfo {
+            id,
+            address: format!("127.21.0.{id}:17666"),
+            role: NodeRole::Voter,
+        };
+        assert_eq!(
+            classify_membership(1, &[node(1), node(2)], 2),
+            Membership::Included
+        );
+        assert_eq!(
+            classify_membership(1, &[node(2), node(3)], 2),
+            Membership::Excluded { leader: 2 }
+        );
+        assert_eq!(classify_membership(1, &[], 2), Membership::Unknown);
+        assert_eq!(classify_membership(1, &[node(2)], 1), Membership::Unknown);
     }
 
     #[test]
@@ -818,6 +1030,15 @@ mod tests {
         async fn remove(&mut self, id: u64) -> Result<(), String> {
             self.note(format!("remove {id}"));
             Ok(())
+        }
+        async fn set_aside(&mut self) -> Result<String, String> {
+            self.note("set aside".into());
+            self.running = None;
+            self.data = LocalData::Empty;
+            Ok("aside".into())
+        }
+        fn progress(&self) -> Option<BTreeMap<u64, Report>> {
+            None
         }
         async fn shutdown(&mut self) -> Result<(), String> {
             self.note("shutdown".into());

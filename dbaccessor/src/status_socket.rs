@@ -257,6 +257,7 @@ mod tests {
             members: vec![],
             leader_id: None,
             config: None,
+            health: None,
         }
     }
 

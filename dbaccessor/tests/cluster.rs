@@ -7,7 +7,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use controller_contract::status::{NodeState, Role};
+use controller_contract::status::{NodeState, Role, Verdict};
 use support::{insert_rows, read_rows, shell_cluster, Controller};
 
 fn addresses(controllers: &[&Controller]) -> Vec<String> {
@@ -481,4 +481,124 @@ async fn four_controllers_joining_at_once_make_three_voters_and_two_stand_bys() 
         .expect("a voter that does not lead");
     let shell = shell_cluster(&voter.address);
     assert_eq!(shell.lines().count(), 5, "{shell}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_verdict_counts_connected_caught_up_voters_and_names_missing_ones() {
+    let mut controllers = three_controllers(13).await;
+    let healthy = |s: &controller_contract::status::Status| {
+        s.health
+            .as_ref()
+            .is_some_and(|h| h.verdict == Verdict::Healthy)
+    };
+    let status = controllers[0]
+        .wait_for("healthy", Duration::from_secs(20), healthy)
+        .await;
+    let health = status.health.expect("a verdict");
+    assert_eq!(
+        (health.voters, health.ready_voters, health.survives),
+        (3, 3, 1)
+    );
+    assert!(
+        health.summary.contains("survives 1 more voter failure"),
+        "{}",
+        health.summary
+    );
+
+    // A voter that stops: not connected, no spare failure; never healthy meanwhile.
+    controllers[2].kill();
+    let status = controllers[0]
+        .wait_for("degraded", Duration::from_secs(20), |s| {
+            s.health
+                .as_ref()
+                .is_some_and(|h| h.verdict == Verdict::Degraded)
+        })
+        .await;
+    let health = status.health.expect("a verdict");
+    assert_eq!(health.survives, 0, "{}", health.summary);
+    assert!(
+        health.summary.contains("not connected"),
+        "{}",
+        health.summary
+    );
+
+    // Back: healthy again once it has reported and caught up.
+    controllers[2].start().await;
+    controllers[0]
+        .wait_for("healthy again", Duration::from_secs(30), healthy)
+        .await;
+
+    // A controller the map names that is not in the configuration: degraded, named.
+    let map = [
+        ("0", "127.21.13.1"),
+        ("1", "127.21.13.2"),
+        ("2", "127.21.13.3"),
+        ("3", "127.21.13.4"),
+    ];
+    controllers[0].set_map(&map).await;
+    let status = controllers[0]
+        .wait_for(
+            "naming the missing controller",
+            Duration::from_secs(20),
+            |s| {
+                s.health.as_ref().is_some_and(|h| {
+                    h.verdict == Verdict::Degraded && h.missing.iter().any(|m| m.agent_id == "3")
+                })
+            },
+        )
+        .await;
+    let summary = status.health.expect("a verdict").summary;
+    assert!(
+        summary.contains("controller 3 (127.21.13.4:17666) is named by controller.conf"),
+        "{summary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_behind_its_back_rejoins_as_a_new_member() {
+    let mut controllers = three_controllers(14).await;
+    let all = addresses(&controllers.iter().collect::<Vec<_>>());
+    insert_rows(&all, 0, 5).await;
+    let before = controllers[2].status().await;
+    let old_id = before.node_id.expect("an id");
+
+    // Removed while running, the map unchanged: it notices, sets its data aside and
+    // joins again with a new id; the cluster is back to three voters.
+    let mut client = support::client(&all[..2]).await;
+    client.remove(old_id).await.expect("remove the member");
+    let rejoined = controllers[2]
+        .wait_for("rejoined with a new id", Duration::from_secs(30), |s| {
+            s.state == NodeState::Member
+                && s.node_id.is_some_and(|id| id != old_id)
+                && s.members.iter().filter(|m| m.role == Role::Voter).count() == 3
+        })
+        .await;
+    let new_id = rejoined.node_id.expect("an id");
+    let log = controllers[2].log();
+    assert!(log.contains("set aside and rejoin"), "{log}");
+    let aside: Vec<String> = std::fs::read_dir(controllers[2].data_dir())
+        .expect("list the data dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("dqlite.removed-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the old data is kept aside: {aside:?}");
+    insert_rows(&all, 5, 8).await;
+    assert_eq!(read_rows(&all).await, (0..8).collect::<Vec<_>>());
+
+    // Removed while down (kill -9, then removed): on restart it finds itself outside the
+    // configuration and rejoins; it never reports `member` with the old identity.
+    controllers[2].kill();
+    let mut client = support::client(&all[..2]).await;
+    client.remove(new_id).await.expect("remove the member");
+    controllers[2].start().await;
+    controllers[2]
+        .wait_for("rejoined again", Duration::from_secs(30), |s| {
+            s.state == NodeState::Member
+                && s.node_id.is_some_and(|id| id != new_id && id != old_id)
+                && s.members.iter().filter(|m| m.role == Role::Voter).count() == 3
+        })
+        .await;
+    controllers[0].wait_voters(3).await;
+    assert_eq!(read_rows(&all).await, (0..8).collect::<Vec<_>>());
 }

@@ -38,10 +38,12 @@ async fn probe_then_recover_refused_when_behind_then_done() {
     let own = seen.log_position.expect("a running node's log position");
     assert!(own.index >= 6, "{own}");
 
-    // A peer published a longer log: refused, and the node runs again unchanged.
+    // A peer published a longer log: refused, and the node runs again unchanged. (The
+    // log keeps moving after the probe: every node reports its progress into the cluster
+    // once a second.)
     let ahead = LogPosition {
         term: own.term,
-        index: own.index + 100,
+        index: own.index + 100_000,
     };
     let refused = client::request::<Recovered>(
         &controller.status_socket(),
@@ -54,9 +56,7 @@ async fn probe_then_recover_refused_when_behind_then_done() {
     .await;
     match refused {
         Err(ClientError::Parse { line, .. }) => assert!(
-            line.contains(&format!(
-                "the local log ({own}) is behind another member's ({ahead})"
-            )),
+            line.contains(&format!("is behind another member's ({ahead})")),
             "{line}"
         ),
         other => panic!("expected a refusal, got {other:?}"),
@@ -74,7 +74,7 @@ async fn probe_then_recover_refused_when_behind_then_done() {
     .await
     .expect("recovered");
     assert_eq!(recovered.node_id, 1);
-    assert_eq!(recovered.log_position, own);
+    assert!(recovered.log_position >= own, "{recovered:#?}");
     assert_eq!(recovered.status.state, NodeState::Member, "{recovered:#?}");
     assert_eq!(recovered.steps.len(), 4, "{:?}", recovered.steps);
     controller.wait_voters(1).await;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use controller_contract::status::{Member, NodeState, Role};
+use controller_contract::status::{Member, Role};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -77,17 +77,6 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn state_name(state: NodeState) -> &'static str {
-    match state {
-        NodeState::Waiting => "waiting",
-        NodeState::Bootstrapping => "bootstrapping",
-        NodeState::Joining => "joining",
-        NodeState::Member => "member",
-        NodeState::Recovering => "recovering",
-        NodeState::Failed => "failed",
-    }
-}
-
 /// Gathers the status.
 pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
     let state = sim.store().load()?;
@@ -144,7 +133,7 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
                     leader = status.leader_id.or(leader);
                 }
                 (
-                    format!("{}: {}", state_name(status.state), status.reason),
+                    format!("{}: {}", status.state.as_str(), status.reason),
                     status.node_id,
                 )
             }
