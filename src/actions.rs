@@ -368,44 +368,30 @@ pub fn describe_probe(probe: &Probe) -> Results {
             None => "none".into(),
         },
     );
-    let voters: Vec<bool> = status
-        .members
-        .iter()
-        .filter(|m| m.role == Role::Voter)
-        .map(|m| reachable(m.id).unwrap_or(false))
-        .collect();
-    let online = voters.iter().filter(|r| **r).count();
-    results.insert(
-        "health".into(),
-        verdict(voters.len(), online, status.leader_id.is_some()),
-    );
+    if let Some(health) = &status.health {
+        for member in &health.members {
+            let key = |field: &str| format!("members.{}.{field}", member.id);
+            results.insert(key("connected"), member.connected.to_string());
+            results.insert(key("caught-up"), member.caught_up.to_string());
+            if let Some(behind) = member.behind {
+                results.insert(key("behind"), behind.to_string());
+            }
+        }
+        results.insert("health-verdict".into(), health.verdict.as_str().into());
+    }
+    results.insert("health".into(), health_line(probe));
     results
 }
 
-/// The one-line health verdict from the voter count, the voters that answered and whether
-/// a leader is known. Pure.
-pub fn verdict(voters: usize, online: usize, leader: bool) -> String {
-    if voters == 0 {
-        return "unknown: no members known (the node is not running or not yet a member)".into();
-    }
-    let needed = voters / 2 + 1;
-    let counts = format!("{online} of {voters} voters online, {needed} needed");
-    if online < needed {
-        return format!(
-            "quorum lost: {counts}; bring voters back, or if they are gone for good run \
-             recover-cluster on the most up-to-date member"
-        );
-    }
-    let spare = online - needed;
-    let survives = match spare {
-        0 => "survives no further voter failure".to_owned(),
-        1 => "survives 1 more voter failure".to_owned(),
-        n => format!("survives {n} more voter failures"),
-    };
-    if leader {
-        format!("healthy: quorum held, {counts}; {survives}")
-    } else {
-        format!("degraded: {counts} but no leader yet (an election may be under way)")
+/// The one-line health verdict: the dbaccessor's own (voters connected and caught up, mapped
+/// controllers missing from the configuration), or why there is none.
+pub fn health_line(probe: &Probe) -> String {
+    match &probe.status.health {
+        Some(health) => health.summary.clone(),
+        None => format!(
+            "unknown: the dbaccessor has no verdict (its node is {})",
+            probe.status.state.as_str()
+        ),
     }
 }
 
@@ -552,10 +538,7 @@ pub fn plan_recovery(
         .filter(|r| r.reachable && voters.contains(&r.id))
         .count();
     let quorum = status.leader_id.is_some() && online > voters.len() / 2;
-    results.insert(
-        "health".into(),
-        verdict(voters.len(), online, status.leader_id.is_some()),
-    );
+    results.insert("health".into(), health_line(&probe));
 
     let refusal = if !confirm {
         Some(
@@ -692,60 +675,6 @@ fn ask<T: DeserializeOwned>(
 mod tests {
     use super::*;
     use controller_contract::status::{Member, NodeState, Reachability, Status};
-
-    #[test]
-    fn verdict_table() {
-        let check = |voters, online, leader, expected: &str| {
-            assert_eq!(
-                verdict(voters, online, leader),
-                expected,
-                "{voters} {online} {leader}"
-            );
-        };
-        check(
-            3,
-            3,
-            true,
-            "healthy: quorum held, 3 of 3 voters online, 2 needed; survives 1 more voter failure",
-        );
-        check(
-            3,
-            2,
-            true,
-            "healthy: quorum held, 2 of 3 voters online, 2 needed; survives no further voter failure",
-        );
-        check(
-            5,
-            5,
-            true,
-            "healthy: quorum held, 5 of 5 voters online, 3 needed; survives 2 more voter failures",
-        );
-        check(
-            1,
-            1,
-            true,
-            "healthy: quorum held, 1 of 1 voters online, 1 needed; survives no further voter failure",
-        );
-        check(
-            3,
-            1,
-            false,
-            "quorum lost: 1 of 3 voters online, 2 needed; bring voters back, or if they are gone \
-             for good run recover-cluster on the most up-to-date member",
-        );
-        check(
-            3,
-            2,
-            false,
-            "degraded: 2 of 3 voters online, 2 needed but no leader yet (an election may be under way)",
-        );
-        check(
-            0,
-            0,
-            false,
-            "unknown: no members known (the node is not running or not yet a member)",
-        );
-    }
 
     fn probe(own: Option<(u64, u64)>, leader: Option<u64>, reachable: &[bool]) -> Probe {
         let members: Vec<Member> = (1..=3)

@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use controller_contract::status::{LogPosition, NodeState, Probe, Request, Role};
+use controller_contract::status::{LogPosition, NodeState, Probe, Request, Role, Verdict};
 use dqlite::client::{Client, Options};
 use dqlite::wire::Value as SqlValue;
 use juju_sim::Invocation;
@@ -135,6 +135,11 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The dbaccessor's health verdict in a probe.
+fn verdict(probe: &Probe) -> Option<Verdict> {
+    probe.status.health.as_ref().map(|h| h.verdict)
 }
 
 fn voters(probe: &Probe) -> usize {
@@ -312,6 +317,8 @@ fn get(results: &Value, path: &str) -> String {
 #[test]
 fn cluster_status_healthy_then_one_down() {
     let mut cluster = Cluster::start(1);
+    // Every voter reports its progress once a second: healthy once all three have.
+    cluster.daemons[0].wait_for("healthy", |p| verdict(p) == Some(Verdict::Healthy));
     let (outcome, results, failed) = cluster.action(0, "cluster-status", json!({}));
     assert_eq!(
         (outcome.as_str(), failed),
@@ -350,8 +357,13 @@ fn cluster_status_healthy_then_one_down() {
     );
     assert_eq!(
         get(&results, "health"),
-        "healthy: quorum held, 3 of 3 voters online, 2 needed; survives 1 more voter failure"
+        "healthy: 3 of 3 voters connected and caught up, 2 needed; survives 1 more voter failure"
     );
+    assert_eq!(get(&results, "health-verdict"), "healthy");
+    for member in members.values() {
+        assert_eq!(get(member, "connected"), "true", "{results:#}");
+        assert_eq!(get(member, "caught-up"), "true", "{results:#}");
+    }
 
     // One controller down: still a quorum, no spare failure left.
     let gone_id = cluster.daemons[2]
@@ -360,7 +372,9 @@ fn cluster_status_healthy_then_one_down() {
         .expect("node 2 has an id");
     cluster.daemons[2].kill();
     cluster.daemons[0].wait_for("seeing one member down", |p| {
-        p.reachable.iter().any(|r| r.id == gone_id && !r.reachable) && p.status.leader_id.is_some()
+        p.reachable.iter().any(|r| r.id == gone_id && !r.reachable)
+            && p.status.leader_id.is_some()
+            && verdict(p) == Some(Verdict::Degraded)
     });
     let (outcome, results, _) = cluster.action(0, "cluster-status", json!({}));
     assert_eq!(outcome, "completed");
@@ -368,9 +382,21 @@ fn cluster_status_healthy_then_one_down() {
         get(&results, &format!("members.{gone_id}.reachable")),
         "false"
     );
+    let health = get(&results, "health");
+    assert!(
+        health.starts_with(&format!("degraded: voter {gone_id} has not reported for ")),
+        "{health}"
+    );
+    assert!(
+        health.ends_with(
+            "(not connected); 2 of 3 voters connected and caught up, 2 needed; survives no \
+             further voter failure"
+        ),
+        "{health}"
+    );
     assert_eq!(
-        get(&results, "health"),
-        "healthy: quorum held, 2 of 3 voters online, 2 needed; survives no further voter failure"
+        get(&results, &format!("members.{gone_id}.connected")),
+        "false"
     );
 }
 
@@ -422,19 +448,19 @@ fn recover_cluster_refuses_then_recovers_keeping_every_row() {
     // Quorum lost for good: two of three machines gone.
     cluster.daemons[1].kill();
     cluster.daemons[2].kill();
-    cluster.daemons[0].wait_for("without a quorum", |p| {
+    let lost = cluster.daemons[0].wait_for("without a quorum", |p| {
         p.reachable.iter().filter(|r| r.reachable).count() == 1
+            && verdict(p) == Some(Verdict::QuorumLost)
     });
     let (outcome, results, failed) = cluster.action(0, "cluster-status", json!({}));
     assert_eq!((outcome.as_str(), failed), ("completed", None));
-    assert_eq!(
-        get(&results, "health"),
-        "quorum lost: 1 of 3 voters online, 2 needed; bring voters back, or if they are gone \
-         for good run recover-cluster on the most up-to-date member"
-    );
+    let health = get(&results, "health");
+    assert!(health.starts_with("quorum "), "{health}");
+    assert_eq!(get(&results, "health-verdict"), "quorum-lost");
 
-    // A peer published a later log than ours: this member is stale, refused.
-    let own = positions[0];
+    // A peer published a later log than ours: this member is stale, refused. (Without a
+    // quorum the log no longer moves: no progress report commits.)
+    let own = lost.log_position.expect("a log position");
     let ahead = LogPosition {
         term: own.term,
         index: own.index + 5,
@@ -494,9 +520,21 @@ fn recover_cluster_refuses_then_recovers_keeping_every_row() {
     );
     let (outcome, results, _) = cluster.action(0, "cluster-status", json!({}));
     assert_eq!(outcome, "completed");
+    // The map still names the two lost controllers (nobody removed their machines yet):
+    // the verdict says so instead of calling a one-voter cluster healthy.
+    cluster.daemons[0].wait_for("reporting alone", |p| {
+        p.status
+            .health
+            .as_ref()
+            .is_some_and(|h| h.ready_voters == 1)
+    });
+    let (_, results, _) = cluster.action(0, "cluster-status", json!({}));
     assert_eq!(
         get(&results, "health"),
-        "healthy: quorum held, 1 of 1 voters online, 1 needed; survives no further voter failure"
+        "degraded: controller 1 (127.41.2.2:17666) is named by controller.conf but is not in \
+         the Dqlite configuration; controller 2 (127.41.2.3:17666) is named by controller.conf \
+         but is not in the Dqlite configuration; 1 of 1 voters connected and caught up, 1 \
+         needed; survives no further voter failure"
     );
 }
 
