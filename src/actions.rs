@@ -538,7 +538,7 @@ pub fn plan_recovery(
         .filter(|r| r.reachable && voters.contains(&r.id))
         .count();
     let quorum = status.leader_id.is_some() && online > voters.len() / 2;
-    results.insert("health".into(), health_line(&probe));
+    results.insert("health".into(), health_line(probe));
 
     let refusal = if !confirm {
         Some(

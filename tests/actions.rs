@@ -518,8 +518,6 @@ fn recover_cluster_refuses_then_recovers_keeping_every_row() {
         (0..20).collect::<Vec<_>>(),
         "every committed row is kept"
     );
-    let (outcome, results, _) = cluster.action(0, "cluster-status", json!({}));
-    assert_eq!(outcome, "completed");
     // The map still names the two lost controllers (nobody removed their machines yet):
     // the verdict says so instead of calling a one-voter cluster healthy.
     cluster.daemons[0].wait_for("reporting alone", |p| {
@@ -528,7 +526,8 @@ fn recover_cluster_refuses_then_recovers_keeping_every_row() {
             .as_ref()
             .is_some_and(|h| h.ready_voters == 1)
     });
-    let (_, results, _) = cluster.action(0, "cluster-status", json!({}));
+    let (outcome, results, _) = cluster.action(0, "cluster-status", json!({}));
+    assert_eq!(outcome, "completed");
     assert_eq!(
         get(&results, "health"),
         "degraded: controller 1 (127.41.2.2:17666) is named by controller.conf but is not in \

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use controller_contract::status::{Member, NodeState, Request, Role};
+use controller_contract::status::{Health, Member, NodeState, Request, Role, Verdict};
 use controller_contract::DQLITE_PORT;
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +58,9 @@ pub struct Status {
     /// The leader's node id.
     #[serde(default)]
     pub leader_id: Option<u64>,
+    /// The daemon's health verdict (voters connected and caught up).
+    #[serde(default)]
+    pub health: Option<Health>,
 }
 
 /// Asks the dbaccessor behind `socket` for its status.
@@ -155,7 +158,13 @@ pub fn converged(view: &ClusterView) -> Result<(), String> {
     if voters != want_voters {
         return Err(format!("{voters} voters of {want_voters}"));
     }
-    Ok(())
+    // Settled means able to survive what the voter count promises: every voter connected
+    // and caught up, as the leader's dbaccessor judges it.
+    match &leader_status.health {
+        Some(health) if health.verdict == Verdict::Healthy => Ok(()),
+        Some(health) => Err(health.summary.clone()),
+        None => Err("the leader's dbaccessor has no health verdict yet".into()),
+    }
 }
 
 /// Runs the go-dqlite shell in the cloud namespace against `servers` (`ip:port`) on
@@ -216,6 +225,16 @@ mod tests {
                 })
                 .collect(),
             leader_id: leader,
+            health: Some(Health {
+                verdict: Verdict::Healthy,
+                summary: "healthy".into(),
+                voters: 0,
+                ready_voters: 0,
+                needed: 0,
+                survives: 0,
+                members: vec![],
+                missing: vec![],
+            }),
         }
     }
 
@@ -275,6 +294,26 @@ mod tests {
         check(
             joining,
             Err("dbaccessor 1 is Joining: joining through 10.0.0.10"),
+        );
+        // A voter still catching up after a partition: not settled, and the leader's
+        // verdict says why.
+        let mut catching_up = full(&three);
+        if let Some(Ok(status)) = catching_up.statuses.get_mut("0") {
+            let health = status.health.as_mut().expect("a verdict");
+            health.verdict = Verdict::CatchingUp;
+            health.summary = "catching up: voter 3 is 40 entries behind the leader".into();
+        }
+        check(
+            catching_up,
+            Err("catching up: voter 3 is 40 entries behind the leader"),
+        );
+        let mut no_verdict = full(&three);
+        if let Some(Ok(status)) = no_verdict.statuses.get_mut("0") {
+            status.health = None;
+        }
+        check(
+            no_verdict,
+            Err("the leader's dbaccessor has no health verdict yet"),
         );
     }
 }

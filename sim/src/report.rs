@@ -30,6 +30,8 @@ pub struct StatusReport {
     pub dqlite: Vec<MemberReport>,
     /// The Dqlite leader's node id.
     pub dqlite_leader: Option<u64>,
+    /// The leader's dbaccessor's health verdict (voters connected and caught up).
+    pub health: Option<String>,
 }
 
 /// One unit.
@@ -116,6 +118,7 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
     let mut machines = Vec::new();
     let mut members: Vec<Member> = Vec::new();
     let mut leader = None;
+    let mut health = None;
     let mut node_agents = BTreeMap::new();
     for (id, machine) in &sim.world.machines {
         let socket = controller_contract::paths::status_socket(&machine_data_dir(&sim.dir, *id));
@@ -131,6 +134,7 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
                 {
                     members.clone_from(&status.members);
                     leader = status.leader_id.or(leader);
+                    health = status.health.as_ref().map(|h| h.summary.clone());
                 }
                 (
                     format!("{}: {}", status.state.as_str(), status.reason),
@@ -174,6 +178,7 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
         machines,
         dqlite,
         dqlite_leader: leader,
+        health,
     })
 }
 
@@ -236,6 +241,9 @@ pub fn render_status(report: &StatusReport) -> String {
         .dqlite_leader
         .map_or("unknown".to_owned(), |l| l.to_string());
     let _ = writeln!(out, "Dqlite members (leader node {leader}):");
+    if let Some(health) = &report.health {
+        let _ = writeln!(out, "  health: {health}");
+    }
     let _ = writeln!(
         out,
         "  {:<20} {:<21} {:<9} Agent",
