@@ -383,3 +383,296 @@ fn a_killed_dbaccessor_is_restarted_and_rejoins() {
     .expect("agent log");
     assert!(log.contains("restarting in"), "{log}");
 }
+
+/// Samples the Dqlite configuration with the go-dqlite shell (through `juju-sim sql`, in
+/// the model's cloud namespace) every 0.5 s until finished: the voter count of each
+/// sample, `None` when the shell could not answer.
+struct VoterWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<Option<usize>>>>,
+}
+
+impl VoterWatch {
+    fn start(model: &Model) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let path = model.path();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = vec![];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let output = Command::new(JUJU_SIM)
+                    .args(["sql", "--json", ".cluster"])
+                    .env("JUJU_SIM_MODEL", &path)
+                    .output()
+                    .expect("juju-sim runs");
+                let voters = serde_json::from_slice::<Vec<Value>>(&output.stdout)
+                    .ok()
+                    .filter(|_| output.status.success())
+                    .map(|members| {
+                        members
+                            .iter()
+                            .filter(|m| m["Role"].as_u64() == Some(0))
+                            .count()
+                    });
+                samples.push(voters);
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            samples
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling; asserts that every answer counted `voters` voters and that most
+    /// samples were answered.
+    fn assert_always(mut self, voters: usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let samples = self
+            .thread
+            .take()
+            .expect("the watch runs")
+            .join()
+            .expect("the watch thread ends");
+        let answered: Vec<usize> = samples.iter().flatten().copied().collect();
+        assert!(
+            answered.len() >= 10 && answered.len() * 2 >= samples.len(),
+            "too few answers from the shell: {samples:?}"
+        );
+        assert!(
+            answered.iter().all(|v| *v == voters),
+            "the configuration did not keep {voters} voters: {samples:?}"
+        );
+    }
+}
+
+impl Drop for VoterWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// kill -9 of machine `machine`'s dbaccessor (its agent restarts it).
+fn kill_dbaccessor(model: &Model, machine: u32) {
+    let status = model.status();
+    let pid = status
+        .machines
+        .iter()
+        .find(|m| m.id == machine)
+        .and_then(|m| m.dbaccessor_pid)
+        .expect("a running dbaccessor");
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+}
+
+/// A three-controller model that takes a glitch which leaves `victim`'s unit unable to
+/// tell its address (or the leader unable to read the binding), then a kill -9 of the
+/// victim's dbaccessor, then the operator's fix: the configuration keeps three voters
+/// throughout, the map never loses an entry, and everything is active afterwards.
+fn glitch_and_restart(glitch: &[&[&str]], victim: u32, blocked_unit: &str, fix: &[&[&str]]) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new();
+    bootstrap(&model, &[]);
+    model.ok(&["enable-ha"]);
+    let before = assert_cluster(&model, 3);
+    let watch = VoterWatch::start(&model);
+    for command in glitch {
+        model.ok(command);
+    }
+    let status = model.status();
+    assert_eq!(
+        status.map, before.map,
+        "the map keeps every entry: {status:#?}"
+    );
+    let unit = status
+        .units
+        .iter()
+        .find(|u| u.name == blocked_unit)
+        .expect("the unit");
+    assert_eq!(unit.workload, "blocked", "{status:#?}");
+
+    kill_dbaccessor(&model, victim);
+    // Long enough for the agent to restart it and for any removal rule to fire (the old
+    // rule removed an absent member after 2 s of quorum timeout here).
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let status = model.status();
+    assert_eq!(
+        status.map, before.map,
+        "the map keeps every entry: {status:#?}"
+    );
+    assert_eq!(voters(&status), 3, "{status:#?}");
+
+    for command in fix {
+        model.ok(command);
+    }
+    model.ok(&["wait"]);
+    let after = assert_cluster(&model, 3);
+    assert_eq!(after.map, before.map);
+    watch.assert_always(3);
+    let health = after.health.clone().unwrap_or_default();
+    assert!(health.starts_with("healthy"), "{after:#?}");
+}
+
+#[test]
+fn a_bind_cidr_typo_and_a_restart_cost_no_voter() {
+    glitch_and_restart(
+        &[&["config", "bind-cidr=10.99.0.0/24"]],
+        0,
+        "controller/0",
+        &[&["config", "bind-cidr="]],
+    );
+}
+
+#[test]
+fn an_invalid_option_and_a_restart_cost_no_voter() {
+    glitch_and_restart(
+        &[&["config", "run-dbaccessor=yes"]],
+        0,
+        "controller/0",
+        &[&["config", "run-dbaccessor=false"]],
+    );
+}
+
+#[test]
+fn an_ambiguous_address_after_add_nic_and_a_restart_cost_no_voter() {
+    glitch_and_restart(
+        &[
+            &["add-space", "internal", "10.132.0.0/24"],
+            &["add-nic", "1", "internal"],
+        ],
+        1,
+        "controller/1",
+        &[&["bind", "db-cluster", "alpha"]],
+    );
+}
+
+/// The unit of the controller machine whose node is a voter but not the leader.
+fn follower_machine(status: &StatusReport) -> u32 {
+    let leader = status.dqlite_leader.expect("a leader");
+    let node = status
+        .dqlite
+        .iter()
+        .find(|m| m.role == "voter" && m.id != leader)
+        .expect("a follower voter")
+        .id;
+    status
+        .machines
+        .iter()
+        .find(|m| m.node_id == Some(node))
+        .expect("the follower's machine")
+        .id
+}
+
+/// `juju run <unit> cluster-status`'s results.
+fn cluster_status(model: &Model, unit: &str) -> Value {
+    let text = model.ok(&["run", unit, "cluster-status", "--format", "json"]);
+    let value: Value = serde_json::from_str(&text).expect("action JSON");
+    value[unit]["results"].clone()
+}
+
+fn log_index(results: &Value) -> u64 {
+    results["dbaccessor"]["log-position"]
+        .as_str()
+        .and_then(|p| p.parse::<controller_contract::status::LogPosition>().ok())
+        .map(|p| p.index)
+        .expect("a log position")
+}
+
+#[test]
+fn a_healed_follower_counts_for_fault_tolerance_only_once_caught_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new();
+    bootstrap(&model, &[]);
+    model.ok(&["enable-ha"]);
+    model.ok(&[
+        "sql",
+        "CREATE TABLE rows (id INTEGER PRIMARY KEY, step TEXT)",
+    ]);
+    let status = assert_cluster(&model, 3);
+    assert!(
+        status
+            .health
+            .as_deref()
+            .unwrap_or_default()
+            .contains("survives 1 more"),
+        "{status:#?}"
+    );
+    let follower = follower_machine(&status);
+    let namespace = status
+        .machines
+        .iter()
+        .find(|m| m.id == follower)
+        .expect("the machine")
+        .namespace
+        .clone();
+    let link = |state: &str| {
+        let done = Command::new("ip")
+            .args(["-n", &namespace, "link", "set", "eth0", state])
+            .status()
+            .expect("ip runs");
+        assert!(done.success(), "ip link set eth0 {state}");
+    };
+
+    // Cut the follower off for 30 s while the others keep writing.
+    link("down");
+    let cut = std::time::Instant::now();
+    let mut n = 0;
+    while cut.elapsed() < std::time::Duration::from_secs(30) {
+        model.write_row(&format!("while cut {n}"));
+        n += 1;
+        if cut.elapsed() > std::time::Duration::from_secs(6) {
+            let health = model.status().health.unwrap_or_default();
+            assert!(
+                !health.contains("survives 1 more"),
+                "cut off, yet: {health}"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let leader_unit = format!("controller/{}", {
+        let status = model.status();
+        let leader = status.dqlite_leader.expect("a leader");
+        status
+            .machines
+            .iter()
+            .find(|m| m.node_id == Some(leader))
+            .expect("the leader's machine")
+            .id
+    });
+    let leader_at_heal = log_index(&cluster_status(&model, &leader_unit));
+    link("up");
+    let healed = std::time::Instant::now();
+
+    // Until the follower's own log has reached where the leader's was at the heal (less
+    // the verdict's catch-up window for a quiet log, 8 entries plus 3 s of reports), the
+    // verdict must not claim a spare failure.
+    let follower_unit = format!("controller/{follower}");
+    let mut claimed_at = None;
+    while healed.elapsed() < std::time::Duration::from_secs(40) {
+        let health = model.status().health.unwrap_or_default();
+        let follower_index = log_index(&cluster_status(&model, &follower_unit));
+        if health.contains("survives 1 more") {
+            assert!(
+                follower_index + 30 >= leader_at_heal,
+                "fault tolerance claimed while the follower is at {follower_index} and the \
+                 leader was at {leader_at_heal} when the network healed: {health}"
+            );
+            claimed_at = Some(healed.elapsed());
+            break;
+        }
+    }
+    let claimed_at = claimed_at.expect("healthy again within 40 s of the heal");
+    eprintln!(
+        "fault tolerance claimed again {:.1} s after the heal ({n} rows written while cut)",
+        claimed_at.as_secs_f64()
+    );
+    model.ok(&["wait"]);
+    assert_cluster(&model, 3);
+}
