@@ -245,12 +245,25 @@ impl Driver for DqliteDriver {
         let Ok(Ok(members)) = tokio::time::timeout(STATUS_TIMEOUT, app.cluster()).await else {
             return vec![];
         };
-        let mut gone = vec![];
+        // Every candidate at once, each bounded: a dead address costs one bound, not one
+        // per member.
+        let mut probes = tokio::task::JoinSet::new();
         for member in departure_candidates(&members, app.id(), wanted) {
-            if !reachable(&member.address).await {
-                gone.push(member);
+            probes.spawn(async move {
+                let answers = reachable(&member.address).await;
+                (member, answers)
+            });
+        }
+        let mut gone = vec![];
+        while let Some(probe) = probes.join_next().await {
+            match probe {
+                Ok((member, false)) => gone.push(member),
+                Ok((_, true)) => {}
+                // A probe that panicked says nothing about the member: unknown is not gone.
+                Err(e) => log::warn!("a reachability probe failed: {e}"),
             }
         }
+        gone.sort_by_key(|m| m.id);
         gone
     }
 
@@ -386,10 +399,12 @@ pub(crate) fn departure_candidates(
         .collect()
 }
 
+/// Whether a member answers a LEADER request within [`PROBE_REQUEST_TIMEOUT`] (connect and
+/// request each): a dead address costs a few hundred ms, never a full request timeout.
 async fn reachable(address: &str) -> bool {
     let options = Options {
-        connect_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_millis(500),
+        connect_timeout: PROBE_REQUEST_TIMEOUT,
+        request_timeout: PROBE_REQUEST_TIMEOUT,
         ..Options::default()
     };
     match Connection::connect(address, &options).await {

@@ -242,7 +242,14 @@ impl<D: Driver> Service<D> {
 
     async fn handle(&mut self, event: Event) {
         match event {
-            Event::ConfigChanged(trigger) => self.converge(trigger, Quorum::Unknown).await,
+            Event::ConfigChanged(trigger) => {
+                self.converge(trigger, Quorum::Unknown).await;
+                // A map that lost a controller is the departure itself: the leader acts on
+                // it now rather than at its next health tick.
+                if self.status.leader_id.is_some() && self.status.leader_id == self.status.node_id {
+                    self.remove_departed().await;
+                }
+            }
             Event::NodeFailed(why) => {
                 log::warn!("node failed: {why}");
                 // A lost leader is not yet a lost quorum (a leader may be between terms):
@@ -628,15 +635,19 @@ impl<D: Driver> Service<D> {
             );
         }
         self.kept_absent = kept_ids;
+        let removing = !due.is_empty();
         for member in due {
+            let waited = self
+                .absent_since
+                .get(&member.id)
+                .map_or(0, |since| now.duration_since(*since).as_millis());
             match self.driver.remove(member.id).await {
                 Ok(()) => log::info!(
                     "removed departed member {} at {} ({}): absent from the map and unreachable \
-                     for {} ms",
+                     (for {waited} ms)",
                     member.id,
                     member.address,
                     member.role,
-                    self.timings.quorum_timeout.as_millis()
                 ),
                 Err(e) => log::warn!(
                     "cannot remove departed member {} at {}: {e}",
@@ -644,6 +655,10 @@ impl<D: Driver> Service<D> {
                     member.address
                 ),
             }
+        }
+        if removing {
+            // The status shows the configuration as it now is, not a second later.
+            self.refresh_cluster().await;
         }
     }
 }
@@ -670,7 +685,10 @@ pub(crate) fn removable(
 }
 
 /// Tracks since when each member has been absent (and unreachable); returns those absent
-/// for at least `grace`. Members no longer absent are forgotten.
+/// for at least `grace`, and spares at once: a departing controller hands its vote over and
+/// leaves as a spare, which holds no vote, so its departure needs no grace (a spare that
+/// was only cut off and is removed finds itself outside the configuration and rejoins).
+/// Members no longer absent are forgotten.
 pub(crate) fn due_for_removal(
     absent_since: &mut BTreeMap<u64, Instant>,
     absent: &[NodeInfo],
@@ -682,7 +700,7 @@ pub(crate) fn due_for_removal(
         .iter()
         .filter(|member| {
             let since = *absent_since.entry(member.id).or_insert(now);
-            now.duration_since(since) >= grace
+            member.role == NodeRole::Spare || now.duration_since(since) >= grace
         })
         .cloned()
         .collect()
@@ -954,6 +972,18 @@ mod tests {
         check(&mut since, &[2, 3], 4_000, &[2, 3]);
         check(&mut since, &[], 5_000, &[]);
         assert!(since.is_empty());
+        // A spare (a departed controller that handed its vote over) is due at once.
+        let spare = NodeInfo {
+            role: NodeRole::Spare,
+            ..node(4)
+        };
+        let due = due_for_removal(
+            &mut since,
+            &[spare, node(2)],
+            t0 + Duration::from_secs(6),
+            grace,
+        );
+        assert_eq!(due.iter().map(|m| m.id).collect::<Vec<_>>(), [4]);
     }
 
     /// What the fake node did, in order, with the (virtual) time since the test began.
