@@ -257,10 +257,17 @@ impl<D: Driver> Service<D> {
                 self.converge(Trigger::NodeFailed, Quorum::Unknown).await;
             }
             Event::StatusQuery(reply) => {
+                // The verdict from the latest progress reports, not the last tick's.
+                if self.status.bind_address.is_some() {
+                    self.assess_health();
+                }
                 // The client may have given up; nothing to do then.
                 let _ = reply.send(self.status.clone());
             }
             Event::ProbeQuery(reply) => {
+                if self.status.bind_address.is_some() {
+                    self.assess_health();
+                }
                 let position = self.driver.log_position().await;
                 let _ = reply.send((self.status.clone(), position));
             }

@@ -2,8 +2,11 @@
 //! `enable-ha -n 3` until the cluster has 3 voters (target under 2 s, hooks included),
 //! `enable-ha -n 7` from one controller until all 7 are members (target under 5 s), and the
 //! fail-over seen by a client after kill -9 of the Dqlite leader's dbaccessor: from the kill
-//! to the first write that succeeds through the go-dqlite shell (target under 1 s). Prints
-//! numbers; asserts no timing.
+//! to the first write that succeeds through the go-dqlite shell (target under 1 s), and
+//! `remove-machine` of a follower's and of the leader's machine at 3 and at 7 controllers,
+//! until the model has settled (hooks run, the departed member gone from the Dqlite
+//! configuration, every voter connected and caught up; target under 1 s). Prints numbers;
+//! asserts no timing.
 
 use std::path::Path;
 use std::process::Command;
@@ -68,6 +71,25 @@ impl Drop for Model {
     }
 }
 
+/// The machine of the Dqlite leader, or of a voter that does not lead.
+fn pick_machine(model: &Model, leader: bool) -> u32 {
+    let status: StatusReport =
+        serde_json::from_str(&model.ok(&["status", "--format", "json"])).expect("status");
+    let leader_id = status.dqlite_leader.expect("a leader");
+    let node = status
+        .dqlite
+        .iter()
+        .find(|m| (m.id == leader_id) == leader && m.role == "voter")
+        .expect("a voter")
+        .id;
+    status
+        .machines
+        .iter()
+        .find(|m| m.node_id == Some(node))
+        .expect("its machine")
+        .id
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -130,7 +152,27 @@ fn main() {
         model.ok(&["bootstrap"]);
         to_seven.push(model.timed(&["enable-ha", "-n", "7"]));
     }
+    let mut removals: Vec<(String, Vec<Duration>)> = Vec::new();
+    for controllers in ["3", "7"] {
+        for whose in ["a follower's", "the leader's"] {
+            let mut samples = Vec::new();
+            for _ in 0..RUNS {
+                let model = Model::new();
+                model.ok(&["bootstrap"]);
+                model.ok(&["enable-ha", "-n", controllers]);
+                let machine = pick_machine(&model, whose == "the leader's");
+                samples.push(model.timed(&["remove-machine", &machine.to_string()]));
+            }
+            removals.push((
+                format!("remove-machine of {whose} machine at {controllers} controllers"),
+                samples,
+            ));
+        }
+    }
     print("enable-ha 1 -> 3 until 3 voters", to_three, "< 2 s");
+    for (name, samples) in removals {
+        print(&name, samples, "< 1 s");
+    }
     print("enable-ha 1 -> 7 until 7 members", to_seven, "< 5 s");
     print(
         "fail-over after kill -9 of the leader's dbaccessor (first write that succeeds)",
