@@ -663,6 +663,7 @@ fn parse_record(text: Option<&String>) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
     use crate::address::Dropped;
+    use proptest::prelude::*;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("test ip")
@@ -1583,5 +1584,257 @@ mod tests {
         assert_eq!(parse_map(&text), Ok(map));
         assert!(parse_map(r#"{"a":"10.0.0.5"}"#).is_err());
         assert!(parse_map("[").is_err());
+    }
+
+    /// The property test's world: units `controller/0..n` with agent id `i` and address
+    /// 10.0.0.(5+i); this unit is `me`; `listed[i]` says whether unit i is in the relation
+    /// (this unit always is); everything else is drawn at random.
+    #[derive(Debug, Clone)]
+    struct World {
+        observed: Observed,
+        /// Agent ids whose unit has departed: the only entries allowed to go.
+        departed: BTreeSet<String>,
+        /// The agent ids the record names for departed units (those must go).
+        recorded_departed: BTreeSet<String>,
+    }
+
+    fn truth_ip(i: usize) -> String {
+        format!("10.0.0.{}", 5 + i)
+    }
+
+    /// A peer's (or this unit's previous) bag: empty, half written, truthful, moved to a
+    /// fresh address, or invalid in one of the ways a bag can be.
+    fn arb_bag(i: usize) -> impl Strategy<Value = Bag> {
+        let id = i.to_string();
+        let address = truth_ip(i);
+        prop_oneof![
+            Just(Bag::new()),
+            Just(bag(&[("agent-id", &id)])),
+            Just(bag(&[("db-bind-address", &address)])),
+            Just(bag(&[("agent-id", &id), ("db-bind-address", &address)])),
+            Just(bag(&[
+                ("agent-id", &id),
+                ("db-bind-address", &format!("10.1.0.{i}"))
+            ])),
+            Just(bag(&[
+                ("agent-id", &format!("0{id}")),
+                ("db-bind-address", &address)
+            ])),
+            prop::sample::select(vec![
+                "x",
+                "127.0.0.1",
+                "fe80::1",
+                "0.0.0.0",
+                "ff02::1",
+                "10.0.0.5",
+                "10.0.0.6",
+                ""
+            ])
+            .prop_map(move |bad| bag(&[("agent-id", &i.to_string()), ("db-bind-address", bad)])),
+        ]
+    }
+
+    fn arb_choice() -> impl Strategy<Value = Option<Result<Choice, NetworkError>>> {
+        prop_oneof![
+            Just(Some(Ok(Choice::Ambiguous {
+                candidates: vec![ip("10.0.0.50"), ip("192.168.0.50")],
+                dropped: vec![],
+            }))),
+            Just(Some(Ok(Choice::None { dropped: vec![] }))),
+            Just(Some(Err(NetworkError::Malformed("eof".into())))),
+            Just(Some(Err(NetworkError::TooManyAddresses { count: 2000 }))),
+            Just(None),
+        ]
+    }
+
+    fn arb_world() -> impl Strategy<Value = World> {
+        (1usize..6)
+            .prop_flat_map(|n| {
+                (
+                    Just(n),
+                    0..n,
+                    prop::collection::vec(any::<bool>(), n),
+                    prop::collection::vec(arb_bag(0), n),
+                    any::<bool>(),
+                    any::<bool>(),
+                    prop::collection::vec(any::<bool>(), n),
+                    prop::collection::vec(any::<bool>(), n),
+                    prop::collection::vec(any::<bool>(), n),
+                    (
+                        0usize..4,
+                        arb_choice(),
+                        any::<bool>(),
+                        any::<bool>(),
+                        0usize..3,
+                    ),
+                )
+            })
+            .prop_flat_map(
+                |(n, me, listed, _, leader, install, in_map, in_record, in_conf, own)| {
+                    let bags: Vec<_> = (0..n).map(arb_bag).collect();
+                    (
+                        Just((
+                            n, me, listed, leader, install, in_map, in_record, in_conf, own,
+                        )),
+                        bags,
+                    )
+                },
+            )
+            .prop_map(
+                |((n, me, listed, leader, install, in_map, in_record, in_conf, own), bags)| {
+                    let (own_kind, other_choice, socket_up, config_ok, prior_kind) = own;
+                    let name = |i: usize| format!("controller/{i}");
+                    let member = |i: usize| i == me || listed[i];
+                    let departed: BTreeSet<String> = (0..n)
+                        .filter(|i| !member(*i))
+                        .map(|i| i.to_string())
+                        .collect();
+                    // The published map (maybe from an older charm, without a record, or
+                    // not valid), the record (true where present) and controller.conf.
+                    let map: BTreeMap<String, String> = (0..n)
+                        .filter(|i| in_map[*i])
+                        .map(|i| (i.to_string(), truth_ip(i)))
+                        .collect();
+                    let record: BTreeMap<String, String> = (0..n)
+                        .filter(|i| in_record[*i])
+                        .map(|i| (name(i), i.to_string()))
+                        .collect();
+                    let recorded_departed = (0..n)
+                        .filter(|i| in_record[*i] && !member(*i))
+                        .map(|i| i.to_string())
+                        .collect();
+                    let mut app = Bag::new();
+                    match prior_kind {
+                        0 => {}
+                        1 => {
+                            app.insert(
+                                BIND_ADDRESSES_KEY.into(),
+                                serde_json::to_string(&map).expect("json"),
+                            );
+                        }
+                        _ => {
+                            app.insert(
+                                BIND_ADDRESSES_KEY.into(),
+                                serde_json::to_string(&map).expect("json"),
+                            );
+                            app.insert(
+                                AGENT_IDS_KEY.into(),
+                                serde_json::to_string(&record).expect("json"),
+                            );
+                        }
+                    }
+                    let conf_text: String = (0..n)
+                        .filter(|i| in_conf[*i])
+                        .map(|i| format!("  '{i}': {}\n", truth_ip(i)))
+                        .collect();
+                    let conf_text = if conf_text.is_empty() {
+                        "agent: x\n".to_owned()
+                    } else {
+                        format!("agent: x\ndb-bind-addresses:\n{conf_text}")
+                    };
+                    let peers = (0..n)
+                        .filter(|i| *i != me && listed[*i])
+                        .map(|i| (name(i), bags[i].clone()))
+                        .collect();
+                    let choice = match own_kind {
+                        0 | 1 => Some(Ok(Choice::Unique {
+                            address: ip(&truth_ip(me)),
+                            dropped: vec![],
+                        })),
+                        _ => other_choice,
+                    };
+                    let mut observed = Observed {
+                        unit: name(me),
+                        is_leader: leader,
+                        install,
+                        config: Ok(()),
+                        choice,
+                        agent_id: Some(if socket_up {
+                            Ok(me.to_string())
+                        } else {
+                            Err("waiting for the socket".into())
+                        }),
+                        relation: Some(PeerView {
+                            id: "db-cluster:0".into(),
+                            own: bags[me].clone(),
+                            app,
+                            peers,
+                        }),
+                        membership: Membership::Member,
+                        conf: conf(&conf_text),
+                    };
+                    if !config_ok {
+                        observed.config = Err(ConfigError::BadFamily {
+                            value: "yes".into(),
+                        });
+                        observed.choice = None;
+                        observed.agent_id = None;
+                        observed.conf = None;
+                    }
+                    if !socket_up {
+                        observed.conf = None;
+                    }
+                    World {
+                        observed,
+                        departed,
+                        recorded_departed,
+                    }
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+
+        /// Whatever the hook saw, the published map and controller.conf lose no entry except
+        /// one whose unit departed; and a departed unit the record names is removed.
+        #[test]
+        fn no_entry_is_lost_except_for_a_departed_unit(world in arb_world()) {
+            let observed = &world.observed;
+            let relation = observed.relation.as_ref().expect("relation");
+            let got = plan(observed);
+            if observed.is_leader {
+                let before = relation
+                    .app
+                    .get(BIND_ADDRESSES_KEY)
+                    .map(|text| parse_map(text).expect("the generated map is valid"))
+                    .unwrap_or_default();
+                let after = match got.app_writes.get(BIND_ADDRESSES_KEY) {
+                    Some(text) => parse_map(text).expect("the leader publishes a valid map"),
+                    None => before.clone(),
+                };
+                for id in before.keys() {
+                    proptest::prop_assert!(
+                        after.contains_key(id) || world.departed.contains(id),
+                        "published entry {} lost: {:?}", id, got.log
+                    );
+                }
+                if relation.app.contains_key(AGENT_IDS_KEY) {
+                    for id in &world.recorded_departed {
+                        proptest::prop_assert!(
+                            !after.contains_key(id),
+                            "departed controller {} kept: {:?}", id, got.log
+                        );
+                    }
+                }
+                // Every published address is one a node can bind, held by one controller.
+                let ips: BTreeSet<IpAddr> = after.values().copied().collect();
+                proptest::prop_assert_eq!(ips.len(), after.len());
+                proptest::prop_assert!(after.values().all(|ip| never_valid(*ip).is_none()));
+            }
+            if let Some(ConfView { on_disk: OnDisk::Parsed(current), .. }) = &observed.conf {
+                if let Some(next) = &got.conf {
+                    proptest::prop_assert!(!observed.install, "install wrote controller.conf");
+                    for id in current.bind_addresses().keys() {
+                        proptest::prop_assert!(
+                            next.bind_addresses().contains_key(id) || world.departed.contains(id),
+                            "controller.conf entry {} lost: {:?}", id, got.log
+                        );
+                    }
+                    // Only the map changed.
+                    proptest::prop_assert!(next.render().starts_with("agent: x\n"));
+                }
+            }
+        }
     }
 }
