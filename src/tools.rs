@@ -191,8 +191,8 @@ impl HookTools {
         })
     }
 
-    /// `network-get <binding> --format json`, unparsed: the address module reads it, so
-    /// that malformed output becomes a status rather than a failed hook.
+    /// `network-get <binding> --format json`, unparsed: the address module reads it. A hook
+    /// treats malformed output as a failed tool; an action reports it through action-fail.
     pub fn network_get(&self, binding: &str) -> Result<String, ToolError> {
         self.run("network-get", &[binding, "--format", "json"])
     }
