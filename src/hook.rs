@@ -198,6 +198,13 @@ pub fn apply(tools: &HookTools, world: &World, plan: Plan) -> Result<(), HookErr
         }
     }
     tools.status_set(&plan.status)?;
+    if let Some(dir) = world.conf_path.as_deref().and_then(|path| path.parent()) {
+        // A hook killed mid-write leaves a temp file; the next hook removes it whether or not
+        // it writes. Failing to is only worth a warning: the leftover harms nothing.
+        if let Err(error) = conffile::remove_leftovers(dir) {
+            eprintln!("WARNING {}", tools::printable(&error.to_string()));
+        }
+    }
     if let (Some(conf), Some(path), Some(paths)) = (&plan.conf, &world.conf_path, &world.paths) {
         if conffile::write_if_changed(path, &conf.render())? {
             if let Err(error) = reload::reload(&paths.reload_socket) {

@@ -248,6 +248,24 @@ fn install_never_writes_controller_conf() {
 }
 
 #[test]
+fn a_hook_removes_a_killed_writers_temp_files() {
+    let mut model = Model::new(1);
+    model.start_agent(0);
+    model.hook(0, Invocation::hook("config-changed"));
+    let dir = model.conf_path(0).parent().expect("dir").to_owned();
+    fs::write(dir.join(".controller.conf.k1LLed"), "db-bind-add").expect("leftover");
+    // Converged: nothing to write, and the leftover still goes.
+    model.hook(0, Invocation::hook("update-status"));
+    let names: Vec<String> = fs::read_dir(&dir)
+        .expect("list")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["controller.conf"]);
+    assert_eq!(model.agent(0).reloads(), 1);
+}
+
+#[test]
 fn an_unchanged_conf_is_neither_rewritten_nor_reloaded() {
     let mut model = Model::new(1);
     model.start_agent(0);
