@@ -372,7 +372,18 @@ fn lead(
     members: &Members,
     log: &mut Vec<(Level, String)>,
 ) -> BindAddresses {
-    let prior = parse_map_lenient(relation.app.get(BIND_ADDRESSES_KEY), log);
+    // Without a usable published map (a lost or corrupted app bag), this controller's
+    // controller.conf holds the last map it knew: start from that instead of nothing.
+    let prior = match parse_map_lenient(relation.app.get(BIND_ADDRESSES_KEY), log) {
+        Some(prior) => prior,
+        None => match &observed.conf {
+            Some(ConfView {
+                on_disk: OnDisk::Parsed(conf),
+                ..
+            }) => conf.bind_addresses().clone(),
+            _ => BindAddresses::new(),
+        },
+    };
     let mut map = prior.clone();
     for id in prior.keys() {
         if let Some(why) = members.departed(id) {
@@ -476,6 +487,45 @@ fn lead(
                 ),
             ));
         }
+    }
+    // A new cluster starts from one node: a dbaccessor without data bootstraps only from a
+    // map that names itself alone and otherwise waits to join, so a first map naming several
+    // new controllers would leave each of them waiting for the others. While the map names
+    // no one, one claim (this controller's when it has one) comes alone; while it names
+    // this controller alone and its controller.conf does not yet (install never writes it),
+    // no other claim is added. The rest follow in the leader's next hook.
+    let own_id = members.ids.get(observed.unit.as_str()).cloned().flatten();
+    let conf_names_self = match (&observed.conf, &own_id) {
+        (
+            Some(ConfView {
+                on_disk: OnDisk::Parsed(conf),
+                ..
+            }),
+            Some(id),
+        ) => conf.bind_addresses().contains_key(id),
+        _ => false,
+    };
+    let only_self = !map.is_empty() && map.keys().all(|id| Some(id) == own_id.as_ref());
+    let held = if map.is_empty() && claims.len() > 1 {
+        claims.split_off(1)
+    } else if only_self && !conf_names_self {
+        let (own, others): (Vec<_>, Vec<_>) = claims
+            .into_iter()
+            .partition(|(_, id, _)| Some(id) == own_id.as_ref());
+        claims = own;
+        others
+    } else {
+        Vec::new()
+    };
+    if !held.is_empty() {
+        let ids: Vec<&str> = held.iter().map(|(_, id, _)| id.as_str()).collect();
+        log.push((
+            Level::Info,
+            format!(
+                "holding back controller {} until the first node of the cluster has its map",
+                ids.join(", ")
+            ),
+        ));
     }
     map.extend(claims.into_iter().map(|(_, id, ip)| (id, ip)));
     map
@@ -609,23 +659,23 @@ pub fn parse_map(text: &str) -> Result<BindAddresses, String> {
         .collect()
 }
 
-/// The published map as the leader continues it: every valid entry, each invalid one (or
-/// the whole value, when it is not a JSON object) left out with a warning.
-fn parse_map_lenient(text: Option<&String>, log: &mut Vec<(Level, String)>) -> BindAddresses {
-    let Some(text) = text else {
-        return BindAddresses::new();
-    };
-    let raw: BTreeMap<String, serde_json::Value> = match serde_json::from_str(text) {
+/// The published map as the leader continues it: every valid entry, each invalid one left
+/// out with a warning; `None` when there is none or it is not a JSON object at all.
+fn parse_map_lenient(
+    text: Option<&String>,
+    log: &mut Vec<(Level, String)>,
+) -> Option<BindAddresses> {
+    let raw: BTreeMap<String, serde_json::Value> = match serde_json::from_str(text?) {
         Ok(raw) => raw,
         Err(error) => {
             log.push((
                 Level::Warning,
                 format!(
                     "the published {BIND_ADDRESSES_KEY} is not a JSON object ({error}); \
-                     rebuilding it from the units' bags"
+                     continuing from controller.conf's map and the units' bags"
                 ),
             ));
-            return BindAddresses::new();
+            return None;
         }
     };
     let mut map = BindAddresses::new();
@@ -640,7 +690,7 @@ fn parse_map_lenient(text: Option<&String>, log: &mut Vec<(Level, String)>) -> B
             )),
         }
     }
-    map
+    Some(map)
 }
 
 /// The leader's record as published: entries with a canonical agent id (others are
@@ -774,10 +824,55 @@ mod tests {
                 ),
             },
         );
-        // Two peers: the map holds all three, sorted.
+        // The first map of a cluster names the leader alone (its node bootstraps) ...
         check(
             with(|o| {
                 let relation = o.relation.as_mut().expect("relation");
+                relation.peers.insert("controller/1".into(), bag(PEER1));
+                relation.peers.insert("controller/2".into(), bag(PEER2));
+            }),
+            Want {
+                unit: &[("agent-id", "0"), ("db-bind-address", "10.0.0.5")],
+                app: &[
+                    ("db-agent-ids", RECORD3),
+                    ("db-bind-addresses", r#"{"0":"10.0.0.5"}"#),
+                ],
+                conf: Some(r#"{"0":"10.0.0.5"}"#),
+                status: (
+                    StatusKind::Active,
+                    "db bind address 10.0.0.5 (1 controller)",
+                ),
+            },
+        );
+        // ... and holds back the others until the leader's controller.conf names it
+        // (install published the map but never writes controller.conf) ...
+        check(
+            with(|o| {
+                let relation = o.relation.as_mut().expect("relation");
+                relation
+                    .app
+                    .insert(BIND_ADDRESSES_KEY.into(), r#"{"0":"10.0.0.5"}"#.into());
+                relation.peers.insert("controller/1".into(), bag(PEER1));
+                relation.peers.insert("controller/2".into(), bag(PEER2));
+            }),
+            Want {
+                unit: &[("agent-id", "0"), ("db-bind-address", "10.0.0.5")],
+                app: &[("db-agent-ids", RECORD3)],
+                conf: Some(r#"{"0":"10.0.0.5"}"#),
+                status: (
+                    StatusKind::Active,
+                    "db bind address 10.0.0.5 (1 controller)",
+                ),
+            },
+        );
+        // ... then, the first node's map written, the map holds all three, sorted.
+        check(
+            with(|o| {
+                o.conf = conf("db-bind-addresses:\n  '0': 10.0.0.5\n");
+                let relation = o.relation.as_mut().expect("relation");
+                relation
+                    .app
+                    .insert(BIND_ADDRESSES_KEY.into(), r#"{"0":"10.0.0.5"}"#.into());
                 relation.peers.insert("controller/1".into(), bag(PEER1));
                 relation.peers.insert("controller/2".into(), bag(PEER2));
             }),
@@ -845,6 +940,7 @@ mod tests {
         check(
             with(|o| {
                 let relation = o.relation.as_mut().expect("relation");
+                relation.app.insert(BIND_ADDRESSES_KEY.into(), "{}".into());
                 relation.peers.insert(
                     "controller/1".into(),
                     bag(&[("agent-id", "x"), ("db-bind-address", "10.0.0.6")]),
@@ -1101,12 +1197,8 @@ mod tests {
                 .app_writes
                 .get(BIND_ADDRESSES_KEY)
                 .map_or(THREE, String::as_str);
-            if name == "the published map is not JSON" {
-                // Rebuilt from the bags, which hold every entry.
-                assert_eq!(published, THREE, "{name}");
-            } else {
-                assert_eq!(published, THREE, "{name}: {:?}", got.app_writes);
-            }
+            // (A published map that is not JSON is continued from controller.conf's.)
+            assert_eq!(published, THREE, "{name}: {:?}", got.app_writes);
             // The record never loses a unit still in the relation (without a published record
             // it holds the units whose agent id is known).
             assert!(
@@ -1228,6 +1320,11 @@ mod tests {
         );
         // Two new controllers on one IP: both are left out until one moves.
         let got = plan(&with(|o| {
+            o.relation
+                .as_mut()
+                .expect("relation")
+                .app
+                .insert(BIND_ADDRESSES_KEY.into(), r#"{"0":"10.0.0.5"}"#.into());
             peer_bag(
                 o,
                 "controller/1",
@@ -1240,14 +1337,39 @@ mod tests {
             );
         }));
         assert_eq!(
-            got.app_writes.get(BIND_ADDRESSES_KEY).map(String::as_str),
-            Some(r#"{"0":"10.0.0.5"}"#)
+            got.app_writes.get(BIND_ADDRESSES_KEY),
+            None,
+            "the published map stays {{\"0\":\"10.0.0.5\"}}"
         );
         assert_eq!(
             got.log.iter().filter(|(l, _)| *l == Level::Warning).count(),
             2,
             "{:?}",
             got.log
+        );
+        // A first map while this leader cannot claim: one peer alone (its node bootstraps).
+        let got = plan(&with(|o| {
+            o.agent_id = Some(Err("waiting for the socket".into()));
+            o.conf = None;
+            peer_bag(o, "controller/1", PEER1);
+            peer_bag(o, "controller/2", PEER2);
+        }));
+        assert_eq!(
+            got.app_writes.get(BIND_ADDRESSES_KEY).map(String::as_str),
+            Some(r#"{"1":"10.0.0.6"}"#)
+        );
+        // The app bag lost its map: the leader continues from its controller.conf's.
+        let got = plan(&converged(|o| {
+            o.relation
+                .as_mut()
+                .expect("relation")
+                .app
+                .remove(BIND_ADDRESSES_KEY);
+            peer_bag(o, "controller/2", &[]);
+        }));
+        assert_eq!(
+            got.app_writes.get(BIND_ADDRESSES_KEY).map(String::as_str),
+            Some(THREE)
         );
         // install never writes controller.conf, even with a map to write.
         let got = plan(&with(|o| o.install = true));
