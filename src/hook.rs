@@ -14,7 +14,7 @@ use crate::event::{Event, Hook, HookEnv, RelationEvent, RelationKind, PEER_ENDPO
 use crate::plan::{self, ConfView, Membership, Observed, PeerView, Plan};
 use crate::reload::{self, ReloadError};
 use crate::service_unit;
-use crate::tools::{HookTools, Level, Status, StatusKind, ToolError};
+use crate::tools::{self, HookTools, Level, Status, StatusKind, ToolError};
 
 /// Why a hook fails (exit non-zero, so Juju retries it and shows the error).
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,9 @@ pub enum HookError {
     Tool(#[from] ToolError),
     #[error(transparent)]
     ConfFile(#[from] ConfFileError),
+    /// `network-get` exited 0 but printed something Juju never prints: a failed tool.
+    #[error("hook tool failed: {0}")]
+    NetworkOutput(NetworkError),
 }
 
 /// Everything observed, plus what apply needs beyond the plan's input.
@@ -122,6 +125,7 @@ pub fn observe(
         observed: Observed {
             unit: env.unit.clone(),
             is_leader,
+            install: matches!(env.event, Event::Hook(Hook::Install)),
             config: config.map(drop),
             choice,
             agent_id,
@@ -168,8 +172,12 @@ fn observe_relation(
     }))
 }
 
-/// Carries out the plan: relation writes, controller.conf, the reload, logs, the status.
-pub fn apply(tools: &HookTools, world: &World, mut plan: Plan) -> Result<(), HookError> {
+/// Carries out the plan. The order puts what can fail before what cannot be taken back:
+/// the relation writes (held by Juju until the hook exits 0), the decisions printed, and
+/// the status (its message made printable first, so `status-set` has nothing to refuse)
+/// come before controller.conf is replaced and the agent told; only a failed reload then
+/// changes the status once more.
+pub fn apply(tools: &HookTools, world: &World, plan: Plan) -> Result<(), HookError> {
     if let Some(relation) = &world.observed.relation {
         if !plan.unit_writes.is_empty() {
             tools.relation_set(&relation.id, false, &plan.unit_writes)?;
@@ -178,27 +186,36 @@ pub fn apply(tools: &HookTools, world: &World, mut plan: Plan) -> Result<(), Hoo
             tools.relation_set(&relation.id, true, &plan.app_writes)?;
         }
     }
-    if let (Some(conf), Some(path), Some(paths)) = (&plan.conf, &world.conf_path, &world.paths) {
-        if conffile::write_if_changed(path, &conf.render())? {
-            if let Err(error) = reload::reload(&paths.reload_socket) {
-                // The file is in place; the agent reads it when it (re)starts.
-                plan.status = Status::new(
-                    StatusKind::Waiting,
-                    format!("controller.conf updated but the agent was not told: {error}"),
-                );
-            }
-        }
-    }
     // Juju logs a hook's stdout at DEBUG and its stderr at WARNING: printing there records
     // the decisions without a juju-log process per line (a hook-tool call costs far more than
-    // everything else the charm does).
+    // everything else the charm does). Peers' data may appear in a line: it is made
+    // printable so that it cannot forge other log lines.
     for (level, line) in &plan.log {
+        let line = tools::printable(line);
         match level {
             Level::Warning => eprintln!("WARNING {line}"),
             Level::Debug | Level::Info => println!("{line}"),
         }
     }
     tools.status_set(&plan.status)?;
+    if let Some(dir) = world.conf_path.as_deref().and_then(|path| path.parent()) {
+        // A hook killed mid-write leaves a temp file; the next hook removes it whether or not
+        // it writes. Failing to is only worth a warning: the leftover harms nothing.
+        if let Err(error) = conffile::remove_leftovers(dir) {
+            eprintln!("WARNING {}", tools::printable(&error.to_string()));
+        }
+    }
+    if let (Some(conf), Some(path), Some(paths)) = (&plan.conf, &world.conf_path, &world.paths) {
+        if conffile::write_if_changed(path, &conf.render())? {
+            if let Err(error) = reload::reload(&paths.reload_socket) {
+                // The file is in place; the agent reads it when it (re)starts.
+                tools.status_set(&Status::new(
+                    StatusKind::Waiting,
+                    format!("controller.conf updated but the agent was not told: {error}"),
+                ))?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -209,6 +226,11 @@ pub fn converge(
     relation_event: Option<&RelationEvent>,
 ) -> Result<(), HookError> {
     let world = observe(tools, env, relation_event)?;
+    // Malformed output is a failed tool, like a non-zero exit: Juju retries the hook and
+    // nothing is committed. (Actions report it through action-fail instead.)
+    if let Some(Err(error @ NetworkError::Malformed(_))) = &world.observed.choice {
+        return Err(HookError::NetworkOutput(error.clone()));
+    }
     let mut plan = plan::plan(&world.observed);
     if let Some(paths) = &world.paths {
         if let Some(status) =

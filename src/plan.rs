@@ -2,14 +2,26 @@
 //! write, which bind-address map to put in controller.conf, and which status to show. Every
 //! hook converges to the same state, so a missed event is repaired by the next one.
 //!
+//! **Membership changes only on positive knowledge.** An entry leaves the published map and
+//! controller.conf only when its controller's unit has left the relation (it is no longer in
+//! `relation-list`). Anything the hook could not tell (an invalid option, an unusable or
+//! ambiguous own address, a peer bag that is empty, half written or invalid) keeps the last
+//! known entry: the leader starts from the map already in the app bag, so a new leader also
+//! continues its predecessor's map. To know which entry a departed unit owned, the leader
+//! records unit -> agent id in the app bag under [`AGENT_IDS_KEY`]; an entry no record names
+//! (a map published by an older charm) goes only once every unit in the relation has a known
+//! agent id and none of them is that entry's.
+//!
 //! **Architecture Invariant:** no IO and no failure: `plan` is a total function of its input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use controller_contract::conf::{is_agent_id, BindAddresses, ControllerConf};
+use controller_contract::conf::{
+    is_agent_id, is_canonical_agent_id, BindAddresses, ControllerConf,
+};
 
-use crate::address::{Choice, NetworkError};
+use crate::address::{self, Choice, NetworkError, Scope};
 use crate::conffile::OnDisk;
 use crate::config::ConfigError;
 use crate::tools::{Level, Status, StatusKind};
@@ -20,6 +32,9 @@ pub const BIND_ADDRESS_KEY: &str = "db-bind-address";
 pub const AGENT_ID_KEY: &str = "agent-id";
 /// App bag key: the leader's JSON map of agent id to bind IP.
 pub const BIND_ADDRESSES_KEY: &str = "db-bind-addresses";
+/// App bag key: the leader's JSON record of unit name to agent id, so that the entry of a
+/// unit that left the relation can be told apart from one whose bag is momentarily unusable.
+pub const AGENT_IDS_KEY: &str = "db-agent-ids";
 
 /// A relation bag.
 pub type Bag = BTreeMap<String, String>;
@@ -31,6 +46,9 @@ pub struct Observed {
     pub unit: String,
     /// Whether this unit leads (`is-leader`).
     pub is_leader: bool,
+    /// Whether this hook is `install`, which never writes controller.conf: the agent may not
+    /// have written its own keys yet, and the relation has told this unit nothing.
+    pub install: bool,
     /// The validated options, or the bad one.
     pub config: Result<(), ConfigError>,
     /// The address choice, or why the binding's addresses could not be read.
@@ -67,7 +85,8 @@ pub struct PeerView {
     pub own: Bag,
     /// The application bag.
     pub app: Bag,
-    /// The other units' bags, by unit name (departed units are not listed).
+    /// The other units' bags, by unit name: exactly the units `relation-list` names (a
+    /// departed unit, and during `-departed` the departing one, is not listed).
     pub peers: BTreeMap<String, Bag>,
 }
 
@@ -170,20 +189,20 @@ pub fn plan(observed: &Observed) -> Plan {
         ));
     }
 
-    // The map every controller must agree on: the leader builds it from every bag.
+    let members = Members::new(observed, relation, &own);
+
+    // The map every controller must agree on: the leader continues the published one.
     let map: Result<BindAddresses, String> = if observed.is_leader {
-        let mut bags: Vec<(&str, &Bag)> = vec![(observed.unit.as_str(), &own)];
-        bags.extend(
-            relation
-                .peers
-                .iter()
-                .map(|(unit, bag)| (unit.as_str(), bag)),
-        );
-        let (map, log) = aggregate(&bags);
-        plan.log.extend(log);
+        let map = lead(observed, relation, &members, &mut plan.log);
         let text = render_map(&map);
         if relation.app.get(BIND_ADDRESSES_KEY) != Some(&text) {
             plan.app_writes.insert(BIND_ADDRESSES_KEY.to_owned(), text);
+        }
+        let record = members.record();
+        let record_text = (!record.is_empty()).then(|| render_record(&record));
+        if relation.app.get(AGENT_IDS_KEY) != record_text.as_ref() {
+            plan.app_writes
+                .insert(AGENT_IDS_KEY.to_owned(), record_text.unwrap_or_default());
         }
         Ok(map)
     } else {
@@ -197,31 +216,42 @@ pub fn plan(observed: &Observed) -> Plan {
         }
     };
 
-    // controller.conf: written only with a non-empty map and only when it changes.
-    if let (Ok(map), Some(conf)) = (&map, &observed.conf) {
+    // controller.conf: the published map plus every entry of the file whose unit has not
+    // left, written only when it changes, never empty and never by install.
+    let mut conf_problem = None;
+    if let (Ok(map), Some(conf), false) = (&map, &observed.conf, observed.install) {
         let current = match &conf.on_disk {
             OnDisk::Missing => Some(ControllerConf::default()),
             OnDisk::Parsed(current) => Some(current.clone()),
             OnDisk::Unreadable(_) => None,
         };
-        if let Some(current) = current.filter(|_| !map.is_empty()) {
-            if !current.has_bind_addresses() || current.bind_addresses() != map {
+        if let Some(current) = current {
+            let target = conf_map(map, current.bind_addresses(), &members, &mut plan.log);
+            if !target.is_empty()
+                && (!current.has_bind_addresses() || current.bind_addresses() != &target)
+            {
                 let mut next = current;
-                next.set_bind_addresses(map.clone());
-                plan.log.push((
-                    Level::Info,
-                    format!(
-                        "writing {} with db-bind-addresses {}",
-                        conf.path,
-                        render_map(map)
-                    ),
-                ));
-                plan.conf = Some(next);
+                let text = render_map(&target);
+                match next.set_bind_addresses(target) {
+                    Ok(()) => {
+                        plan.log.push((
+                            Level::Info,
+                            format!("writing {} with db-bind-addresses {text}", conf.path),
+                        ));
+                        plan.conf = Some(next);
+                    }
+                    Err(error) => {
+                        conf_problem = Some(Status::new(
+                            StatusKind::Blocked,
+                            format!("cannot update {}: {error}", conf.path),
+                        ));
+                    }
+                }
             }
         }
     }
 
-    plan.status = if let Some(status) = blocking_status(observed) {
+    plan.status = if let Some(status) = blocking_status(observed).or(conf_problem) {
         status
     } else if let Some(Err(reason)) = &observed.agent_id {
         Status::new(StatusKind::Waiting, reason.clone())
@@ -249,6 +279,301 @@ pub fn plan(observed: &Observed) -> Plan {
         }
     };
     plan
+}
+
+/// Every unit in the relation (this one and the listed ones) with its agent id when known,
+/// and the leader's record: what tells a departed controller from one merely unknown.
+struct Members<'a> {
+    /// Unit name -> its agent id: from its bag when canonical (this unit: the reload
+    /// socket's answer first), else from the leader's record, else unknown.
+    ids: BTreeMap<&'a str, Option<String>>,
+    /// The leader's record (unit -> agent id) as published.
+    record: BTreeMap<String, String>,
+}
+
+impl<'a> Members<'a> {
+    fn new(observed: &'a Observed, relation: &'a PeerView, own: &Bag) -> Self {
+        let record = parse_record(relation.app.get(AGENT_IDS_KEY));
+        let from_bag = |bag: &Bag| {
+            bag.get(AGENT_ID_KEY)
+                .filter(|id| is_canonical_agent_id(id))
+                .cloned()
+        };
+        let from_record = |unit: &str| record.get(unit).cloned();
+        let mut ids = BTreeMap::new();
+        let own_id = match &observed.agent_id {
+            Some(Ok(id)) if is_canonical_agent_id(id) => Some(id.clone()),
+            _ => from_bag(own).or_else(|| from_record(&observed.unit)),
+        };
+        ids.insert(observed.unit.as_str(), own_id);
+        for (unit, bag) in &relation.peers {
+            // A unit's agent id never changes (it is its machine's): when the bag and the
+            // record disagree, the record stands and the bag's claim is refused (see `lead`).
+            ids.insert(unit.as_str(), from_record(unit).or_else(|| from_bag(bag)));
+        }
+        // A unit the record does not name, claiming an agent id recorded for another unit
+        // still in the relation, is not believed (and not recorded): its id is unknown.
+        let disputed: Vec<&str> = ids
+            .iter()
+            .filter(|(unit, id)| {
+                **unit != observed.unit
+                    && !record.contains_key(**unit)
+                    && id.as_ref().is_some_and(|id| {
+                        record.iter().any(|(owner, recorded)| {
+                            recorded == id && ids.contains_key(owner.as_str())
+                        })
+                    })
+            })
+            .map(|(unit, _)| *unit)
+            .collect();
+        for unit in disputed {
+            ids.insert(unit, None);
+        }
+        Self { ids, record }
+    }
+
+    /// Why the controller `id` has left, when this hook knows it has: a unit in the
+    /// relation is not it, and either the record names a unit that is no longer listed as
+    /// its unit, or every unit in the relation has a known agent id.
+    fn departed(&self, id: &str) -> Option<String> {
+        if self.ids.values().any(|known| known.as_deref() == Some(id)) {
+            return None;
+        }
+        if let Some((unit, _)) = self
+            .record
+            .iter()
+            .find(|(unit, recorded)| *recorded == id && !self.ids.contains_key(unit.as_str()))
+        {
+            return Some(format!("its unit {unit} left the relation"));
+        }
+        self.ids
+            .values()
+            .all(Option::is_some)
+            .then(|| "no unit in the relation is that controller".to_owned())
+    }
+
+    /// The record to publish: every unit in the relation whose agent id is known.
+    fn record(&self) -> BTreeMap<String, String> {
+        self.ids
+            .iter()
+            .filter_map(|(unit, id)| id.clone().map(|id| ((*unit).to_owned(), id)))
+            .collect()
+    }
+}
+
+/// The leader's map: the published one, less the controllers that left, with every valid
+/// claim from the units' bags (this unit's own pending writes included). An invalid claim
+/// (an agent id that is not canonical, an address that is not an IP or never a node's, an
+/// agent id or an IP another unit has) is left out with a warning and never replaces the
+/// entry already there.
+fn lead(
+    observed: &Observed,
+    relation: &PeerView,
+    members: &Members,
+    log: &mut Vec<(Level, String)>,
+) -> BindAddresses {
+    // Without a usable published map (a lost or corrupted app bag), this controller's
+    // controller.conf holds the last map it knew: start from that instead of nothing.
+    let prior = match parse_map_lenient(relation.app.get(BIND_ADDRESSES_KEY), log) {
+        Some(prior) => prior,
+        None => match &observed.conf {
+            Some(ConfView {
+                on_disk: OnDisk::Parsed(conf),
+                ..
+            }) => conf.bind_addresses().clone(),
+            _ => BindAddresses::new(),
+        },
+    };
+    let mut map = prior.clone();
+    for id in prior.keys() {
+        if let Some(why) = members.departed(id) {
+            log.push((
+                Level::Info,
+                format!("removing controller {id} from {BIND_ADDRESSES_KEY}: {why}"),
+            ));
+            map.remove(id);
+        }
+    }
+
+    // Every claim: (unit, agent id, address). This unit claims only what it knows now.
+    let mut claims: Vec<(&str, String, IpAddr)> = Vec::new();
+    let own_claim = match (&observed.agent_id, &observed.choice) {
+        (Some(Ok(id)), Some(Ok(choice))) => choice.address().map(|ip| (id.clone(), ip)),
+        _ => None,
+    };
+    let mut claimed = BTreeSet::new();
+    if let Some((id, ip)) = own_claim {
+        if is_canonical_agent_id(&id) {
+            claimed.insert(id.clone());
+            claims.push((observed.unit.as_str(), id, ip));
+        }
+    }
+    for (unit, bag) in &relation.peers {
+        let (Some(id), Some(text)) = (bag.get(AGENT_ID_KEY), bag.get(BIND_ADDRESS_KEY)) else {
+            // Half written or cleared: whatever is published for it stays.
+            continue;
+        };
+        let ignore = |why: String| (Level::Warning, format!("ignoring {unit:?}: {why}"));
+        if !is_canonical_agent_id(id) {
+            log.push(ignore(format!("agent-id {id:?} is not a decimal agent id")));
+            continue;
+        }
+        let Ok(ip) = text.parse::<IpAddr>() else {
+            log.push(ignore(format!(
+                "{BIND_ADDRESS_KEY} {text:?} is not an IP address"
+            )));
+            continue;
+        };
+        if let Some(scope) = never_valid(ip) {
+            log.push(ignore(format!(
+                "{BIND_ADDRESS_KEY} {ip} is {scope}, never a node's address"
+            )));
+            continue;
+        }
+        if let Some(recorded) = members.record.get(unit).filter(|recorded| *recorded != id) {
+            log.push(ignore(format!(
+                "agent-id {id} differs from the agent id {recorded} recorded for it"
+            )));
+            continue;
+        }
+        if let Some((owner, _)) = members.record.iter().find(|(owner, recorded)| {
+            *recorded == id && *owner != unit && members.ids.contains_key(owner.as_str())
+        }) {
+            log.push(ignore(format!(
+                "agent id {id} is recorded for {owner:?}, which is still in the relation"
+            )));
+            continue;
+        }
+        if !claimed.insert(id.clone()) {
+            log.push(ignore(format!(
+                "agent id {id} is already claimed by another unit"
+            )));
+            continue;
+        }
+        claims.push((unit.as_str(), id.clone(), ip));
+    }
+
+    // Two controllers on one IP: a claim that would make it so is left out, until no new
+    // claim collides (each round drops one at least, so this ends).
+    loop {
+        let mut holders: BTreeMap<IpAddr, Vec<&str>> = BTreeMap::new();
+        let mut desired = map.clone();
+        desired.extend(claims.iter().map(|(_, id, ip)| (id.clone(), *ip)));
+        for (id, ip) in &desired {
+            holders.entry(*ip).or_default().push(id);
+        }
+        let colliding: Vec<usize> = claims
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, id, ip))| map.get(id) != Some(ip) && holders[ip].len() > 1)
+            .map(|(index, _)| index)
+            .collect();
+        if colliding.is_empty() {
+            break;
+        }
+        for index in colliding.into_iter().rev() {
+            let (unit, id, ip) = claims.remove(index);
+            let others: Vec<&str> = holders[&ip]
+                .iter()
+                .copied()
+                .filter(|other| *other != id)
+                .collect();
+            log.push((
+                Level::Warning,
+                format!(
+                    "ignoring {unit:?}: {BIND_ADDRESS_KEY} {ip} of controller {id} is also \
+                     controller {}'s",
+                    others.join(", ")
+                ),
+            ));
+        }
+    }
+    // A new cluster starts from one node: a dbaccessor without data bootstraps only from a
+    // map that names itself alone and otherwise waits to join, so a first map naming several
+    // new controllers would leave each of them waiting for the others. While the map names
+    // no one, one claim (this controller's when it has one) comes alone; while it names
+    // this controller alone and its controller.conf does not yet (install never writes it),
+    // no other claim is added. The rest follow in the leader's next hook.
+    let own_id = members.ids.get(observed.unit.as_str()).cloned().flatten();
+    let conf_names_self = match (&observed.conf, &own_id) {
+        (
+            Some(ConfView {
+                on_disk: OnDisk::Parsed(conf),
+                ..
+            }),
+            Some(id),
+        ) => conf.bind_addresses().contains_key(id),
+        _ => false,
+    };
+    let only_self = !map.is_empty() && map.keys().all(|id| Some(id) == own_id.as_ref());
+    let held = if map.is_empty() && claims.len() > 1 {
+        claims.split_off(1)
+    } else if only_self && !conf_names_self {
+        let (own, others): (Vec<_>, Vec<_>) = claims
+            .into_iter()
+            .partition(|(_, id, _)| Some(id) == own_id.as_ref());
+        claims = own;
+        others
+    } else {
+        Vec::new()
+    };
+    if !held.is_empty() {
+        let ids: Vec<&str> = held.iter().map(|(_, id, _)| id.as_str()).collect();
+        log.push((
+            Level::Info,
+            format!(
+                "holding back controller {} until the first node of the cluster has its map",
+                ids.join(", ")
+            ),
+        ));
+    }
+    map.extend(claims.into_iter().map(|(_, id, ip)| (id, ip)));
+    map
+}
+
+/// The map for controller.conf: the published one, plus every entry of the file the
+/// published map lacks whose controller has not left (the leader's map is authoritative
+/// only for the departures it knows).
+fn conf_map(
+    published: &BindAddresses,
+    on_disk: &BindAddresses,
+    members: &Members,
+    log: &mut Vec<(Level, String)>,
+) -> BindAddresses {
+    let mut target = published.clone();
+    for (id, ip) in on_disk {
+        if target.contains_key(id) {
+            continue;
+        }
+        match members.departed(id) {
+            Some(why) => log.push((
+                Level::Info,
+                format!("removing controller {id} from controller.conf: {why}"),
+            )),
+            None => {
+                log.push((
+                    Level::Info,
+                    format!(
+                        "keeping controller {id} ({ip}) in controller.conf: the published map \
+                         lacks it but its unit has not left"
+                    ),
+                ));
+                target.insert(id.clone(), *ip);
+            }
+        }
+    }
+    target
+}
+
+/// The scope of an address that can never be a node's (loopback, link-local, multicast,
+/// broadcast, unspecified).
+fn never_valid(ip: IpAddr) -> Option<Scope> {
+    let scope = address::scope(ip);
+    matches!(
+        scope,
+        Scope::LocalMachine | Scope::LinkLocal | Scope::NotUnicast
+    )
+    .then_some(scope)
 }
 
 /// The statuses the operator must act on, most fundamental first.
@@ -304,37 +629,6 @@ fn blocking_status(observed: &Observed) -> Option<Status> {
     None
 }
 
-/// The leader's map from every unit's bag: units without a valid agent id and address are
-/// left out (logged), and an agent id claimed twice keeps the first unit's entry.
-fn aggregate(bags: &[(&str, &Bag)]) -> (BindAddresses, Vec<(Level, String)>) {
-    let mut map = BindAddresses::new();
-    let mut log = Vec::new();
-    for (unit, bag) in bags {
-        let (Some(id), Some(address)) = (bag.get(AGENT_ID_KEY), bag.get(BIND_ADDRESS_KEY)) else {
-            continue;
-        };
-        let Some(ip) = is_agent_id(id)
-            .then(|| address.parse::<IpAddr>().ok())
-            .flatten()
-        else {
-            log.push((
-                Level::Warning,
-                format!("ignoring {unit}: agent-id {id:?} with db-bind-address {address:?} is not valid"),
-            ));
-            continue;
-        };
-        if map.contains_key(id) {
-            log.push((
-                Level::Warning,
-                format!("ignoring {unit}: agent id {id} is already claimed by another unit"),
-            ));
-            continue;
-        }
-        map.insert(id.clone(), ip);
-    }
-    (map, log)
-}
-
 /// The app bag value: a JSON object with sorted keys.
 pub fn render_map(map: &BindAddresses) -> String {
     let strings: BTreeMap<&str, String> = map
@@ -342,6 +636,11 @@ pub fn render_map(map: &BindAddresses) -> String {
         .map(|(k, v)| (k.as_str(), v.to_string()))
         .collect();
     serde_json::to_string(&strings).expect("a map of strings serializes")
+}
+
+/// The record's app bag value: a JSON object of unit name to agent id, sorted.
+fn render_record(record: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(record).expect("a map of strings serializes")
 }
 
 /// Parses the app bag value, refusing anything that is not agent id -> IP.
@@ -360,10 +659,61 @@ pub fn parse_map(text: &str) -> Result<BindAddresses, String> {
         .collect()
 }
 
+/// The published map as the leader continues it: every valid entry, each invalid one left
+/// out with a warning; `None` when there is none or it is not a JSON object at all.
+fn parse_map_lenient(
+    text: Option<&String>,
+    log: &mut Vec<(Level, String)>,
+) -> Option<BindAddresses> {
+    let raw: BTreeMap<String, serde_json::Value> = match serde_json::from_str(text?) {
+        Ok(raw) => raw,
+        Err(error) => {
+            log.push((
+                Level::Warning,
+                format!(
+                    "the published {BIND_ADDRESSES_KEY} is not a JSON object ({error}); \
+                     continuing from controller.conf's map and the units' bags"
+                ),
+            ));
+            return None;
+        }
+    };
+    let mut map = BindAddresses::new();
+    for (id, value) in raw {
+        match value.as_str().map(str::parse::<IpAddr>) {
+            Some(Ok(ip)) if is_agent_id(&id) => {
+                map.insert(id, ip);
+            }
+            _ => log.push((
+                Level::Warning,
+                format!("dropping the invalid published entry {id:?}: {value}"),
+            )),
+        }
+    }
+    Some(map)
+}
+
+/// The leader's record as published: entries with a canonical agent id (others are
+/// ignored, as if the record did not name that unit).
+fn parse_record(text: Option<&String>) -> BTreeMap<String, String> {
+    let Some(raw) = text
+        .and_then(|text| serde_json::from_str::<BTreeMap<String, serde_json::Value>>(text).ok())
+    else {
+        return BTreeMap::new();
+    };
+    raw.into_iter()
+        .filter_map(|(unit, id)| {
+            let id = id.as_str()?.to_owned();
+            is_canonical_agent_id(&id).then_some((unit, id))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::address::Dropped;
+    use proptest::prelude::*;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("test ip")
@@ -396,6 +746,7 @@ mod tests {
         Observed {
             unit: "controller/0".into(),
             is_leader: true,
+            install: false,
             config: Ok(()),
             choice: Some(Ok(Choice::Unique {
                 address: ip("10.0.0.5"),
@@ -450,15 +801,22 @@ mod tests {
     const PEER1: &[(&str, &str)] = &[("agent-id", "1"), ("db-bind-address", "10.0.0.6")];
     const PEER2: &[(&str, &str)] = &[("agent-id", "2"), ("db-bind-address", "10.0.0.7")];
     const THREE: &str = r#"{"0":"10.0.0.5","1":"10.0.0.6","2":"10.0.0.7"}"#;
+    const TWO: &str = r#"{"0":"10.0.0.5","1":"10.0.0.6"}"#;
+    const RECORD3: &str = r#"{"controller/0":"0","controller/1":"1","controller/2":"2"}"#;
+    const RECORD2: &str = r#"{"controller/0":"0","controller/1":"1"}"#;
+    const CONF3: &str = "db-bind-addresses:\n  '0': 10.0.0.5\n  '1': 10.0.0.6\n  '2': 10.0.0.7\n";
 
     #[test]
     fn leader_table() {
-        // First hook of a lone leader: publish, aggregate itself, write the conf.
+        // First hook of a lone leader: publish, aggregate itself, record itself, write the conf.
         check(
             base(),
             Want {
                 unit: &[("agent-id", "0"), ("db-bind-address", "10.0.0.5")],
-                app: &[("db-bind-addresses", r#"{"0":"10.0.0.5"}"#)],
+                app: &[
+                    ("db-agent-ids", r#"{"controller/0":"0"}"#),
+                    ("db-bind-addresses", r#"{"0":"10.0.0.5"}"#),
+                ],
                 conf: Some(r#"{"0":"10.0.0.5"}"#),
                 status: (
                     StatusKind::Active,
@@ -466,7 +824,7 @@ mod tests {
                 ),
             },
         );
-        // Two peers: the map holds all three, sorted.
+        // The first map of a cluster names the leader alone (its node bootstraps) ...
         check(
             with(|o| {
                 let relation = o.relation.as_mut().expect("relation");
@@ -475,7 +833,52 @@ mod tests {
             }),
             Want {
                 unit: &[("agent-id", "0"), ("db-bind-address", "10.0.0.5")],
-                app: &[("db-bind-addresses", THREE)],
+                app: &[
+                    ("db-agent-ids", RECORD3),
+                    ("db-bind-addresses", r#"{"0":"10.0.0.5"}"#),
+                ],
+                conf: Some(r#"{"0":"10.0.0.5"}"#),
+                status: (
+                    StatusKind::Active,
+                    "db bind address 10.0.0.5 (1 controller)",
+                ),
+            },
+        );
+        // ... and holds back the others until the leader's controller.conf names it
+        // (install published the map but never writes controller.conf) ...
+        check(
+            with(|o| {
+                let relation = o.relation.as_mut().expect("relation");
+                relation
+                    .app
+                    .insert(BIND_ADDRESSES_KEY.into(), r#"{"0":"10.0.0.5"}"#.into());
+                relation.peers.insert("controller/1".into(), bag(PEER1));
+                relation.peers.insert("controller/2".into(), bag(PEER2));
+            }),
+            Want {
+                unit: &[("agent-id", "0"), ("db-bind-address", "10.0.0.5")],
+                app: &[("db-agent-ids", RECORD3)],
+                conf: Some(r#"{"0":"10.0.0.5"}"#),
+                status: (
+                    StatusKind::Active,
+                    "db bind address 10.0.0.5 (1 controller)",
+                ),
+            },
+        );
+        // ... then, the first node's map written, the map holds all three, sorted.
+        check(
+            with(|o| {
+                o.conf = conf("db-bind-addresses:\n  '0': 10.0.0.5\n");
+                let relation = o.relation.as_mut().expect("relation");
+                relation
+                    .app
+                    .insert(BIND_ADDRESSES_KEY.into(), r#"{"0":"10.0.0.5"}"#.into());
+                relation.peers.insert("controller/1".into(), bag(PEER1));
+                relation.peers.insert("controller/2".into(), bag(PEER2));
+            }),
+            Want {
+                unit: &[("agent-id", "0"), ("db-bind-address", "10.0.0.5")],
+                app: &[("db-agent-ids", RECORD3), ("db-bind-addresses", THREE)],
                 conf: Some(THREE),
                 status: (
                     StatusKind::Active,
@@ -485,15 +888,7 @@ mod tests {
         );
         // Converged: nothing to write, so no reload either.
         check(
-            with(|o| {
-                let relation = o.relation.as_mut().expect("relation");
-                relation.own = bag(&[("agent-id", "0"), ("db-bind-address", "10.0.0.5")]);
-                relation.app = bag(&[("db-bind-addresses", THREE)]);
-                relation.peers.insert("controller/1".into(), bag(PEER1));
-                relation.peers.insert("controller/2".into(), bag(PEER2));
-                o.conf =
-                    conf("db-bind-addresses:\n  '0': 10.0.0.5\n  '1': 10.0.0.6\n  '2': 10.0.0.7\n");
-            }),
+            converged(|_| {}),
             Want {
                 unit: &[],
                 app: &[],
@@ -504,30 +899,48 @@ mod tests {
                 ),
             },
         );
-        // A departed peer is no longer listed: its entry goes away.
+        // A departed peer is no longer listed and the record names its unit: its entry goes.
         check(
-            with(|o| {
-                let relation = o.relation.as_mut().expect("relation");
-                relation.own = bag(&[("agent-id", "0"), ("db-bind-address", "10.0.0.5")]);
-                relation.app = bag(&[("db-bind-addresses", THREE)]);
-                relation.peers.insert("controller/1".into(), bag(PEER1));
-                o.conf =
-                    conf("db-bind-addresses:\n  '0': 10.0.0.5\n  '1': 10.0.0.6\n  '2': 10.0.0.7\n");
+            converged(|o| {
+                o.relation
+                    .as_mut()
+                    .expect("relation")
+                    .peers
+                    .remove("controller/2");
             }),
             Want {
                 unit: &[],
-                app: &[("db-bind-addresses", r#"{"0":"10.0.0.5","1":"10.0.0.6"}"#)],
-                conf: Some(r#"{"0":"10.0.0.5","1":"10.0.0.6"}"#),
+                app: &[("db-agent-ids", RECORD2), ("db-bind-addresses", TWO)],
+                conf: Some(TWO),
                 status: (
                     StatusKind::Active,
                     "db bind address 10.0.0.5 (2 controllers)",
                 ),
             },
         );
-        // Peers with invalid or half-written bags are left out.
+        // A map from a charm without the record: every unit in the relation has a known
+        // agent id and none is 2, so controller 2's unit has left.
+        check(
+            converged(|o| {
+                let relation = o.relation.as_mut().expect("relation");
+                relation.peers.remove("controller/2");
+                relation.app.remove("db-agent-ids");
+            }),
+            Want {
+                unit: &[],
+                app: &[("db-agent-ids", RECORD2), ("db-bind-addresses", TWO)],
+                conf: Some(TWO),
+                status: (
+                    StatusKind::Active,
+                    "db bind address 10.0.0.5 (2 controllers)",
+                ),
+            },
+        );
+        // Peers with invalid or half-written bags are left out of a new map.
         check(
             with(|o| {
                 let relation = o.relation.as_mut().expect("relation");
+                relation.app.insert(BIND_ADDRESSES_KEY.into(), "{}".into());
                 relation.peers.insert(
                     "controller/1".into(),
                     bag(&[("agent-id", "x"), ("db-bind-address", "10.0.0.6")]),
@@ -543,7 +956,10 @@ mod tests {
             }),
             Want {
                 unit: &[("agent-id", "0"), ("db-bind-address", "10.0.0.5")],
-                app: &[("db-bind-addresses", r#"{"0":"10.0.0.5"}"#)],
+                app: &[
+                    ("db-agent-ids", r#"{"controller/0":"0","controller/3":"0"}"#),
+                    ("db-bind-addresses", r#"{"0":"10.0.0.5"}"#),
+                ],
                 conf: Some(r#"{"0":"10.0.0.5"}"#),
                 status: (
                     StatusKind::Active,
@@ -551,6 +967,484 @@ mod tests {
                 ),
             },
         );
+    }
+
+    /// Three converged controllers as the leader controller/0 sees them, then `change`.
+    fn converged(change: impl FnOnce(&mut Observed)) -> Observed {
+        with(|o| {
+            let relation = o.relation.as_mut().expect("relation");
+            relation.own = bag(&[("agent-id", "0"), ("db-bind-address", "10.0.0.5")]);
+            relation.app = bag(&[("db-bind-addresses", THREE), ("db-agent-ids", RECORD3)]);
+            relation.peers.insert("controller/1".into(), bag(PEER1));
+            relation.peers.insert("controller/2".into(), bag(PEER2));
+            o.conf = conf(CONF3);
+            change(o);
+        })
+    }
+
+    fn peer_bag(o: &mut Observed, unit: &str, pairs: &[(&str, &str)]) {
+        o.relation
+            .as_mut()
+            .expect("relation")
+            .peers
+            .insert(unit.into(), bag(pairs));
+    }
+
+    /// Unknown is not gone: whatever the leader could not tell, the published map and
+    /// controller.conf keep every entry. Each case: the change, the status kind, and the
+    /// warning expected in the log (empty: none needed).
+    #[test]
+    fn unknown_is_not_gone_table() {
+        type Change = Box<dyn Fn(&mut Observed)>;
+        let cases: Vec<(&str, Change, StatusKind, &str)> = vec![
+            (
+                "own address ambiguous",
+                Box::new(|o| {
+                    o.choice = Some(Ok(Choice::Ambiguous {
+                        candidates: vec![ip("10.0.0.5"), ip("192.168.1.5")],
+                        dropped: vec![],
+                    }))
+                }),
+                StatusKind::Blocked,
+                "",
+            ),
+            (
+                "bind-cidr matches nothing",
+                Box::new(|o| o.choice = Some(Ok(Choice::None { dropped: vec![] }))),
+                StatusKind::Blocked,
+                "",
+            ),
+            (
+                "network-get output malformed",
+                Box::new(|o| {
+                    o.choice = Some(Err(NetworkError::Malformed("eof".into())));
+                }),
+                StatusKind::Blocked,
+                "",
+            ),
+            (
+                "invalid option",
+                Box::new(|o| {
+                    o.config = Err(ConfigError::BadFamily {
+                        value: "yes".into(),
+                    });
+                    o.choice = None;
+                    o.agent_id = None;
+                    o.conf = None;
+                }),
+                StatusKind::Blocked,
+                "",
+            ),
+            (
+                "own agent id unknown",
+                Box::new(|o| {
+                    o.agent_id = Some(Err("waiting for the socket".into()));
+                    o.conf = None;
+                }),
+                StatusKind::Waiting,
+                "",
+            ),
+            (
+                "peer bag empty",
+                Box::new(|o| peer_bag(o, "controller/1", &[])),
+                StatusKind::Active,
+                "",
+            ),
+            (
+                "peer bag without an address",
+                Box::new(|o| peer_bag(o, "controller/1", &[("agent-id", "1")])),
+                StatusKind::Active,
+                "",
+            ),
+            (
+                "peer address not an IP",
+                Box::new(|o| {
+                    peer_bag(
+                        o,
+                        "controller/1",
+                        &[("agent-id", "1"), ("db-bind-address", "10.0.0")],
+                    )
+                }),
+                StatusKind::Active,
+                "is not an IP address",
+            ),
+            (
+                "peer address loopback",
+                Box::new(|o| {
+                    peer_bag(
+                        o,
+                        "controller/1",
+                        &[("agent-id", "1"), ("db-bind-address", "127.0.0.1")],
+                    )
+                }),
+                StatusKind::Active,
+                "is loopback, never a node's address",
+            ),
+            (
+                "peer address link-local",
+                Box::new(|o| {
+                    peer_bag(
+                        o,
+                        "controller/1",
+                        &[("agent-id", "1"), ("db-bind-address", "fe80::1")],
+                    )
+                }),
+                StatusKind::Active,
+                "is link-local, never a node's address",
+            ),
+            (
+                "peer address unspecified",
+                Box::new(|o| {
+                    peer_bag(
+                        o,
+                        "controller/1",
+                        &[("agent-id", "1"), ("db-bind-address", "0.0.0.0")],
+                    )
+                }),
+                StatusKind::Active,
+                "never a node's address",
+            ),
+            (
+                "peer address multicast",
+                Box::new(|o| {
+                    peer_bag(
+                        o,
+                        "controller/1",
+                        &[("agent-id", "1"), ("db-bind-address", "ff02::1")],
+                    )
+                }),
+                StatusKind::Active,
+                "never a node's address",
+            ),
+            (
+                "peer takes another controller's IP",
+                Box::new(|o| {
+                    peer_bag(
+                        o,
+                        "controller/1",
+                        &[("agent-id", "1"), ("db-bind-address", "10.0.0.7")],
+                    )
+                }),
+                StatusKind::Active,
+                "10.0.0.7 of controller 1 is also controller 2's",
+            ),
+            (
+                "peer agent id not canonical",
+                Box::new(|o| {
+                    peer_bag(
+                        o,
+                        "controller/1",
+                        &[("agent-id", "01"), ("db-bind-address", "10.0.0.9")],
+                    )
+                }),
+                StatusKind::Active,
+                "agent-id \"01\" is not a decimal agent id",
+            ),
+            (
+                "peer claims another controller's agent id",
+                Box::new(|o| {
+                    peer_bag(
+                        o,
+                        "controller/1",
+                        &[("agent-id", "2"), ("db-bind-address", "10.0.0.9")],
+                    )
+                }),
+                StatusKind::Active,
+                "agent-id 2 differs from the agent id 1 recorded for it",
+            ),
+            (
+                "a new unit claims a recorded controller's agent id",
+                Box::new(|o| {
+                    peer_bag(
+                        o,
+                        "controller/3",
+                        &[("agent-id", "2"), ("db-bind-address", "10.0.0.9")],
+                    )
+                }),
+                StatusKind::Active,
+                "agent id 2 is recorded for \"controller/2\", which is still in the relation",
+            ),
+            (
+                "no record and one peer's agent id unknown",
+                Box::new(|o| {
+                    o.relation
+                        .as_mut()
+                        .expect("relation")
+                        .app
+                        .remove("db-agent-ids");
+                    peer_bag(o, "controller/1", &[]);
+                }),
+                StatusKind::Active,
+                "",
+            ),
+            (
+                "the published map is not JSON",
+                Box::new(|o| {
+                    o.relation
+                        .as_mut()
+                        .expect("relation")
+                        .app
+                        .insert("db-bind-addresses".into(), "{".into());
+                }),
+                StatusKind::Active,
+                "is not a JSON object",
+            ),
+        ];
+        for (name, change, kind, warning) in cases {
+            let observed = converged(|o| change(o));
+            let got = plan(&observed);
+            let published = got
+                .app_writes
+                .get(BIND_ADDRESSES_KEY)
+                .map_or(THREE, String::as_str);
+            // (A published map that is not JSON is continued from controller.conf's.)
+            assert_eq!(published, THREE, "{name}: {:?}", got.app_writes);
+            // The record never loses a unit still in the relation (without a published record
+            // it holds the units whose agent id is known).
+            assert!(
+                name.starts_with("no record")
+                    || got
+                        .app_writes
+                        .get(AGENT_IDS_KEY)
+                        .is_none_or(|r| r == RECORD3),
+                "{name}: {:?}",
+                got.app_writes
+            );
+            assert_eq!(got.conf, None, "{name}: controller.conf keeps its map");
+            assert_eq!(got.status.kind, kind, "{name}: {:?}", got.status);
+            if !warning.is_empty() {
+                assert!(
+                    got.log
+                        .iter()
+                        .any(|(level, line)| *level == Level::Warning && line.contains(warning)),
+                    "{name}: no warning {warning:?} in {:?}",
+                    got.log
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn departures_and_new_leaders_table() {
+        // A new leader (controller/1) continues its predecessor's map: controller/0 left
+        // (the record names it), controller/2's bag is empty for now and stays.
+        let new_leader = converged(|o| {
+            o.unit = "controller/1".into();
+            o.agent_id = Some(Ok("1".into()));
+            o.choice = Some(Ok(Choice::Unique {
+                address: ip("10.0.0.6"),
+                dropped: vec![],
+            }));
+            let relation = o.relation.as_mut().expect("relation");
+            relation.own = bag(PEER1);
+            relation.peers.clear();
+            relation.peers.insert("controller/2".into(), Bag::new());
+            o.conf = conf(CONF3);
+        });
+        let one_two = r#"{"1":"10.0.0.6","2":"10.0.0.7"}"#;
+        check(
+            new_leader.clone(),
+            Want {
+                unit: &[],
+                app: &[
+                    ("db-agent-ids", r#"{"controller/1":"1","controller/2":"2"}"#),
+                    ("db-bind-addresses", one_two),
+                ],
+                conf: Some(one_two),
+                status: (
+                    StatusKind::Active,
+                    "db bind address 10.0.0.6 (2 controllers)",
+                ),
+            },
+        );
+        // The same without the record: controller/2's agent id is unknown, so the leader
+        // cannot tell that 0 left and keeps it.
+        let mut unsure = new_leader.clone();
+        unsure
+            .relation
+            .as_mut()
+            .expect("relation")
+            .app
+            .remove("db-agent-ids");
+        let got = plan(&unsure);
+        assert_eq!(got.app_writes.get(BIND_ADDRESSES_KEY), None, "{got:?}");
+        assert_eq!(got.conf, None);
+        // A peer that moved to a free address is updated.
+        check(
+            converged(|o| {
+                peer_bag(
+                    o,
+                    "controller/2",
+                    &[("agent-id", "2"), ("db-bind-address", "10.0.0.9")],
+                )
+            }),
+            Want {
+                unit: &[],
+                app: &[(
+                    "db-bind-addresses",
+                    r#"{"0":"10.0.0.5","1":"10.0.0.6","2":"10.0.0.9"}"#,
+                )],
+                conf: Some(r#"{"0":"10.0.0.5","1":"10.0.0.6","2":"10.0.0.9"}"#),
+                status: (
+                    StatusKind::Active,
+                    "db bind address 10.0.0.5 (3 controllers)",
+                ),
+            },
+        );
+        // Two peers swapping addresses do not collide with each other.
+        check(
+            converged(|o| {
+                peer_bag(
+                    o,
+                    "controller/1",
+                    &[("agent-id", "1"), ("db-bind-address", "10.0.0.7")],
+                );
+                peer_bag(
+                    o,
+                    "controller/2",
+                    &[("agent-id", "2"), ("db-bind-address", "10.0.0.6")],
+                );
+            }),
+            Want {
+                unit: &[],
+                app: &[(
+                    "db-bind-addresses",
+                    r#"{"0":"10.0.0.5","1":"10.0.0.7","2":"10.0.0.6"}"#,
+                )],
+                conf: Some(r#"{"0":"10.0.0.5","1":"10.0.0.7","2":"10.0.0.6"}"#),
+                status: (
+                    StatusKind::Active,
+                    "db bind address 10.0.0.5 (3 controllers)",
+                ),
+            },
+        );
+        // Two new controllers on one IP: both are left out until one moves.
+        let got = plan(&with(|o| {
+            o.relation
+                .as_mut()
+                .expect("relation")
+                .app
+                .insert(BIND_ADDRESSES_KEY.into(), r#"{"0":"10.0.0.5"}"#.into());
+            peer_bag(
+                o,
+                "controller/1",
+                &[("agent-id", "1"), ("db-bind-address", "10.0.0.9")],
+            );
+            peer_bag(
+                o,
+                "controller/2",
+                &[("agent-id", "2"), ("db-bind-address", "10.0.0.9")],
+            );
+        }));
+        assert_eq!(
+            got.app_writes.get(BIND_ADDRESSES_KEY),
+            None,
+            "the published map stays {{\"0\":\"10.0.0.5\"}}"
+        );
+        assert_eq!(
+            got.log.iter().filter(|(l, _)| *l == Level::Warning).count(),
+            2,
+            "{:?}",
+            got.log
+        );
+        // A first map while this leader cannot claim: one peer alone (its node bootstraps).
+        let got = plan(&with(|o| {
+            o.agent_id = Some(Err("waiting for the socket".into()));
+            o.conf = None;
+            peer_bag(o, "controller/1", PEER1);
+            peer_bag(o, "controller/2", PEER2);
+        }));
+        assert_eq!(
+            got.app_writes.get(BIND_ADDRESSES_KEY).map(String::as_str),
+            Some(r#"{"1":"10.0.0.6"}"#)
+        );
+        // The app bag lost its map: the leader continues from its controller.conf's.
+        let got = plan(&converged(|o| {
+            o.relation
+                .as_mut()
+                .expect("relation")
+                .app
+                .remove(BIND_ADDRESSES_KEY);
+            peer_bag(o, "controller/2", &[]);
+        }));
+        assert_eq!(
+            got.app_writes.get(BIND_ADDRESSES_KEY).map(String::as_str),
+            Some(THREE)
+        );
+        // install never writes controller.conf, even with a map to write.
+        let got = plan(&with(|o| o.install = true));
+        assert_eq!(got.conf, None);
+        assert!(got.app_writes.contains_key(BIND_ADDRESSES_KEY));
+    }
+
+    #[test]
+    fn non_leader_conf_table() {
+        // controller/1 follows; the leader's map lacks controller 2.
+        let follower = |change: &dyn Fn(&mut Observed)| {
+            converged(|o| {
+                o.unit = "controller/1".into();
+                o.is_leader = false;
+                o.agent_id = Some(Ok("1".into()));
+                o.choice = Some(Ok(Choice::Unique {
+                    address: ip("10.0.0.6"),
+                    dropped: vec![],
+                }));
+                let relation = o.relation.as_mut().expect("relation");
+                relation.own = bag(PEER1);
+                relation.peers.clear();
+                relation.peers.insert(
+                    "controller/0".into(),
+                    bag(&[("agent-id", "0"), ("db-bind-address", "10.0.0.5")]),
+                );
+                relation.peers.insert("controller/2".into(), bag(PEER2));
+                relation.app = bag(&[("db-bind-addresses", TWO), ("db-agent-ids", RECORD2)]);
+                change(o);
+            })
+        };
+        // controller/2 is still listed: the leader does not know it yet; the conf keeps it.
+        let got = plan(&follower(&|_| {}));
+        assert_eq!(got.conf, None, "{:?}", got.log);
+        // controller/2 has left (not listed, every listed agent id known): removed.
+        let got = plan(&follower(&|o| {
+            o.relation
+                .as_mut()
+                .expect("relation")
+                .peers
+                .remove("controller/2");
+        }));
+        assert_eq!(
+            got.conf.map(|c| render_map(c.bind_addresses())).as_deref(),
+            Some(TWO)
+        );
+        // Not listed, but the leader's agent id is unknown to this unit: kept.
+        let got = plan(&follower(&|o| {
+            let relation = o.relation.as_mut().expect("relation");
+            relation.peers.remove("controller/2");
+            relation.peers.insert("controller/0".into(), Bag::new());
+            relation.app.remove("db-agent-ids");
+        }));
+        assert_eq!(got.conf, None, "{:?}", got.log);
+        // The leader's map moves an address: copied.
+        let got = plan(&follower(&|o| {
+            o.relation.as_mut().expect("relation").app.insert(
+                "db-bind-addresses".into(),
+                r#"{"0":"10.0.0.9","1":"10.0.0.6","2":"10.0.0.7"}"#.into(),
+            );
+        }));
+        assert_eq!(
+            got.conf.map(|c| render_map(c.bind_addresses())).as_deref(),
+            Some(r#"{"0":"10.0.0.9","1":"10.0.0.6","2":"10.0.0.7"}"#)
+        );
+        // An invalid map from the leader leaves controller.conf as it is.
+        let got = plan(&follower(&|o| {
+            o.relation
+                .as_mut()
+                .expect("relation")
+                .app
+                .insert("db-bind-addresses".into(), "{".into());
+        }));
+        assert_eq!(got.conf, None);
+        assert_eq!(got.status.kind, StatusKind::Waiting);
     }
 
     #[test]
@@ -629,12 +1523,14 @@ mod tests {
     }
 
     #[test]
-    fn address_problems_remove_the_stale_address() {
+    fn address_problems_remove_the_stale_address_and_keep_the_entry() {
         let published = |o: &mut Observed| {
             o.relation.as_mut().expect("relation").own =
                 bag(&[("agent-id", "0"), ("db-bind-address", "10.0.0.5")]);
-            o.relation.as_mut().expect("relation").app =
-                bag(&[("db-bind-addresses", r#"{"0":"10.0.0.5"}"#)]);
+            o.relation.as_mut().expect("relation").app = bag(&[
+                ("db-bind-addresses", r#"{"0":"10.0.0.5"}"#),
+                ("db-agent-ids", r#"{"controller/0":"0"}"#),
+            ]);
             o.conf = conf("db-bind-addresses:\n  '0': 10.0.0.5\n");
         };
         check(
@@ -647,7 +1543,7 @@ mod tests {
             }),
             Want {
                 unit: &[("db-bind-address", "")],
-                app: &[("db-bind-addresses", "{}")],
+                app: &[],
                 conf: None,
                 status: (
                     StatusKind::Blocked,
@@ -662,13 +1558,13 @@ mod tests {
                 o.choice = Some(Ok(Choice::None {
                     dropped: vec![Dropped {
                         address: "127.0.0.1".into(),
-                        reason: crate::address::DropReason::NeverValid(crate::address::Scope::LocalMachine),
+                        reason: crate::address::DropReason::NeverValid(Scope::LocalMachine),
                     }],
                 }));
             }),
             Want {
                 unit: &[("db-bind-address", "")],
-                app: &[("db-bind-addresses", "{}")],
+                app: &[],
                 conf: None,
                 status: (
                     StatusKind::Blocked,
@@ -679,16 +1575,16 @@ mod tests {
         check(
             with(|o| {
                 published(o);
-                o.choice = Some(Err(NetworkError::Malformed("expected value at line 1 column 1".into())));
+                o.choice = Some(Err(NetworkError::TooManyAddresses { count: 2000 }));
             }),
             Want {
                 unit: &[("db-bind-address", "")],
-                app: &[("db-bind-addresses", "{}")],
+                app: &[],
                 conf: None,
                 status: (
                     StatusKind::Blocked,
-                    "cannot read the db-cluster binding's addresses: network-get printed malformed \
-                     JSON: expected value at line 1 column 1",
+                    "cannot read the db-cluster binding's addresses: network-get listed 2000 \
+                     addresses, more than the 1024 accepted",
                 ),
             },
         );
@@ -704,7 +1600,7 @@ mod tests {
             }),
             Want {
                 unit: &[("db-bind-address", "")],
-                app: &[("db-bind-addresses", "{}")],
+                app: &[],
                 conf: None,
                 status: (
                     StatusKind::Blocked,
@@ -739,7 +1635,10 @@ mod tests {
             with(|o| o.conf = conf("db-bind-addresses: {'0': [")),
             Want {
                 unit: &[("agent-id", "0"), ("db-bind-address", "10.0.0.5")],
-                app: &[("db-bind-addresses", r#"{"0":"10.0.0.5"}"#)],
+                app: &[
+                    ("db-agent-ids", r#"{"controller/0":"0"}"#),
+                    ("db-bind-addresses", r#"{"0":"10.0.0.5"}"#),
+                ],
                 conf: None,
                 status: (
                     StatusKind::Blocked,
@@ -807,5 +1706,257 @@ mod tests {
         assert_eq!(parse_map(&text), Ok(map));
         assert!(parse_map(r#"{"a":"10.0.0.5"}"#).is_err());
         assert!(parse_map("[").is_err());
+    }
+
+    /// The property test's world: units `controller/0..n` with agent id `i` and address
+    /// 10.0.0.(5+i); this unit is `me`; `listed[i]` says whether unit i is in the relation
+    /// (this unit always is); everything else is drawn at random.
+    #[derive(Debug, Clone)]
+    struct World {
+        observed: Observed,
+        /// Agent ids whose unit has departed: the only entries allowed to go.
+        departed: BTreeSet<String>,
+        /// The agent ids the record names for departed units (those must go).
+        recorded_departed: BTreeSet<String>,
+    }
+
+    fn truth_ip(i: usize) -> String {
+        format!("10.0.0.{}", 5 + i)
+    }
+
+    /// A peer's (or this unit's previous) bag: empty, half written, truthful, moved to a
+    /// fresh address, or invalid in one of the ways a bag can be.
+    fn arb_bag(i: usize) -> impl Strategy<Value = Bag> {
+        let id = i.to_string();
+        let address = truth_ip(i);
+        prop_oneof![
+            Just(Bag::new()),
+            Just(bag(&[("agent-id", &id)])),
+            Just(bag(&[("db-bind-address", &address)])),
+            Just(bag(&[("agent-id", &id), ("db-bind-address", &address)])),
+            Just(bag(&[
+                ("agent-id", &id),
+                ("db-bind-address", &format!("10.1.0.{i}"))
+            ])),
+            Just(bag(&[
+                ("agent-id", &format!("0{id}")),
+                ("db-bind-address", &address)
+            ])),
+            prop::sample::select(vec![
+                "x",
+                "127.0.0.1",
+                "fe80::1",
+                "0.0.0.0",
+                "ff02::1",
+                "10.0.0.5",
+                "10.0.0.6",
+                ""
+            ])
+            .prop_map(move |bad| bag(&[("agent-id", &i.to_string()), ("db-bind-address", bad)])),
+        ]
+    }
+
+    fn arb_choice() -> impl Strategy<Value = Option<Result<Choice, NetworkError>>> {
+        prop_oneof![
+            Just(Some(Ok(Choice::Ambiguous {
+                candidates: vec![ip("10.0.0.50"), ip("192.168.0.50")],
+                dropped: vec![],
+            }))),
+            Just(Some(Ok(Choice::None { dropped: vec![] }))),
+            Just(Some(Err(NetworkError::Malformed("eof".into())))),
+            Just(Some(Err(NetworkError::TooManyAddresses { count: 2000 }))),
+            Just(None),
+        ]
+    }
+
+    fn arb_world() -> impl Strategy<Value = World> {
+        (1usize..6)
+            .prop_flat_map(|n| {
+                (
+                    Just(n),
+                    0..n,
+                    prop::collection::vec(any::<bool>(), n),
+                    prop::collection::vec(arb_bag(0), n),
+                    any::<bool>(),
+                    any::<bool>(),
+                    prop::collection::vec(any::<bool>(), n),
+                    prop::collection::vec(any::<bool>(), n),
+                    prop::collection::vec(any::<bool>(), n),
+                    (
+                        0usize..4,
+                        arb_choice(),
+                        any::<bool>(),
+                        any::<bool>(),
+                        0usize..3,
+                    ),
+                )
+            })
+            .prop_flat_map(
+                |(n, me, listed, _, leader, install, in_map, in_record, in_conf, own)| {
+                    let bags: Vec<_> = (0..n).map(arb_bag).collect();
+                    (
+                        Just((
+                            n, me, listed, leader, install, in_map, in_record, in_conf, own,
+                        )),
+                        bags,
+                    )
+                },
+            )
+            .prop_map(
+                |((n, me, listed, leader, install, in_map, in_record, in_conf, own), bags)| {
+                    let (own_kind, other_choice, socket_up, config_ok, prior_kind) = own;
+                    let name = |i: usize| format!("controller/{i}");
+                    let member = |i: usize| i == me || listed[i];
+                    let departed: BTreeSet<String> = (0..n)
+                        .filter(|i| !member(*i))
+                        .map(|i| i.to_string())
+                        .collect();
+                    // The published map (maybe from an older charm, without a record, or
+                    // not valid), the record (true where present) and controller.conf.
+                    let map: BTreeMap<String, String> = (0..n)
+                        .filter(|i| in_map[*i])
+                        .map(|i| (i.to_string(), truth_ip(i)))
+                        .collect();
+                    let record: BTreeMap<String, String> = (0..n)
+                        .filter(|i| in_record[*i])
+                        .map(|i| (name(i), i.to_string()))
+                        .collect();
+                    let recorded_departed = (0..n)
+                        .filter(|i| in_record[*i] && !member(*i))
+                        .map(|i| i.to_string())
+                        .collect();
+                    let mut app = Bag::new();
+                    match prior_kind {
+                        0 => {}
+                        1 => {
+                            app.insert(
+                                BIND_ADDRESSES_KEY.into(),
+                                serde_json::to_string(&map).expect("json"),
+                            );
+                        }
+                        _ => {
+                            app.insert(
+                                BIND_ADDRESSES_KEY.into(),
+                                serde_json::to_string(&map).expect("json"),
+                            );
+                            app.insert(
+                                AGENT_IDS_KEY.into(),
+                                serde_json::to_string(&record).expect("json"),
+                            );
+                        }
+                    }
+                    let conf_text: String = (0..n)
+                        .filter(|i| in_conf[*i])
+                        .map(|i| format!("  '{i}': {}\n", truth_ip(i)))
+                        .collect();
+                    let conf_text = if conf_text.is_empty() {
+                        "agent: x\n".to_owned()
+                    } else {
+                        format!("agent: x\ndb-bind-addresses:\n{conf_text}")
+                    };
+                    let peers = (0..n)
+                        .filter(|i| *i != me && listed[*i])
+                        .map(|i| (name(i), bags[i].clone()))
+                        .collect();
+                    let choice = match own_kind {
+                        0 | 1 => Some(Ok(Choice::Unique {
+                            address: ip(&truth_ip(me)),
+                            dropped: vec![],
+                        })),
+                        _ => other_choice,
+                    };
+                    let mut observed = Observed {
+                        unit: name(me),
+                        is_leader: leader,
+                        install,
+                        config: Ok(()),
+                        choice,
+                        agent_id: Some(if socket_up {
+                            Ok(me.to_string())
+                        } else {
+                            Err("waiting for the socket".into())
+                        }),
+                        relation: Some(PeerView {
+                            id: "db-cluster:0".into(),
+                            own: bags[me].clone(),
+                            app,
+                            peers,
+                        }),
+                        membership: Membership::Member,
+                        conf: conf(&conf_text),
+                    };
+                    if !config_ok {
+                        observed.config = Err(ConfigError::BadFamily {
+                            value: "yes".into(),
+                        });
+                        observed.choice = None;
+                        observed.agent_id = None;
+                        observed.conf = None;
+                    }
+                    if !socket_up {
+                        observed.conf = None;
+                    }
+                    World {
+                        observed,
+                        departed,
+                        recorded_departed,
+                    }
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+
+        /// Whatever the hook saw, the published map and controller.conf lose no entry except
+        /// one whose unit departed; and a departed unit the record names is removed.
+        #[test]
+        fn no_entry_is_lost_except_for_a_departed_unit(world in arb_world()) {
+            let observed = &world.observed;
+            let relation = observed.relation.as_ref().expect("relation");
+            let got = plan(observed);
+            if observed.is_leader {
+                let before = relation
+                    .app
+                    .get(BIND_ADDRESSES_KEY)
+                    .map(|text| parse_map(text).expect("the generated map is valid"))
+                    .unwrap_or_default();
+                let after = match got.app_writes.get(BIND_ADDRESSES_KEY) {
+                    Some(text) => parse_map(text).expect("the leader publishes a valid map"),
+                    None => before.clone(),
+                };
+                for id in before.keys() {
+                    proptest::prop_assert!(
+                        after.contains_key(id) || world.departed.contains(id),
+                        "published entry {} lost: {:?}", id, got.log
+                    );
+                }
+                if relation.app.contains_key(AGENT_IDS_KEY) {
+                    for id in &world.recorded_departed {
+                        proptest::prop_assert!(
+                            !after.contains_key(id),
+                            "departed controller {} kept: {:?}", id, got.log
+                        );
+                    }
+                }
+                // Every published address is one a node can bind, held by one controller.
+                let ips: BTreeSet<IpAddr> = after.values().copied().collect();
+                proptest::prop_assert_eq!(ips.len(), after.len());
+                proptest::prop_assert!(after.values().all(|ip| never_valid(*ip).is_none()));
+            }
+            if let Some(ConfView { on_disk: OnDisk::Parsed(current), .. }) = &observed.conf {
+                if let Some(next) = &got.conf {
+                    proptest::prop_assert!(!observed.install, "install wrote controller.conf");
+                    for id in current.bind_addresses().keys() {
+                        proptest::prop_assert!(
+                            next.bind_addresses().contains_key(id) || world.departed.contains(id),
+                            "controller.conf entry {} lost: {:?}", id, got.log
+                        );
+                    }
+                    // Only the map changed.
+                    proptest::prop_assert!(next.render().starts_with("agent: x\n"));
+                }
+            }
+        }
     }
 }

@@ -29,6 +29,8 @@ pub enum ToolError {
     },
     #[error("{tool} printed more than the {MAX_OUTPUT} bytes accepted")]
     Oversized { tool: String, size: usize },
+    #[error("{tool} cannot be given an argument with a NUL byte: {argument:?}")]
+    NulInArgument { tool: String, argument: String },
     #[error("{tool} printed output that is not what Juju prints: {source}")]
     Parse {
         tool: String,
@@ -91,6 +93,24 @@ impl Level {
     }
 }
 
+/// `text` with every control character (NUL, newlines, escapes, C1 codes) written as a
+/// `\u{..}` escape: what a status message or log line may carry when it quotes a peer's
+/// data or a tool's output, so that the tool can never refuse it and it cannot forge lines.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Finds `tool` on `PATH` (the hook-tool dir comes first). duct hands the child a copy of
 /// our environment, and with an explicit `PATH` in it std can only `posix_spawn` (instead of
 /// a slower fork) a program given by path; a tool not found is left to the spawn to report.
@@ -116,6 +136,14 @@ impl HookTools {
             tool: tool.to_owned(),
             source,
         };
+        // An argument cannot hold a NUL byte (exec takes C strings): refuse it here, by
+        // name, rather than as an obscure spawn error.
+        if let Some(argument) = args.iter().find(|a| a.contains('\0')) {
+            return Err(ToolError::NulInArgument {
+                tool: tool.to_owned(),
+                argument: printable(argument),
+            });
+        }
         let reader = duct::cmd(resolve(tool), args)
             .stdin_null()
             .stderr_capture()
@@ -163,8 +191,8 @@ impl HookTools {
         })
     }
 
-    /// `network-get <binding> --format json`, unparsed: the address module reads it, so
-    /// that malformed output becomes a status rather than a failed hook.
+    /// `network-get <binding> --format json`, unparsed: the address module reads it. A hook
+    /// treats malformed output as a failed tool; an action reports it through action-fail.
     pub fn network_get(&self, binding: &str) -> Result<String, ToolError> {
         self.run("network-get", &[binding, "--format", "json"])
     }
@@ -231,14 +259,20 @@ impl HookTools {
 
     /// `status-set <kind> <message>`.
     pub fn status_set(&self, status: &Status) -> Result<(), ToolError> {
-        self.run("status-set", &[status.kind.as_str(), &status.message])
-            .map(drop)
+        self.run(
+            "status-set",
+            &[status.kind.as_str(), &printable(&status.message)],
+        )
+        .map(drop)
     }
 
     /// `juju-log -l <level> -- <message>`.
     pub fn juju_log(&self, level: Level, message: &str) -> Result<(), ToolError> {
-        self.run("juju-log", &["-l", level.as_str(), "--", message])
-            .map(drop)
+        self.run(
+            "juju-log",
+            &["-l", level.as_str(), "--", &printable(message)],
+        )
+        .map(drop)
     }
 
     /// `action-get --format json`.
@@ -256,11 +290,41 @@ impl HookTools {
 
     /// `action-fail <message>`.
     pub fn action_fail(&self, message: &str) -> Result<(), ToolError> {
-        self.run("action-fail", &[message]).map(drop)
+        self.run("action-fail", &[&printable(message)]).map(drop)
     }
 
     /// `application-version-set <version>`.
     pub fn application_version_set(&self, version: &str) -> Result<(), ToolError> {
         self.run("application-version-set", &[version]).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_table() {
+        for (text, expected) in [
+            ("plain text, \"quoted\"", "plain text, \"quoted\""),
+            ("nul\0byte", "nul\\u{0}byte"),
+            ("two\nlines\r", "two\\u{a}lines\\u{d}"),
+            ("esc\u{1b}[31m", "esc\\u{1b}[31m"),
+            ("c1\u{85}", "c1\\u{85}"),
+            ("ünïcode fc00::1", "ünïcode fc00::1"),
+        ] {
+            assert_eq!(printable(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_nul_byte_is_refused_before_anything_runs() {
+        let error = HookTools
+            .run("no-such-tool-anywhere", &["a\0b"])
+            .expect_err("refused");
+        assert!(
+            matches!(&error, ToolError::NulInArgument { argument, .. } if argument == "a\\u{0}b"),
+            "{error:?}"
+        );
     }
 }

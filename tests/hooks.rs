@@ -155,7 +155,7 @@ fn the_departing_unit_itself_writes_nothing() {
 }
 
 #[test]
-fn a_new_leader_rebuilds_the_map_without_the_old_one() {
+fn a_new_leader_continues_the_map_without_the_old_one() {
     let model = converged_three();
     model.update(|state| {
         state.leave_relation(RELATION, &unit(0));
@@ -174,7 +174,7 @@ fn a_new_leader_rebuilds_the_map_without_the_old_one() {
 }
 
 #[test]
-fn an_ambiguous_address_removes_the_stale_one_and_says_why() {
+fn an_ambiguous_address_removes_the_stale_one_keeps_the_entry_and_says_why() {
     let model = converged_three();
     model.set_addresses(
         1,
@@ -197,11 +197,16 @@ fn an_ambiguous_address_removes_the_stale_one_and_says_why() {
         None,
         "stale address removed"
     );
+    // Unknown is not gone: the leader keeps controller 1's last known entry, and no
+    // controller.conf loses it.
+    let three = r#"{"0":"10.0.0.5","1":"10.0.0.6","2":"10.0.0.7"}"#;
+    let conf = "db-bind-addresses:\n  '0': 10.0.0.5\n  '1': 10.0.0.6\n  '2': 10.0.0.7\n";
     model.hook(0, Invocation::relation("changed", RELATION, Some(&unit(1))));
-    assert_eq!(
-        model.published().as_deref(),
-        Some(r#"{"0":"10.0.0.5","2":"10.0.0.7"}"#)
-    );
+    model.hook(2, Invocation::relation("changed", RELATION, None));
+    assert_eq!(model.published().as_deref(), Some(three));
+    for n in 0..3 {
+        assert_eq!(model.conf(n).as_deref(), Some(conf), "controller {n}");
+    }
     // The operator restricts the candidates: the unit converges again.
     model.update(|state| {
         let config = &mut state
@@ -219,7 +224,7 @@ fn an_ambiguous_address_removes_the_stale_one_and_says_why() {
 }
 
 #[test]
-fn install_never_truncates_controller_conf() {
+fn install_never_writes_controller_conf() {
     let mut model = Model::new(1);
     let path = model.conf_path(0);
     fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
@@ -228,14 +233,36 @@ fn install_never_truncates_controller_conf() {
     // The agent is not up yet during install: nothing touches the file.
     model.hook(0, Invocation::hook("install"));
     assert_eq!(fs::read_to_string(&path).expect("conf"), original);
-    // With the agent up, a changed map keeps the other keys.
+    // Even with the agent up and a changed map, install leaves the file alone ...
     model.set_addresses(0, &[("eth0", &["10.0.0.9/24"])]);
     model.start_agent(0);
     model.hook(0, Invocation::hook("install"));
+    assert_eq!(fs::read_to_string(&path).expect("conf"), original);
+    assert_eq!(model.agent(0).reloads(), 0);
+    // ... and the next hook writes the map, keeping the other keys.
+    model.hook(0, Invocation::hook("config-changed"));
     assert_eq!(
         fs::read_to_string(&path).expect("conf"),
         "api-port: 17070\ndb-bind-addresses:\n  '0': 10.0.0.9\n"
     );
+}
+
+#[test]
+fn a_hook_removes_a_killed_writers_temp_files() {
+    let mut model = Model::new(1);
+    model.start_agent(0);
+    model.hook(0, Invocation::hook("config-changed"));
+    let dir = model.conf_path(0).parent().expect("dir").to_owned();
+    fs::write(dir.join(".controller.conf.k1LLed"), "db-bind-add").expect("leftover");
+    // Converged: nothing to write, and the leftover still goes.
+    model.hook(0, Invocation::hook("update-status"));
+    let names: Vec<String> = fs::read_dir(&dir)
+        .expect("list")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["controller.conf"]);
+    assert_eq!(model.agent(0).reloads(), 1);
 }
 
 #[test]
@@ -333,12 +360,13 @@ fn a_torn_conf_is_left_alone_and_a_missing_one_is_written() {
 }
 
 #[test]
-fn bad_network_get_output_blocks_with_a_clear_status() {
+fn an_unusable_binding_blocks_with_a_clear_status() {
     let check = |raw: &str, expected: &str| {
         let mut model = Model::new(1);
         model.start_agent(0);
         model.hook(0, Invocation::hook("config-changed"));
         let conf = model.conf(0);
+        let published = model.published();
         model.set_raw_network(0, raw);
         let outcome = model.hook(0, Invocation::hook("config-changed"));
         assert!(!outcome.stderr.contains("panicked"), "{}", outcome.stderr);
@@ -350,13 +378,9 @@ fn bad_network_get_output_blocks_with_a_clear_status() {
             None,
             "stale address removed"
         );
+        assert_eq!(model.published(), published, "the map keeps the entry");
         assert_eq!(model.conf(0), conf, "controller.conf untouched");
     };
-    check(
-        "{\"bind-addresses\": [",
-        "network-get printed malformed JSON",
-    );
-    check("not json at all", "network-get printed malformed JSON");
     check(
         "{}",
         "no usable db bind address on the db-cluster binding (the binding has no addresses)",
@@ -369,15 +393,120 @@ fn bad_network_get_output_blocks_with_a_clear_status() {
         r#"{"bind-addresses":[{"addresses":[{"value":"ten.0.0.5"}]}],"ingress-addresses":["127.0.0.1"]}"#,
         "dropped ten.0.0.5 (not an IP address), 127.0.0.1 (loopback)",
     );
+    // A control character inside an address string that parses: quoted in the status
+    // (status-set cannot take a NUL byte), never the reason the hook fails.
     check(
-        r#"{"ingress-addresses":[42]}"#,
-        "network-get printed malformed JSON",
+        r#"{"ingress-addresses":["10.0.0.5\u0000"]}"#,
+        "dropped 10.0.0.5\\u{0} (not an IP address)",
     );
     let oversized = format!(
         "{{\"ingress-addresses\":[{}]}}",
         vec!["\"10.0.0.1\""; 200_000].join(",")
     );
     check(&oversized, "more than the");
+}
+
+/// Malformed `network-get` output is a failed tool: the hook exits non-zero, Juju retries
+/// it, and nothing of it is committed: the leader's map, its bag and controller.conf stay.
+#[test]
+fn malformed_network_get_output_fails_the_leaders_hook_and_commits_nothing() {
+    for raw in [
+        "{\"bind-addresses\": [",
+        "{\"ingress-addresses\":[\"10.0.0.5\"]}\0",
+        "\0",
+        "not json at all",
+        r#"{"ingress-addresses":[42]}"#,
+    ] {
+        let model = converged_three();
+        let relation = model.state().relations[RELATION].clone();
+        let conf = model.conf(0);
+        let status = model.status(0);
+        let reloads = model.agent(0).reloads();
+        model.set_raw_network(0, raw);
+        let outcome = model.run(0, Invocation::hook("config-changed"));
+        assert_eq!(outcome.exit_code, Some(1), "{raw:?}: {outcome:?}");
+        assert!(!outcome.committed, "{raw:?}");
+        assert!(
+            outcome
+                .stderr
+                .contains("network-get printed malformed JSON"),
+            "{raw:?}: {}",
+            outcome.stderr
+        );
+        assert!(!outcome.stderr.contains("panicked"), "{}", outcome.stderr);
+        let state = model.state();
+        assert_eq!(state.relations[RELATION], relation, "{raw:?}");
+        assert_eq!(model.conf(0), conf, "{raw:?}");
+        assert_eq!(model.agent(0).reloads(), reloads, "{raw:?}: no reload");
+        assert_eq!(model.status(0), status, "{raw:?}: no status change");
+    }
+}
+
+/// Three converged controllers, then the leader's options become invalid or its
+/// `bind-cidr` matches nothing: blocked, and the map keeps every entry.
+#[test]
+fn invalid_options_on_the_leader_block_and_keep_the_map() {
+    for (option, value, expected) in [
+        (
+            "run-dbaccessor",
+            json!("yes"),
+            "invalid config: run-dbaccessor",
+        ),
+        (
+            "bind-cidr",
+            json!("172.16.0.0/12"),
+            "no usable db bind address on the db-cluster binding",
+        ),
+    ] {
+        let model = converged_three();
+        let published = model.published();
+        let conf = model.conf(0);
+        model.update(|state| {
+            state
+                .applications
+                .get_mut("controller")
+                .expect("app")
+                .config
+                .insert(option.into(), value.clone());
+        });
+        model.hook(0, Invocation::hook("config-changed"));
+        let (kind, message) = model.status(0);
+        assert_eq!(kind, "blocked", "{option}");
+        assert!(message.starts_with(expected), "{option}: {message}");
+        assert_eq!(model.published(), published, "{option}");
+        assert_eq!(model.conf(0), conf, "{option}");
+        // The followers' controller.conf keep it too.
+        model.hook(1, Invocation::relation("changed", RELATION, None));
+        assert_eq!(model.conf(1), conf, "{option}");
+    }
+}
+
+/// A peer whose bag is momentarily empty keeps its entry; a peer that departs loses it.
+#[test]
+fn an_empty_peer_bag_keeps_the_entry_and_a_departure_removes_it() {
+    let model = converged_three();
+    let three = model.published();
+    model.update(|state| {
+        state
+            .relations
+            .get_mut(RELATION)
+            .expect("relation")
+            .unit_bags
+            .insert(unit(2), Default::default());
+    });
+    model.hook(0, Invocation::relation("changed", RELATION, Some(&unit(2))));
+    assert_eq!(model.published(), three);
+    model.update(|state| state.leave_relation(RELATION, &unit(2)));
+    model.hook(0, Invocation::departed(RELATION, &unit(2), &unit(2)));
+    assert_eq!(
+        model.published().as_deref(),
+        Some(r#"{"0":"10.0.0.5","1":"10.0.0.6"}"#)
+    );
+    model.hook(1, Invocation::relation("changed", RELATION, None));
+    assert_eq!(
+        model.conf(1).as_deref(),
+        Some("db-bind-addresses:\n  '0': 10.0.0.5\n  '1': 10.0.0.6\n")
+    );
 }
 
 #[test]
