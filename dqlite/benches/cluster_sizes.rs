@@ -156,9 +156,17 @@ async fn run() -> Result<()> {
     for &size in &sizes {
         for kind in Kind::ALL {
             let started = Instant::now();
-            let row = measure(dir.path(), kind, size, duration)
-                .await
-                .with_context(|| format!("{} x{size}", kind.name()))?;
+            // A cluster that fails is a row saying why; the others still run.
+            let row = match measure(dir.path(), kind, size, duration).await {
+                Ok(row) => row,
+                Err(error) => Row {
+                    size,
+                    kind,
+                    go: Measured::default(),
+                    ours: Measured::default(),
+                    roles: format!("FAILED: {error:#}"),
+                },
+            };
             eprintln!(
                 "{:>2} x {:<26} done in {:.1} s",
                 size,
@@ -487,7 +495,7 @@ async fn run_go(
             .context("run dqlite-benchmark (apt-get install go-dqlite)")?,
         lines: None,
     };
-    let deadline = Instant::now() + duration + Duration::from_secs(60);
+    let deadline = Instant::now() + duration + Duration::from_secs(30);
     loop {
         if let Some(status) = go.child.try_wait().context("wait for dqlite-benchmark")? {
             if !status.success() {
@@ -497,7 +505,12 @@ async fn run_go(
             break;
         }
         if Instant::now() > deadline {
-            bail!("dqlite-benchmark did not finish in time");
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            bail!(
+                "dqlite-benchmark did not finish in time; its log ends: {:?}",
+                tail.into_iter().rev().collect::<Vec<_>>()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
