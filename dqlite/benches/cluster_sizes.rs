@@ -14,9 +14,12 @@
 //! `cmd/dqlite-benchmark`): it is always a go-dqlite `app` node itself; `--join` makes it
 //! join the cluster, `--cluster` lists the nodes it waits for before it starts, and
 //! `--driver` makes it run the workload through its app's database driver, which sends
-//! every statement to the leader. So during the Go run the cluster has one more member
-//! (spare at first; go-dqlite's app may promote itself: its role is printed). Our client
-//! runs first, against the cluster without the driver, and is no member.
+//! every statement to the leader. So during the Go run the cluster has one more member:
+//! a spare at first, which go-dqlite's app promotes to stand-by when stand-bys are missing;
+//! otherwise (beside one node, or with 7 members) this benchmark makes it a stand-by, since a
+//! spare gets no log and the driver would wait for a configuration it never sees. Its role
+//! is printed. Our client runs first, against the cluster without the driver, and is no
+//! member.
 //!
 //! Each of our nodes is this benchmark binary re-run as a node process (`DQLITE_BENCH_NODE`):
 //! a `dqlite::app::App` with the crate's defaults (20 ms network latency: 30 ms heartbeat,
@@ -218,47 +221,50 @@ async fn measure(dir: &Path, kind: Kind, size: usize, duration: Duration) -> Res
     let ours = run_ours(&addresses, duration).await?;
     let driver = format!("127.13.{subnet}.100:{PORT}");
     let go_dir = cluster_dir.join("go");
-    if kind == Kind::GoDemo && size == 1 {
-        // A go-dqlite driver joining a lone dqlite-demo node never starts: its app promotes
-        // itself to a second voter and waits (seen for 40 s and more). The anchor for one
-        // node is go-dqlite's documented single-node benchmark instead: the driver alone.
-        drop(nodes);
-        let go = run_go(
-            &go_dir,
-            &driver,
-            std::slice::from_ref(&driver),
-            &[],
-            duration,
-        )
-        .await?;
-        return Ok(Row {
-            size,
-            kind,
-            go,
-            ours,
-            roles: format!("{roles}; driver alone (its own 1-node cluster)"),
-        });
-    }
-    let role_probe = {
+    // A driver left a spare gets no log and so never sees the configuration it waits for
+    // (its local CLUSTER answer stays empty, and it waits until its --cluster-timeout):
+    // go-dqlite's app promotes itself only while voters or stand-bys are missing in a
+    // cluster of at least 3, so not beside one lone node nor with 7 members (3 voters,
+    // 3 stand-bys, a spare). The benchmark makes it a stand-by then, and notes its role.
+    let role_keeper = {
         let addresses = addresses.clone();
         let driver = driver.clone();
         tokio::spawn(async move {
-            // Once the driver has joined and promoted itself (it waits for the cluster first).
-            tokio::time::sleep(duration / 2 + Duration::from_secs(1)).await;
-            let mut client = Client::connect_leader(&addresses, Options::default()).await?;
-            let members = client.cluster().await?;
-            Ok::<_, dqlite::client::Error>(
-                members
-                    .into_iter()
-                    .find(|member| member.address == driver)
-                    .map(|member| member.role),
-            )
+            let mut roles = Vec::new();
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let Ok(mut client) = Client::connect_leader(&addresses, Options::default()).await
+                else {
+                    continue;
+                };
+                let Ok(members) = client.cluster().await else {
+                    continue;
+                };
+                let Some(member) = members.iter().find(|member| member.address == driver) else {
+                    continue;
+                };
+                if member.role == NodeRole::Spare {
+                    if client.assign(member.id, NodeRole::StandBy).await.is_ok() {
+                        roles.push("spare, made stand-by");
+                    }
+                } else if roles.is_empty() {
+                    roles.push(if member.role == NodeRole::Voter {
+                        "voter"
+                    } else {
+                        "stand-by"
+                    });
+                }
+                if !roles.is_empty() {
+                    return roles.join(", ");
+                }
+            }
         })
     };
     let go = run_go(&go_dir, &driver, &addresses, &addresses, duration).await?;
-    let driver_role = match role_probe.await {
-        Ok(Ok(Some(role))) => role.to_string(),
-        _ => "?".to_owned(),
+    role_keeper.abort();
+    let driver_role = match role_keeper.await {
+        Ok(role) => role,
+        Err(_) => "never seen".to_owned(),
     };
     drop(nodes);
     Ok(Row {
