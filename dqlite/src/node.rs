@@ -281,8 +281,11 @@ impl Node {
                 created
                     .set_connect_func(Box::new(move |address: &CStr| {
                         let address = address.to_str().ok()?;
-                        // libdqlite only learns "no connection"; raft retries by itself.
-                        raft_connect(address, timeout).ok()
+                        // libdqlite only learns "no connection" and raft redials about once
+                        // a second, so the reason is worth a debug line, not more.
+                        raft_connect(address, timeout)
+                            .map_err(|error| ::log::debug!("raft connect: {error}"))
+                            .ok()
                     }))
                     .map_err(|error| set_option_error("connect function", error))?;
                 true
