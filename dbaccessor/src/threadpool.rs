@@ -1,16 +1,19 @@
 //! The size of libuv's thread pool, which libdqlite 1.11 shares between raft's outgoing
 //! connects and raft's disk work; set from `main` before anything can start the pool.
 //!
-//! libdqlite opens each raft connection with a blocking `connect()` run on libuv's pool
-//! (4 threads unless `UV_THREADPOOL_SIZE` says otherwise), with no timeout of its own. A
-//! member whose machine is gone (its address blackholed, as on a cloud or in the
-//! simulator's namespaces) keeps one pool thread in SYN-SENT until the kernel gives up
-//! (`tcp_syn_retries`, about 2 minutes by default), even after it left the configuration.
-//! Four such members take the whole pool: raft's segment preparation and closing, which
-//! run there too, then wait, so the leader answers LEADER (no raft work) but hangs on every
-//! statement needing a barrier or an append (SELECT, INSERT, CREATE) until connects time out.
-//! A larger pool leaves threads for the disk work: at most one connect per configured peer
-//! is pending at a time, and a controller cluster has at most a few dozen members.
+//! libdqlite runs each raft connect on libuv's pool (4 threads unless `UV_THREADPOOL_SIZE`
+//! says otherwise), and raft redials an unreachable member about once a second. A member
+//! whose machine is gone (its address blackholed, as on a cloud or in the simulator's
+//! namespaces) keeps one pool thread busy for as long as a connect may take: libdqlite's own
+//! blocking connect waited for the kernel's SYN retries (about 2 minutes), stalling raft's
+//! segment preparation and closing, which run there too, and so every statement needing a
+//! barrier or an append. The node's connect function (`dqlite::node::raft_connect`) now
+//! gives up after 500 ms, but five dead members still take all 4 threads for each 500 ms
+//! round of dials: in `tests/blackhole.rs` the first write after a restart waits 534 ms
+//! and the slowest write of the next 3 s about 500 ms with 4 threads, against 34-48 ms and
+//! at most 14 ms with this size. A larger pool leaves threads for the disk work: at most one
+//! connect per configured peer is pending at a time, and a controller cluster has at most a
+//! few dozen members.
 
 use std::ffi::OsStr;
 

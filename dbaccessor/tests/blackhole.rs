@@ -1,18 +1,25 @@
 //! Regression test: a leader whose stand-bys' addresses are blackholed (their machines gone,
-//! SYNs dropped rather than refused) still commits writes, because `main` raises libuv's
+//! SYNs dropped rather than refused) still commits writes, and stops promptly, because the
+//! node's raft connects are bounded (`dqlite::node::RaftConnect`) and `main` raises libuv's
 //! thread pool (see `dbaccessor::threadpool`). Reproduces without the simulator: the test
 //! makes a network namespace whose peer addresses have a permanent neighbour entry on a veth
 //! that drops everything, and re-runs itself inside it (this process must be in the
 //! namespace for the node and the client to share it). Needs root and `ip`.
+//!
+//! It prints the time from the restart to the first committed write, the slowest of the
+//! writes that follow, and the stop time. For before/after measurements only, the inner run
+//! reads `DBACCESSOR_BLACKHOLE_CONNECT=libdqlite` (libdqlite's own connect: the stall this
+//! test guards against, so the run fails) and `DBACCESSOR_BLACKHOLE_POOL=default` (libuv's
+//! 4 threads); `ip netns exec` passes the environment on.
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dqlite::client::{Client, Options};
-use dqlite::node::{self, Node, NodeOptions, BOOTSTRAP_ID};
+use dqlite::node::{self, Node, NodeOptions, RaftConnect, BOOTSTRAP_ID};
 use dqlite::{NodeInfo, NodeRole};
 
 /// What the inner test prints once every write committed.
@@ -34,25 +41,52 @@ const PORT: u16 = 9001;
 /// Far below the kernel's SYN timeout (about 2 minutes) that the bug waited out, far above
 /// a local commit.
 const WRITE_WAIT: Duration = Duration::from_secs(30);
+/// How long the writes go on after the first one, while raft redials the dead stand-bys
+/// (about once a second each, every dial holding a pool thread until it gives up).
+const WRITE_PERIOD: Duration = Duration::from_secs(3);
+/// A stop waits for the connects under way: at most one bounded connect timeout each.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+/// Measurement switches (see the module doc).
+const CONNECT_VARIABLE: &str = "DBACCESSOR_BLACKHOLE_CONNECT";
+const POOL_VARIABLE: &str = "DBACCESSOR_BLACKHOLE_POOL";
 
 #[test]
 fn a_leader_with_blackholed_stand_bys_still_writes() {
     if std::env::var_os(INNER).is_some() {
         // What `main` does first (this child runs this test alone, on one thread).
-        dbaccessor::threadpool::configure();
+        if std::env::var(POOL_VARIABLE).as_deref() != Ok("default") {
+            dbaccessor::threadpool::configure();
+        }
+        let raft_connect = if std::env::var(CONNECT_VARIABLE).as_deref() == Ok("libdqlite") {
+            RaftConnect::Libdqlite
+        } else {
+            RaftConnect::default()
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("a tokio runtime starts");
         let dir = tempfile::tempdir().expect("a temp dir");
-        let node = runtime.block_on(scenario(dir.path()));
-        // Neither stopping the node nor exiting returns before the stuck connects time out
-        // (libdqlite cannot cancel a connect under way, and libuv joins its pool at exit):
-        // report success, then wait for the outer test to end this process.
-        drop(dir);
+        let node = runtime.block_on(scenario(dir.path(), raft_connect));
+        if raft_connect == RaftConnect::Libdqlite {
+            // Neither stopping the node nor exiting returns before the stuck connects time
+            // out (libdqlite cannot cancel a connect under way, and libuv joins its pool at
+            // exit): report success, then wait for the outer test to end this process.
+            drop(dir);
+            println!("{WRITES_DONE}");
+            let _keep = (node, runtime);
+            std::thread::sleep(Duration::from_secs(3600));
+            return;
+        }
+        let stopping = Instant::now();
+        drop(node);
+        let stopped = stopping.elapsed();
+        println!("blackhole: the node stopped in {} ms", stopped.as_millis());
+        assert!(
+            stopped < STOP_WAIT,
+            "a stop waits at most for the bounded connects under way: {stopped:?}"
+        );
         println!("{WRITES_DONE}");
-        let _keep = (node, runtime);
-        std::thread::sleep(Duration::from_secs(3600));
         return;
     }
     let namespace = Namespace::create(&format!("dbacc-bh-{}", std::process::id()));
@@ -76,17 +110,19 @@ fn a_leader_with_blackholed_stand_bys_still_writes() {
     let done = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
+        .inspect(|line| println!("{line}"))
         .any(|line| line == WRITES_DONE);
     assert!(done, "the inner test failed (its output is above)");
 }
 
 /// Bootstraps a node, forces a configuration naming it the only voter and `DEAD` as
 /// stand-bys, restarts it (it leads at once and raft starts connecting to the dead ones),
-/// then writes. Returns the running node.
-async fn scenario(dir: &Path) -> Node {
+/// then writes at once and on. Returns the running node.
+async fn scenario(dir: &Path, raft_connect: RaftConnect) -> Node {
     let address = format!("{OWN}:{PORT}");
     let options = NodeOptions {
         network_latency: Duration::from_millis(20),
+        raft_connect,
         ..NodeOptions::default()
     };
     let mut node = Node::new(BOOTSTRAP_ID, &address, dir, &options).expect("node created");
@@ -109,13 +145,31 @@ async fn scenario(dir: &Path) -> Node {
         });
     }
     node::recover(dir, &identity, &members).expect("configuration forced");
+    let restarted = Instant::now();
     let mut node = Node::new(BOOTSTRAP_ID, &address, dir, &options).expect("node created");
     node.start().expect("node restarted");
-    // Let the leader's connects to every stand-by start (each gets stuck in SYN-SENT).
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for value in 0..3 {
-        write(&address, &format!("INSERT INTO t VALUES ({value})")).await;
+    // The leader dials every stand-by at once (each dial sits in SYN-SENT) while this
+    // write needs raft's disk work on the same libuv pool.
+    write(&address, "INSERT INTO t VALUES (0)").await;
+    println!(
+        "blackhole: first write committed {} ms after the restart",
+        restarted.elapsed().as_millis()
+    );
+    // Raft keeps redialling the dead ones: the writes go on.
+    let (mut slowest, mut count) = (Duration::ZERO, 0);
+    let more = Instant::now();
+    while more.elapsed() < WRITE_PERIOD {
+        count += 1;
+        let started = Instant::now();
+        write(&address, &format!("INSERT INTO t VALUES ({count})")).await;
+        slowest = slowest.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    println!(
+        "blackhole: {count} more writes over {} ms, the slowest {} ms",
+        more.elapsed().as_millis(),
+        slowest.as_millis()
+    );
     node
 }
 

@@ -3,7 +3,11 @@
 //!
 //! ```text
 //! node --data-dir DIR --address IP:PORT [--peer IP:PORT]... [--latency-ms N]
+//!      [--raft-connect bounded|libdqlite] [--connect-timeout-ms N]
 //! ```
+//!
+//! `--raft-connect libdqlite` keeps libdqlite's own raft connect (blocking, Nagle on), for
+//! comparisons; the default is the crate's bounded connect with `TCP_NODELAY`.
 //!
 //! Prints `ready <id>` once the node is in the cluster, then runs until its standard input
 //! closes, when it hands over and stops.
@@ -14,6 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use dqlite::app::{App, AppConfig};
+use dqlite::node::{RaftConnect, DEFAULT_CONNECT_TIMEOUT};
 
 fn main() -> ExitCode {
     let config = match parse(std::env::args().skip(1)) {
@@ -21,7 +26,8 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("node: {message}");
             eprintln!(
-                "usage: node --data-dir DIR --address IP:PORT [--peer IP:PORT]... [--latency-ms N]"
+                "usage: node --data-dir DIR --address IP:PORT [--peer IP:PORT]... [--latency-ms N] \
+                 [--raft-connect bounded|libdqlite] [--connect-timeout-ms N]"
             );
             return ExitCode::from(2);
         }
@@ -67,6 +73,7 @@ async fn run(config: AppConfig) -> Result<(), dqlite::app::AppError> {
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<AppConfig, String> {
     let (mut data_dir, mut address, mut peers, mut latency) = (None, None, Vec::new(), None);
+    let (mut libdqlite_connect, mut connect_timeout) = (false, DEFAULT_CONNECT_TIMEOUT);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -76,6 +83,19 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<AppConfig, String> {
             "--latency-ms" => {
                 let ms: u64 = value()?.parse().map_err(|e| format!("--latency-ms: {e}"))?;
                 latency = Some(Duration::from_millis(ms));
+            }
+            "--raft-connect" => {
+                libdqlite_connect = match value()?.as_str() {
+                    "bounded" => false,
+                    "libdqlite" => true,
+                    other => return Err(format!("--raft-connect: unknown {other:?}")),
+                }
+            }
+            "--connect-timeout-ms" => {
+                let ms: u64 = value()?
+                    .parse()
+                    .map_err(|e| format!("--connect-timeout-ms: {e}"))?;
+                connect_timeout = Duration::from_millis(ms);
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -89,5 +109,12 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<AppConfig, String> {
     if let Some(latency) = latency {
         config.node.network_latency = latency;
     }
+    config.node.raft_connect = if libdqlite_connect {
+        RaftConnect::Libdqlite
+    } else {
+        RaftConnect::Bounded {
+            timeout: connect_timeout,
+        }
+    };
     Ok(config)
 }

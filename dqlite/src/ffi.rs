@@ -11,6 +11,8 @@
 #![allow(non_camel_case_types)]
 
 use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void, CStr};
+use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 /// The opaque `dqlite_node` of `dqlite.h`; only ever used behind a pointer.
@@ -36,8 +38,6 @@ pub struct dqlite_node_info_ext {
 pub const DQLITE_NODE_INFO_EXT_SZ_ORIG: u64 = 32;
 
 /// `int (*f)(void *arg, const char *address, int *fd)` of `dqlite_node_set_connect_func`.
-// Declared with the rest of the 1.11 surface for the TLS/IPv6 proxy hook; not wrapped yet.
-#[allow(dead_code)]
 pub type dqlite_connect_func =
     Option<unsafe extern "C" fn(arg: *mut c_void, address: *const c_char, fd: *mut c_int) -> c_int>;
 
@@ -50,7 +50,6 @@ extern "C" {
     ) -> c_int;
     pub fn dqlite_node_destroy(n: *mut dqlite_node);
     pub fn dqlite_node_set_bind_address(n: *mut dqlite_node, address: *const c_char) -> c_int;
-    #[allow(dead_code)]
     pub fn dqlite_node_set_connect_func(
         n: *mut dqlite_node,
         f: dqlite_connect_func,
@@ -100,6 +99,16 @@ pub struct RecoverMember<'a> {
     pub role_code: u64,
 }
 
+/// `RAFT_NOCONNECTION` of libraft 0.15's `raft.h`: what a connect function returns when it
+/// has no connection (libdqlite 1.11 treats any non-zero return the same way).
+const RAFT_NOCONNECTION: c_int = 16;
+
+/// A node's raft connect function: the member's address as libdqlite passes it, and a
+/// connected socket in the mode libdqlite expects (blocking; the caller writes the dqlite
+/// handshake), or `None` for no connection. Called from libuv's worker threads, several at
+/// once, hence `Send + Sync`.
+pub type RaftConnectFn = dyn Fn(&CStr) -> Option<OwnedFd> + Send + Sync;
+
 /// Exclusive owner of a `dqlite_node *` that was created and not destroyed.
 ///
 /// Invariant: `ptr` is non-null, was set by `dqlite_node_create` (successful or not: a
@@ -107,6 +116,11 @@ pub struct RecoverMember<'a> {
 /// does it), and is destroyed exactly once, by `Drop`.
 struct Owner {
     ptr: *mut dqlite_node,
+    /// The connect function libdqlite holds a pointer to (its `arg`), once installed. Boxed
+    /// twice so that the pointer is thin and its target never moves; freed only after
+    /// `dqlite_node_destroy` (fields drop after `Drop::drop`), by which time
+    /// `dqlite_node_stop` has waited for every queued connect to finish.
+    connect: Option<Box<Box<RaftConnectFn>>>,
 }
 
 // SAFETY: libdqlite keeps no thread-local state for a node: every node call may come from
@@ -180,7 +194,10 @@ impl CreatedNode {
         }
         // From here the node is owned, so it is destroyed even when create failed (as
         // dqlite.h asks).
-        let mut owner = Owner { ptr: node };
+        let mut owner = Owner {
+            ptr: node,
+            connect: None,
+        };
         owner.check(code)?;
         Ok(CreatedNode { owner })
     }
@@ -203,6 +220,33 @@ impl CreatedNode {
     pub fn set_snapshot_params(&mut self, threshold: u32, trailing: u32) -> Result<(), CError> {
         // SAFETY: the node is live and not started.
         let code = unsafe { dqlite_node_set_snapshot_params(self.owner.ptr, threshold, trailing) };
+        self.owner.check(code)
+    }
+
+    /// `dqlite_node_set_connect_func`: from now on the node opens its outgoing raft
+    /// connections with `connect` instead of libdqlite's default. Once per node: a second
+    /// call is refused (`DQLITE_MISUSE`), so no installed function is ever freed early.
+    pub fn set_connect_func(&mut self, connect: Box<RaftConnectFn>) -> Result<(), CError> {
+        if self.owner.connect.is_some() {
+            return Err(CError {
+                code: DQLITE_MISUSE,
+                message: "a connect function is already installed".to_owned(),
+            });
+        }
+        // Stored before libdqlite sees the pointer, and never replaced (checked above).
+        let connect = self.owner.connect.insert(Box::new(connect));
+        let arg = ptr::from_ref::<Box<RaftConnectFn>>(&**connect)
+            .cast_mut()
+            .cast::<c_void>();
+        // SAFETY: the node is live and not started (a `CreatedNode` never starts).
+        // `raft_connect_trampoline` matches `dqlite_connect_func` and only reads `arg` as a
+        // `&Box<RaftConnectFn>`; `arg` points into the heap allocation held by
+        // `self.owner.connect`, which moves with the owner without moving its target, is
+        // never replaced, and is freed only after the node is destroyed (see
+        // `Owner::connect`).
+        let code = unsafe {
+            dqlite_node_set_connect_func(self.owner.ptr, Some(raft_connect_trampoline), arg)
+        };
         self.owner.check(code)
     }
 
@@ -321,6 +365,19 @@ impl BoundNode {
         unsafe { fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == 0 }
     }
 
+    /// Sets `TCP_NODELAY` on `fd`, the TCP listener that appeared while this node bound, so
+    /// that every connection it accepts inherits it (Linux copies the option from the
+    /// listener to each accepted socket). Returns whether it did (`false` for the unix
+    /// listener of an `@abstract` address).
+    pub fn set_tcp_nodelay(&mut self, fd: i32) -> bool {
+        // SAFETY: `fd` names the listener libdqlite opened during this node's bind, which
+        // the node keeps open while it lives (it is live here: `&mut self`). Were it closed
+        // meanwhile, setsockopt on the stale number fails with EBADF or sets an option on
+        // another socket; neither touches memory of ours. The borrow ends with this call.
+        let listener = unsafe { BorrowedFd::borrow_raw(fd) };
+        rustix::net::sockopt::set_tcp_nodelay(listener, true).is_ok()
+    }
+
     /// Whether the node ran and was stopped (it cannot start again).
     pub fn is_stopped(&self) -> bool {
         self.state == RunState::Stopped
@@ -331,6 +388,41 @@ impl Drop for BoundNode {
     fn drop(&mut self) {
         // A stop error cannot be reported from drop; destroy follows either way.
         let _ = self.stop();
+    }
+}
+
+/// The `dqlite_connect_func` installed by [`CreatedNode::set_connect_func`]: calls the
+/// node's [`RaftConnectFn`] and hands its socket to libdqlite. A panic in it (which must not
+/// unwind into C) and a null pointer are "no connection".
+///
+/// # Safety
+///
+/// `arg` is the pointer `set_connect_func` installed, live for the node's whole life;
+/// `address` is null or a NUL-terminated string and `fd` null or writable, as libdqlite's
+/// `connect_work_cb` passes them (its connect request's address and descriptor).
+unsafe extern "C" fn raft_connect_trampoline(
+    arg: *mut c_void,
+    address: *const c_char,
+    fd: *mut c_int,
+) -> c_int {
+    if arg.is_null() || address.is_null() || fd.is_null() {
+        return RAFT_NOCONNECTION;
+    }
+    // SAFETY: `arg` is the `Box<RaftConnectFn>` that `set_connect_func` installed and
+    // `Owner::connect` keeps alive until after `dqlite_node_destroy` (the caller's contract);
+    // it is only read, and `RaftConnectFn` is `Sync`, so concurrent calls may share it.
+    let connect = unsafe { &*arg.cast_const().cast::<Box<RaftConnectFn>>() };
+    // SAFETY: a non-null `address` is NUL-terminated and lives for this call (the caller's
+    // contract: libdqlite's connect request owns it until the request completes).
+    let address = unsafe { CStr::from_ptr(address) };
+    match catch_unwind(AssertUnwindSafe(|| connect(address))) {
+        Ok(Some(socket)) => {
+            // SAFETY: `fd` is non-null and points to the request's `int fd` (the caller's
+            // contract); ownership of the descriptor passes to libdqlite, which closes it.
+            unsafe { fd.write(socket.into_raw_fd()) };
+            0
+        }
+        Ok(None) | Err(_) => RAFT_NOCONNECTION,
     }
 }
 

@@ -11,6 +11,7 @@
 //! Every call here blocks (start opens the raft log, stop joins the node's thread, recover
 //! writes the log): async callers run them under `tokio::task::spawn_blocking`.
 
+mod connect;
 mod identity;
 mod listener;
 mod lock;
@@ -31,6 +32,10 @@ use std::time::{Duration, Instant};
 use crate::ffi;
 use crate::{NodeInfo, NodeRole};
 
+pub use connect::{
+    parse_raft_address, raft_connect, ConnectError, RaftConnect, DEFAULT_CONNECT_TIMEOUT,
+    LIBDQLITE_DEFAULT_PORT,
+};
 pub use identity::{NodeIdentity, IDENTITY_FILE};
 pub use lock::LOCK_FILE;
 pub use log::{parse_segment_name, LogPosition, SegmentName};
@@ -73,6 +78,9 @@ pub struct NodeOptions {
     pub failure_domain: Option<u64>,
     /// Snapshot tuning; `None` keeps libdqlite's defaults.
     pub snapshot: Option<SnapshotParams>,
+    /// How outgoing raft connections are opened: by default [`raft_connect`] (bounded,
+    /// `TCP_NODELAY`); [`RaftConnect::Libdqlite`] only to compare with libdqlite's own.
+    pub raft_connect: RaftConnect,
 }
 
 impl Default for NodeOptions {
@@ -81,6 +89,7 @@ impl Default for NodeOptions {
             network_latency: DEFAULT_NETWORK_LATENCY,
             failure_domain: None,
             snapshot: None,
+            raft_connect: RaftConnect::default(),
         }
     }
 }
@@ -99,6 +108,8 @@ pub enum NodeError {
     Ipv6Unsupported { address: String },
     #[error("invalid network latency {latency:?}: must be whole milliseconds from 1 ms to 1 hour")]
     InvalidNetworkLatency { latency: Duration },
+    #[error("invalid raft connect timeout {timeout:?}: must be from 1 ms to 1 hour")]
+    InvalidConnectTimeout { timeout: Duration },
     #[error("invalid snapshot parameters (threshold {threshold}, trailing {trailing}): the threshold must be at least 1 and the trailing at least 4 and at least the threshold")]
     InvalidSnapshotParams { threshold: u32, trailing: u32 },
     #[error("data dir {path:?} cannot be passed to libdqlite: it contains a NUL byte")]
@@ -219,6 +230,7 @@ impl Node {
         }
         check_address(address)?;
         let latency_ms = latency_millis(options.network_latency)?;
+        check_raft_connect(options.raft_connect)?;
         if let Some(snapshot) = options.snapshot {
             check_snapshot_params(snapshot)?;
         }
@@ -264,7 +276,23 @@ impl Node {
                 .set_snapshot_params(snapshot.threshold, snapshot.trailing)
                 .map_err(|error| set_option_error("snapshot parameters", error))?;
         }
-        let raw = bind(created, address, &c_address)?;
+        let tune_listener = match options.raft_connect {
+            RaftConnect::Bounded { timeout } => {
+                created
+                    .set_connect_func(Box::new(move |address: &CStr| {
+                        let address = address.to_str().ok()?;
+                        // libdqlite only learns "no connection" and raft redials about once
+                        // a second, so the reason is worth a debug line, not more.
+                        raft_connect(address, timeout)
+                            .map_err(|error| ::log::debug!("raft connect: {error}"))
+                            .ok()
+                    }))
+                    .map_err(|error| set_option_error("connect function", error))?;
+                true
+            }
+            RaftConnect::Libdqlite => false,
+        };
+        let raw = bind(created, address, &c_address, tune_listener)?;
         Ok(Node {
             raw,
             id,
@@ -328,20 +356,22 @@ impl Node {
     }
 }
 
-/// Binds the node's listener and keeps it out of child processes (see `node::listener`).
-/// An address that is in use is retried for [`lock::TRANSIENT_HOLD`]: a child forked by
+/// Binds the node's listener and keeps it out of child processes (see `node::listener`);
+/// with `nodelay`, sets `TCP_NODELAY` on it for every connection it accepts. An address
+/// that is in use is retried for [`lock::TRANSIENT_HOLD`]: a child forked by
 /// another thread holds a copy of a just-dropped node's listener until it execs.
 fn bind(
     mut created: ffi::CreatedNode,
     address: &str,
     c_address: &CStr,
+    nodelay: bool,
 ) -> Result<ffi::BoundNode, NodeError> {
     let deadline = Instant::now() + lock::TRANSIENT_HOLD;
     loop {
         let sockets_before_bind = listener::sockets();
         match created.bind(c_address) {
             Ok(mut bound) => {
-                listener::protect_new(&mut bound, &sockets_before_bind);
+                listener::protect_new(&mut bound, &sockets_before_bind, nodelay);
                 return Ok(bound);
             }
             Err((unbound, error)) => match bind_error(address, error) {
@@ -563,6 +593,18 @@ fn latency_millis(latency: Duration) -> Result<u32, NodeError> {
     match u32::try_from(latency.as_millis()) {
         Ok(ms @ 1..=3_600_000) => Ok(ms),
         _ => Err(invalid),
+    }
+}
+
+/// A bounded connect's timeout must be from 1 ms to one hour (a zero one never connects).
+fn check_raft_connect(raft_connect: RaftConnect) -> Result<(), NodeError> {
+    match raft_connect {
+        RaftConnect::Bounded { timeout }
+            if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(3600) =>
+        {
+            Err(NodeError::InvalidConnectTimeout { timeout })
+        }
+        RaftConnect::Bounded { .. } | RaftConnect::Libdqlite => Ok(()),
     }
 }
 

@@ -38,12 +38,21 @@ pub(crate) fn sockets() -> Vec<SocketFd> {
         .collect()
 }
 
-/// Marks close-on-exec every socket in `after` that was not in `before` (the bind's
-/// listener). Returns how many it marked.
-pub(crate) fn protect_new(node: &mut ffi::BoundNode, before: &[SocketFd]) -> usize {
+/// Marks close-on-exec every socket now open that was not in `before` (the bind's
+/// listener), and with `nodelay` sets `TCP_NODELAY` on it too: Linux copies that option
+/// from a listener to every socket it accepts, and libuv sets it on none (the accepted
+/// handles are fresh `uv_tcp_t`s), so this is the only hook for the node's accepted
+/// connections. Returns how many sockets it marked close-on-exec.
+pub(crate) fn protect_new(node: &mut ffi::BoundNode, before: &[SocketFd], nodelay: bool) -> usize {
     new_sockets(before, &sockets())
         .into_iter()
-        .filter(|&fd| node.set_close_on_exec(fd))
+        .filter(|&fd| {
+            if nodelay {
+                // Fails for the unix listener of an `@abstract` address: nothing to tune.
+                node.set_tcp_nodelay(fd);
+            }
+            node.set_close_on_exec(fd)
+        })
         .count()
 }
 

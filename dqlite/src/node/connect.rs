@@ -1,0 +1,198 @@
+//! The function a node opens its outgoing raft connections with, installed through
+//! `dqlite_node_set_connect_func` in place of libdqlite 1.11's own.
+//!
+//! libdqlite 1.11.1's default (`default_connect` in `src/transport.c`) parses `host[:port]`
+//! (the port defaults to 8080; the host must be an IPv4 literal), opens an `AF_INET` stream
+//! socket without `SOCK_CLOEXEC`, and calls a blocking `connect()` with no timeout and no
+//! `TCP_NODELAY`. Its caller (`connect_work_cb`, on libuv's worker pool) then writes the
+//! dqlite handshake itself with plain blocking `write()`s (the protocol word, then a CONNECT
+//! request carrying the node's id and address) and hands the descriptor to libuv
+//! (`uv_tcp_open`, which makes it non-blocking). So a connect function returns a *connected,
+//! blocking* socket and writes nothing; any non-zero return is "no connection" (the caller
+//! closes nothing then: the function must not leak the socket).
+//!
+//! This one keeps that contract and changes three things:
+//! - the connect is non-blocking and bounded by a timeout, so an address that drops SYNs
+//!   holds a pool thread (shared with raft's disk work) for the timeout, not the kernel's
+//!   two minutes of SYN retries, and `dqlite_node_stop` no longer waits those out;
+//! - `TCP_NODELAY` is set: raft sends a few small messages per commit and waits for the
+//!   answers, so Nagle's algorithm against the peer's delayed ACK (40 ms on Linux) would
+//!   hold most commits of a multi-node cluster back by tens of milliseconds;
+//! - the socket is close-on-exec, like every descriptor std opens.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
+
+/// How long a raft connect may take before it counts as failed (raft tries again about a
+/// second later). A LAN connect takes well under a millisecond and a continental round
+/// trip under 200 ms; a lost SYN is only resent after 1 s, so such an attempt fails and
+/// the next one (a second later) usually succeeds.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The port libdqlite 1.11 dials when a raft address has none.
+pub const LIBDQLITE_DEFAULT_PORT: u16 = 8080;
+
+/// How a node opens its outgoing raft connections (and tunes the sockets it accepts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaftConnect {
+    /// This crate's [`raft_connect`]: non-blocking connect bounded by `timeout`,
+    /// `TCP_NODELAY`, close-on-exec; the node's listener also gets `TCP_NODELAY`, which
+    /// Linux passes on to every socket it accepts (clients' and peers' connections).
+    Bounded {
+        /// From 1 ms to one hour.
+        timeout: Duration,
+    },
+    /// libdqlite 1.11's own connect (blocking, no timeout, Nagle on) and an untouched
+    /// listener: only for comparisons (`benches/cluster_sizes.rs`).
+    Libdqlite,
+}
+
+impl Default for RaftConnect {
+    fn default() -> Self {
+        RaftConnect::Bounded {
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// Why [`raft_connect`] gave no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid raft address {address:?}: libdqlite 1.11 dials only IPv4 `ip[:port]`")]
+    Address { address: String },
+    #[error("cannot open a socket to dial {address}")]
+    Socket {
+        address: SocketAddrV4,
+        source: io::Error,
+    },
+    #[error("cannot connect to {address}")]
+    Connect {
+        address: SocketAddrV4,
+        source: io::Error,
+    },
+    #[error("no connection to {address} within {timeout:?}")]
+    Timeout {
+        address: SocketAddrV4,
+        timeout: Duration,
+    },
+    #[error("cannot set {option} on the connection to {address}")]
+    SetOption {
+        option: &'static str,
+        address: SocketAddrV4,
+        source: io::Error,
+    },
+}
+
+/// The socket address of a raft member's address, read as libdqlite 1.11 reads it: an
+/// IPv4 literal, then optionally `:port` (8080 when absent). `None` for anything
+/// libdqlite's default would not dial either (IPv6, host names, `@abstract` sockets).
+/// Pure.
+pub fn parse_raft_address(address: &str) -> Option<SocketAddrV4> {
+    let (host, port) = match address.split_once(':') {
+        Some((host, port)) => (host, port.parse().ok()?),
+        None => (address, LIBDQLITE_DEFAULT_PORT),
+    };
+    let ip: Ipv4Addr = host.parse().ok()?;
+    Some(SocketAddrV4::new(ip, port))
+}
+
+/// Connects to the raft member at `address` within `timeout` and returns the connected
+/// socket as libdqlite expects it: blocking, with `TCP_NODELAY` and `FD_CLOEXEC`, nothing
+/// written yet. Blocks the calling thread (a libuv pool thread, when libdqlite calls it)
+/// for at most about `timeout`.
+pub fn raft_connect(address: &str, timeout: Duration) -> Result<OwnedFd, ConnectError> {
+    let target = parse_raft_address(address).ok_or_else(|| ConnectError::Address {
+        address: address.to_owned(),
+    })?;
+    let deadline = Instant::now() + timeout;
+    let socket = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|errno| ConnectError::Socket {
+        address: target,
+        source: errno.into(),
+    })?;
+    let connect_error = |errno: Errno| ConnectError::Connect {
+        address: target,
+        source: errno.into(),
+    };
+    match rustix::net::connect(&socket, &target) {
+        Ok(()) => {}
+        Err(Errno::INPROGRESS) => {
+            wait_writable(&socket, deadline).map_err(|error| match error {
+                None => ConnectError::Timeout {
+                    address: target,
+                    timeout,
+                },
+                Some(errno) => connect_error(errno),
+            })?;
+            // Writable means the handshake ended, well or not: SO_ERROR says which.
+            sockopt::socket_error(&socket)
+                .map_err(connect_error)?
+                .map_err(connect_error)?;
+        }
+        Err(errno) => return Err(connect_error(errno)),
+    }
+    let set_option = |option: &'static str| {
+        move |errno: Errno| ConnectError::SetOption {
+            option,
+            address: target,
+            source: errno.into(),
+        }
+    };
+    sockopt::set_tcp_nodelay(&socket, true).map_err(set_option("TCP_NODELAY"))?;
+    // libdqlite writes its handshake with plain `write()`s right after this returns.
+    rustix::io::ioctl_fionbio(&socket, false).map_err(set_option("blocking mode"))?;
+    Ok(socket)
+}
+
+/// Waits until `socket` is writable (its connect ended) or `deadline` passes (`Err(None)`).
+fn wait_writable(socket: &OwnedFd, deadline: Instant) -> Result<(), Option<Errno>> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(None);
+        }
+        // A timeout beyond `Timespec`'s range cannot happen (at most an hour is accepted).
+        let wait = Timespec::try_from(left).map_err(|_| Some(Errno::INVAL))?;
+        let mut fds = [PollFd::new(socket, PollFlags::OUT)];
+        match poll(&mut fds, Some(&wait)) {
+            // Writable, or an error or hang-up: SO_ERROR tells which.
+            Ok(ready) if ready > 0 => return Ok(()),
+            Ok(_) | Err(Errno::INTR) => continue,
+            Err(errno) => return Err(Some(errno)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_addresses_are_read_as_libdqlite_reads_them() {
+        fn check(address: &str, expected: Option<&str>) {
+            let expected = expected.map(|text| text.parse::<SocketAddrV4>().expect("valid"));
+            assert_eq!(parse_raft_address(address), expected, "{address:?}");
+        }
+        check("127.0.0.1:9001", Some("127.0.0.1:9001"));
+        check("10.0.0.7", Some("10.0.0.7:8080"));
+        check("10.0.0.7:", None);
+        check("10.0.0.7:65536", None);
+        check("10.0.0.7:x", None);
+        check("[::1]:9001", None);
+        check("::1", None);
+        check("@dqlite", None);
+        check("localhost:9001", None);
+        check("", None);
+    }
+}
