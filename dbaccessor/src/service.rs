@@ -213,10 +213,9 @@ impl<D: Driver> Service<D> {
                 return false;
             }
             match &now {
-                Some(database) => log::info!(
-                    "database available through {}",
-                    database.members.join(", ")
-                ),
+                Some(database) => {
+                    log::info!("database available through {}", database.members.join(", "))
+                }
                 None if current.is_some() => log::info!("database no longer available"),
                 None => {}
             }

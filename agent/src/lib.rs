@@ -1,0 +1,10 @@
+//! The controller agent (`jujud-controller`): one process per controller machine hosting
+//! named workers under a small dependency engine.
+//!
+//! - [`host`]: the worker host: dependency order, restart with back-off, stop in reverse.
+//! - [`workers`]: the agent's workers: the dbaccessor (the Dqlite node; it alone hands
+//!   out the database, once the node is a member).
+#![forbid(unsafe_code)]
+
+pub mod host;
+pub mod workers;

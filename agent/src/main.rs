@@ -1,0 +1,58 @@
+//! The `jujud-controller` binary: parses the flags, sets up logging and runs the agent's
+//! workers until SIGTERM or SIGINT.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use agent::host::{Host, RestartPolicy};
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Command-line flags of `jujud-controller`: the dbaccessor's, unchanged.
+#[derive(Debug, Parser)]
+#[command(
+    name = "jujud-controller",
+    version,
+    about = "The controller agent: the dbaccessor and the workers that use the controller database"
+)]
+struct Args {
+    #[command(flatten)]
+    dbaccessor: dbaccessor::config::Args,
+}
+
+fn main() -> anyhow::Result<()> {
+    // First, while this is the only thread (see dbaccessor::threadpool).
+    dbaccessor::threadpool::configure();
+    let args = Args::parse();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(&args.dbaccessor.log_level),
+    )
+    .format_timestamp_millis()
+    .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let config = dbaccessor::config::Config::from_args(&args.dbaccessor);
+    let available = Arc::new(tokio::sync::watch::Sender::new(None));
+    let mut host = Host::new(RestartPolicy::default());
+    host.add(agent::workers::dbaccessor(config, available));
+    host.run(async move {
+        let name = tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        };
+        log::info!("{name} received: stopping the workers");
+    })
+    .await
+    .context("cannot run the workers")?;
+    log::info!("stopped cleanly");
+    Ok(())
+}
