@@ -2,9 +2,11 @@
 //! named workers under a small dependency engine.
 //!
 //! - [`host`]: the worker host: dependency order, restart with back-off, stop in reverse.
+//! - [`schema`]: the controller database's tables, by migrations applied exactly once.
 //! - [`workers`]: the agent's workers: the dbaccessor (the Dqlite node; it alone hands
 //!   out the database, once the node is a member).
 #![forbid(unsafe_code)]
 
 pub mod host;
+pub mod schema;
 pub mod workers;

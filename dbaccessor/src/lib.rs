@@ -63,6 +63,8 @@ pub enum RunError {
 /// by the dbaccessor while its node is a member (see [`run_until`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Database {
+    /// The local node's raft id.
+    pub node_id: u64,
     /// The local node's address (`ip:port`).
     pub own_address: String,
     /// Every member's address, this node's first: what

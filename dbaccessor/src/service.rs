@@ -838,8 +838,8 @@ pub(crate) fn read_map(path: &Path) -> (MapRead, ConfigSeen) {
 /// What "database available" says for a status: set only for a member with an address,
 /// carrying the members' addresses (its own first, then the others in id order).
 pub(crate) fn availability(status: &Status) -> Option<Database> {
-    let own = match (status.state, &status.bind_address) {
-        (NodeState::Member, Some(own)) => own.clone(),
+    let (node_id, own) = match (status.state, status.node_id, &status.bind_address) {
+        (NodeState::Member, Some(node_id), Some(own)) => (node_id, own.clone()),
         _ => return None,
     };
     let mut members = vec![own.clone()];
@@ -851,6 +851,7 @@ pub(crate) fn availability(status: &Status) -> Option<Database> {
             .filter(|address| *address != own),
     );
     Some(Database {
+        node_id,
         own_address: own,
         members,
     })
