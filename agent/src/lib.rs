@@ -2,11 +2,15 @@
 //! named workers under a small dependency engine.
 //!
 //! - [`host`]: the worker host: dependency order, restart with back-off, stop in reverse.
+//! - [`database`]: a worker's way to the database: wait for "available", connect, migrate.
+//! - [`publisher`]: this controller's API addresses into `controller_api_address`.
 //! - [`schema`]: the controller database's tables, by migrations applied exactly once.
 //! - [`workers`]: the agent's workers: the dbaccessor (the Dqlite node; it alone hands
 //!   out the database, once the node is a member).
 #![forbid(unsafe_code)]
 
+pub mod database;
 pub mod host;
+pub mod publisher;
 pub mod schema;
 pub mod workers;

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use agent::host::{Host, RestartPolicy};
 use anyhow::Context;
@@ -19,6 +20,15 @@ use tokio::signal::unix::{signal, SignalKind};
 struct Args {
     #[command(flatten)]
     dbaccessor: dbaccessor::config::Args,
+
+    /// The API server's TCP port, which the published API addresses carry.
+    #[arg(long, default_value_t = 17070)]
+    api_port: u16,
+
+    /// How often the machine's addresses are read again for the API address publisher,
+    /// in milliseconds.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    address_poll_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,8 +52,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let config = dbaccessor::config::Config::from_args(&args.dbaccessor);
     let available = Arc::new(tokio::sync::watch::Sender::new(None));
+    let publisher = agent::publisher::Settings {
+        controller_id: config.agent_id.clone(),
+        api_port: args.api_port,
+        poll: Duration::from_millis(args.address_poll_ms),
+        source: Arc::new(agent::publisher::host_addresses),
+    };
     let mut host = Host::new(RestartPolicy::default());
-    host.add(agent::workers::dbaccessor(config, available));
+    host.add(agent::workers::dbaccessor(config, available.clone()))
+        .add(agent::publisher::worker(publisher, available.subscribe()));
     host.run(async move {
         let name = tokio::select! {
             _ = sigterm.recv() => "SIGTERM",
