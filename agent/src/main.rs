@@ -22,8 +22,12 @@ struct Args {
     dbaccessor: dbaccessor::config::Args,
 
     /// The API server's TCP port, which the published API addresses carry.
-    #[arg(long, default_value_t = 17070)]
+    #[arg(long, default_value_t = agent::apiserver::API_PORT)]
     api_port: u16,
+
+    /// Where the API server listens [default: 0.0.0.0:<api-port>].
+    #[arg(long)]
+    api_listen: Option<std::net::SocketAddr>,
 
     /// How often the machine's addresses are read again for the API address publisher,
     /// in milliseconds.
@@ -58,9 +62,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         poll: Duration::from_millis(args.address_poll_ms),
         source: Arc::new(agent::publisher::host_addresses),
     };
+    let apiserver = agent::apiserver::Settings {
+        controller_id: config.agent_id.clone(),
+        listen: args
+            .api_listen
+            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], args.api_port))),
+        dir: config
+            .controller_conf
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| config.data_dir.clone()),
+        source: publisher.source.clone(),
+        limits: agent::apiserver::Limits::default(),
+    };
     let mut host = Host::new(RestartPolicy::default());
     host.add(agent::workers::dbaccessor(config, available.clone()))
-        .add(agent::publisher::worker(publisher, available.subscribe()));
+        .add(agent::publisher::worker(publisher, available.subscribe()))
+        .add(agent::apiserver::worker(apiserver, available.subscribe()));
     host.run(async move {
         let name = tokio::select! {
             _ = sigterm.recv() => "SIGTERM",
