@@ -197,7 +197,12 @@ pub async fn run(
     let ca = identity::ensure_ca(&mut client, &settings.dir, &settings.controller_id).await?;
     let controller_uuid = identity::ensure_controller_uuid(&mut client).await?;
     identity::ensure_admin(&mut client, &settings.dir).await?;
-    let ips = (settings.source)()?;
+    // The certificate names the machine's addresses, and the listen address when it is a
+    // specific one (a loopback alias, say).
+    let mut ips = (settings.source)()?;
+    if !settings.listen.ip().is_unspecified() && !ips.contains(&settings.listen.ip()) {
+        ips.push(settings.listen.ip());
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config(&ca, &ips)?);
     let listener = TcpListener::bind(settings.listen).await?;
     log::info!(

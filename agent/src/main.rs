@@ -17,7 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
     version,
     about = "The controller agent: the dbaccessor and the workers that use the controller database"
 )]
-struct Args {
+struct AgentArgs {
     #[command(flatten)]
     dbaccessor: dbaccessor::config::Args,
 
@@ -38,7 +38,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     // First, while this is the only thread (see dbaccessor::threadpool).
     dbaccessor::threadpool::configure();
-    let args = Args::parse();
+    let args = AgentArgs::parse();
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or(&args.dbaccessor.log_level),
     )
@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let config = dbaccessor::config::Config::from_args(&args.dbaccessor);
@@ -90,4 +90,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .context("cannot run the workers")?;
     log::info!("stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flags_are_the_dbaccessors_plus_the_agents() {
+        use clap::CommandFactory;
+        AgentArgs::command().debug_assert();
+        let args = AgentArgs::parse_from([
+            "jujud-controller",
+            "--agent-id",
+            "2",
+            "--api-listen",
+            "127.0.0.1:17071",
+        ]);
+        assert_eq!(args.dbaccessor.agent_id, "2");
+        assert_eq!(args.api_port, 17070);
+        assert_eq!(args.address_poll_ms, 5000);
+        assert_eq!(
+            args.api_listen,
+            Some("127.0.0.1:17071".parse().expect("address"))
+        );
+    }
 }

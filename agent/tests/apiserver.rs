@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::ApiClient;
+
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,124 +19,9 @@ use agent::ca::Ca;
 use agent::host::Stop;
 use agent::publisher;
 use dbaccessor::Database;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
-
-/// A TLS client trusting one CA, keeping one HTTP/1.1 connection and reconnecting when
-/// the server closed it.
-struct ApiClient {
-    connector: tokio_rustls::TlsConnector,
-    address: SocketAddr,
-    sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
-}
-
-fn connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
-    let ca = Ca {
-        cert_pem: ca_pem.to_owned(),
-        key_pem: String::new(),
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der().expect("CA der")).expect("root");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
-impl ApiClient {
-    fn new(ca_pem: &str, address: SocketAddr) -> Self {
-        Self {
-            connector: connector(ca_pem),
-            address,
-            sender: None,
-        }
-    }
-
-    async fn tls(&self) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-        let tcp = tokio::net::TcpStream::connect(self.address)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let name = rustls::pki_types::ServerName::IpAddress(self.address.ip().into());
-        self.connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("tls: {e}"))
-    }
-
-    async fn connect(&mut self) -> Result<(), String> {
-        let tls = self.tls().await?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(connection);
-        self.sender = Some(sender);
-        Ok(())
-    }
-
-    async fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Result<(u16, Vec<u8>), String> {
-        let usable = match &mut self.sender {
-            Some(sender) => sender.ready().await.is_ok(),
-            None => false,
-        };
-        if !usable {
-            self.connect().await?;
-        }
-        let sender = self.sender.as_mut().expect("connected above");
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.address.to_string())
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .expect("request");
-        let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
-            .await
-            .map_err(|_| "no answer within 20 s".to_owned())?
-            .map_err(|e| {
-                self.sender = None;
-                format!("send: {e}")
-            })?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes()
-            .to_vec();
-        Ok((status, body))
-    }
-
-    async fn login(&mut self, body: serde_json::Value) -> (u16, Vec<u8>) {
-        self.request("POST", "/login", body.to_string().into_bytes())
-            .await
-            .expect("an answer")
-    }
-
-    /// Sends raw bytes over a fresh TLS connection; returns the status line's code.
-    async fn raw(&self, bytes: &[u8]) -> Option<u16> {
-        let mut tls = self.tls().await.ok()?;
-        // The server may answer (and close) before every byte is written.
-        let _ = tls.write_all(bytes).await;
-        let mut answer = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut answer)).await;
-        let text = String::from_utf8_lossy(&answer);
-        text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
-    }
-}
 
 /// One controller's API server (and publisher) running in this process.
 struct Controller {
