@@ -9,7 +9,9 @@
 //!
 //! Bounded everywhere: the body size, the number of connections (accepting waits for a
 //! free slot), the TLS handshake, each request, each connection's lifetime, the password
-//! hashes computed at once. Every request is logged with its outcome.
+//! hashes computed at once. Every request is logged with its outcome. An oversized body is
+//! read and thrown away up to 1 MiB before the 413, so that the client, still writing, reads
+//! the answer rather than a reset.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -21,7 +23,7 @@ use std::time::Duration;
 use dbaccessor::Database;
 use dqlite::client::Client;
 use dqlite::wire::Value;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -355,15 +357,14 @@ async fn route(state: &State, request: Request<Incoming>) -> Answer {
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > max as u64) {
+    if declared.is_some_and(|length| length > DRAIN_LIMIT as u64) {
+        // Not worth reading: the client gets its answer when it reads (the connection closes).
         return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
-    let body = match Limited::new(request.into_body(), max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
-        }
-        Err(e) => {
+    let body = match read_body(request.into_body(), max).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+        Err(BodyError::Read(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 &format!("cannot read the body: {e}"),
@@ -385,6 +386,38 @@ async fn route(state: &State, request: Request<Incoming>) -> Answer {
         }
     };
     login_answer(state, &name, login.password).await
+}
+
+/// The most of an oversized body read (and thrown away) before answering 413, so that a
+/// client still writing it reads the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// The body, if it is at most `max` bytes; an oversized one is drained up to
+/// [`DRAIN_LIMIT`] (and no more) before the answer.
+async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= max {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            return Err(BodyError::TooLarge);
+        }
+    }
+    if seen > max {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(Bytes::from(kept))
 }
 
 async fn login_answer(state: &State, name: &str, password: String) -> Answer {

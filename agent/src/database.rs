@@ -26,9 +26,17 @@ pub async fn open(
         },
         () = stop.requested() => return Ok(None),
     };
-    let mut client = Client::connect_leader(&members, options()).await?;
-    schema::migrate(&mut client, applied_by, Duration::from_secs(60)).await?;
-    Ok(Some(client))
+    // Finding the leader and migrating can take a while on a sick cluster: a stop request
+    // must not wait for them.
+    let connect = async {
+        let mut client = Client::connect_leader(&members, options()).await?;
+        schema::migrate(&mut client, applied_by, Duration::from_secs(60)).await?;
+        anyhow::Ok(client)
+    };
+    tokio::select! {
+        client = connect => client.map(Some),
+        () = stop.requested() => Ok(None),
+    }
 }
 
 /// Client options for the agent's workers: a failed request is reported within seconds

@@ -122,6 +122,11 @@ impl ApiClient {
             .map_err(|e| format!("tls: {e}"))
     }
 
+    /// The next request opens a new connection (after an answer that closes this one).
+    pub fn reconnect_next(&mut self) {
+        self.sender = None;
+    }
+
     pub async fn connect(&mut self) -> Result<(), String> {
         let tls = self.tls().await?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
