@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: a simulated Juju controller model on this machine, running the real charm
-# and one real dbaccessor per controller machine (each machine its own network namespace).
+# and one real controller agent (jujud-controller, whose workers are the dbaccessor and the
+# API server) per controller machine (each machine its own network namespace).
 # Bootstraps, grows to 3, 5 and 7 controllers, shrinks back to 1 one machine at a time,
 # writes a row through the Dqlite cluster at every step and checks that every row written
 # is still readable. Shows `status` and the `cluster-status` action at each step. Needs
@@ -14,8 +15,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 bash scripts/setup.sh
 
-echo "== building the charm, the dbaccessor and the simulator (release)"
-cargo build --release --locked -q -p controller-charm -p dbaccessor -p juju-sim --bins
+echo "== building the charm, the controller agent (its dbaccessor worker) and the simulator (release)"
+cargo build --release --locked -q -p controller-charm -p agent -p juju-sim --bins
 sim="$PWD/target/release/juju-sim"
 
 work="$(mktemp -d /tmp/juju-sim-demo.XXXXXX)"

@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::LazyLock;
 
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
@@ -17,68 +16,8 @@ pub const MAX_NETWORK_INFO: usize = 256 * 1024;
 /// The most addresses considered; a binding with more is refused as malformed.
 pub const MAX_ADDRESSES: usize = 1024;
 
-/// Juju's address scopes (`core/network`), best tier first among the usable ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Scope {
-    /// RFC 1918 and IPv6 unique-local: the tier a cluster should use.
-    LocalCloud,
-    /// The fan overlay (240.0.0.0/4): usable when no local-cloud address exists.
-    Fan,
-    /// Any other global unicast address.
-    Public,
-    /// Loopback: never valid, other machines cannot reach it.
-    LocalMachine,
-    /// Link-local: never valid, it only works on one link.
-    LinkLocal,
-    /// Multicast, broadcast or unspecified: never an address of a node.
-    NotUnicast,
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Scope::LocalCloud => "local-cloud",
-            Scope::Fan => "fan",
-            Scope::Public => "public",
-            Scope::LocalMachine => "loopback",
-            Scope::LinkLocal => "link-local",
-            Scope::NotUnicast => "not unicast",
-        })
-    }
-}
-
-fn net(text: &str) -> IpNetwork {
-    text.parse().expect("the scope table holds valid networks")
-}
-
-/// Networks checked in order; the first that contains an address gives its scope.
-static SCOPES: LazyLock<Vec<(IpNetwork, Scope)>> = LazyLock::new(|| {
-    vec![
-        (net("127.0.0.0/8"), Scope::LocalMachine),
-        (net("::1/128"), Scope::LocalMachine),
-        (net("0.0.0.0/32"), Scope::NotUnicast),
-        (net("::/128"), Scope::NotUnicast),
-        (net("255.255.255.255/32"), Scope::NotUnicast),
-        (net("169.254.0.0/16"), Scope::LinkLocal),
-        (net("fe80::/10"), Scope::LinkLocal),
-        (net("224.0.0.0/4"), Scope::NotUnicast),
-        (net("ff00::/8"), Scope::NotUnicast),
-        (net("10.0.0.0/8"), Scope::LocalCloud),
-        (net("172.16.0.0/12"), Scope::LocalCloud),
-        (net("192.168.0.0/16"), Scope::LocalCloud),
-        (net("fc00::/7"), Scope::LocalCloud),
-        (net("240.0.0.0/4"), Scope::Fan),
-    ]
-});
-
-/// The scope of an address (IPv4-mapped IPv6 addresses count as their IPv4 address).
-pub fn scope(ip: IpAddr) -> Scope {
-    let ip = ip.to_canonical();
-    SCOPES
-        .iter()
-        .find(|(network, _)| network.contains(ip))
-        .map_or(Scope::Public, |(_, scope)| *scope)
-}
+// The scopes are Juju's, shared with the controller agent's API address publisher.
+pub use controller_contract::scope::{scope, Scope};
 
 /// The `address-family` option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

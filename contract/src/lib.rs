@@ -7,12 +7,14 @@
 //! - [`conf`]: `controller.conf`, the map of every controller's Dqlite bind address.
 //! - [`paths`]: where Juju (or the simulator) keeps the files and sockets.
 //! - [`reload`]: the HTTP routes of the reload socket.
+//! - [`scope`]: Juju's address scopes (pure; the charm and the agent classify alike).
 //! - [`status`]: the dbaccessor's status socket, read by the charm's actions.
 #![forbid(unsafe_code)]
 
 pub mod conf;
 pub mod paths;
 pub mod reload;
+pub mod scope;
 pub mod status;
 
 /// The TCP port every Dqlite node listens on (upstream Juju's choice).

@@ -1,11 +1,13 @@
 //! The dbaccessor: a daemon that watches `controller.conf` and converges the local Dqlite
 //! node (bootstrap, join, re-bind, shrink to one), serving the charm's reload socket and a
-//! status socket.
+//! status socket. [`run`] is the `dbaccessor` binary (stops on SIGTERM/SIGINT); [`run_until`]
+//! is the controller agent's dbaccessor worker (stops when told).
 //!
 //! - [`config`]: command-line flags resolved into paths and timings.
 //! - [`event`]: the closed set of events the service loop handles.
 //! - [`decide`]: the pure decision from an observation to one action. No IO.
-//! - `service`: the loop that observes, decides and applies, with back-off and health checks.
+//! - `service`: the loop that observes, decides and applies, with back-off ([`Backoff`], also
+//!   the controller agent's restart pause) and health checks; it publishes [`Database`].
 //! - `driver`: the local node through the `dqlite` crate's application layer.
 //! - [`health`]: the pure health verdict (voters connected and caught up, mapped
 //!   controllers missing from the configuration).
@@ -29,6 +31,8 @@ pub mod status_socket;
 pub mod threadpool;
 mod unix;
 pub mod watch;
+
+pub use service::Backoff;
 
 use std::path::PathBuf;
 
@@ -55,9 +59,48 @@ pub enum RunError {
     Stop(String),
 }
 
+/// "The database is available": what a client of the controllers' cluster needs, published
+/// by the dbaccessor while its node is a member (see [`run_until`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    /// The local node's raft id.
+    pub node_id: u64,
+    /// The local node's address (`ip:port`).
+    pub own_address: String,
+    /// Every member's address, this node's first: what
+    /// `dqlite::client::Client::connect_leader` searches for the leader.
+    pub members: Vec<String>,
+}
+
 /// Runs the daemon until SIGTERM or SIGINT; then hands over, stops the node and removes
 /// the sockets.
 pub async fn run(config: Config) -> Result<(), RunError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| RunError::Signal {
+        signal: "SIGTERM",
+        source,
+    })?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| RunError::Signal {
+        signal: "SIGINT",
+        source,
+    })?;
+    let shutdown = async move {
+        let name = tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        };
+        log::info!("{name} received");
+    };
+    run_until(config, shutdown, watch_channel::Sender::new(None)).await
+}
+
+/// Runs the daemon until `shutdown` completes; then hands over, stops the node and removes
+/// the sockets. While the node is a member, `available` holds the [`Database`]; it is
+/// cleared whenever the node stops being one, and before the node stops.
+pub async fn run_until(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    available: watch_channel::Sender<Option<Database>>,
+) -> Result<(), RunError> {
     log::info!(
         "dbaccessor for agent {}: map {}, dqlite data {}, reload socket {}, status socket {}",
         config.agent_id,
@@ -77,14 +120,6 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     let reload_listener = listen(&config.reload_socket)?;
     let status_listener = listen(&config.status_socket)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| RunError::Signal {
-        signal: "SIGTERM",
-        source,
-    })?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| RunError::Signal {
-        signal: "SIGINT",
-        source,
-    })?;
 
     let servers = [
         tokio::spawn(reload::serve(
@@ -108,12 +143,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         }
     };
     let shutdown_tx = events_tx.clone();
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = sigterm.recv() => "SIGTERM",
-            _ = sigint.recv() => "SIGINT",
-        };
-        log::info!("{name} received");
+    let shutdown_task = tokio::spawn(async move {
+        shutdown.await;
         // The loop is gone only if it already stopped.
         let _ = shutdown_tx.send(Event::Shutdown).await;
     });
@@ -122,8 +153,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let timings = service::Timings::from_config(&config);
     let driver = driver::DqliteDriver::new(config.dqlite_dir.clone(), config.network_latency);
     let result = service::Service::new(config.clone(), timings, driver, events_rx)
+        .with_availability(available)
         .run()
         .await;
+    // The loop has ended (it failed, or it was told to): nothing waits for the signal now.
+    shutdown_task.abort();
 
     stop_tx.send_replace(true);
     for server in servers {

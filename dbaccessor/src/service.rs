@@ -15,13 +15,14 @@ use controller_contract::status::{
     ConfigSeen, LogPosition, Member, NodeState, Recovered, Role, Status,
 };
 use dqlite::{NodeInfo, NodeRole};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::decide::{decide, Action, Decision, LocalData, MapRead, Membership, Observed, Quorum};
 use crate::event::{Event, Trigger};
 use crate::health::{self, Report};
+use crate::Database;
 
 /// At most this many actions in one convergence round: a round that keeps acting is a bug,
 /// and stopping it keeps the loop answering status queries.
@@ -161,6 +162,9 @@ pub(crate) struct Service<D> {
     absent_since: BTreeMap<u64, Instant>,
     /// Absent voters kept because the map dropped several voters at once (warned once).
     kept_absent: BTreeSet<u64>,
+    /// "The database is available": set while the node is a member, cleared otherwise, so
+    /// that the workers beside the dbaccessor in an agent reach the cluster only through it.
+    available: watch::Sender<Option<Database>>,
 }
 
 impl<D: Driver> Service<D> {
@@ -190,7 +194,34 @@ impl<D: Driver> Service<D> {
             kept_absent: BTreeSet::new(),
             deferred: VecDeque::new(),
             reason: String::new(),
+            available: watch::Sender::new(None),
         }
+    }
+
+    /// Publishes "database available" on `available` instead of on a channel nobody reads.
+    pub fn with_availability(mut self, available: watch::Sender<Option<Database>>) -> Self {
+        self.available = available;
+        self
+    }
+
+    /// Sets "database available" from the status: the member addresses while the node is a
+    /// member, nothing otherwise. Receivers wake only when the value changes.
+    fn publish_availability(&self) {
+        let now = availability(&self.status);
+        self.available.send_if_modified(|current| {
+            if *current == now {
+                return false;
+            }
+            match &now {
+                Some(database) => {
+                    log::info!("database available through {}", database.members.join(", "))
+                }
+                None if current.is_some() => log::info!("database no longer available"),
+                None => {}
+            }
+            *current = now;
+            true
+        });
     }
 
     /// Runs until [`Event::Shutdown`] (or every sender is gone), then shuts the node down.
@@ -199,6 +230,7 @@ impl<D: Driver> Service<D> {
         let mut health = tokio::time::interval(self.timings.health_interval);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.publish_availability();
             // Events that arrived while an operation ran come first, in order; one round
             // answers every config change queued behind it (each re-reads the same file).
             if let Some(event) = self.deferred.pop_front() {
@@ -236,6 +268,9 @@ impl<D: Driver> Service<D> {
                 }
             }
         }
+        // Users of the database stop before the node does (the agent stops them first);
+        // anyone left sees it go now.
+        self.available.send_replace(None);
         log::info!("shutting down: handing leadership and voting over, stopping the node");
         self.driver.shutdown().await
     }
@@ -825,6 +860,28 @@ pub(crate) fn read_map(path: &Path) -> (MapRead, ConfigSeen) {
     )
 }
 
+/// What "database available" says for a status: set only for a member with an address,
+/// carrying the members' addresses (its own first, then the others in id order).
+pub(crate) fn availability(status: &Status) -> Option<Database> {
+    let (node_id, own) = match (status.state, status.node_id, &status.bind_address) {
+        (NodeState::Member, Some(node_id), Some(own)) => (node_id, own.clone()),
+        _ => return None,
+    };
+    let mut members = vec![own.clone()];
+    members.extend(
+        status
+            .members
+            .iter()
+            .map(|member| member.address.clone())
+            .filter(|address| *address != own),
+    );
+    Some(Database {
+        node_id,
+        own_address: own,
+        members,
+    })
+}
+
 /// Whether this host has `ip` on one of its interfaces: binding a socket to it says so.
 pub(crate) fn host_has_ip(ip: IpAddr) -> bool {
     std::net::TcpListener::bind((ip, 0)).is_ok()
@@ -1195,17 +1252,28 @@ mod tests {
             observations: Rc::default(),
         };
         let (events_tx, events_rx) = mpsc::channel(8);
-        let service = Service::new(config, test_timings(), driver, events_rx);
+        let (available_tx, mut available) = watch::channel(None);
+        let service =
+            Service::new(config, test_timings(), driver, events_rx).with_availability(available_tx);
         let stopper = async {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let failed = query_status(&events_tx).await;
+            let while_failed = available.borrow_and_update().clone();
             tokio::time::sleep(Duration::from_millis(9_800)).await;
             let status = query_status(&events_tx).await;
+            let while_member = available.borrow_and_update().clone();
             events_tx.send(Event::Shutdown).await.expect("loop runs");
-            (failed, status)
+            (failed, status, while_failed, while_member)
         };
-        let (result, (failed, status)) = tokio::join!(service.run(), stopper);
+        let (result, (failed, status, while_failed, while_member)) =
+            tokio::join!(service.run(), stopper);
         assert_eq!(result, Ok(()));
+        // Other workers see the database only while the node is a member.
+        assert_eq!(while_failed, None);
+        let member = while_member.expect("available while a member");
+        assert_eq!(member.own_address, "127.21.0.12:17666");
+        assert_eq!(member.members[0], "127.21.0.12:17666");
+        assert_eq!(*available.borrow(), None, "cleared at shutdown");
         assert_eq!(failed.state, NodeState::Failed);
         assert!(
             failed

@@ -110,10 +110,10 @@ fn print(name: &str, samples: Vec<Duration>, target: &str) {
 
 fn main() {
     let target = Path::new(JUJU_SIM).parent().expect("a target dir");
-    for needed in ["dispatch", "dbaccessor"] {
+    for needed in ["dispatch", "jujud-controller", "juju-hook-tool"] {
         if !target.join(needed).is_file() {
             eprintln!(
-                "{} missing: run `cargo build --release -p controller-charm -p dbaccessor` first",
+                "{} missing: run `cargo build --release -p controller-charm -p agent -p juju-sim` first",
                 target.join(needed).display()
             );
             std::process::exit(1);

@@ -1,5 +1,6 @@
 //! The simulated machine agent: a detached supervisor process (`juju-sim machine-agent`) that
-//! runs the real `dbaccessor` inside its machine's namespace, restarts it with back-off when
+//! runs the real controller agent (`jujud-controller`, whose workers are the dbaccessor, the
+//! API address publisher and the API server) inside its machine's namespace, restarts it with back-off when
 //! it dies (as systemd restarts jujud), and stops it with SIGTERM when told to stop. Also the
 //! CLI's side: starting a supervisor, waiting for its reload socket, stopping it.
 
@@ -62,8 +63,9 @@ pub struct AgentSpec {
     pub machine: u32,
     /// The machine's network namespace.
     pub namespace: String,
-    /// The `dbaccessor` binary.
-    pub dbaccessor: PathBuf,
+    /// The controller agent binary (`jujud-controller`): the dbaccessor's flags and
+    /// sockets, with the API address publisher and the API server beside it.
+    pub controller_agent: PathBuf,
     /// The machine's `/var/lib/juju`.
     pub data_dir: PathBuf,
     /// `--network-latency-ms`.
@@ -88,8 +90,8 @@ impl AgentSpec {
             self.machine.to_string(),
             "--namespace".into(),
             self.namespace.clone(),
-            "--dbaccessor".into(),
-            self.dbaccessor.display().to_string(),
+            "--controller-agent".into(),
+            self.controller_agent.display().to_string(),
             "--data-dir".into(),
             self.data_dir.display().to_string(),
             "--network-latency-ms".into(),
@@ -235,10 +237,11 @@ fn spawn_dbaccessor(spec: &AgentSpec, log_path: &Path) -> Result<Child, AgentErr
         path: spec.data_dir.clone(),
         source,
     })?;
-    // `ip netns exec` enters the namespace and execs, so the child's pid is the dbaccessor's.
+    // `ip netns exec` enters the namespace and execs, so the child's pid is the controller
+    // agent's, the process that runs the dbaccessor.
     Command::new("ip")
         .args(["netns", "exec", &spec.namespace])
-        .arg(&spec.dbaccessor)
+        .arg(&spec.controller_agent)
         .arg("--agent-id")
         .arg(spec.machine.to_string())
         .arg("--data-dir")
@@ -252,7 +255,7 @@ fn spawn_dbaccessor(spec: &AgentSpec, log_path: &Path) -> Result<Child, AgentErr
         .stderr(stderr)
         .spawn()
         .map_err(|source| AgentError::Spawn {
-            program: spec.dbaccessor.clone(),
+            program: spec.controller_agent.clone(),
             source,
         })
 }

@@ -40,9 +40,10 @@ pub struct Cli {
     /// The charm's `dispatch` [default: beside juju-sim].
     #[arg(long, global = true, env = "JUJU_SIM_DISPATCH")]
     pub dispatch: Option<PathBuf>,
-    /// `dbaccessor` [default: beside juju-sim].
-    #[arg(long, global = true, env = "JUJU_SIM_DBACCESSOR")]
-    pub dbaccessor: Option<PathBuf>,
+    /// The controller agent `jujud-controller` (the dbaccessor and the API server are its
+    /// workers) [default: beside juju-sim].
+    #[arg(long, global = true, env = "JUJU_SIM_CONTROLLER_AGENT")]
+    pub controller_agent: Option<PathBuf>,
     /// `juju-hook-tool` [default: beside juju-sim].
     #[arg(long, global = true, env = "JUJU_HOOK_TOOL")]
     pub hook_tool: Option<PathBuf>,
@@ -184,7 +185,7 @@ fn beside(name: &str, given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
         }
     }
     bail!(
-        "{name} not found beside {} (build it: cargo build --release -p controller-charm -p dbaccessor -p juju-sim)",
+        "{name} not found beside {} (build it: cargo build --release -p controller-charm -p agent -p juju-sim)",
         exe.display()
     )
 }
@@ -194,7 +195,7 @@ fn binaries(cli: &Cli) -> anyhow::Result<Binaries> {
         juju_sim: std::env::current_exe().context("cannot find this executable")?,
         dispatch: beside("dispatch", cli.dispatch.as_ref())?,
         hook_tool: beside(HOOK_TOOL_BINARY, cli.hook_tool.as_ref())?,
-        dbaccessor: beside("dbaccessor", cli.dbaccessor.as_ref())?,
+        controller_agent: beside("jujud-controller", cli.controller_agent.as_ref())?,
     })
 }
 
@@ -244,7 +245,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 model_dir: std::path::absolute(&cli.model_dir)?,
                 machine: *machine,
                 namespace: namespace.clone(),
-                dbaccessor: beside("dbaccessor", cli.dbaccessor.as_ref())?,
+                controller_agent: beside("jujud-controller", cli.controller_agent.as_ref())?,
                 data_dir: data_dir.clone(),
                 network_latency_ms: *network_latency_ms,
                 quorum_timeout_ms: *quorum_timeout_ms,

@@ -80,8 +80,8 @@ pub struct Binaries {
     pub dispatch: PathBuf,
     /// `juju-hook-tool`.
     pub hook_tool: PathBuf,
-    /// `dbaccessor`.
-    pub dbaccessor: PathBuf,
+    /// `jujud-controller`, the controller agent that runs the dbaccessor as a worker.
+    pub controller_agent: PathBuf,
 }
 
 /// How a new model is laid out.
@@ -278,7 +278,7 @@ impl Simulation {
             model_dir: self.dir.clone(),
             machine: id,
             namespace: self.world.machine_namespace(id),
-            dbaccessor: self.bins.dbaccessor.clone(),
+            controller_agent: self.bins.controller_agent.clone(),
             data_dir: machine_data_dir(&self.dir, id),
             network_latency_ms: self.world.network_latency_ms,
             quorum_timeout_ms: self.world.quorum_timeout_ms,

@@ -30,7 +30,7 @@ impl Model {
         let target = Path::new(JUJU_SIM)
             .parent()
             .expect("juju-sim lives in a target dir");
-        for needed in ["dispatch", "dbaccessor", "juju-hook-tool"] {
+        for needed in ["dispatch", "jujud-controller", "juju-hook-tool"] {
             assert!(
                 target.join(needed).is_file(),
                 "{} is missing: run `cargo build --workspace --bins` first",

@@ -1,0 +1,535 @@
+//! The API server: HTTPS on port 17070 (hyper 1 over tokio-rustls) with a certificate from
+//! the controller CA naming this controller's addresses. One route so far:
+//!
+//! `POST /login` with `{"user": ..., "password": ...}` or `{"tag": ..., "password": ...}`
+//! answers `{"controller-uuid": ..., "servers": [[{value, type, scope, space-name, port},
+//! ...] per controller]}` from `controller_api_address`: the current address list, which a
+//! client stores and dials next time. A wrong password (or an unknown name) is 401;
+//! malformed JSON 400; a body over the limit 413; the database unreachable 503.
+//!
+//! Bounded everywhere: the body size, the number of connections (accepting waits for a
+//! free slot), the TLS handshake, each request, each connection's lifetime, the password
+//! hashes computed at once. Every request is logged with its outcome. An oversized body is
+//! read and thrown away up to 1 MiB before the 413, so that the client, still writing, reads
+//! the answer rather than a reset.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dbaccessor::Database;
+use dqlite::client::Client;
+use dqlite::wire::Value;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Mutex, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::database;
+use crate::host::{Stop, WorkerSpec};
+use crate::identity;
+use crate::publisher::AddressSource;
+use crate::schema::DATABASE;
+use crate::workers::DBACCESSOR;
+
+/// The worker's name.
+pub const NAME: &str = "apiserver";
+
+/// Juju's API port.
+pub const API_PORT: u16 = 17070;
+
+/// The API server's settings.
+#[derive(Clone)]
+pub struct Settings {
+    /// This controller's id (the agent id).
+    pub controller_id: String,
+    /// Where to listen (`0.0.0.0:17070` in production).
+    pub listen: SocketAddr,
+    /// This controller's dir (beside controller.conf): the CA files and the admin password.
+    pub dir: PathBuf,
+    /// The machine's addresses, which the server certificate names.
+    pub source: AddressSource,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// What one client can take of the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// The largest request body read.
+    pub max_body: usize,
+    /// The TLS handshake, and each request from its headers to the answer.
+    pub request_timeout: Duration,
+    /// The longest a connection stays open, idle or not.
+    pub connection_lifetime: Duration,
+    /// Password checks (Argon2, CPU- and memory-hungry) at once.
+    pub concurrent_hashes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            max_body: 64 * 1024,
+            request_timeout: Duration::from_secs(10),
+            connection_lifetime: Duration::from_secs(300),
+            concurrent_hashes: 2,
+        }
+    }
+}
+
+/// The login request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// A user name.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// An agent tag (`machine-3`, `unit-app-0`, ...).
+    #[serde(default)]
+    pub tag: Option<String>,
+    pub password: String,
+}
+
+/// One address in a login answer (Juju's `params.HostPort`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPort {
+    /// The IP address, without port or brackets.
+    pub value: String,
+    /// `ipv4` or `ipv6`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub scope: String,
+    #[serde(rename = "space-name")]
+    pub space_name: String,
+    pub port: u16,
+}
+
+/// The login answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginResult {
+    #[serde(rename = "controller-uuid")]
+    pub controller_uuid: String,
+    /// Per controller (in controller id order), its addresses.
+    pub servers: Vec<Vec<HostPort>>,
+}
+
+/// An error answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// The rows of `controller_api_address` as a login answer's `servers`; rows that do not
+/// parse are left out (they are never written by this code).
+pub fn servers(rows: &[(String, String, String, String)]) -> Vec<Vec<HostPort>> {
+    let mut by_controller: BTreeMap<&str, Vec<HostPort>> = BTreeMap::new();
+    for (controller_id, value, scope, space) in rows {
+        let Ok(address) = value.parse::<SocketAddr>() else {
+            continue;
+        };
+        by_controller
+            .entry(controller_id.as_str())
+            .or_default()
+            .push(HostPort {
+                value: address.ip().to_string(),
+                kind: if address.is_ipv4() { "ipv4" } else { "ipv6" }.into(),
+                scope: scope.clone(),
+                space_name: space.clone(),
+                port: address.port(),
+            });
+    }
+    // Numeric controller ids in numeric order ("2" before "10").
+    let mut grouped: Vec<(&str, Vec<HostPort>)> = by_controller.into_iter().collect();
+    grouped.sort_by_key(|(id, _)| (id.len(), id.to_string()));
+    grouped.into_iter().map(|(_, hosts)| hosts).collect()
+}
+
+/// What every connection shares.
+struct State {
+    /// The database, through one leader connection at a time.
+    client: Mutex<Client>,
+    /// The controller's UUID.
+    controller_uuid: String,
+    /// Password checks in progress.
+    hashes: Semaphore,
+    limits: Limits,
+}
+
+/// The API server as a worker of the host, after the dbaccessor.
+pub fn worker(settings: Settings, available: watch::Receiver<Option<Database>>) -> WorkerSpec {
+    WorkerSpec::new(NAME, &[DBACCESSOR], move |stop| {
+        run(settings.clone(), available.clone(), stop)
+    })
+}
+
+/// The server's TLS configuration: the chain for `ips` from `ca`, HTTP/1.1 only.
+pub fn tls_config(ca: &crate::ca::Ca, ips: &[IpAddr]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (chain, key) = ca.issue_server(ips)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves until told to stop: waits for the database, settles the controller's identity
+/// (CA, UUID, bootstrap admin), then listens.
+pub async fn run(
+    settings: Settings,
+    mut available: watch::Receiver<Option<Database>>,
+    mut stop: Stop,
+) -> anyhow::Result<()> {
+    let who = format!("controller-{}", settings.controller_id);
+    let Some(mut client) = database::open(&mut available, &mut stop, &who).await? else {
+        return Ok(());
+    };
+    let ca = identity::ensure_ca(&mut client, &settings.dir, &settings.controller_id).await?;
+    let controller_uuid = identity::ensure_controller_uuid(&mut client).await?;
+    identity::ensure_admin(&mut client, &settings.dir).await?;
+    // The certificate names the machine's addresses, and the listen address when it is a
+    // specific one (a loopback alias, say).
+    let mut ips = (settings.source)()?;
+    if !settings.listen.ip().is_unspecified() && !ips.contains(&settings.listen.ip()) {
+        ips.push(settings.listen.ip());
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config(&ca, &ips)?);
+    let listener = TcpListener::bind(settings.listen).await?;
+    log::info!(
+        "API server for controller {controller_uuid} listening on https://{}",
+        settings.listen
+    );
+    let state = Arc::new(State {
+        client: Mutex::new(client),
+        controller_uuid,
+        hashes: Semaphore::new(settings.limits.concurrent_hashes.max(1)),
+        limits: settings.limits.clone(),
+    });
+    serve(listener, acceptor, state, stop).await;
+    Ok(())
+}
+
+async fn serve(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<State>,
+    mut stop: Stop,
+) {
+    let slots = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
+    let mut connections = JoinSet::new();
+    loop {
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = stop.requested() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a moment rather than spin.
+                    log::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stop.requested() => break,
+        };
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            connection(tcp, peer, acceptor, state, stop).await;
+        });
+    }
+    drop(listener);
+    // Every connection was told (graceful shutdown); each ends within a request timeout.
+    while connections.join_next().await.is_some() {}
+    log::info!("API server stopped");
+}
+
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<State>,
+    mut stop: Stop,
+) {
+    let limits = state.limits.clone();
+    let tls = match tokio::time::timeout(limits.request_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            log::info!("{peer}: TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            log::info!("{peer}: TLS handshake timed out");
+            return;
+        }
+    };
+    let service = hyper::service::service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(answer(&state, peer, request).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_timeout)
+        .max_buf_size(64 * 1024);
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    let lifetime = tokio::time::sleep(limits.connection_lifetime);
+    tokio::pin!(lifetime);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = stop.requested() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(limits.request_timeout, conn.as_mut()).await.unwrap_or(Ok(()))
+        }
+        () = &mut lifetime => {
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(limits.request_timeout, conn.as_mut()).await.unwrap_or(Ok(()))
+        }
+    };
+    if let Err(e) = result {
+        log::debug!("{peer}: connection ended: {e}");
+    }
+}
+
+/// Answers one request within the request timeout, and logs it.
+async fn answer(
+    state: &State,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let began = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let (status, body, outcome) =
+        match tokio::time::timeout(state.limits.request_timeout, route(state, request)).await {
+            Ok(answer) => answer,
+            Err(_) => error(StatusCode::REQUEST_TIMEOUT, "request timed out"),
+        };
+    log::info!(
+        "{peer} {method} {path} -> {} ({outcome}) in {} ms",
+        status.as_u16(),
+        began.elapsed().as_millis()
+    );
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a status and a fixed header make a valid response")
+}
+
+type Answer = (StatusCode, Vec<u8>, String);
+
+fn error(status: StatusCode, why: &str) -> Answer {
+    let body =
+        serde_json::to_vec(&ErrorBody { error: why.into() }).expect("an error body serializes");
+    (status, body, why.to_owned())
+}
+
+async fn route(state: &State, request: Request<Incoming>) -> Answer {
+    if request.uri().path() != "/login" {
+        return error(StatusCode::NOT_FOUND, "no such route");
+    }
+    if request.method() != Method::POST {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only POST");
+    }
+    let max = state.limits.max_body;
+    let declared = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > DRAIN_LIMIT as u64) {
+        // Not worth reading: the client gets its answer when it reads (the connection closes).
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    }
+    let body = match read_body(request.into_body(), max).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+        Err(BodyError::Read(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            )
+        }
+    };
+    let login: LoginRequest = match serde_json::from_slice(&body) {
+        Ok(login) => login,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed login: {e}")),
+    };
+    let name = match (&login.user, &login.tag) {
+        (Some(user), None) if !user.is_empty() => user.clone(),
+        (None, Some(tag)) if !tag.is_empty() => tag.clone(),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "malformed login: exactly one of user and tag is needed",
+            )
+        }
+    };
+    login_answer(state, &name, login.password).await
+}
+
+/// The most of an oversized body read (and thrown away) before answering 413, so that a
+/// client still writing it reads the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
+enum BodyError {
+    TooLarge,
+    Read(hyper::Error),
+}
+
+/// The body, if it is at most `max` bytes; an oversized one is drained up to
+/// [`DRAIN_LIMIT`] (and no more) before the answer.
+async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= max {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT {
+            return Err(BodyError::TooLarge);
+        }
+    }
+    if seen > max {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(Bytes::from(kept))
+}
+
+async fn login_answer(state: &State, name: &str, password: String) -> Answer {
+    let hash = {
+        let mut client = state.client.lock().await;
+        identity::password_hash(&mut client, name).await
+    };
+    let hash = match hash {
+        Ok(hash) => hash,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("cannot read credentials: {e:#}"),
+            )
+        }
+    };
+    // An unknown name costs a hash too, so that timing does not tell which names exist.
+    let hash = hash.unwrap_or_else(|| UNKNOWN_NAME_HASH.to_owned());
+    let verified = {
+        let _permit = state.hashes.acquire().await.expect("never closed");
+        tokio::task::spawn_blocking(move || identity::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false)
+    };
+    if !verified {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            &format!("invalid login for {name:?}"),
+        );
+    }
+    let rows = {
+        let mut client = state.client.lock().await;
+        client
+            .query(
+                DATABASE,
+                "SELECT controller_id, value, scope, space FROM controller_api_address ORDER BY controller_id, value",
+                &[],
+            )
+            .await
+    };
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("cannot read the API addresses: {e}"),
+            )
+        }
+    };
+    let rows: Vec<(String, String, String, String)> = rows
+        .rows
+        .into_iter()
+        .filter_map(|row| match row.as_slice() {
+            [Value::Text(id), Value::Text(value), Value::Text(scope), Value::Text(space)] => {
+                Some((id.clone(), value.clone(), scope.clone(), space.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let result = LoginResult {
+        controller_uuid: state.controller_uuid.clone(),
+        servers: servers(&rows),
+    };
+    let body = serde_json::to_vec(&result).expect("a login result serializes");
+    (StatusCode::OK, body, format!("login of {name:?}"))
+}
+
+/// A valid Argon2id hash of a password nobody has, checked for unknown names.
+const UNKNOWN_NAME_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Kn+6B0Xr7Y0T3eS9Hj7qz3y2Ww8cN2b3kq0eH9oP0aE";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, value: &str, scope: &str) -> (String, String, String, String) {
+        (id.into(), value.into(), scope.into(), String::new())
+    }
+
+    #[test]
+    fn servers_group_by_controller_in_numeric_order() {
+        let got = servers(&[
+            row("10", "10.0.0.10:17070", "local-cloud"),
+            row("2", "10.0.0.2:17070", "local-cloud"),
+            row("2", "[fd00::2]:17070", "local-cloud"),
+            row("2", "garbage", "public"),
+        ]);
+        let host = |value: &str, kind: &str| HostPort {
+            value: value.into(),
+            kind: kind.into(),
+            scope: "local-cloud".into(),
+            space_name: String::new(),
+            port: 17070,
+        };
+        assert_eq!(
+            got,
+            vec![
+                vec![host("10.0.0.2", "ipv4"), host("fd00::2", "ipv6")],
+                vec![host("10.0.0.10", "ipv4")],
+            ]
+        );
+        let json = serde_json::to_value(&got[1][0]).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"value": "10.0.0.10", "type": "ipv4", "scope": "local-cloud", "space-name": "", "port": 17070})
+        );
+    }
+
+    #[test]
+    fn the_unknown_name_hash_is_a_valid_hash_of_no_likely_password() {
+        assert!(argon2::password_hash::PasswordHash::new(UNKNOWN_NAME_HASH).is_ok());
+        assert!(!identity::verify_password("", UNKNOWN_NAME_HASH));
+        assert!(!identity::verify_password("admin", UNKNOWN_NAME_HASH));
+    }
+}

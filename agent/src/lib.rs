@@ -1,0 +1,22 @@
+//! The controller agent (`jujud-controller`): one process per controller machine hosting
+//! named workers under a small dependency engine.
+//!
+//! - [`host`]: the worker host: dependency order, restart with back-off, stop in reverse.
+//! - [`apiserver`]: HTTPS on :17070, `POST /login` with the current API addresses.
+//! - [`ca`]: the controller CA and the server certificates it signs.
+//! - [`database`]: a worker's way to the database: wait for "available", connect, migrate.
+//! - [`identity`]: the CA, the controller UUID and the bootstrap admin, each written once.
+//! - [`publisher`]: this controller's API addresses into `controller_api_address`.
+//! - [`schema`]: the controller database's tables, by migrations applied exactly once.
+//! - [`workers`]: the agent's workers: the dbaccessor (the Dqlite node; it alone hands
+//!   out the database, once the node is a member).
+#![forbid(unsafe_code)]
+
+pub mod apiserver;
+pub mod ca;
+pub mod database;
+pub mod host;
+pub mod identity;
+pub mod publisher;
+pub mod schema;
+pub mod workers;

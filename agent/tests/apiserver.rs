@@ -1,0 +1,335 @@
+//! The API server over real TLS against a real node: login answers the published
+//! addresses; wrong passwords, malformed and oversized bodies are refused with the right
+//! status; a client trusting another CA is refused by TLS; a second controller serves with
+//! the first one's CA (read from the database); thousands of generated malformed bodies
+//! never crash or wedge the server.
+
+mod support;
+
+use support::ApiClient;
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent::apiserver::{self, Limits, LoginResult, Settings};
+use agent::ca::Ca;
+use agent::host::Stop;
+use agent::publisher;
+use dbaccessor::Database;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::TestRunner;
+use tokio::sync::watch;
+
+/// One controller's API server (and publisher) running in this process.
+struct Controller {
+    dir: tempfile::TempDir,
+    address: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Controller {
+    fn start(id: &str, ip: &str, available: &watch::Receiver<Option<Database>>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ip: IpAddr = ip.parse().expect("ip");
+        let source: publisher::AddressSource = Arc::new(move || Ok(vec![ip]));
+        let (stop_tx, stop) = Stop::new();
+        let settings = Settings {
+            controller_id: id.into(),
+            listen: SocketAddr::new(ip, apiserver::API_PORT),
+            dir: dir.path().to_path_buf(),
+            source: source.clone(),
+            limits: Limits {
+                request_timeout: Duration::from_secs(5),
+                ..Limits::default()
+            },
+        };
+        let publisher = publisher::Settings {
+            controller_id: id.into(),
+            api_port: apiserver::API_PORT,
+            poll: Duration::from_millis(100),
+            source,
+        };
+        let tasks = vec![
+            tokio::spawn(apiserver::run(settings, available.clone(), stop.clone())),
+            tokio::spawn(publisher::run(publisher, available.clone(), stop)),
+        ];
+        Controller {
+            address: SocketAddr::new(ip, apiserver::API_PORT),
+            dir,
+            stop: stop_tx,
+            tasks,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.path("ca.pem")).expect("ca.pem")
+    }
+
+    /// Waits until it accepts TLS connections.
+    async fn wait_listening(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.path("ca.pem").exists() {
+                let client = ApiClient::new(&self.ca_pem(), self.address);
+                if client.tls().await.is_ok() {
+                    return;
+                }
+            }
+            for task in &self.tasks {
+                assert!(
+                    !task.is_finished(),
+                    "a worker of {} ended early",
+                    self.address
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never listened",
+                self.address
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("stops within 15 s")
+                .expect("task")
+                .expect("worker returns cleanly");
+        }
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).expect("file").permissions().mode() & 0o777
+}
+
+async fn available_for(cluster: &support::Cluster) -> watch::Sender<Option<Database>> {
+    watch::Sender::new(Some(Database {
+        node_id: cluster.apps[0].id(),
+        own_address: cluster.addresses[0].clone(),
+        members: cluster.addresses.clone(),
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_answers_the_addresses_and_refuses_what_it_must() {
+    let cluster = support::Cluster::start(3, 1).await;
+    let available = available_for(&cluster).await;
+    let first = Controller::start("0", "127.60.3.11", &available.subscribe());
+    first.wait_listening().await;
+    // The second controller starts once the first has bootstrapped the identity.
+    let second = Controller::start("1", "127.60.3.12", &available.subscribe());
+    second.wait_listening().await;
+
+    // One CA: the second controller took the first one's from the database.
+    assert_eq!(first.ca_pem(), second.ca_pem());
+    assert_eq!(mode(&first.path("ca.key")), 0o600);
+    assert_eq!(mode(&second.path("ca.key")), 0o600);
+    // The bootstrap admin password exists only where it was made, 0600.
+    assert_eq!(mode(&first.path("admin-password")), 0o600);
+    assert!(!second.path("admin-password").exists());
+    let password = std::fs::read_to_string(first.path("admin-password"))
+        .expect("admin password")
+        .trim()
+        .to_owned();
+
+    // A client trusting the CA logs in at either controller and learns both.
+    let mut client = ApiClient::new(&first.ca_pem(), second.address);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let result = loop {
+        let (status, body) = client
+            .login(serde_json::json!({"user": "admin", "password": password}))
+            .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let result: LoginResult = serde_json::from_slice(&body).expect("login result");
+        if result.servers.len() == 2 || tokio::time::Instant::now() > deadline {
+            break result;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(result.controller_uuid.len(), 36);
+    let values: Vec<Vec<String>> = result
+        .servers
+        .iter()
+        .map(|hosts| {
+            hosts
+                .iter()
+                .map(|h| format!("{}:{} {} {}", h.value, h.port, h.kind, h.scope))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            vec!["127.60.3.11:17070 ipv4 local-machine".to_owned()],
+            vec!["127.60.3.12:17070 ipv4 local-machine".to_owned()],
+        ]
+    );
+
+    let mut client = ApiClient::new(&first.ca_pem(), first.address);
+    let check = |status: u16, body: &[u8], expected: u16, says: &str| {
+        let text = String::from_utf8_lossy(body);
+        assert_eq!(status, expected, "{text}");
+        assert!(text.contains(says), "{text}");
+    };
+    let (status, body) = client
+        .login(serde_json::json!({"user": "admin", "password": "wrong"}))
+        .await;
+    check(status, &body, 401, "invalid login");
+    let (status, body) = client
+        .login(serde_json::json!({"tag": "machine-7", "password": password}))
+        .await;
+    check(status, &body, 401, "invalid login");
+    let (status, body) = client
+        .request(
+            "POST",
+            "/login",
+            b"{\"user\": \"admin\", \"password\": ".to_vec(),
+        )
+        .await
+        .expect("answer");
+    check(status, &body, 400, "malformed login");
+    let (status, body) = client
+        .login(serde_json::json!({"user": "admin", "tag": "machine-0", "password": "x"}))
+        .await;
+    check(status, &body, 400, "exactly one of user and tag");
+    let (status, body) = client
+        .login(serde_json::json!({"user": "admin", "password": "x", "extra": 1}))
+        .await;
+    check(status, &body, 400, "unknown field");
+    let (status, body) = client
+        .request("POST", "/login", vec![b' '; 65 * 1024])
+        .await
+        .expect("answer");
+    check(status, &body, 413, "too large");
+    // A 413 closes the connection (the rest of a body could be anything).
+    client.reconnect_next();
+    let (status, _) = client
+        .request("GET", "/login", Vec::new())
+        .await
+        .expect("answer");
+    assert_eq!(status, 405);
+    let (status, _) = client
+        .request("POST", "/nowhere", Vec::new())
+        .await
+        .expect("answer");
+    assert_eq!(status, 404);
+    // A chunked body over the limit, with no length announced, is cut off at the limit.
+    let mut chunked =
+        b"POST /login HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..20 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 8192).as_bytes());
+        chunked.extend_from_slice(&[b'a'; 8192]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(client.raw(&chunked).await, Some(413));
+
+    // A client trusting another CA does not get past the handshake.
+    let stranger = ApiClient::new(&Ca::generate().expect("ca").cert_pem, first.address);
+    let refused = stranger.tls().await.expect_err("another CA is refused");
+    assert!(refused.contains("certificate"), "{refused}");
+
+    // Still serving after all that.
+    let (status, _) = client
+        .login(serde_json::json!({"user": "admin", "password": password}))
+        .await;
+    assert_eq!(status, 200);
+    second.stop().await;
+    first.stop().await;
+    cluster.stop().await;
+}
+
+/// Bodies that are not a valid login: arbitrary bytes, JSON-ish text, and JSON values of
+/// the wrong shape.
+fn malformed_bodies() -> impl Strategy<Value = Vec<u8>> {
+    let json_ish = "[{}\\[\\]\":,a-z0-9 \\\\.eE+-]{0,300}".prop_map(String::into_bytes);
+    let bytes = proptest::collection::vec(proptest::num::u8::ANY, 0..2000);
+    let leaf = proptest::prop_oneof![
+        proptest::strategy::Just(serde_json::Value::Null),
+        proptest::bool::ANY.prop_map(serde_json::Value::from),
+        proptest::num::i64::ANY.prop_map(serde_json::Value::from),
+        "[a-z]{0,8}".prop_map(serde_json::Value::from),
+    ];
+    let values = leaf
+        .prop_recursive(3, 24, 4, |inner| {
+            proptest::prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(
+                    proptest::prop_oneof![
+                        proptest::strategy::Just("user".to_owned()),
+                        proptest::strategy::Just("password".to_owned()),
+                        proptest::strategy::Just("tag".to_owned()),
+                        "[a-z]{1,6}",
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+        .prop_map(|value| value.to_string().into_bytes());
+    proptest::prop_oneof![bytes, json_ish, values]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_malformed_bodies_never_crash_or_wedge_the_server() {
+    let cluster = support::Cluster::start(4, 1).await;
+    let available = available_for(&cluster).await;
+    let controller = Controller::start("0", "127.60.4.11", &available.subscribe());
+    controller.wait_listening().await;
+    let password = std::fs::read_to_string(controller.path("admin-password"))
+        .expect("admin password")
+        .trim()
+        .to_owned();
+    let mut client = ApiClient::new(&controller.ca_pem(), controller.address);
+
+    let strategy = malformed_bodies();
+    let mut runner = TestRunner::deterministic();
+    let mut seen = std::collections::BTreeMap::new();
+    for case in 0..3000 {
+        let body = strategy
+            .new_tree(&mut runner)
+            .expect("a generated body")
+            .current();
+        let (status, answer) = client
+            .request("POST", "/login", body.clone())
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "case {case}: {e}; body {:?}",
+                    String::from_utf8_lossy(&body)
+                )
+            });
+        // A body that happens to be a well-formed login of an unknown name is a 401.
+        assert!(
+            matches!(status, 400 | 401),
+            "case {case}: {status} {} for {:?}",
+            String::from_utf8_lossy(&answer),
+            String::from_utf8_lossy(&body)
+        );
+        *seen.entry(status).or_insert(0) += 1;
+    }
+    assert!(seen[&400] > 2000, "{seen:?}");
+    for task in &controller.tasks {
+        assert!(!task.is_finished(), "the server ended");
+    }
+    let (status, _) = client
+        .login(serde_json::json!({"user": "admin", "password": password}))
+        .await;
+    assert_eq!(status, 200, "still serving logins");
+    controller.stop().await;
+    cluster.stop().await;
+}
