@@ -122,6 +122,10 @@ pub enum Commands {
     },
     /// Shows the charm config, or sets KEY=VALUE options.
     Config { settings: Vec<String> },
+    /// Fault injection: `network-get db-cluster` on UNIT prints RAW (say, truncated JSON)
+    /// instead of its real answer, until run again without RAW; the unit gets
+    /// config-changed.
+    FaultNetworkGet { unit: String, raw: Option<String> },
     /// Runs an action on a unit and prints its result as `juju run` does.
     Run {
         unit: String,
@@ -356,6 +360,15 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                     settle(cli, &mut sim, &mut out)?;
                 }
             }
+        }
+        Commands::FaultNetworkGet { unit, raw } => {
+            let mut sim = open(cli)?;
+            sim.fault_network_get(unit, raw.as_deref())?;
+            match raw {
+                Some(raw) => writeln!(out, "{unit}: network-get db-cluster now prints {raw:?}")?,
+                None => writeln!(out, "{unit}: network-get db-cluster answers again")?,
+            }
+            settle(cli, &mut sim, &mut out)?;
         }
         Commands::Run {
             unit,

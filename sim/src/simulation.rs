@@ -477,6 +477,33 @@ impl Simulation {
         Ok(())
     }
 
+    /// Makes `network-get` of the peer endpoint on `unit` print `raw` (or its real answer
+    /// again with `None`) and queues `config-changed` on it.
+    pub fn fault_network_get(&mut self, unit: &str, raw: Option<&str>) -> Result<(), SimError> {
+        if !self.world.units.contains_key(unit) {
+            return Err(SimError::Refused(format!(
+                "unit {unit:?} is not in the model"
+            )));
+        }
+        self.store().update(|state| {
+            if let Some(entry) = state.units.get_mut(unit) {
+                match raw {
+                    Some(raw) => {
+                        entry
+                            .network_raw
+                            .insert(PEER_ENDPOINT.to_owned(), raw.to_owned());
+                    }
+                    None => {
+                        entry.network_raw.remove(PEER_ENDPOINT);
+                    }
+                }
+            }
+        })?;
+        self.world
+            .enqueue(unit, QueuedHook::plain("config-changed"));
+        self.save()
+    }
+
     /// Queues `hook` on every live unit.
     pub fn enqueue_all(&mut self, hook: &QueuedHook) {
         for unit in self.world.live_units() {

@@ -676,3 +676,50 @@ fn a_healed_follower_counts_for_fault_tolerance_only_once_caught_up() {
     model.ok(&["wait"]);
     assert_cluster(&model, 3);
 }
+
+#[test]
+fn malformed_network_get_on_the_leader_and_a_restart_cost_no_voter() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new();
+    bootstrap(&model, &[]);
+    model.ok(&["enable-ha"]);
+    let before = assert_cluster(&model, 3);
+    assert_eq!(leader_unit(&before), "controller/0");
+    let watch = VoterWatch::start(&model);
+    // Truncated JSON with a NUL byte: the leader's hook fails (Juju retries it) and
+    // commits nothing; the settle gives up after a few seconds of retries.
+    let broken = model.run(&[
+        "--timeout",
+        "6",
+        "fault-network-get",
+        "controller/0",
+        "{\"bind-addresses\":[{\"addresses\":[{\"value\":\"10.\u{1}",
+    ]);
+    assert!(
+        !broken.status.success(),
+        "the failing hook keeps the model unsettled"
+    );
+    let status = model.status();
+    assert_eq!(
+        status.map, before.map,
+        "the map keeps every entry: {status:#?}"
+    );
+    let leader = status
+        .units
+        .iter()
+        .find(|u| u.name == "controller/0")
+        .expect("the leader unit");
+    assert_eq!(leader.workload, "error", "{status:#?}");
+
+    kill_dbaccessor(&model, 0);
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let status = model.status();
+    assert_eq!(status.map, before.map, "{status:#?}");
+    assert_eq!(voters(&status), 3, "{status:#?}");
+
+    model.ok(&["fault-network-get", "controller/0"]);
+    model.ok(&["wait"]);
+    let after = assert_cluster(&model, 3);
+    assert_eq!(after.map, before.map);
+    watch.assert_always(3);
+}
