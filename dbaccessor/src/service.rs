@@ -726,11 +726,16 @@ pub(crate) fn removable(
     due.into_iter().partition(|m| m.role != NodeRole::Voter)
 }
 
+/// Spares absent from the map go once they failed two checks at least this far apart: a
+/// departing controller hands its vote over and leaves as a spare, which holds no vote, so
+/// it needs no quorum-timeout grace; but one silent probe (a joiner the leader's map does
+/// not name yet, on a loaded machine) is not enough to call it gone.
+pub(crate) const SPARE_GRACE: Duration = Duration::from_millis(500);
+
 /// Tracks since when each member has been absent (and unreachable); returns those absent
-/// for at least `grace`, and spares at once: a departing controller hands its vote over and
-/// leaves as a spare, which holds no vote, so its departure needs no grace (a spare that
-/// was only cut off and is removed finds itself outside the configuration and rejoins).
-/// Members no longer absent are forgotten.
+/// for at least `grace`, and spares absent for [`SPARE_GRACE`] (a spare that was only cut
+/// off and is removed finds itself outside the configuration and rejoins). Members no
+/// longer absent are forgotten.
 pub(crate) fn due_for_removal(
     absent_since: &mut BTreeMap<u64, Instant>,
     absent: &[NodeInfo],
@@ -742,7 +747,8 @@ pub(crate) fn due_for_removal(
         .iter()
         .filter(|member| {
             let since = *absent_since.entry(member.id).or_insert(now);
-            member.role == NodeRole::Spare || now.duration_since(since) >= grace
+            let waited = now.duration_since(since);
+            waited >= grace || (member.role == NodeRole::Spare && waited >= SPARE_GRACE)
         })
         .cloned()
         .collect()
@@ -1036,18 +1042,26 @@ mod tests {
         check(&mut since, &[2, 3], 4_000, &[2, 3]);
         check(&mut since, &[], 5_000, &[]);
         assert!(since.is_empty());
-        // A spare (a departed controller that handed its vote over) is due at once.
+        // A spare (a departed controller that handed its vote over) is due at its second
+        // failed check, not at the first silence.
         let spare = NodeInfo {
             role: NodeRole::Spare,
             ..node(4)
         };
-        let due = due_for_removal(
-            &mut since,
-            &[spare, node(2)],
-            t0 + Duration::from_secs(6),
-            grace,
-        );
-        assert_eq!(due.iter().map(|m| m.id).collect::<Vec<_>>(), [4]);
+        let mut due_at = |ms: u64| {
+            due_for_removal(
+                &mut since,
+                &[spare.clone(), node(2)],
+                t0 + Duration::from_millis(ms),
+                grace,
+            )
+            .iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(due_at(6_000), Vec::<u64>::new());
+        assert_eq!(due_at(6_400), Vec::<u64>::new());
+        assert_eq!(due_at(7_000), [4]);
     }
 
     /// What the fake node did, in order, with the (virtual) time since the test began.
