@@ -131,7 +131,14 @@ fn main() {
         .app_bags
         .insert(
             "controller".into(),
-            [("db-bind-addresses".to_owned(), old_map.to_owned())].into(),
+            [
+                ("db-bind-addresses".to_owned(), old_map.to_owned()),
+                (
+                    "db-agent-ids".to_owned(),
+                    r#"{"controller/0":"0","controller/1":"1","controller/2":"2"}"#.to_owned(),
+                ),
+            ]
+            .into(),
         );
     let data_dir = dir.path().join("m0");
     let conf_path = controller_contract::paths::controller_conf(&data_dir, "0");
@@ -140,15 +147,47 @@ fn main() {
     let agent = Responder::start(&controller_contract::paths::reload_socket(&data_dir), "0")
         .expect("reload responder");
 
+    // What the leader's last non-relation hook left in its charm dir (the memo of the options,
+    // the binding and the status shown): relation hooks in a running model always find one.
+    let charm_dir = state.units["controller/0"].charm_dir.clone();
+    let memo_path = controller_charm::memo::path(&charm_dir);
+    store.save(&state).expect("model");
+    let mut settled = state.clone();
+    settled
+        .relations
+        .get_mut(RELATION)
+        .expect("relation")
+        .app_bags
+        .insert(
+            "controller".into(),
+            [(
+                "db-bind-addresses".to_owned(),
+                r#"{"0":"10.0.0.5","1":"10.0.0.6","2":"10.0.0.7"}"#.to_owned(),
+            )]
+            .into(),
+        );
+    store.save(&settled).expect("model");
+    let outcome = runner
+        .run("controller/0", &Invocation::hook("config-changed"))
+        .expect("config-changed");
+    assert!(outcome.success(), "config-changed failed: {outcome:?}");
+    let memo = fs::read(&memo_path).expect("config-changed leaves a memo");
+
     println!("benchmark: dispatch for db-cluster-relation-changed as leader with two peers");
     println!("            {RUNS} runs per scenario, release build, under the hook-tool emulator");
-    for (scenario, changed) in [
-        ("map changes (rewrite + reload)", true),
-        ("steady state (no writes)", false),
+    for (scenario, changed, with_memo) in [
+        ("map changes (rewrite + reload)", true, true),
+        ("steady state (no writes)", false, true),
+        (
+            "map changes, no memo (first hook of a unit, or a lost memo)",
+            true,
+            false,
+        ),
     ] {
         let mut tree = Vec::new();
         let mut tools = Vec::new();
         let mut tool_calls = 0;
+        let mut tool_names = Vec::new();
         let mut tool_rss = 0;
         let mut tree_rss = 0;
         for _ in 0..RUNS {
@@ -160,12 +199,16 @@ fn main() {
                     .get_mut(RELATION)
                     .expect("relation")
                     .app_bags
-                    .insert(
-                        "controller".into(),
-                        [("db-bind-addresses".to_owned(), new_map.to_owned())].into(),
-                    );
+                    .entry("controller".into())
+                    .or_default()
+                    .insert("db-bind-addresses".to_owned(), new_map.to_owned());
             }
             store.save(&fresh).expect("reset model");
+            if with_memo {
+                fs::write(&memo_path, &memo).expect("reset memo");
+            } else {
+                let _ = fs::remove_file(&memo_path);
+            }
             let conf = if changed {
                 old_conf.to_owned()
             } else {
@@ -208,6 +251,7 @@ fn main() {
                 .cloned()
                 .collect();
             tool_calls = calls.len();
+            tool_names = calls.iter().map(|c| c.tool.clone()).collect();
             let mut sum = Usage::default();
             for call in calls {
                 let mut command = Command::new(runner.tools_dir().join(&call.tool));
@@ -239,6 +283,7 @@ fn main() {
             ms(tree_cpu),
             mib(tree_rss)
         );
+        println!("  hook tools called: {}", tool_names.join(" "));
         println!("  hook tools ({tool_calls:>2} calls)  wall {:>10}  cpu {:>10}  peak RSS {} (largest tool process)", ms(tool_wall), ms(tool_cpu), mib(tool_rss));
         let own_rss = if tree_rss > tool_rss {
             format!("{} (the tree's peak is dispatch's own)", mib(tree_rss))

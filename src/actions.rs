@@ -28,6 +28,7 @@ use crate::address::{self, Choice};
 use crate::conffile::OnDisk;
 use crate::event::{HookEnv, PEER_ENDPOINT};
 use crate::hook::{self, HookError};
+use crate::memo::Memo;
 use crate::plan::{self, BIND_ADDRESSES_KEY};
 use crate::tools::HookTools;
 
@@ -66,7 +67,7 @@ pub fn run(tools: &HookTools, env: &HookEnv, name: &str) -> Result<(), HookError
 type Outcome = (Results, Option<String>);
 
 fn bind_candidates(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError> {
-    let (config, choice) = hook::observe_address(tools, env)?;
+    let (config, choice, _) = hook::observe_address(tools, env, &Memo::new())?;
     let choice = match (config, choice) {
         (Err(error), _) => return Ok((Results::new(), Some(format!("invalid config: {error}")))),
         (_, Some(Err(error))) => return Ok((Results::new(), Some(error.to_string()))),
@@ -199,7 +200,7 @@ pub fn describe_choice(
 }
 
 fn cluster_status(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError> {
-    let world = hook::observe(tools, env, None)?;
+    let world = hook::observe(tools, env, None, &Memo::new())?;
     let observed = &world.observed;
     let mut results = Results::new();
     results.insert("unit".into(), observed.unit.clone());
@@ -401,7 +402,7 @@ fn recover_cluster(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookErro
         (Ok(confirm), Ok(force)) => (confirm, force),
         (Err(error), _) | (_, Err(error)) => return Ok((Results::new(), Some(error))),
     };
-    let world = hook::observe(tools, env, None)?;
+    let world = hook::observe(tools, env, None, &Memo::new())?;
     let Some(paths) = &world.paths else {
         return Ok((
             Results::new(),

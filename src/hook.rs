@@ -11,6 +11,7 @@ use crate::address::{self, Choice, NetworkError};
 use crate::conffile::{self, ConfFileError};
 use crate::config::{CharmConfig, ConfigError, Paths};
 use crate::event::{Event, Hook, HookEnv, RelationEvent, RelationKind, PEER_ENDPOINT};
+use crate::memo::{self, Memo};
 use crate::plan::{self, ConfView, Membership, Observed, PeerView, Plan};
 use crate::reload::{self, ReloadError};
 use crate::service_unit;
@@ -39,6 +40,10 @@ pub struct World {
     pub conf_path: Option<PathBuf>,
     /// The `run-dbaccessor` option (false when the options are invalid).
     pub run_dbaccessor: bool,
+    /// What was read (options, binding) and the status last shown, to save after the hook.
+    pub memo: Memo,
+    /// The memo as the hook found it (saving an unchanged memo is skipped).
+    pub memo_on_disk: Memo,
 }
 
 /// The options (with their paths), or the bad one.
@@ -47,26 +52,52 @@ pub type ConfigObserved = Result<(CharmConfig, Paths), ConfigError>;
 /// The address choice, or why the binding could not be read; `None` without valid options.
 pub type ChoiceObserved = Option<Result<Choice, NetworkError>>;
 
-/// Reads the options and the address choice; shared by hooks and actions.
+/// Reads the options and the address choice; shared by hooks and actions. A relation hook
+/// takes both from `memo` when it holds them (see [`memo`]); the returned memo holds what was
+/// used, to be saved with the hook's status.
 pub fn observe_address(
     tools: &HookTools,
     env: &HookEnv,
-) -> Result<(ConfigObserved, ChoiceObserved), HookError> {
-    let options = tools.config_get()?;
+    memo: &Memo,
+) -> Result<(ConfigObserved, ChoiceObserved, Memo), HookError> {
+    let reuse = memo::may_reuse_inputs(&env.event);
+    let mut used = memo.clone();
+    let options = match memo.options.as_ref().filter(|_| reuse) {
+        Some(options) => options.clone(),
+        None => {
+            // Fresh options may change the binding's answer (bind-cidr, address-family).
+            used.network = None;
+            tools.config_get()?
+        }
+    };
     let config = CharmConfig::parse(&options).and_then(|config| {
         let paths = config.paths(&env.charm_dir)?;
         Ok((config, paths))
     });
+    used.options = Some(options);
     let choice = match &config {
         Err(_) => None,
-        Ok((config, _)) => Some(match tools.network_get(PEER_ENDPOINT) {
-            Ok(text) => address::parse_network_info(&text)
-                .map(|addresses| address::choose(&addresses, &config.preferences)),
-            Err(ToolError::Oversized { size, .. }) => Err(NetworkError::Oversized { size }),
-            Err(error) => return Err(error.into()),
-        }),
+        Ok((config, _)) => {
+            let text = match used.network.as_ref().filter(|_| reuse) {
+                Some(text) => Ok(text.clone()),
+                None => tools.network_get(PEER_ENDPOINT),
+            };
+            used.network = None;
+            Some(match text {
+                Ok(text) => {
+                    let choice = address::parse_network_info(&text)
+                        .map(|addresses| address::choose(&addresses, &config.preferences));
+                    if choice.is_ok() {
+                        used.network = Some(text);
+                    }
+                    choice
+                }
+                Err(ToolError::Oversized { size, .. }) => Err(NetworkError::Oversized { size }),
+                Err(error) => return Err(error.into()),
+            })
+        }
     };
-    Ok((config, choice))
+    Ok((config, choice, used))
 }
 
 /// Reads the agent id from the reload socket, as a plan input (`Err` is a waiting message).
@@ -85,9 +116,10 @@ pub fn observe(
     tools: &HookTools,
     env: &HookEnv,
     relation_event: Option<&RelationEvent>,
+    remembered: &Memo,
 ) -> Result<World, HookError> {
     let is_leader = tools.is_leader()?;
-    let (config, choice) = observe_address(tools, env)?;
+    let (config, choice, memo) = observe_address(tools, env, remembered)?;
     let paths = config.as_ref().ok().map(|(_, paths)| paths.clone());
     let run_dbaccessor = config
         .as_ref()
@@ -105,7 +137,7 @@ pub fn observe(
         _ => Membership::Member,
     };
     let relation = match membership {
-        Membership::Member => observe_relation(tools, env, relation_event)?,
+        Membership::Member => observe_relation(tools, env, relation_event, is_leader)?,
         // The relation is going away: its bags no longer matter to this unit.
         Membership::Departing | Membership::Broken => None,
     };
@@ -136,15 +168,19 @@ pub fn observe(
         paths,
         conf_path,
         run_dbaccessor,
+        memo,
+        memo_on_disk: remembered.clone(),
     })
 }
 
 /// The peer relation's bags (the lowest-numbered `db-cluster` relation; there is one). In a
 /// `db-cluster` relation hook Juju names it in `JUJU_RELATION_ID`, which saves a tool call.
+/// A non-leader reads only the bags [`plan::peer_bags_to_read`] says its plan can use.
 fn observe_relation(
     tools: &HookTools,
     env: &HookEnv,
     relation_event: Option<&RelationEvent>,
+    is_leader: bool,
 ) -> Result<Option<PeerView>, HookError> {
     let id = match relation_event {
         Some(event) => event.relation_id.clone(),
@@ -159,9 +195,15 @@ fn observe_relation(
         .split_once('/')
         .map_or(env.unit.as_str(), |(app, _)| app);
     let app = tools.relation_get(&id, app_name, true)?;
+    let listed = tools.relation_list(&id)?;
+    let to_read = plan::peer_bags_to_read(is_leader, &app, &listed);
     let mut peers = std::collections::BTreeMap::new();
-    for unit in tools.relation_list(&id)? {
-        let bag = tools.relation_get(&id, &unit, false)?;
+    for unit in listed {
+        let bag = if to_read.contains(&unit) {
+            tools.relation_get(&id, &unit, false)?
+        } else {
+            plan::Bag::new()
+        };
         peers.insert(unit, bag);
     }
     Ok(Some(PeerView {
@@ -177,7 +219,7 @@ fn observe_relation(
 /// the status (its message made printable first, so `status-set` has nothing to refuse)
 /// come before controller.conf is replaced and the agent told; only a failed reload then
 /// changes the status once more.
-pub fn apply(tools: &HookTools, world: &World, plan: Plan) -> Result<(), HookError> {
+pub fn apply(tools: &HookTools, env: &HookEnv, world: &World, plan: Plan) -> Result<(), HookError> {
     if let Some(relation) = &world.observed.relation {
         if !plan.unit_writes.is_empty() {
             tools.relation_set(&relation.id, false, &plan.unit_writes)?;
@@ -197,7 +239,8 @@ pub fn apply(tools: &HookTools, world: &World, plan: Plan) -> Result<(), HookErr
             Level::Debug | Level::Info => println!("{line}"),
         }
     }
-    tools.status_set(&plan.status)?;
+    let mut memo = world.memo.clone();
+    set_status(tools, env, &mut memo, &world.memo_on_disk, &plan.status)?;
     if let Some(dir) = world.conf_path.as_deref().and_then(|path| path.parent()) {
         // A hook killed mid-write leaves a temp file; the next hook removes it whether or not
         // it writes. Failing to is only worth a warning: the leftover harms nothing.
@@ -209,10 +252,11 @@ pub fn apply(tools: &HookTools, world: &World, plan: Plan) -> Result<(), HookErr
         if conffile::write_if_changed(path, &conf.render())? {
             if let Err(error) = reload::reload(&paths.reload_socket) {
                 // The file is in place; the agent reads it when it (re)starts.
-                tools.status_set(&Status::new(
+                let status = Status::new(
                     StatusKind::Waiting,
                     format!("controller.conf updated but the agent was not told: {error}"),
-                ))?;
+                );
+                set_status(tools, env, &mut memo, &world.memo_on_disk, &status)?;
             }
         }
     }
@@ -225,7 +269,7 @@ pub fn converge(
     env: &HookEnv,
     relation_event: Option<&RelationEvent>,
 ) -> Result<(), HookError> {
-    let world = observe(tools, env, relation_event)?;
+    let world = observe(tools, env, relation_event, &memo::load(&env.charm_dir))?;
     // Malformed output is a failed tool, like a non-zero exit: Juju retries the hook and
     // nothing is committed. (Actions report it through action-fail instead.)
     if let Some(Err(error @ NetworkError::Malformed(_))) = &world.observed.choice {
@@ -240,7 +284,41 @@ pub fn converge(
         }
     }
     publish_log_position(&world, env, &mut plan);
-    apply(tools, &world, plan)
+    apply(tools, env, &world, plan)
+}
+
+/// Sets `status` unless the memo shows it set already (and the event does not always set
+/// it), then saves the memo with it and what this hook read. A failed `status-set` forgets
+/// the memo, so that the next hook sets its status whatever the memo said.
+fn set_status(
+    tools: &HookTools,
+    env: &HookEnv,
+    memo: &mut Memo,
+    on_disk: &Memo,
+    status: &Status,
+) -> Result<(), HookError> {
+    let unchanged = memo.shows(status) && !memo::must_set_status(&env.event);
+    if !unchanged {
+        if let Err(error) = tools.status_set(status) {
+            if let Err(forget) = memo::forget(&env.charm_dir) {
+                eprintln!("WARNING cannot remove the hook memo: {forget}");
+            }
+            return Err(error.into());
+        }
+        memo.set_status(status);
+    }
+    if *memo == *on_disk {
+        return Ok(());
+    }
+    if let Err(error) = memo::save(&env.charm_dir, memo) {
+        // Only a cache: the next hook reads everything afresh.
+        eprintln!(
+            "WARNING cannot save the hook memo in {}: {}",
+            env.charm_dir.display(),
+            tools::printable(&error.to_string())
+        );
+    }
+    Ok(())
 }
 
 /// Adds this node's last log position (`db-log-position`) to the unit bag, so that

@@ -11,6 +11,7 @@
 //! - [`conffile`]: controller.conf on disk, written atomically (IO).
 //! - [`reload`]: the reload socket client (IO).
 //! - [`hook`]: observe and apply around the plan (IO).
+//! - [`memo`]: what the last hook read and showed, so that relation hooks skip tool calls.
 //! - [`service_unit`]: the optional dbaccessor systemd service (`run-dbaccessor`) (IO).
 //! - [`actions`]: `bind-candidates`, `cluster-status` and `recover-cluster`.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod conffile;
 pub mod config;
 pub mod event;
 pub mod hook;
+pub mod memo;
 pub mod plan;
 pub mod reload;
 pub mod service_unit;

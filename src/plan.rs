@@ -693,6 +693,20 @@ fn parse_map_lenient(
     Some(map)
 }
 
+/// The peer bags a hook must read: every listed unit's for the leader (its claims make the
+/// map), and for a non-leader only those of units the leader's record does not name. A
+/// non-leader never takes a claim from a bag; it uses a bag only for the agent id of a unit
+/// the record lacks (see `Members::new`), so skipping the others changes nothing in its
+/// plan (a property test checks this) and saves a `relation-get` per peer.
+pub fn peer_bags_to_read(is_leader: bool, app: &Bag, listed: &[String]) -> BTreeSet<String> {
+    let record = parse_record(app.get(AGENT_IDS_KEY));
+    listed
+        .iter()
+        .filter(|unit| is_leader || !record.contains_key(unit.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// The leader's record as published: entries with a canonical agent id (others are
 /// ignored, as if the record did not name that unit).
 fn parse_record(text: Option<&String>) -> BTreeMap<String, String> {
@@ -1907,6 +1921,25 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5000))]
+
+        /// A non-leader's plan is the same whether or not it read the bags that
+        /// `peer_bags_to_read` leaves out, so skipping those `relation-get` calls is safe.
+        #[test]
+        fn skipped_peer_bags_never_change_the_plan(world in arb_world()) {
+            let mut observed = world.observed.clone();
+            let relation = observed.relation.as_mut().expect("relation");
+            let listed: Vec<String> = relation.peers.keys().cloned().collect();
+            let to_read = peer_bags_to_read(observed.is_leader, &relation.app, &listed);
+            if observed.is_leader {
+                proptest::prop_assert_eq!(to_read.len(), listed.len());
+            }
+            for (unit, bag) in relation.peers.iter_mut() {
+                if !to_read.contains(unit) {
+                    bag.clear();
+                }
+            }
+            proptest::prop_assert_eq!(plan(&observed), plan(&world.observed));
+        }
 
         /// Whatever the hook saw, the published map and controller.conf lose no entry except
         /// one whose unit departed; and a departed unit the record names is removed.

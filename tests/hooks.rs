@@ -117,6 +117,73 @@ fn converged_three() -> Model {
     model
 }
 
+/// Relation hooks take the options and the binding from the last non-relation hook (Juju
+/// fires `config-changed` when either changes) and set the status only when it changes;
+/// every non-relation hook reads both afresh, `update-status` always sets the status, and a
+/// corrupt memo is as if there were none.
+#[test]
+fn relation_hooks_skip_the_tool_calls_their_event_makes_unnecessary() {
+    let model = converged_three();
+    let changed = |remote: usize| Invocation::relation("changed", RELATION, Some(&unit(remote)));
+    let reads = ["is-leader", "relation-get", "relation-get", "relation-list"];
+    // The leader reads every peer's bag: their claims make the map.
+    let leader = model.tools_called(0, changed(1));
+    assert_eq!(
+        leader,
+        [&reads[..], &["relation-get", "relation-get"]].concat()
+    );
+    // A non-leader reads no bag the leader's record covers.
+    assert_eq!(model.tools_called(1, changed(2)), reads);
+    // Non-relation hooks read the options and the binding afresh.
+    for hook in ["config-changed", "leader-settings-changed", "start"] {
+        let called = model.tools_called(1, Invocation::hook(hook));
+        for tool in ["config-get", "network-get"] {
+            assert!(called.iter().any(|t| t == tool), "{hook}: {called:?}");
+        }
+        assert!(
+            !called.iter().any(|t| t == "status-set"),
+            "{hook}: {called:?}"
+        );
+    }
+    let called = model.tools_called(1, Invocation::hook("update-status"));
+    assert!(called.iter().any(|t| t == "status-set"), "{called:?}");
+
+    // A changed status is set by a relation hook too: the leader's map loses nothing, but
+    // controller 1's address becomes ambiguous and config-changed says so ...
+    model.set_addresses(
+        1,
+        &[("eth0", &["10.0.0.6/24"]), ("eth1", &["10.0.0.16/24"])],
+    );
+    let called = model.tools_called(1, Invocation::hook("config-changed"));
+    assert!(called.iter().any(|t| t == "status-set"), "{called:?}");
+    assert_eq!(model.status(1).0, "blocked");
+    // ... and a relation hook, using what config-changed read, keeps that status unset.
+    let called = model.tools_called(1, changed(0));
+    assert!(
+        !called
+            .iter()
+            .any(|t| t == "status-set" || t == "network-get"),
+        "{called:?}"
+    );
+    assert_eq!(model.status(1).0, "blocked");
+
+    // A corrupt memo: everything is read afresh and set, and the memo is rewritten.
+    model.set_addresses(1, &[("eth0", &["10.0.0.6/24"])]);
+    let memo = model.charm_dir(1).join(controller_charm::memo::FILE_NAME);
+    fs::write(&memo, "{\"version\": 1, \"options\": [").expect("corrupt the memo");
+    let called = model.tools_called(1, changed(0));
+    for tool in ["config-get", "network-get", "status-set"] {
+        assert!(called.iter().any(|t| t == tool), "{tool}: {called:?}");
+    }
+    assert_eq!(
+        model.status(1),
+        status("active", "db bind address 10.0.0.6 (3 controllers)")
+    );
+    let text = fs::read_to_string(&memo).expect("memo rewritten");
+    assert!(text.contains("\"status\":[\"active\""), "{text}");
+    assert_eq!(model.tools_called(1, changed(0)), reads);
+}
+
 #[test]
 fn a_departed_unit_leaves_the_map() {
     let model = converged_three();

@@ -150,6 +150,22 @@ impl Model {
         outcome
     }
 
+    /// Runs a hook on unit n, insists it exits 0, and returns the hook tools it called, in
+    /// order.
+    pub fn tools_called(&self, n: usize, invocation: Invocation) -> Vec<String> {
+        let before = self.state().calls.len();
+        self.hook(n, invocation);
+        self.state().calls[before..]
+            .iter()
+            .map(|call| call.tool.clone())
+            .collect()
+    }
+
+    /// Unit n's charm dir.
+    pub fn charm_dir(&self, n: usize) -> PathBuf {
+        self.state().units[&unit(n)].charm_dir.clone()
+    }
+
     /// Unit n's status as (status, message).
     pub fn status(&self, n: usize) -> (String, String) {
         let status = self.state().units[&unit(n)]

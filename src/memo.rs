@@ -1,0 +1,214 @@
+//! What the last hook read and showed, kept in the charm dir so that the next hook can skip
+//! hook-tool calls the event makes unnecessary. Every tool call is a process plus an RPC to
+//! the unit agent, and most hooks are relation hooks that cannot change the options or the
+//! machine's addresses:
+//!
+//! - Juju fires `config-changed` whenever an option *or a machine address* changes, so a
+//!   relation hook may take the options and the binding's `network-get` answer from the last
+//!   non-relation hook. Every non-relation hook (`update-status` every 5 minutes included)
+//!   reads both afresh.
+//! - `status-set` runs only when the status differs from the one last set, except in
+//!   `update-status`, which always sets it (a periodic repair if anything else set one).
+//!
+//! The memo is a cache, never a source of truth: a missing, unreadable, corrupt or
+//! other-version file is as if there were none (everything is read afresh) and is rewritten;
+//! a failed write is a warning. A hook that fails after it changed the status forgets the
+//! memo, so that the next hook sets its status whatever it is.
+//!
+//! **Architecture Invariant:** only [`may_reuse_inputs`] and [`must_set_status`] decide (pure,
+//! table-tested); `load`, `save` and `forget` are the IO.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::event::{Event, Hook};
+use crate::tools::Status;
+
+/// The memo's file name in the charm dir.
+pub const FILE_NAME: &str = ".controller-charm-memo.json";
+
+/// The memo's format; a file of another version is ignored.
+const VERSION: u32 = 1;
+
+/// The most bytes of memo read; a larger file is ignored.
+const MAX_BYTES: u64 = 1024 * 1024;
+
+/// What a hook read and showed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memo {
+    version: u32,
+    /// `config-get`'s answer, when it was read.
+    pub options: Option<Map<String, Value>>,
+    /// `network-get <peer endpoint>`'s raw answer, when it was read and fitted the limits.
+    pub network: Option<String>,
+    /// The status last set, as (kind, message).
+    pub status: Option<(String, String)>,
+}
+
+impl Memo {
+    /// An empty memo of the current version.
+    pub fn new() -> Self {
+        Self {
+            version: VERSION,
+            ..Self::default()
+        }
+    }
+
+    /// Records `status` as the one shown.
+    pub fn set_status(&mut self, status: &Status) {
+        self.status = Some((status.kind.as_str().to_owned(), status.message.clone()));
+    }
+
+    /// Whether `status` is the one last set.
+    pub fn shows(&self, status: &Status) -> bool {
+        self.status.as_ref().is_some_and(|(kind, message)| {
+            kind == status.kind.as_str() && message == &status.message
+        })
+    }
+}
+
+/// Whether the event may take the options and the binding's addresses from the memo: only
+/// relation hooks, since any change to either fires `config-changed`.
+pub fn may_reuse_inputs(event: &Event) -> bool {
+    matches!(event, Event::Relation(_))
+}
+
+/// Whether the event sets `status` even when the memo shows it set already.
+pub fn must_set_status(event: &Event) -> bool {
+    matches!(event, Event::Hook(Hook::UpdateStatus))
+}
+
+/// The memo's path.
+pub fn path(charm_dir: &Path) -> PathBuf {
+    charm_dir.join(FILE_NAME)
+}
+
+/// The memo, or an empty one when the file is missing, unreadable, too large, corrupt or of
+/// another version.
+pub fn load(charm_dir: &Path) -> Memo {
+    let read = || -> Option<Memo> {
+        let file = std::fs::File::open(path(charm_dir)).ok()?;
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_BYTES + 1), &mut text)
+            .ok()?;
+        if text.len() as u64 > MAX_BYTES {
+            return None;
+        }
+        serde_json::from_str::<Memo>(&text)
+            .ok()
+            .filter(|memo| memo.version == VERSION)
+    };
+    read().unwrap_or_else(Memo::new)
+}
+
+/// Writes the memo (temp file, rename). Not fsynced: a torn file after a crash is ignored.
+pub fn save(charm_dir: &Path, memo: &Memo) -> std::io::Result<()> {
+    let mut file = tempfile::Builder::new()
+        .prefix(".controller-charm-memo.")
+        .tempfile_in(charm_dir)?;
+    serde_json::to_writer(&mut file, memo)?;
+    file.flush()?;
+    file.persist(path(charm_dir)).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Removes the memo (a missing file is fine).
+pub fn forget(charm_dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path(charm_dir)) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{RelationEvent, RelationKind};
+    use crate::tools::StatusKind;
+
+    fn relation(kind: RelationKind) -> Event {
+        Event::Relation(RelationEvent {
+            kind,
+            relation_id: "db-cluster:0".into(),
+            remote_unit: Some("controller/1".into()),
+            departing_unit: None,
+        })
+    }
+
+    #[test]
+    fn which_events_reuse_and_which_always_set_the_status() {
+        // (event, may reuse options and addresses, always sets the status)
+        let table = [
+            (Event::Hook(Hook::Install), false, false),
+            (Event::Hook(Hook::Start), false, false),
+            (Event::Hook(Hook::ConfigChanged), false, false),
+            (Event::Hook(Hook::LeaderElected), false, false),
+            (Event::Hook(Hook::LeaderSettingsChanged), false, false),
+            (Event::Hook(Hook::UpgradeCharm), false, false),
+            (Event::Hook(Hook::UpdateStatus), false, true),
+            (relation(RelationKind::Created), true, false),
+            (relation(RelationKind::Joined), true, false),
+            (relation(RelationKind::Changed), true, false),
+            (relation(RelationKind::Departed), true, false),
+            (relation(RelationKind::Broken), true, false),
+            (Event::Action("cluster-status".into()), false, false),
+        ];
+        for (event, reuse, always) in table {
+            assert_eq!(may_reuse_inputs(&event), reuse, "{event:?}");
+            assert_eq!(must_set_status(&event), always, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn a_saved_memo_loads_back_and_a_bad_one_is_empty() {
+        let dir = tempfile::tempdir().expect("dir");
+        assert_eq!(load(dir.path()), Memo::new(), "missing file");
+
+        let mut memo = Memo::new();
+        memo.options = Some(Map::from_iter([("bind-cidr".to_owned(), Value::from(""))]));
+        memo.network = Some("{\"bind-addresses\":[]}".into());
+        let status = Status::new(
+            StatusKind::Active,
+            "db bind address 10.0.0.5 (1 controller)",
+        );
+        memo.set_status(&status);
+        save(dir.path(), &memo).expect("save");
+        let loaded = load(dir.path());
+        assert_eq!(loaded, memo);
+        assert!(loaded.shows(&status));
+        assert!(!loaded.shows(&Status::new(StatusKind::Waiting, status.message.clone())));
+        // No temp file is left beside it.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(FILE_NAME)]);
+
+        for bad in [
+            "",
+            "{",
+            "null",
+            "{\"version\":99,\"options\":null,\"network\":null,\"status\":null}",
+            "{\"version\":1,\"options\":7}",
+        ] {
+            std::fs::write(path(dir.path()), bad).expect("write");
+            assert_eq!(load(dir.path()), Memo::new(), "{bad:?}");
+        }
+        std::fs::write(path(dir.path()), vec![b' '; MAX_BYTES as usize + 10]).expect("write");
+        assert_eq!(load(dir.path()), Memo::new(), "oversized");
+
+        forget(dir.path()).expect("forget");
+        forget(dir.path()).expect("forget twice");
+        assert!(!path(dir.path()).exists());
+
+        // A directory in its place is ignored, not read.
+        std::fs::create_dir(path(dir.path())).expect("dir in place");
+        assert_eq!(load(dir.path()), Memo::new());
+    }
+}
