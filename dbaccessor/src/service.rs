@@ -162,6 +162,9 @@ pub(crate) struct Service<D> {
     absent_since: BTreeMap<u64, Instant>,
     /// Absent voters kept because the map dropped several voters at once (warned once).
     kept_absent: BTreeSet<u64>,
+    /// After a map change: until when the membership is checked every
+    /// [`DEPARTURE_CHECK_EVERY`] rather than every health tick, and when next.
+    departure_watch: Option<(Instant, Instant)>,
     /// "The database is available": set while the node is a member, cleared otherwise, so
     /// that the workers beside the dbaccessor in an agent reach the cluster only through it.
     available: watch::Sender<Option<Database>>,
@@ -192,6 +195,7 @@ impl<D: Driver> Service<D> {
             last_decision: None,
             absent_since: BTreeMap::new(),
             kept_absent: BTreeSet::new(),
+            departure_watch: None,
             deferred: VecDeque::new(),
             reason: String::new(),
             available: watch::Sender::new(None),
@@ -252,7 +256,15 @@ impl<D: Driver> Service<D> {
                     None => std::future::pending().await,
                 }
             };
+            let departure_check = self.departure_watch.map(|(_, next)| next);
+            let departure_check = async move {
+                match departure_check {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = departure_check => self.check_departures().await,
                 event = self.events.recv() => match event {
                     None | Some(Event::Shutdown) => break,
                     Some(event) => self.handle(event).await,
@@ -280,10 +292,11 @@ impl<D: Driver> Service<D> {
             Event::ConfigChanged(trigger) => {
                 self.converge(trigger, Quorum::Unknown).await;
                 // A map that lost a controller is the departure itself: the leader acts on
-                // it now rather than at its next health tick.
-                if self.status.leader_id.is_some() && self.status.leader_id == self.status.node_id {
-                    self.remove_departed().await;
-                }
+                // it now rather than at its next health tick, and every node keeps looking
+                // closely for a while, since the departing controller may be the leader,
+                // which hands leadership over just before it goes.
+                let now = Instant::now();
+                self.departure_watch = Some((now + self.timings.quorum_timeout * 2, now));
             }
             Event::NodeFailed(why) => {
                 log::warn!("node failed: {why}");
@@ -640,16 +653,38 @@ impl<D: Driver> Service<D> {
         None
     }
 
+    /// One check of the departure watch: the cluster as it now is and, on the leader, the
+    /// removal of departed members. The watch ends when its time is up, or when the leader
+    /// finds no member absent (or only absent voters it keeps).
+    async fn check_departures(&mut self) {
+        let Some((until, _)) = self.departure_watch else {
+            return;
+        };
+        let now = Instant::now();
+        if now >= until || self.driver.running_address().is_none() {
+            self.departure_watch = None;
+            return;
+        }
+        self.refresh_cluster().await;
+        let leads = self.status.leader_id.is_some() && self.status.leader_id == self.status.node_id;
+        if leads && !self.remove_departed().await {
+            self.departure_watch = None;
+            return;
+        }
+        self.departure_watch = Some((until, Instant::now() + DEPARTURE_CHECK_EVERY));
+    }
+
     /// On the leader: removes members that have been absent from a usable map, and
-    /// unreachable, for a whole quorum timeout.
-    async fn remove_departed(&mut self) {
+    /// unreachable, for a whole quorum timeout (spares: see [`SPARE_GRACE`]). Returns
+    /// whether absent members are still waited for.
+    async fn remove_departed(&mut self) -> bool {
         let (MapRead::Map(map), _) = read_map(&self.config.controller_conf) else {
             self.absent_since.clear();
-            return;
+            return false;
         };
         if !map.contains_key(&self.config.agent_id) {
             self.absent_since.clear();
-            return;
+            return false;
         }
         let wanted: Vec<String> = map
             .values()
@@ -702,6 +737,9 @@ impl<D: Driver> Service<D> {
             // The status shows the configuration as it now is, not a second later.
             self.refresh_cluster().await;
         }
+        self.absent_since
+            .keys()
+            .any(|id| !self.kept_absent.contains(id))
     }
 }
 
@@ -730,7 +768,12 @@ pub(crate) fn removable(
 /// departing controller hands its vote over and leaves as a spare, which holds no vote, so
 /// it needs no quorum-timeout grace; but one silent probe (a joiner the leader's map does
 /// not name yet, on a loaded machine) is not enough to call it gone.
-pub(crate) const SPARE_GRACE: Duration = Duration::from_millis(500);
+pub(crate) const SPARE_GRACE: Duration = Duration::from_millis(300);
+
+/// How often the membership is checked for a while after a map change (see
+/// `Service::check_departures`): often enough that a departed controller leaves the
+/// configuration within a few hundred milliseconds of its hand-over.
+pub(crate) const DEPARTURE_CHECK_EVERY: Duration = Duration::from_millis(150);
 
 /// Tracks since when each member has been absent (and unreachable); returns those absent
 /// for at least `grace`, and spares absent for [`SPARE_GRACE`] (a spare that was only cut
@@ -1060,8 +1103,10 @@ mod tests {
             .collect::<Vec<_>>()
         };
         assert_eq!(due_at(6_000), Vec::<u64>::new());
-        assert_eq!(due_at(6_400), Vec::<u64>::new());
-        assert_eq!(due_at(7_000), [4]);
+        assert_eq!(due_at(6_000 + 150), Vec::<u64>::new());
+        let at = 6_000 + SPARE_GRACE.as_millis() as u64;
+        assert_eq!(due_at(at - 1), Vec::<u64>::new());
+        assert_eq!(due_at(at), [4]);
     }
 
     /// What the fake node did, in order, with the (virtual) time since the test began.

@@ -34,44 +34,87 @@ pub(crate) fn options(timeout: Duration) -> Options {
     }
 }
 
+/// The longest a leader lookup or a member probe waits for one connection (or the request
+/// timeout, if shorter). Establishing a connection is the far kernel's work, so a live node
+/// accepts in milliseconds even when its process is busy; a dead address whose SYNs vanish
+/// must not hold the lookup or the role review, and the status behind them, for a whole
+/// request timeout.
+pub(crate) const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// [`options`] with the connect bounded by [`PEER_CONNECT_TIMEOUT`].
+fn peer_options(timeout: Duration) -> Options {
+    Options {
+        connect_timeout: timeout.min(PEER_CONNECT_TIMEOUT),
+        ..options(timeout)
+    }
+}
+
 /// Finds the leader among `addresses`: a node is trusted as the leader only when it names
-/// itself; a node that names another is followed once to that address.
+/// itself; a node that names another is followed once to that address. The first address
+/// (the app's own node, which knows the leader whenever there is one) is asked alone; only
+/// when it names no leader that confirms are the others asked, all at once, so that dead
+/// ones cost one bounded connect together rather than one each.
 pub(crate) async fn find_leader(
     addresses: &[String],
     timeout: Duration,
 ) -> Result<Leader, AppError> {
-    let options = options(timeout);
+    let options = peer_options(timeout);
+    let found = |(connection, id)| Leader {
+        connection,
+        id,
+        addresses: addresses.to_vec(),
+        timeout,
+    };
     let mut last_error = "no node knows a leader".to_owned();
-    for address in addresses {
-        match ask_leader(address, &options).await {
-            Ok((connection, Some(leader))) if leader.address == *address => {
-                return Ok(Leader {
-                    connection,
-                    id: leader.id,
-                    addresses: addresses.to_vec(),
-                    timeout,
-                });
-            }
-            Ok((_, Some(leader))) => match ask_leader(&leader.address, &options).await {
-                Ok((connection, Some(confirmed))) if confirmed.address == leader.address => {
-                    return Ok(Leader {
-                        connection,
-                        id: confirmed.id,
-                        addresses: addresses.to_vec(),
-                        timeout,
-                    });
-                }
-                Ok(_) => last_error = format!("{} did not confirm its leadership", leader.address),
-                Err(error) => last_error = error_chain(&error),
-            },
-            Ok((_, None)) => {}
-            Err(error) => last_error = error_chain(&error),
+    let Some((first, rest)) = addresses.split_first() else {
+        return Err(AppError::NoLeader {
+            addresses: vec![],
+            last_error,
+        });
+    };
+    match leader_through(first.clone(), options.clone()).await {
+        Ok(Some(leader)) => return Ok(found(leader)),
+        Ok(None) => {}
+        Err(error) => last_error = error,
+    }
+    let mut asks = tokio::task::JoinSet::new();
+    for address in rest {
+        asks.spawn(leader_through(address.clone(), options.clone()));
+    }
+    while let Some(answer) = asks.join_next().await {
+        match answer {
+            Ok(Ok(Some(leader))) => return Ok(found(leader)),
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => last_error = error,
+            Err(join) => last_error = format!("the lookup task failed: {join}"),
         }
     }
     Err(AppError::NoLeader {
         addresses: addresses.to_vec(),
         last_error,
     })
+}
+
+/// Asks `address` for the leader: the connection and id when it names itself, or when the
+/// node it names confirms; `None` when it knows no leader.
+async fn leader_through(
+    address: String,
+    options: Options,
+) -> Result<Option<(Connection, u64)>, String> {
+    match ask_leader(&address, &options).await {
+        Ok((connection, Some(leader))) if leader.address == address => {
+            Ok(Some((connection, leader.id)))
+        }
+        Ok((_, Some(leader))) => match ask_leader(&leader.address, &options).await {
+            Ok((connection, Some(confirmed))) if confirmed.address == leader.address => {
+                Ok(Some((connection, confirmed.id)))
+            }
+            Ok(_) => Err(format!("{} did not confirm its leadership", leader.address)),
+            Err(error) => Err(error_chain(&error)),
+        },
+        Ok((_, None)) => Ok(None),
+        Err(error) => Err(error_chain(&error)),
+    }
 }
 
 async fn ask_leader(
@@ -126,7 +169,7 @@ pub(crate) async fn describe(
     address: &str,
     timeout: Duration,
 ) -> Result<(u64, u64), client::Error> {
-    let mut connection = Connection::connect(address, &options(timeout)).await?;
+    let mut connection = Connection::connect(address, &peer_options(timeout)).await?;
     let metadata = connection.describe().await?;
     Ok((metadata.failure_domain, metadata.weight))
 }

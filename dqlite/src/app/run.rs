@@ -227,7 +227,8 @@ fn rank(role: NodeRole) -> u8 {
 }
 
 /// Asks every member for its failure domain and weight, all at once; a member that does not
-/// answer within the request timeout is offline.
+/// answer within the request timeout (or cannot be connected to within
+/// [`ops::PEER_CONNECT_TIMEOUT`]) is offline.
 async fn probe(shared: &Shared, members: &[NodeInfo]) -> Vec<MemberState> {
     let mut probes = JoinSet::new();
     for (index, member) in members.iter().enumerate() {
