@@ -602,3 +602,37 @@ async fn a_member_removed_behind_its_back_rejoins_as_a_new_member() {
     controllers[0].wait_voters(3).await;
     assert_eq!(read_rows(&all).await, (0..8).collect::<Vec<_>>());
 }
+
+/// A map that lacks a live member is not a departure the member has made: the member still
+/// answers, so it stays through the departure watch and many health ticks; only a member
+/// that is also unreachable goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_member_missing_from_the_map_is_never_removed() {
+    let controllers = three_controllers(15).await;
+    let all = addresses(&controllers.iter().collect::<Vec<_>>());
+    let map = [("0", "127.21.15.1"), ("1", "127.21.15.2")];
+    for controller in &controllers[..2] {
+        controller.set_map(&map).await;
+    }
+    // The departure watch lasts two quorum timeouts; wait out three, plus a few ticks.
+    let quorum_timeout: u64 = support::QUORUM_TIMEOUT_MS.parse().expect("a number");
+    tokio::time::sleep(Duration::from_millis(3 * quorum_timeout + 2_000)).await;
+    for controller in &controllers {
+        let status = controller.status().await;
+        assert_eq!(
+            status.members.len(),
+            3,
+            "controller {}: {:?}",
+            controller.agent_id,
+            status.members
+        );
+        assert!(
+            !controller.log().contains("removed departed member"),
+            "controller {}:\n{}",
+            controller.agent_id,
+            controller.log()
+        );
+    }
+    insert_rows(&all, 0, 5).await;
+    assert_eq!(read_rows(&all).await, (0..5).collect::<Vec<_>>());
+}
