@@ -676,7 +676,8 @@ impl<D: Driver> Service<D> {
 
     /// On the leader: removes members that have been absent from a usable map, and
     /// unreachable, for a whole quorum timeout (spares: see [`SPARE_GRACE`]). Returns
-    /// whether absent members are still waited for.
+    /// whether a member the map lacks is still in the configuration (not one of the
+    /// absent voters it keeps).
     async fn remove_departed(&mut self) -> bool {
         let (MapRead::Map(map), _) = read_map(&self.config.controller_conf) else {
             self.absent_since.clear();
@@ -737,9 +738,11 @@ impl<D: Driver> Service<D> {
             // The status shows the configuration as it now is, not a second later.
             self.refresh_cluster().await;
         }
-        self.absent_since
-            .keys()
-            .any(|id| !self.kept_absent.contains(id))
+        // Still waited for: any member the map lacks, answering or not (a departing
+        // controller answers until it has handed over and stopped), except kept voters.
+        members.iter().any(|m| {
+            m.id != own && !wanted.contains(&m.address) && !self.kept_absent.contains(&m.id)
+        })
     }
 }
 
