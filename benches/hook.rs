@@ -297,6 +297,13 @@ fn main() {
         );
         let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
         println!(
+            "summary: leader relation-changed, 2 peers, {scenario}: tool calls | {tool_calls} | - | -"
+        );
+        println!(
+            "summary: leader relation-changed, 2 peers, {scenario}: dispatch's own CPU ms | {:.2} | - | target <= 2 ms",
+            own_cpu.as_secs_f64() * 1e3
+        );
+        println!(
             "  targets: own work < 2 ms: {} (cpu {}); peak RSS < 5 MB: {}",
             verdict(own_cpu < Duration::from_millis(2)),
             ms(own_cpu),

@@ -16,6 +16,10 @@ benches=(
   "dbaccessor converge dbaccessor/Cargo.toml"
   "juju-sim ha sim/Cargo.toml"
 )
+# Every bench also prints `summary: measure | ours | anchor | ratio or target` lines; they are
+# gathered into one table at the end.
+summary=$(mktemp)
+trap 'rm -f "$summary"' EXIT
 for entry in "${benches[@]}"; do
   read -r package bench manifest <<<"$entry"
   if ! grep -q "^name = \"$bench\"" "$manifest"; then
@@ -23,5 +27,9 @@ for entry in "${benches[@]}"; do
     continue
   fi
   echo "== cargo bench -p $package --bench $bench"
-  cargo bench -p "$package" --bench "$bench" --locked
+  cargo bench -p "$package" --bench "$bench" --locked | tee >(grep '^summary: ' >>"$summary")
 done
+sleep 1 # the tee's process substitutions finish writing
+echo
+echo "== summary: ours against the anchor (go-dqlite's own stack where it runs here) or the issue's target"
+sed 's/^summary: //' "$summary" | column -t -s '|'

@@ -346,6 +346,17 @@ async fn compare(
         "ratio rust/go: throughput {throughput:.2}x (target >= 1.2x), p99 latency {p99:.2}x \
          (target <= 1.0x)"
     );
+    // One line each for scripts/bench.sh's table.
+    println!(
+        "summary: client ops/s on our nodes, ours vs go-dqlite's client | {:.0} | {:.0} | {throughput:.2}x (target >= 1.2x)",
+        ours.ops_per_second(),
+        theirs.ops_per_second()
+    );
+    println!(
+        "summary: client p99 ms on our nodes, ours vs go-dqlite's client | {:.2} | {:.2} | {p99:.2}x (target <= 1.0x)",
+        ms(percentile(&ours.all(), 0.99)),
+        ms(percentile(&theirs.all(), 0.99))
+    );
     Ok(())
 }
 

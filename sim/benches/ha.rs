@@ -178,12 +178,15 @@ fn print(name: &str, samples: Vec<Duration>, target: &str) {
         .iter()
         .map(|d| format!("{:.2}", d.as_secs_f64()))
         .collect();
+    let median = median(samples.clone()).as_secs_f64();
     println!(
-        "{name}: median {:.2} s over {} runs [{}] (target {target})",
-        median(samples.clone()).as_secs_f64(),
+        "{name}: median {median:.2} s over {} runs [{}] (target {target})",
         samples.len(),
         text.join(" ")
     );
+    // For scripts/bench.sh's table: Juju has no published number for these, so the
+    // comparison is with the target.
+    println!("summary: {name}, s | {median:.2} | - | target {target}");
 }
 
 fn print_phases(name: &str, runs: &[Phases], target: &str) {
