@@ -259,7 +259,7 @@ impl<D: Driver> Service<D> {
             let departure_check = self.departure_watch.map(|(_, next)| next);
             let departure_check = async move {
                 match departure_check {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
