@@ -24,7 +24,7 @@ use controller_contract::api::LoginRequest;
 pub enum LoginError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("controller {controller:?}: {source}")]
+    #[error("controller {controller:?}")]
     Dial {
         controller: String,
         source: DialError,
@@ -40,15 +40,21 @@ pub enum LoginError {
     },
 }
 
-/// Logs in to `controller` (the current one when `None`) with its stored account, and
-/// stores what the controller sent: its UUID and its usable addresses, the one used first.
+/// Logs in to `controller` (the current one when `None`) with `account`, or with the
+/// stored account when `None`, and stores what the controller sent: its UUID and its usable
+/// addresses, the one used first. A given account is stored only once it logged in.
 pub async fn login(
     store: &Store,
     controller: Option<&str>,
+    account: Option<Account>,
     options: &DialOptions,
 ) -> Result<(String, Connection), LoginError> {
     let (name, details) = store.controller(controller)?;
-    let account = store.account(&name)?;
+    let given = account.is_some();
+    let account = match account {
+        Some(account) => account,
+        None => store.account(&name)?,
+    };
     let request = LoginRequest {
         user: Some(account.user.clone()),
         tag: None,
@@ -81,5 +87,10 @@ pub async fn login(
             stored.controller_machine_count = connection.login.servers.len();
         }
     })?;
+    if given {
+        store.update_accounts(|accounts| {
+            accounts.controllers.insert(name.clone(), account);
+        })?;
+    }
     Ok((name, connection))
 }

@@ -20,6 +20,8 @@ pub const PEER_ENDPOINT: &str = "db-cluster";
 pub const MAX_CONTROLLERS: usize = 7;
 /// The first host number handed out in a subnet (the cloud namespace's bridge is `.1`).
 const FIRST_HOST: u32 = 10;
+/// The client namespace's host number in the default space (below any machine's).
+const CLIENT_HOST: u32 = 2;
 
 /// The simulator's own part of the model, stored as `world.json` beside the hook-tool state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,6 +70,11 @@ impl Space {
     /// The bridge's own address in the cloud namespace (host 1).
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network) + 1)
+    }
+
+    /// The client namespace's address in this space (host 2).
+    pub fn client_address(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + CLIENT_HOST)
     }
 
     fn size(&self) -> u32 {
@@ -266,6 +273,12 @@ impl World {
     /// The cloud namespace of this model: every space's bridge lives there.
     pub fn net_namespace(&self) -> String {
         format!("jsim-{}-net", self.prefix)
+    }
+
+    /// The client's namespace: where `juju-sim`'s API client runs, with one NIC in the
+    /// default space (a client-facing network, like a user's laptop on the cloud's LAN).
+    pub fn client_namespace(&self) -> String {
+        format!("jsim-{}-client", self.prefix)
     }
 
     /// Machine `id`'s namespace.
