@@ -15,6 +15,8 @@ benches=(
   "dqlite cluster_sizes dqlite/Cargo.toml"
   "dbaccessor converge dbaccessor/Cargo.toml"
   "juju-sim ha sim/Cargo.toml"
+  "agent login agent/Cargo.toml"
+  "juju-sim client sim/Cargo.toml"
 )
 for entry in "${benches[@]}"; do
   read -r package bench manifest <<<"$entry"
