@@ -27,8 +27,10 @@ const LOCK_FILE: &str = ".store.lock";
 /// `controllers.yaml`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Controllers {
+    /// Every controller this client knows, by the name the user gave it.
     #[serde(default)]
     pub controllers: BTreeMap<String, ControllerDetails>,
+    /// The controller commands use when none is named.
     #[serde(
         rename = "current-controller",
         default,
@@ -60,6 +62,7 @@ pub struct ControllerDetails {
 /// `accounts.yaml`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Accounts {
+    /// The account per controller name.
     #[serde(default)]
     pub controllers: BTreeMap<String, Account>,
 }
@@ -67,7 +70,9 @@ pub struct Accounts {
 /// One controller's account.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Account {
+    /// The user name a login sends.
     pub user: String,
+    /// The password a login sends (the file is 0600 for this).
     #[serde(default)]
     pub password: String,
     /// Keys this code does not know, kept as read.
@@ -113,6 +118,7 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 /// The store in one dir (Juju's `$JUJU_DATA`).
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Where `controllers.yaml`, `accounts.yaml` and the lock file live.
     pub dir: PathBuf,
 }
 

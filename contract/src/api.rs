@@ -19,6 +19,7 @@ pub struct LoginRequest {
     /// An agent tag (`machine-3`, `unit-app-0`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// Checked against the stored Argon2id hash; never logged.
     pub password: String,
 }
 
@@ -32,8 +33,11 @@ pub struct HostPort {
     pub kind: String,
     /// Juju's scope name (`local-cloud`, `public`, `local-machine`, `link-local`).
     pub scope: String,
+    /// The space of the address's subnet; empty while the controller does not know it.
+    /// Clients ignore it (`juju-mgmt-space` is for agents).
     #[serde(rename = "space-name")]
     pub space_name: String,
+    /// The API port (17070).
     pub port: u16,
 }
 
@@ -48,6 +52,7 @@ impl HostPort {
 /// The login answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginResult {
+    /// The controller's UUID: a client checks it against the one it stored.
     #[serde(rename = "controller-uuid")]
     pub controller_uuid: String,
     /// Per controller (in controller id order), its addresses.
@@ -57,6 +62,7 @@ pub struct LoginResult {
 /// An error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// Why, in words a client can show as they are.
     pub error: String,
 }
 
@@ -80,6 +86,7 @@ pub struct ControllerNode {
 /// The status answer: the controller database's view of the control plane.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusResult {
+    /// The controller's UUID.
     #[serde(rename = "controller-uuid")]
     pub controller_uuid: String,
     /// The id of the controller that answered.

@@ -528,6 +528,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_client_has_host_2_of_the_default_space_which_no_machine_gets() {
+        let mut world = World::new("abc123", "alpha", "10.131.0.0/28").expect("world");
+        assert_eq!(world.client_namespace(), "jsim-abc123-client");
+        let alpha = world.spaces["alpha"].clone();
+        assert_eq!(alpha.client_address(), Ipv4Addr::new(10, 131, 0, 2));
+        // A /28 holds hosts 10 to 14 for machines: every one handed out, then none.
+        let mut given = Vec::new();
+        while let Ok(id) = world.add_machine() {
+            given.push(world.machines[&id].nics[0].address);
+        }
+        assert_eq!(given.len(), 5, "{given:?}");
+        assert!(!given.contains(&alpha.client_address()), "{given:?}");
+        assert!(!given.contains(&alpha.gateway()), "{given:?}");
+    }
+
+    #[test]
     fn enable_ha_target_table() {
         let check = |current: usize, requested: usize, expected: Result<usize, &str>| {
             let got = enable_ha_target(current, requested).map_err(|e| e.to_string());
