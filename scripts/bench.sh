@@ -15,6 +15,8 @@ benches=(
   "dqlite cluster_sizes dqlite/Cargo.toml"
   "dbaccessor converge dbaccessor/Cargo.toml"
   "juju-sim ha sim/Cargo.toml"
+  "agent login agent/Cargo.toml"
+  "juju-sim client sim/Cargo.toml"
 )
 # Every bench also prints `summary: measure | ours | anchor | ratio or target` lines; they are
 # gathered into one table at the end.

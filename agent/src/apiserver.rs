@@ -1,11 +1,17 @@
 //! The API server: HTTPS on port 17070 (hyper 1 over tokio-rustls) with a certificate from
-//! the controller CA naming this controller's addresses. One route so far:
+//! the controller CA naming this controller's addresses. Two routes:
 //!
 //! `POST /login` with `{"user": ..., "password": ...}` or `{"tag": ..., "password": ...}`
 //! answers `{"controller-uuid": ..., "servers": [[{value, type, scope, space-name, port},
 //! ...] per controller]}` from `controller_api_address`: the current address list, which a
 //! client stores and dials next time. A wrong password (or an unknown name) is 401;
 //! malformed JSON 400; a body over the limit 413; the database unreachable 503.
+//!
+//! `GET /status`, on a connection that has logged in (as in Juju, the login holds for the
+//! connection), answers the controller database's view of the control plane: the
+//! controllers with their Dqlite node and API addresses, the controller config and the
+//! schema version. Without a login on that connection: 401. Each table read is bounded
+//! (`LIMIT`).
 //!
 //! Bounded everywhere: the body size, the number of connections (accepting waits for a
 //! free slot), the TLS handshake, each request, each connection's lifetime, the password
@@ -27,7 +33,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Mutex, Semaphore};
 use tokio::task::JoinSet;
@@ -88,47 +93,9 @@ impl Default for Limits {
     }
 }
 
-/// The login request.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginRequest {
-    /// A user name.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// An agent tag (`machine-3`, `unit-app-0`, ...).
-    #[serde(default)]
-    pub tag: Option<String>,
-    pub password: String,
-}
-
-/// One address in a login answer (Juju's `params.HostPort`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostPort {
-    /// The IP address, without port or brackets.
-    pub value: String,
-    /// `ipv4` or `ipv6`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub scope: String,
-    #[serde(rename = "space-name")]
-    pub space_name: String,
-    pub port: u16,
-}
-
-/// The login answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoginResult {
-    #[serde(rename = "controller-uuid")]
-    pub controller_uuid: String,
-    /// Per controller (in controller id order), its addresses.
-    pub servers: Vec<Vec<HostPort>>,
-}
-
-/// An error answer.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-}
+pub use controller_contract::api::{
+    ControllerNode, ErrorBody, HostPort, LoginRequest, LoginResult, StatusResult,
+};
 
 /// The rows of `controller_api_address` as a login answer's `servers`; rows that do not
 /// parse are left out (they are never written by this code).
@@ -157,6 +124,8 @@ pub fn servers(rows: &[(String, String, String, String)]) -> Vec<Vec<HostPort>> 
 
 /// What every connection shares.
 struct State {
+    /// This controller's id, which a status answer names.
+    controller_id: String,
     /// The database, through one leader connection at a time.
     client: Mutex<Client>,
     /// The controller's UUID.
@@ -212,6 +181,7 @@ pub async fn run(
         settings.listen
     );
     let state = Arc::new(State {
+        controller_id: settings.controller_id.clone(),
         client: Mutex::new(client),
         controller_uuid,
         hashes: Semaphore::new(settings.limits.concurrent_hashes.max(1)),
@@ -281,9 +251,12 @@ async fn connection(
             return;
         }
     };
+    // Who logged in on this connection: later requests on it act as them.
+    let session: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let service = hyper::service::service_fn(move |request| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(answer(&state, peer, request).await) }
+        let session = session.clone();
+        async move { Ok::<_, Infallible>(answer(&state, &session, peer, request).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -313,6 +286,7 @@ async fn connection(
 /// Answers one request within the request timeout, and logs it.
 async fn answer(
     state: &State,
+    session: &std::sync::Mutex<Option<String>>,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -320,7 +294,9 @@ async fn answer(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let (status, body, outcome) =
-        match tokio::time::timeout(state.limits.request_timeout, route(state, request)).await {
+        match tokio::time::timeout(state.limits.request_timeout, route(state, session, request))
+            .await
+        {
             Ok(answer) => answer,
             Err(_) => error(StatusCode::REQUEST_TIMEOUT, "request timed out"),
         };
@@ -344,12 +320,27 @@ fn error(status: StatusCode, why: &str) -> Answer {
     (status, body, why.to_owned())
 }
 
-async fn route(state: &State, request: Request<Incoming>) -> Answer {
-    if request.uri().path() != "/login" {
-        return error(StatusCode::NOT_FOUND, "no such route");
-    }
-    if request.method() != Method::POST {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only POST");
+/// The name logged in on a connection, if any.
+fn logged_in(session: &std::sync::Mutex<Option<String>>) -> Option<String> {
+    session.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+async fn route(
+    state: &State,
+    session: &std::sync::Mutex<Option<String>>,
+    request: Request<Incoming>,
+) -> Answer {
+    match request.uri().path() {
+        "/login" if request.method() == Method::POST => {}
+        "/login" => return error(StatusCode::METHOD_NOT_ALLOWED, "only POST"),
+        "/status" if request.method() == Method::GET => {
+            return match logged_in(session) {
+                Some(name) => status_answer(state, &name).await,
+                None => error(StatusCode::UNAUTHORIZED, "not logged in on this connection"),
+            };
+        }
+        "/status" => return error(StatusCode::METHOD_NOT_ALLOWED, "only GET"),
+        _ => return error(StatusCode::NOT_FOUND, "no such route"),
     }
     let max = state.limits.max_body;
     let declared = request
@@ -385,7 +376,11 @@ async fn route(state: &State, request: Request<Incoming>) -> Answer {
             )
         }
     };
-    login_answer(state, &name, login.password).await
+    let answer = login_answer(state, &name, login.password).await;
+    let mut logged = session.lock().unwrap_or_else(|e| e.into_inner());
+    // A failed login ends what an earlier one on this connection allowed.
+    *logged = (answer.0 == StatusCode::OK).then_some(name);
+    answer
 }
 
 /// The most of an oversized body read (and thrown away) before answering 413, so that a
@@ -485,6 +480,95 @@ async fn login_answer(state: &State, name: &str, password: String) -> Answer {
     (StatusCode::OK, body, format!("login of {name:?}"))
 }
 
+/// The most rows of each table a status answer reads.
+const STATUS_ROWS: usize = 1000;
+
+/// Reads the status tables, each bounded by [`STATUS_ROWS`].
+async fn status_tables(client: &mut Client) -> Result<[Vec<Vec<Value>>; 4], dqlite::client::Error> {
+    let mut tables = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    let queries = [
+        "SELECT controller_id, dqlite_node_id, bind_address FROM controller_node",
+        "SELECT controller_id, value FROM controller_api_address ORDER BY value",
+        "SELECT key, value FROM controller_config ORDER BY key",
+        "SELECT MAX(version) FROM schema_version",
+    ];
+    for (table, sql) in tables.iter_mut().zip(queries) {
+        let sql = format!("{sql} LIMIT {STATUS_ROWS}");
+        *table = client.query(DATABASE, &sql, &[]).await?.rows;
+    }
+    Ok(tables)
+}
+
+/// The status answer from the rows of [`status_tables`] (rows of unexpected shape are left
+/// out); controllers in numeric id order.
+pub fn status_result(
+    controller_uuid: &str,
+    answered_by: &str,
+    tables: &[Vec<Vec<Value>>; 4],
+) -> StatusResult {
+    let [nodes, addresses, config, version] = tables;
+    let mut controllers: BTreeMap<String, ControllerNode> = BTreeMap::new();
+    let blank = |id: &str| ControllerNode {
+        controller_id: id.to_owned(),
+        dqlite_node_id: 0,
+        bind_address: String::new(),
+        api_addresses: Vec::new(),
+    };
+    for row in nodes {
+        if let [Value::Text(id), Value::Integer(node_id), Value::Text(bind)] = row.as_slice() {
+            let node = controllers.entry(id.clone()).or_insert_with(|| blank(id));
+            node.dqlite_node_id = *node_id;
+            node.bind_address = bind.clone();
+        }
+    }
+    for row in addresses {
+        if let [Value::Text(id), Value::Text(value)] = row.as_slice() {
+            let node = controllers.entry(id.clone()).or_insert_with(|| blank(id));
+            node.api_addresses.push(value.clone());
+        }
+    }
+    let mut controllers: Vec<ControllerNode> = controllers.into_values().collect();
+    controllers.sort_by(|a, b| {
+        (a.controller_id.len(), &a.controller_id).cmp(&(b.controller_id.len(), &b.controller_id))
+    });
+    let controller_config = config
+        .iter()
+        .filter_map(|row| match row.as_slice() {
+            [Value::Text(key), Value::Text(value)] => Some((key.clone(), value.clone())),
+            _ => None,
+        })
+        .collect();
+    let schema_version = match version.first().map(Vec::as_slice) {
+        Some([Value::Integer(version)]) => *version,
+        _ => 0,
+    };
+    StatusResult {
+        controller_uuid: controller_uuid.to_owned(),
+        answered_by: answered_by.to_owned(),
+        schema_version,
+        controllers,
+        controller_config,
+    }
+}
+
+async fn status_answer(state: &State, name: &str) -> Answer {
+    let tables = {
+        let mut client = state.client.lock().await;
+        status_tables(&mut client).await
+    };
+    match tables {
+        Ok(tables) => {
+            let result = status_result(&state.controller_uuid, &state.controller_id, &tables);
+            let body = serde_json::to_vec(&result).expect("a status result serializes");
+            (StatusCode::OK, body, format!("status for {name:?}"))
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot read the status: {e}"),
+        ),
+    }
+}
+
 /// A valid Argon2id hash of a password nobody has, checked for unknown names.
 const UNKNOWN_NAME_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Kn+6B0Xr7Y0T3eS9Hj7qz3y2Ww8cN2b3kq0eH9oP0aE";
@@ -524,6 +608,43 @@ mod tests {
             json,
             serde_json::json!({"value": "10.0.0.10", "type": "ipv4", "scope": "local-cloud", "space-name": "", "port": 17070})
         );
+    }
+
+    #[test]
+    fn a_status_groups_rows_by_controller_and_skips_odd_ones() {
+        let text = |t: &str| Value::Text(t.into());
+        let tables = [
+            vec![
+                vec![text("10"), Value::Integer(7), text("10.0.0.20:17666")],
+                vec![text("2"), Value::Integer(-5), text("10.0.0.12:17666")],
+                vec![text("3"), Value::Null, text("odd")],
+            ],
+            vec![
+                vec![text("2"), text("10.0.0.12:17070")],
+                vec![text("2"), text("127.0.0.1:17070")],
+                vec![text("4"), text("10.0.0.14:17070")],
+            ],
+            vec![vec![text("juju-mgmt-space"), text("alpha")]],
+            vec![vec![Value::Integer(2)]],
+        ];
+        let got = status_result("uuid", "2", &tables);
+        let ids: Vec<&str> = got
+            .controllers
+            .iter()
+            .map(|c| c.controller_id.as_str())
+            .collect();
+        assert_eq!(ids, ["2", "4", "10"]);
+        assert_eq!(got.controllers[0].dqlite_node_id, -5);
+        assert_eq!(
+            got.controllers[0].api_addresses,
+            ["10.0.0.12:17070", "127.0.0.1:17070"]
+        );
+        // An address row without a node row still shows; a malformed node row does not.
+        assert_eq!(got.controllers[1].bind_address, "");
+        assert_eq!(got.controllers[2].dqlite_node_id, 7);
+        assert_eq!(got.schema_version, 2);
+        assert_eq!(got.controller_config["juju-mgmt-space"], "alpha");
+        assert_eq!(got.answered_by, "2");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent::apiserver::{self, Limits, LoginResult, Settings};
+use agent::apiserver::{self, Limits, LoginResult, Settings, StatusResult};
 use agent::ca::Ca;
 use agent::host::Stop;
 use agent::publisher;
@@ -247,8 +247,163 @@ async fn login_answers_the_addresses_and_refuses_what_it_must() {
         .login(serde_json::json!({"user": "admin", "password": password}))
         .await;
     assert_eq!(status, 200);
+
+    // The login holds for its connection: the status reads on it, not on another, and a
+    // failed login on it ends what the earlier one allowed.
+    let (status, body) = client
+        .request("GET", "/status", Vec::new())
+        .await
+        .expect("answer");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: StatusResult = serde_json::from_slice(&body).expect("a status");
+    assert_eq!(answer.answered_by, "0");
+    assert_eq!(answer.schema_version, 2);
+    let ids: Vec<&str> = answer
+        .controllers
+        .iter()
+        .map(|c| c.controller_id.as_str())
+        .collect();
+    assert_eq!(ids, ["0", "1"]);
+    assert_eq!(answer.controllers[1].api_addresses, ["127.60.3.12:17070"]);
+    assert_eq!(answer.controller_config["juju-mgmt-space"], "");
+    let mut fresh = ApiClient::new(&first.ca_pem(), first.address);
+    let (status, body) = fresh
+        .request("GET", "/status", Vec::new())
+        .await
+        .expect("answer");
+    check(status, &body, 401, "not logged in");
+    let (status, _) = client
+        .login(serde_json::json!({"user": "admin", "password": "wrong"}))
+        .await;
+    assert_eq!(status, 401);
+    let (status, body) = client
+        .request("GET", "/status", Vec::new())
+        .await
+        .expect("answer");
+    check(status, &body, 401, "not logged in");
+    let (status, _) = client
+        .request("POST", "/status", Vec::new())
+        .await
+        .expect("answer");
+    assert_eq!(status, 405);
     second.stop().await;
     first.stop().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_passes_over_dead_addresses_and_stores_what_worked_first() {
+    let cluster = support::Cluster::start(5, 1).await;
+    let available = available_for(&cluster).await;
+    let controller = Controller::start("0", "127.60.5.11", &available.subscribe());
+    controller.wait_listening().await;
+    let password = std::fs::read_to_string(controller.path("admin-password"))
+        .expect("admin password")
+        .trim()
+        .to_owned();
+    // A controller that accepts TCP and then never speaks (hung), and one that refuses.
+    let hung = std::net::TcpListener::bind("127.60.5.12:17070").expect("hung listener");
+    let hung_address = hung.local_addr().expect("address").to_string();
+    let refused_address = "127.60.5.13:17070".to_owned();
+    let good = controller.address.to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = juju_client::Store::new(dir.path());
+    let stored = vec![hung_address.clone(), refused_address.clone(), good.clone()];
+    store
+        .update_controllers(|c| {
+            c.controllers.insert(
+                "test".into(),
+                juju_client::ControllerDetails {
+                    api_endpoints: stored.clone(),
+                    ca_cert: controller.ca_pem(),
+                    ..Default::default()
+                },
+            );
+            c.current_controller = Some("test".into());
+        })
+        .expect("store");
+    let account = |password: &str| juju_client::Account {
+        user: "admin".into(),
+        password: password.into(),
+        other: Default::default(),
+    };
+    let options = juju_client::DialOptions {
+        stagger: Duration::from_millis(200),
+        timeout: Duration::from_secs(10),
+    };
+
+    // A wrong password is refused by the verified controller and not stored.
+    let error = juju_client::login(&store, None, Some(account("wrong")), &options)
+        .await
+        .expect_err("a wrong password");
+    assert!(
+        format!("{:#}", anyhow::Error::from(error)).contains("HTTP 401: invalid login"),
+        "the 401 is named"
+    );
+    assert!(store.accounts().expect("accounts").controllers.is_empty());
+
+    // The right one: the hung and the refused addresses are passed over, the controller's
+    // answer is stored with the address used first. Its own addresses are loopback (for
+    // local clients only), so the rest of what was stored stays behind it.
+    let (name, mut connection) =
+        juju_client::login(&store, None, Some(account(&password)), &options)
+            .await
+            .expect("login");
+    assert_eq!(name, "test");
+    assert_eq!(connection.endpoint, good);
+    let (_, details) = store.controller(None).expect("stored");
+    assert_eq!(
+        details.api_endpoints,
+        [good.clone(), hung_address, refused_address]
+    );
+    assert_eq!(details.uuid, connection.login.controller_uuid);
+    assert_eq!(store.account("test").expect("account").password, password);
+
+    // The status reads on the logged-in connection.
+    let status = connection
+        .status(Duration::from_secs(10))
+        .await
+        .expect("status");
+    assert_eq!(status.controller_uuid, details.uuid);
+    assert_eq!(status.controllers[0].api_addresses, ["127.60.5.11:17070"]);
+
+    // The stored account logs in again, and the first address dialled is the good one.
+    let (_, connection) = juju_client::login(&store, None, None, &options)
+        .await
+        .expect("login");
+    assert_eq!(connection.endpoint, good);
+
+    // Trusting another CA, every address fails and the error says why for each.
+    store
+        .update_controllers(|c| {
+            if let Some(test) = c.controllers.get_mut("test") {
+                test.ca_cert = Ca::generate().expect("ca").cert_pem;
+            }
+        })
+        .expect("store");
+    let options = juju_client::DialOptions {
+        timeout: Duration::from_secs(2),
+        ..options
+    };
+    let error = format!(
+        "{:#}",
+        anyhow::Error::from(
+            juju_client::login(&store, None, None, &options)
+                .await
+                .expect_err("another CA")
+        )
+    );
+    assert!(
+        error.contains(&format!("{good}: TLS: invalid peer certificate")),
+        "{error}"
+    );
+    assert!(
+        error.contains("127.60.5.12:17070: no answer within 2s"),
+        "{error}"
+    );
+    assert!(error.contains("127.60.5.13:17070: connect:"), "{error}");
+    drop(hung);
+    controller.stop().await;
     cluster.stop().await;
 }
 

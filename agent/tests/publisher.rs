@@ -139,6 +139,52 @@ async fn each_controller_replaces_only_its_own_rows_when_its_addresses_change() 
         .expect("controller_node");
     assert_eq!(nodes.rows.len(), 2);
 
+    // Controller 9's node left the Dqlite configuration: a round sweeps its rows away. A
+    // row naming a member's node id stays, whoever wrote it.
+    let member = cluster.apps[0].id() as i64;
+    client
+        .exec(
+            DATABASE,
+            &format!(
+                "BEGIN;
+                 INSERT INTO controller_node VALUES ('9', 987654321, '10.0.0.19:17666');
+                 INSERT INTO controller_api_address VALUES ('9', '10.0.0.19:17070', 'local-cloud', '', 1);
+                 INSERT INTO controller_node VALUES ('8', {member}, '10.0.0.18:17666');
+                 INSERT INTO controller_api_address VALUES ('8', '10.0.0.18:17070', 'local-cloud', '', 1);
+                 COMMIT;"
+            ),
+            &[],
+        )
+        .await
+        .expect("rows of controllers 8 and 9");
+    wait_for_rows(
+        &mut client,
+        &vec![
+            row("0", "10.0.0.20:17070", "local-cloud", true),
+            row("0", "127.0.0.1:17070", "local-machine", false),
+            row("1", "10.0.0.11:17070", "local-cloud", true),
+            row("8", "10.0.0.18:17070", "local-cloud", true),
+        ],
+    )
+    .await;
+    let nodes = client
+        .query(
+            DATABASE,
+            "SELECT controller_id FROM controller_node ORDER BY controller_id",
+            &[],
+        )
+        .await
+        .expect("controller_node");
+    let ids: Vec<String> = nodes
+        .rows
+        .iter()
+        .filter_map(|row| match row.first() {
+            Some(dqlite::wire::Value::Text(id)) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, ["0", "1", "8"]);
+
     stop0_tx.send_replace(true);
     stop1_tx.send_replace(true);
     first.await.expect("task").expect("stops cleanly");

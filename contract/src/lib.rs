@@ -1,9 +1,11 @@
-//! The contract between the controller charm and the dbaccessor: the serde types of every
-//! file and socket payload they exchange, and the paths where those live.
+//! The contract between the controller charm, the controller agent and the API client: the
+//! serde types of every file, socket and API payload they exchange, and the paths where
+//! those live.
 //!
 //! This crate is an API boundary. It does no IO and holds no policy: the charm (synchronous,
 //! short-lived) and the daemon (tokio) both convert to and from these types at their edges.
 //!
+//! - [`api`]: the controller API's JSON bodies (login, status), shared with the client.
 //! - [`conf`]: `controller.conf`, the map of every controller's Dqlite bind address.
 //! - [`paths`]: where Juju (or the simulator) keeps the files and sockets.
 //! - [`reload`]: the HTTP routes of the reload socket.
@@ -11,6 +13,7 @@
 //! - [`status`]: the dbaccessor's status socket, read by the charm's actions.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod conf;
 pub mod paths;
 pub mod reload;

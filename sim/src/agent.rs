@@ -312,8 +312,19 @@ pub fn start(juju_sim: &Path, spec: &AgentSpec) -> Result<u32, AgentError> {
     let stdout = open_log(&log_path)?;
     let stderr = open_log(&log_path)?;
     // setsid(1) execs in place when its caller is not a group leader (a spawned child is not),
-    // so the pid below is the supervisor's.
-    let child = Command::new("setsid")
+    // so the pid below is the supervisor's. Descriptors this process inherited without
+    // close-on-exec (a `flock` wrapper's lock, say) are closed on the way: the supervisor
+    // outlives the command and would hold them, and such a lock, for the model's whole life.
+    // bash's `exec` closes them and execs in place too.
+    let inherited = inherited_descriptors();
+    let mut command = Command::new("setsid");
+    if !inherited.is_empty() {
+        let closes: Vec<String> = inherited.iter().map(|fd| format!("{fd}>&-")).collect();
+        command
+            .args(["bash", "-c"])
+            .arg(format!("exec \"$0\" \"$@\" {}", closes.join(" ")));
+    }
+    let child = command
         .arg(juju_sim)
         .args(spec.to_args())
         .stdin(Stdio::null())
@@ -325,6 +336,34 @@ pub fn start(juju_sim: &Path, spec: &AgentSpec) -> Result<u32, AgentError> {
             source,
         })?;
     Ok(child.id())
+}
+
+/// The descriptors above stderr this process holds without close-on-exec (from
+/// `/proc/self/fdinfo`): what it inherited and would pass on to every child.
+fn inherited_descriptors() -> Vec<u32> {
+    /// `O_CLOEXEC` as the `flags:` line of fdinfo shows it (octal).
+    const CLOSE_ON_EXEC: u32 = 0o2000000;
+    let Ok(entries) = fs::read_dir("/proc/self/fdinfo") else {
+        return Vec::new();
+    };
+    let mut fds: Vec<u32> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|fd| *fd > 2)
+        .filter(|fd| {
+            // The listing's own descriptor is gone (or close-on-exec) by now: skipped.
+            fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+                .ok()
+                .and_then(|info| {
+                    info.lines()
+                        .find_map(|line| line.strip_prefix("flags:"))
+                        .and_then(|flags| u32::from_str_radix(flags.trim(), 8).ok())
+                })
+                .is_some_and(|flags| flags & CLOSE_ON_EXEC == 0)
+        })
+        .collect();
+    fds.sort_unstable();
+    fds
 }
 
 /// Waits until the reload socket of the machine answers a connection.

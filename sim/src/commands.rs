@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::agent::{self, AgentSpec};
+use crate::client;
 use crate::cluster;
 use crate::engine::{self, SettleOptions};
 use crate::report;
@@ -47,6 +48,12 @@ pub struct Cli {
     /// `juju-hook-tool` [default: beside juju-sim].
     #[arg(long, global = true, env = "JUJU_HOOK_TOOL")]
     pub hook_tool: Option<PathBuf>,
+    /// The API client's store (`controllers.yaml`, `accounts.yaml`) [default: <model>/client].
+    #[arg(long, global = true, env = "JUJU_SIM_CLIENT_DIR")]
+    pub client_dir: Option<PathBuf>,
+    /// Log the API client's dial order (and every attempt's outcome) on stderr.
+    #[arg(long, global = true)]
+    pub debug: bool,
     #[command(subcommand)]
     pub command: Commands,
 }
@@ -138,6 +145,40 @@ pub enum Commands {
     Status {
         #[arg(long, value_enum, default_value_t = StatusFormat::Tabular)]
         format: StatusFormat,
+    },
+    /// Logs in to the model's controller through the API (from the client namespace) and
+    /// stores its addresses; without a password, the stored one or the bootstrap admin's.
+    Login {
+        #[arg(long, short, default_value = client::ADMIN)]
+        user: String,
+        #[arg(long, conflicts_with = "password_file")]
+        password: Option<String>,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Lists the controllers in the client store.
+    Controllers,
+    /// Shows a controller from the client store: endpoints in the order they will be dialled.
+    ShowController { name: Option<String> },
+    /// Shows the controller config (through the API), or sets KEY=VALUE rows of it (in the
+    /// controller database, through the go-dqlite shell).
+    ControllerConfig { settings: Vec<String> },
+    /// Fault injection: cuts a machine off the cloud network (its processes keep running),
+    /// or with --undo plugs it back in.
+    Isolate {
+        machine: u32,
+        #[arg(long)]
+        undo: bool,
+    },
+    /// The API client inside the client namespace (run by the client commands).
+    #[command(hide = true)]
+    ClientCall {
+        #[arg(long, value_enum)]
+        op: client::Op,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Runs SQL through the go-dqlite shell in the model's cloud namespace.
     Sql {
@@ -276,6 +317,28 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             let added = sim.add_controllers(1)?;
             writeln!(out, "added {}", added.join(", "))?;
             settle(cli, &mut sim, &mut out)?;
+            // The API server makes the admin once the database is up, shortly after.
+            let started = std::time::Instant::now();
+            let file = loop {
+                match client::admin_password_file(&sim.dir, &sim.world) {
+                    Some(file) => break Some(file),
+                    None if started.elapsed() < Duration::from_secs(20) => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    None => break None,
+                }
+            };
+            match file {
+                Some(file) => writeln!(
+                    out,
+                    "admin password in {} (`juju-sim login` uses it)",
+                    file.display()
+                )?,
+                None => writeln!(
+                    out,
+                    "no admin password yet: the API server writes it into a controller's agents/controller-<id>/admin-password"
+                )?,
+            }
         }
         Commands::Deploy { bundle, layout } => {
             let bundle = read_bundle(bundle)?;
@@ -415,7 +478,32 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Commands::Status { format } => {
             let sim = open(cli)?;
-            let status = report::status(&sim)?;
+            let mut status = report::status(&sim)?;
+            let store = juju_client::Store::new(store_dir(cli));
+            if store.account(&client::controller_name(&sim.world)).is_ok() {
+                let model_dir = std::path::absolute(&cli.model_dir)?;
+                status.api = Some(
+                    match client::call(
+                        &model_dir,
+                        &store.dir,
+                        &sim.world,
+                        client::Op::Status,
+                        None,
+                        cli.debug,
+                    ) {
+                        Ok(outcome) => report::ApiReport {
+                            endpoint: outcome.endpoint,
+                            status: outcome.status,
+                            error: None,
+                        },
+                        Err(e) => report::ApiReport {
+                            endpoint: String::new(),
+                            status: None,
+                            error: Some(format!("{e:#}")),
+                        },
+                    },
+                );
+            }
             match format {
                 StatusFormat::Json => writeln!(out, "{}", serde_json::to_string(&status)?)?,
                 StatusFormat::Tabular => write!(out, "{}", report::render_status(&status))?,
@@ -427,24 +515,132 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             json,
         } => {
             let sim = open(cli)?;
-            let status = report::status(&sim)?;
-            let mut servers: Vec<String> =
-                status.dqlite.iter().map(|m| m.address.clone()).collect();
-            if servers.is_empty() {
-                servers = status
-                    .map
-                    .values()
-                    .map(|ip| format!("{ip}:{}", controller_contract::DQLITE_PORT))
-                    .collect();
-            }
-            let output = cluster::shell(
-                &sim.world.net_namespace(),
-                &servers,
-                database,
-                statement,
-                *json,
-            )?;
+            let output = sql_shell(&sim, database, statement, *json)?;
             write!(out, "{output}")?;
+        }
+        Commands::Login {
+            user,
+            password,
+            password_file,
+        } => {
+            let model_dir = std::path::absolute(&cli.model_dir)?;
+            let world = client::read_world(&model_dir)?;
+            let store = juju_client::Store::new(store_dir(cli));
+            let name = client::ensure_controller(&store, &model_dir, &world)?;
+            store.update_controllers(|c| c.current_controller = Some(name.clone()))?;
+            let password = match (password, password_file) {
+                (Some(password), _) => Some(password.clone()),
+                (None, Some(file)) => Some(read_password(file)?),
+                (None, None) => match store.account(&name) {
+                    Ok(stored) if &stored.user == user => None,
+                    _ if user == client::ADMIN => {
+                        let file = client::admin_password_file(&model_dir, &world)
+                            .context("no bootstrap admin password in the model yet (is it settled?); give --password")?;
+                        Some(read_password(&file)?)
+                    }
+                    _ => {
+                        bail!("no stored password for {user:?}: give --password or --password-file")
+                    }
+                },
+            };
+            let account = password.map(|password| juju_client::Account {
+                user: user.clone(),
+                password,
+                other: Default::default(),
+            });
+            let outcome = client::call(
+                &model_dir,
+                &store.dir,
+                &world,
+                client::Op::Login,
+                account.as_ref(),
+                cli.debug,
+            )?;
+            writeln!(
+                out,
+                "logged in to {} (UUID {}) as {user} through {}",
+                outcome.controller, outcome.uuid, outcome.endpoint
+            )?;
+            writeln!(out, "api-endpoints: {}", outcome.endpoints.join(" "))?;
+            writeln!(out, "store: {}", store.dir.display())?;
+        }
+        Commands::Controllers => {
+            let store = juju_client::Store::new(store_dir(cli));
+            write!(out, "{}", client::render_controllers(&store)?)?;
+        }
+        Commands::ShowController { name } => {
+            let store = juju_client::Store::new(store_dir(cli));
+            write!(
+                out,
+                "{}",
+                client::render_controller(&store, name.as_deref())?
+            )?;
+        }
+        Commands::ControllerConfig { settings } => {
+            let model_dir = std::path::absolute(&cli.model_dir)?;
+            if settings.is_empty() {
+                let world = client::read_world(&model_dir)?;
+                let store = juju_client::Store::new(store_dir(cli));
+                let outcome = client::call(
+                    &model_dir,
+                    &store.dir,
+                    &world,
+                    client::Op::Status,
+                    None,
+                    cli.debug,
+                )?;
+                let config = outcome
+                    .status
+                    .map(|s| s.controller_config)
+                    .unwrap_or_default();
+                write!(out, "{}", serde_yaml_ng::to_string(&config)?)?;
+            } else {
+                let sim = open(cli)?;
+                // One statement: the shell runs each in a transaction of its own.
+                let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
+                let mut rows = Vec::new();
+                for setting in settings {
+                    let (key, value) = setting
+                        .split_once('=')
+                        .with_context(|| format!("{setting:?} is not KEY=VALUE"))?;
+                    if key == "controller-uuid" {
+                        bail!("controller-uuid cannot be changed");
+                    }
+                    rows.push(format!("({}, {})", quote(key), quote(value)));
+                }
+                let statements = format!(
+                    "INSERT OR REPLACE INTO controller_config (key, value) VALUES {}",
+                    rows.join(", ")
+                );
+                sql_shell(&sim, "controller", &statements, false)?;
+                writeln!(out, "set {}", settings.join(" "))?;
+            }
+        }
+        Commands::Isolate { machine, undo } => {
+            let sim = open(cli)?;
+            if !sim.world.machines.contains_key(machine) {
+                bail!("machine {machine} not found");
+            }
+            crate::netns::set_isolated(&sim.world, *machine, !undo)?;
+            if *undo {
+                writeln!(out, "machine {machine} is back on the network")?;
+            } else {
+                writeln!(out, "machine {machine} is cut off the network")?;
+            }
+        }
+        Commands::ClientCall {
+            op,
+            user,
+            password_stdin,
+        } => {
+            if cli.debug {
+                env_logger::Builder::new()
+                    .filter_module("juju_client", log::LevelFilter::Debug)
+                    .format_timestamp_millis()
+                    .init();
+            }
+            let outcome = client::run_call(&store_dir(cli), *op, user.as_deref(), *password_stdin)?;
+            writeln!(out, "{}", serde_json::to_string(&outcome)?)?;
         }
         Commands::Wait => {
             let mut sim = open(cli)?;
@@ -458,6 +654,47 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `statement` through the go-dqlite shell against the current members.
+fn sql_shell(
+    sim: &Simulation,
+    database: &str,
+    statement: &str,
+    json: bool,
+) -> anyhow::Result<String> {
+    let status = report::status(sim)?;
+    let mut servers: Vec<String> = status.dqlite.iter().map(|m| m.address.clone()).collect();
+    if servers.is_empty() {
+        servers = status
+            .map
+            .values()
+            .map(|ip| format!("{ip}:{}", controller_contract::DQLITE_PORT))
+            .collect();
+    }
+    Ok(cluster::shell(
+        &sim.world.net_namespace(),
+        &servers,
+        database,
+        statement,
+        json,
+    )?)
+}
+
+/// The client store's dir.
+fn store_dir(cli: &Cli) -> PathBuf {
+    let dir = cli
+        .client_dir
+        .clone()
+        .unwrap_or_else(|| client::default_store_dir(&cli.model_dir));
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// The first line of a password file.
+fn read_password(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the password file {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
 }
 
 fn open(cli: &Cli) -> anyhow::Result<Simulation> {

@@ -15,12 +15,14 @@
 //! - [`world`]: spaces, machines, NICs, bindings, hook queues; the pure decisions (addresses,
 //!   `network-get` answers, `enable-ha` rules, which hooks fire).
 //! - [`netns`]: the network namespaces (a cloud namespace with a bridge per space, one per
-//!   machine).
+//!   machine, one for the API client with a NIC in the default space).
 //! - [`agent`]: the machine agent supervising each machine's `dbaccessor`.
 //! - [`simulation`]: a model dir and the operator's changes to it.
 //! - [`engine`]: runs the queued hooks until the model settles.
 //! - [`cluster`]: the dbaccessors' status sockets, convergence, the `dqlite` shell.
 //! - [`report`]: `status` and `juju run` output.
+//! - [`client`]: the API client commands (`login`, `controllers`, `show-controller`, the API
+//!   half of `status`) on the `juju-client` crate, dialling from the client namespace.
 //! - [`commands`]: the command line.
 //!
 //! The `juju-hook-tool` binary is the tools' process: one executable answering under each
@@ -28,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod engine;

@@ -104,6 +104,49 @@ pub fn add_bridge(world: &World, space: &Space) -> Result<(), NetError> {
     Ok(())
 }
 
+/// Creates the client namespace (a stale one is replaced) with `eth0` in the default
+/// space: a veth whose cloud end `cl0` is on the default space's bridge. Its only route is
+/// that subnet, so the client reaches the controllers' default-space addresses and nothing
+/// through the host.
+pub fn create_client(world: &World) -> Result<(), NetError> {
+    let net = world.net_namespace();
+    let client = world.client_namespace();
+    let space = world
+        .spaces
+        .get(&world.default_space)
+        .ok_or_else(|| NetError::Failed {
+            args: "link add cl0".into(),
+            stderr: format!(
+                "the default space {} is not in the model",
+                world.default_space
+            ),
+        })?;
+    add_namespace(&client)?;
+    ip(&[
+        "-n", &net, "link", "add", "cl0", "type", "veth", "peer", "name", "eth0", "netns", &client,
+    ])?;
+    ip(&["-n", &net, "link", "set", "cl0", "master", &space.bridge])?;
+    ip(&["-n", &net, "link", "set", "cl0", "up"])?;
+    let address = format!("{}/{}", space.client_address(), space.prefix);
+    ip(&["-n", &client, "addr", "add", &address, "dev", "eth0"])?;
+    ip(&["-n", &client, "link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
+/// Cuts machine `id` off the cloud (`isolated`: its NICs' cloud ends go down) or plugs it
+/// back in. Its processes keep running: a partition, not a crash.
+pub fn set_isolated(world: &World, id: u32, isolated: bool) -> Result<(), NetError> {
+    let net = world.net_namespace();
+    let state = if isolated { "down" } else { "up" };
+    if let Some(machine) = world.machines.get(&id) {
+        for nic in &machine.nics {
+            let index = nic.name.trim_start_matches("eth");
+            ip(&["-n", &net, "link", "set", &format!("m{id}e{index}"), state])?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates machine `id`'s namespace with every NIC the world gives it.
 pub fn create_machine(world: &World, id: u32) -> Result<(), NetError> {
     add_namespace(&world.machine_namespace(id))?;

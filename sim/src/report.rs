@@ -32,6 +32,22 @@ pub struct StatusReport {
     pub dqlite_leader: Option<u64>,
     /// The leader's dbaccessor's health verdict (voters connected and caught up).
     pub health: Option<String>,
+    /// The controller as its API tells it, when the client is logged in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiReport>,
+}
+
+/// The API half of `status`: what a logged-in client read through the API, or why it could
+/// not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiReport {
+    /// The address that answered.
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<controller_contract::api::StatusResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One unit.
@@ -179,6 +195,7 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
         dqlite,
         dqlite_leader: leader,
         health,
+        api: None,
     })
 }
 
@@ -263,6 +280,46 @@ pub fn render_status(report: &StatusReport) -> String {
             member.role,
             member.agent.clone().unwrap_or_else(|| "?".into())
         );
+    }
+    if let Some(api) = &report.api {
+        let _ = writeln!(out);
+        match (&api.status, &api.error) {
+            (Some(status), _) => {
+                let _ = writeln!(
+                    out,
+                    "Controller {} (through the API at {}, answered by controller {}, schema {}):",
+                    status.controller_uuid, api.endpoint, status.answered_by, status.schema_version
+                );
+                let _ = writeln!(
+                    out,
+                    "  {:<11} {:<21} {:<21} API addresses",
+                    "Controller", "Node", "Dqlite"
+                );
+                for node in &status.controllers {
+                    let _ = writeln!(
+                        out,
+                        "  {:<11} {:<21} {:<21} {}",
+                        node.controller_id,
+                        node.dqlite_node_id,
+                        node.bind_address,
+                        node.api_addresses.join(" ")
+                    );
+                }
+                let config: Vec<String> = status
+                    .controller_config
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect();
+                let _ = writeln!(out, "  controller config: {}", config.join(" "));
+            }
+            (None, error) => {
+                let _ = writeln!(
+                    out,
+                    "Controller (through the API): {}",
+                    error.as_deref().unwrap_or("no answer")
+                );
+            }
+        }
     }
     out
 }

@@ -212,6 +212,7 @@ impl Simulation {
         let runner = Runner::new(store, &bins.hook_tool, &dir.join("tools"))?;
         netns::register(&prefix, &dir).map_err(io("register", Path::new(netns::REGISTRY_DIR)))?;
         netns::create_cloud(&world)?;
+        netns::create_client(&world)?;
         let sim = Self {
             dir,
             world,
@@ -584,6 +585,7 @@ impl Simulation {
         for id in ids {
             self.stop_machine(id)?;
         }
+        netns::delete_namespace(&self.world.client_namespace())?;
         netns::delete_namespace(&self.world.net_namespace())?;
         netns::unregister(&self.world.prefix);
         let dir = self.dir.clone();

@@ -20,6 +20,8 @@ pub const PEER_ENDPOINT: &str = "db-cluster";
 pub const MAX_CONTROLLERS: usize = 7;
 /// The first host number handed out in a subnet (the cloud namespace's bridge is `.1`).
 const FIRST_HOST: u32 = 10;
+/// The client namespace's host number in the default space (below any machine's).
+const CLIENT_HOST: u32 = 2;
 
 /// The simulator's own part of the model, stored as `world.json` beside the hook-tool state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,6 +70,11 @@ impl Space {
     /// The bridge's own address in the cloud namespace (host 1).
     pub fn gateway(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network) + 1)
+    }
+
+    /// The client namespace's address in this space (host 2).
+    pub fn client_address(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + CLIENT_HOST)
     }
 
     fn size(&self) -> u32 {
@@ -266,6 +273,12 @@ impl World {
     /// The cloud namespace of this model: every space's bridge lives there.
     pub fn net_namespace(&self) -> String {
         format!("jsim-{}-net", self.prefix)
+    }
+
+    /// The client's namespace: where `juju-sim`'s API client runs, with one NIC in the
+    /// default space (a client-facing network, like a user's laptop on the cloud's LAN).
+    pub fn client_namespace(&self) -> String {
+        format!("jsim-{}-client", self.prefix)
     }
 
     /// Machine `id`'s namespace.
@@ -513,6 +526,22 @@ pub fn expected_voters(members: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_has_host_2_of_the_default_space_which_no_machine_gets() {
+        let mut world = World::new("abc123", "alpha", "10.131.0.0/28").expect("world");
+        assert_eq!(world.client_namespace(), "jsim-abc123-client");
+        let alpha = world.spaces["alpha"].clone();
+        assert_eq!(alpha.client_address(), Ipv4Addr::new(10, 131, 0, 2));
+        // A /28 holds hosts 10 to 14 for machines: every one handed out, then none.
+        let mut given = Vec::new();
+        while let Ok(id) = world.add_machine() {
+            given.push(world.machines[&id].nics[0].address);
+        }
+        assert_eq!(given.len(), 5, "{given:?}");
+        assert!(!given.contains(&alpha.client_address()), "{given:?}");
+        assert!(!given.contains(&alpha.gateway()), "{given:?}");
+    }
 
     #[test]
     fn enable_ha_target_table() {
