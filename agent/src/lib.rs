@@ -10,6 +10,8 @@
 //!   clock, and fenced writes.
 //! - [`publisher`]: this controller's API addresses into `controller_api_address`.
 //! - [`schema`]: the controller database's tables, by migrations applied exactly once.
+//! - [`singular`]: the lease manager and singular runner (the `singular-controller`
+//!   lease, its deadline) and the fenced singular heartbeat worker.
 //! - [`workers`]: the agent's workers: the dbaccessor (the Dqlite node; it alone hands
 //!   out the database, once the node is a member).
 #![forbid(unsafe_code)]
@@ -22,4 +24,5 @@ pub mod identity;
 pub mod lease;
 pub mod publisher;
 pub mod schema;
+pub mod singular;
 pub mod workers;
