@@ -136,20 +136,20 @@ pub enum LeaseError {
     #[error("cannot {operation} lease {key}: {source}")]
     Write {
         operation: &'static str,
-        key: LeaseKey,
+        key: Box<LeaseKey>,
         #[source]
-        source: ClientError,
+        source: Box<ClientError>,
     },
     #[error("cannot read lease {key}: {source}")]
     Read {
-        key: LeaseKey,
+        key: Box<LeaseKey>,
         #[source]
-        source: ClientError,
+        source: Box<ClientError>,
     },
     #[error("cannot read the leases: {0}")]
-    List(#[source] ClientError),
-    #[error("lease {key}: the row read back is malformed: {row:?}")]
-    Malformed { key: LeaseKey, row: Vec<Value> },
+    List(#[source] Box<ClientError>),
+    #[error("a lease row read back is malformed: {0:?}")]
+    Malformed(Vec<Value>),
     #[error("a lease duration of {0:?} is out of range")]
     Duration(Duration),
 }
@@ -198,8 +198,8 @@ pub async fn claim(
         Err(source) => {
             return Err(LeaseError::Write {
                 operation: "claim",
-                key: key.clone(),
-                source,
+                key: Box::new(key.clone()),
+                source: Box::new(source),
             })
         }
     };
@@ -271,8 +271,8 @@ pub async fn extend(
         }
         Err(source) => Err(LeaseError::Write {
             operation: "extend",
-            key: key.clone(),
-            source,
+            key: Box::new(key.clone()),
+            source: Box::new(source),
         }),
     }
 }
@@ -352,8 +352,8 @@ async fn write_idempotent(
             Err(source) => {
                 return Err(LeaseError::Write {
                     operation,
-                    key: key.clone(),
-                    source,
+                    key: Box::new(key.clone()),
+                    source: Box::new(source),
                 })
             }
         }
@@ -362,40 +362,29 @@ async fn write_idempotent(
 
 const SELECT_LEASE: &str = "SELECT type, model, name, holder, start_ms, expiry_ms, pinned";
 
-fn lease_from_row(key: Option<&LeaseKey>, row: Vec<Value>) -> Result<Lease, LeaseError> {
+fn lease_from_row(row: Vec<Value>) -> Result<Lease, LeaseError> {
     let text = |v: &Value| v.as_str().map(str::to_owned);
-    match row.as_slice() {
-        [kind, model, name, holder, start, expiry, pinned, now] => {
-            let parsed = (|| {
-                Some(Lease {
-                    key: LeaseKey {
-                        kind: text(kind)?,
-                        model: text(model)?,
-                        name: text(name)?,
-                    },
-                    token: Token {
-                        holder: text(holder)?,
-                        start_ms: start.as_i64()?,
-                    },
-                    expiry_ms: expiry.as_i64()?,
-                    pinned: pinned.as_i64()? != 0,
-                    now_ms: now.as_i64()?,
-                })
-            })();
-            if let Some(lease) = parsed {
-                return Ok(lease);
-            }
-        }
-        _ => {}
-    }
-    Err(LeaseError::Malformed {
-        key: key.cloned().unwrap_or_else(|| LeaseKey {
-            kind: "?".into(),
-            model: "?".into(),
-            name: "?".into(),
-        }),
-        row,
-    })
+    let parsed = if let [kind, model, name, holder, start, expiry, pinned, now] = row.as_slice() {
+        (|| {
+            Some(Lease {
+                key: LeaseKey {
+                    kind: text(kind)?,
+                    model: text(model)?,
+                    name: text(name)?,
+                },
+                token: Token {
+                    holder: text(holder)?,
+                    start_ms: start.as_i64()?,
+                },
+                expiry_ms: expiry.as_i64()?,
+                pinned: pinned.as_i64()? != 0,
+                now_ms: now.as_i64()?,
+            })
+        })()
+    } else {
+        None
+    };
+    parsed.ok_or(LeaseError::Malformed(row))
 }
 
 /// `key`'s row with the database's now, if there is one.
@@ -406,14 +395,10 @@ pub async fn read(client: &mut Client, key: &LeaseKey) -> Result<Option<Lease>, 
         .query(DATABASE, &sql, &key.params())
         .await
         .map_err(|source| LeaseError::Read {
-            key: key.clone(),
-            source,
+            key: Box::new(key.clone()),
+            source: Box::new(source),
         })?;
-    rows.rows
-        .into_iter()
-        .next()
-        .map(|row| lease_from_row(Some(key), row))
-        .transpose()
+    rows.rows.into_iter().next().map(lease_from_row).transpose()
 }
 
 /// Every lease row, in key order, with the database's now.
@@ -422,11 +407,8 @@ pub async fn list(client: &mut Client) -> Result<Vec<Lease>, LeaseError> {
     let rows = client
         .query(DATABASE, &sql, &[])
         .await
-        .map_err(LeaseError::List)?;
-    rows.rows
-        .into_iter()
-        .map(|row| lease_from_row(None, row))
-        .collect()
+        .map_err(|e| LeaseError::List(Box::new(e)))?;
+    rows.rows.into_iter().map(lease_from_row).collect()
 }
 
 /// The outcome of a fenced write.
