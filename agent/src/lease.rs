@@ -411,6 +411,20 @@ pub async fn list(client: &mut Client) -> Result<Vec<Lease>, LeaseError> {
     rows.rows.into_iter().map(lease_from_row).collect()
 }
 
+/// The database's clock now (milliseconds since the epoch).
+pub async fn database_now(client: &mut Client) -> Result<i64, LeaseError> {
+    let rows = client
+        .query(DATABASE, &format!("SELECT {NOW_MS}"), &[])
+        .await
+        .map_err(|e| LeaseError::List(Box::new(e)))?;
+    match rows.rows.first().map(Vec::as_slice) {
+        Some([now]) => now
+            .as_i64()
+            .ok_or_else(|| LeaseError::Malformed(vec![now.clone()])),
+        _ => Err(LeaseError::Malformed(Vec::new())),
+    }
+}
+
 /// The outcome of a fenced write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fenced {

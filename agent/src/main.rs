@@ -102,8 +102,17 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     timing.validate().context("invalid lease timings")?;
     let heartbeat_every = Duration::from_millis(args.singular_heartbeat_ms);
     let singular_available = available.subscribe();
+    let running = Arc::new(tokio::sync::watch::Sender::new(None));
+    let holder = format!("controller-{}", config.agent_id);
+    let lease_status = agent::singular::status_worker(
+        holder.clone(),
+        controller_contract::paths::lease_status(&config.data_dir),
+        Duration::from_millis(args.lease_extend_ms.min(5000)),
+        running.subscribe(),
+        available.subscribe(),
+    );
     let singular = agent::singular::Settings {
-        holder: format!("controller-{}", config.agent_id),
+        holder,
         timing,
         workers: Arc::new(move |fence| {
             vec![agent::singular::heartbeat(
@@ -113,12 +122,14 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 Duration::from_secs(600),
             )]
         }),
+        running,
     };
     let mut host = Host::new(RestartPolicy::default());
     host.add(agent::workers::dbaccessor(config, available.clone()))
         .add(agent::publisher::worker(publisher, available.subscribe()))
         .add(agent::apiserver::worker(apiserver, available.subscribe()))
-        .add(agent::singular::worker(singular, available.subscribe()));
+        .add(agent::singular::worker(singular, available.subscribe()))
+        .add(lease_status);
     host.run(async move {
         let name = tokio::select! {
             _ = sigterm.recv() => "SIGTERM",

@@ -123,6 +123,8 @@ pub struct Settings {
     pub timing: Timing,
     /// The singular workers.
     pub workers: SingularWorkers,
+    /// Set to the grant the singular workers run under while they run (for the status).
+    pub running: Arc<watch::Sender<Option<Token>>>,
 }
 
 /// The lease manager as a worker of the host, after the dbaccessor.
@@ -148,6 +150,8 @@ struct Running {
     next_extend: Instant,
     shutdown: tokio::sync::oneshot::Sender<()>,
     host: tokio::task::JoinHandle<()>,
+    /// Cleared once the workers have stopped.
+    running: Arc<watch::Sender<Option<Token>>>,
 }
 
 impl Running {
@@ -171,6 +175,7 @@ impl Running {
                 log::error!("cannot run the singular workers: {e}");
             }
         });
+        settings.running.send_replace(Some(fence.token.clone()));
         log::info!(
             "holding lease {} as {} (unix_ms={}): running singular workers {}",
             fence.key,
@@ -184,6 +189,7 @@ impl Running {
             deadline,
             shutdown,
             host: task,
+            running: settings.running.clone(),
         }
     }
 
@@ -197,6 +203,7 @@ impl Running {
         if let Err(e) = self.host.await {
             log::error!("the singular workers' host ended abnormally: {e}");
         }
+        self.running.send_replace(None);
         log::info!(
             "singular workers of {} stopped (unix_ms={})",
             self.fence.token,
@@ -323,6 +330,95 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The lease status worker's name.
+pub const STATUS: &str = "lease-status";
+
+/// Writes every lease row, as read now and then, to `path` (`<data-dir>/lease-status.json`,
+/// [`controller_contract::lease`]) for the charm's `cluster-status` action, which cannot
+/// reach the database. A failed read leaves the file as it was (its write time says how old
+/// it is).
+pub fn status_worker(
+    holder: String,
+    path: std::path::PathBuf,
+    every: Duration,
+    running: watch::Receiver<Option<Token>>,
+    available: watch::Receiver<Option<Database>>,
+) -> WorkerSpec {
+    WorkerSpec::new(STATUS, &[DBACCESSOR], move |stop| {
+        run_status(
+            holder.clone(),
+            path.clone(),
+            every,
+            running.clone(),
+            available.clone(),
+            stop,
+        )
+    })
+}
+
+async fn run_status(
+    holder: String,
+    path: std::path::PathBuf,
+    every: Duration,
+    running: watch::Receiver<Option<Token>>,
+    mut available: watch::Receiver<Option<Database>>,
+    mut stop: Stop,
+) -> anyhow::Result<()> {
+    let who = format!("{STATUS} of {holder}");
+    let Some(mut client) = database::open(&mut available, &mut stop, &who).await? else {
+        return Ok(());
+    };
+    loop {
+        let read = tokio::select! {
+            read = async {
+                let leases = lease::list(&mut client).await?;
+                let now = lease::database_now(&mut client).await?;
+                anyhow::Ok((leases, now))
+            } => read,
+            () = stop.requested() => return Ok(()),
+        };
+        match read {
+            Ok((leases, read_at_ms)) => {
+                let status = controller_contract::lease::LeaseStatus {
+                    holder: holder.clone(),
+                    running_singular_workers: running.borrow().as_ref().map(ToString::to_string),
+                    leases: leases
+                        .into_iter()
+                        .map(|l| controller_contract::lease::LeaseEntry {
+                            kind: l.key.kind,
+                            model: l.key.model,
+                            name: l.key.name,
+                            holder: l.token.holder,
+                            start_ms: l.token.start_ms,
+                            expiry_ms: l.expiry_ms,
+                            pinned: l.pinned,
+                        })
+                        .collect(),
+                    read_at_ms,
+                    written_unix_ms: i64::try_from(wall_ms()).unwrap_or(i64::MAX),
+                };
+                if let Err(e) = write_atomically(&path, &serde_json::to_vec_pretty(&status)?) {
+                    log::warn!("{who}: cannot write {}: {e}", path.display());
+                }
+            }
+            Err(e) => log::warn!("{who}: cannot read the leases: {e:#}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.requested() => return Ok(()),
+        }
+    }
+}
+
+/// Writes `bytes` to a temp file beside `path` and renames it over `path`, so that a reader
+/// sees the old file or the new one, never half of one.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    std::fs::write(&temp, bytes)?;
+    std::fs::rename(&temp, path)
 }
 
 /// The heartbeat worker's name.

@@ -56,6 +56,7 @@ fn settings(
                 probe_worker(fence, probe.clone()),
             ]
         }),
+        running: Arc::new(watch::Sender::new(None)),
     }
 }
 

@@ -5,6 +5,7 @@
 //! short-lived) and the daemon (tokio) both convert to and from these types at their edges.
 //!
 //! - [`conf`]: `controller.conf`, the map of every controller's Dqlite bind address.
+//! - [`lease`]: `lease-status.json`, the leases as the agent last read them.
 //! - [`paths`]: where Juju (or the simulator) keeps the files and sockets.
 //! - [`reload`]: the HTTP routes of the reload socket.
 //! - [`scope`]: Juju's address scopes (pure; the charm and the agent classify alike).
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conf;
+pub mod lease;
 pub mod paths;
 pub mod reload;
 pub mod scope;

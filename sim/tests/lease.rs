@@ -232,6 +232,29 @@ fn the_lease_moves_on_kill_and_isolation_and_no_two_holders_ever_act_at_once() {
             && table.contains(&first.holder),
         "{table}"
     );
+    // The cluster-status action shows the holder too, from the agent's lease-status file
+    // (written every second here).
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let result = model.ok(&["run", "controller/2", "cluster-status", "--format", "json"]);
+        let result: serde_json::Value = serde_json::from_str(&result).expect("action JSON");
+        let leases = &result["controller/2"]["results"]["leases"];
+        if leases["singular-controller"]["holder"] == first.holder.as_str() {
+            assert_eq!(
+                leases["seen-by"]
+                    .as_str()
+                    .map(|s| s.starts_with("controller-2 (")),
+                Some(true),
+                "{result}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "cluster-status shows no holder: {result}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let log = model.wait_for_new_token(&[], Duration::from_secs(30));
     let before_kill = tokens(&log);
     let holder = before_kill.last().expect("a token").clone();
