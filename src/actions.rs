@@ -1,7 +1,7 @@
 //! The actions: `bind-candidates` (the address choice: every address with its scope and
 //! why it was kept or dropped, and the command that fixes an ambiguity), `cluster-status`
 //! (this unit's address, controller.conf, the dbaccessor's state, the Dqlite members with
-//! their reachability and a health verdict) and `recover-cluster` (the operator's way out
+//! their reachability, a health verdict and the leases from the agent's lease-status file) and `recover-cluster` (the operator's way out
 //! after losing quorum for good: never run by a hook).
 //!
 //! Results go through `action-set` as dotted keys (`members.1.address=...`), so
