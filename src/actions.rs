@@ -1,7 +1,7 @@
 //! The actions: `bind-candidates` (the address choice: every address with its scope and
 //! why it was kept or dropped, and the command that fixes an ambiguity), `cluster-status`
 //! (this unit's address, controller.conf, the dbaccessor's state, the Dqlite members with
-//! their reachability and a health verdict) and `recover-cluster` (the operator's way out
+//! their reachability, a health verdict and the leases from the agent's lease-status file) and `recover-cluster` (the operator's way out
 //! after losing quorum for good: never run by a hook).
 //!
 //! Results go through `action-set` as dotted keys (`members.1.address=...`), so
@@ -284,6 +284,7 @@ fn cluster_status(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError
             Some("invalid config: cannot find the dbaccessor".into()),
         ));
     };
+    results.extend(read_leases(&paths.data_dir));
     let socket = paths::status_socket(&paths.data_dir);
     let probe = match ask::<Probe>(
         &socket,
@@ -303,6 +304,103 @@ fn cluster_status(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError
     };
     results.extend(describe_probe(&probe));
     Ok((results, None))
+}
+
+/// The leases part of `cluster-status`, from the agent's `lease-status.json` (the charm
+/// cannot reach the database): a missing or unreadable file is said, not an action failure.
+fn read_leases(data_dir: &Path) -> Results {
+    let path = paths::lease_status(data_dir);
+    let read = std::fs::File::open(&path).and_then(|file| {
+        let mut bytes = Vec::new();
+        file.take(controller_contract::lease::MAX_BYTES + 1)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    });
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    match read {
+        Ok(bytes) if bytes.len() as u64 > controller_contract::lease::MAX_BYTES => {
+            Results::from([(
+                "leases.error".into(),
+                format!("{} is too large", path.display()),
+            )])
+        }
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(status) => describe_leases(&status, now_ms),
+            Err(e) => Results::from([(
+                "leases.error".into(),
+                format!("{} is malformed: {e}", path.display()),
+            )]),
+        },
+        Err(e) => Results::from([(
+            "leases.error".into(),
+            format!(
+                "cannot read {} (is the controller agent running?): {e}",
+                path.display()
+            ),
+        )]),
+    }
+}
+
+/// A lease's results key: its type, then its name unless it is the controller's own; only
+/// lower-case letters, digits and dashes (what Juju accepts in result keys).
+fn lease_slug(entry: &controller_contract::lease::LeaseEntry) -> String {
+    let raw = if entry.name == "controller" {
+        entry.kind.clone()
+    } else {
+        format!("{}-{}", entry.kind, entry.name)
+    };
+    raw.chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// The lease results: who holds each lease, its token and expiry as the agent last read
+/// them, how old that read is (`now_ms`: this machine's clock), and whether this
+/// controller runs the singular workers.
+pub fn describe_leases(status: &controller_contract::lease::LeaseStatus, now_ms: i64) -> Results {
+    let mut results = Results::new();
+    let age = (now_ms - status.written_unix_ms).max(0);
+    results.insert(
+        "leases.seen-by".into(),
+        format!("{} ({:.1} s ago)", status.holder, age as f64 / 1000.0),
+    );
+    results.insert(
+        "leases.singular-workers-here".into(),
+        status
+            .running_singular_workers
+            .clone()
+            .unwrap_or_else(|| "no".into()),
+    );
+    for entry in &status.leases {
+        let key = format!("leases.{}", lease_slug(entry));
+        let remaining = entry.remaining_ms(status.read_at_ms);
+        let expires = if entry.pinned {
+            "pinned".to_owned()
+        } else if remaining > 0 {
+            format!("in {:.1} s at the read", remaining as f64 / 1000.0)
+        } else {
+            format!(
+                "expired {:.1} s before the read",
+                -remaining as f64 / 1000.0
+            )
+        };
+        results.insert(format!("{key}.holder"), entry.holder.clone());
+        results.insert(
+            format!("{key}.token"),
+            format!("{}@{}", entry.holder, entry.start_ms),
+        );
+        results.insert(format!("{key}.expires"), expires);
+    }
+    results
 }
 
 /// The dbaccessor's part of `cluster-status`: its state, the members with their
@@ -676,6 +774,81 @@ fn ask<T: DeserializeOwned>(
 mod tests {
     use super::*;
     use controller_contract::status::{Member, NodeState, Reachability, Status};
+
+    #[test]
+    fn lease_results_table() {
+        use controller_contract::lease::{LeaseEntry, LeaseStatus};
+        let entry =
+            |kind: &str, name: &str, holder: &str, expiry_ms: i64, pinned: bool| LeaseEntry {
+                kind: kind.into(),
+                model: "controller".into(),
+                name: name.into(),
+                holder: holder.into(),
+                start_ms: 1000,
+                expiry_ms,
+                pinned,
+            };
+        let status = LeaseStatus {
+            holder: "controller-0".into(),
+            running_singular_workers: None,
+            leases: vec![
+                entry(
+                    "singular-controller",
+                    "controller",
+                    "controller-1",
+                    61_000,
+                    false,
+                ),
+                entry("application-leadership", "Ctl_App", "unit-2", 5_000, false),
+                entry("test", "x", "h", 0, true),
+            ],
+            read_at_ms: 10_000,
+            written_unix_ms: 2_000_000,
+        };
+        let results = describe_leases(&status, 2_001_500);
+        let expected: Results = [
+            ("leases.seen-by", "controller-0 (1.5 s ago)"),
+            ("leases.singular-workers-here", "no"),
+            ("leases.singular-controller.holder", "controller-1"),
+            ("leases.singular-controller.token", "controller-1@1000"),
+            (
+                "leases.singular-controller.expires",
+                "in 51.0 s at the read",
+            ),
+            ("leases.application-leadership-ctl-app.holder", "unit-2"),
+            ("leases.application-leadership-ctl-app.token", "unit-2@1000"),
+            (
+                "leases.application-leadership-ctl-app.expires",
+                "expired 5.0 s before the read",
+            ),
+            ("leases.test-x.holder", "h"),
+            ("leases.test-x.token", "h@1000"),
+            ("leases.test-x.expires", "pinned"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(results, expected);
+        // The holder's own view names the grant it runs under.
+        let mut holding = status.clone();
+        holding.running_singular_workers = Some("controller-0@1000".into());
+        assert_eq!(
+            describe_leases(&holding, 0)["leases.singular-workers-here"],
+            "controller-0@1000"
+        );
+    }
+
+    #[test]
+    fn a_missing_lease_file_is_reported_not_failed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let results = read_leases(dir.path());
+        assert!(
+            results["leases.error"].contains("cannot read"),
+            "{results:?}"
+        );
+        std::fs::write(paths::lease_status(dir.path()), "{").expect("write");
+        assert!(read_leases(dir.path())["leases.error"].contains("malformed"));
+    }
 
     fn probe(own: Option<(u64, u64)>, leader: Option<u64>, reachable: &[bool]) -> Probe {
         let members: Vec<Member> = (1..=3)

@@ -6,8 +6,12 @@
 //! - [`ca`]: the controller CA and the server certificates it signs.
 //! - [`database`]: a worker's way to the database: wait for "available", connect, migrate.
 //! - [`identity`]: the CA, the controller UUID and the bootstrap admin, each written once.
+//! - [`lease`]: the lease store (claim, extend, revoke, expire, pin) on the database's
+//!   clock, and fenced writes.
 //! - [`publisher`]: this controller's API addresses into `controller_api_address`.
 //! - [`schema`]: the controller database's tables, by migrations applied exactly once.
+//! - [`singular`]: the lease manager and singular runner (the `singular-controller`
+//!   lease, its deadline) and the fenced singular heartbeat worker.
 //! - [`workers`]: the agent's workers: the dbaccessor (the Dqlite node; it alone hands
 //!   out the database, once the node is a member).
 #![forbid(unsafe_code)]
@@ -17,6 +21,8 @@ pub mod ca;
 pub mod database;
 pub mod host;
 pub mod identity;
+pub mod lease;
 pub mod publisher;
 pub mod schema;
+pub mod singular;
 pub mod workers;

@@ -33,6 +33,25 @@ struct AgentArgs {
     /// in milliseconds.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
     address_poll_ms: u64,
+
+    /// How long a claim or an extension of the `singular-controller` lease grants, in
+    /// milliseconds.
+    #[arg(long, env = "JUJUD_LEASE_DURATION_MS", default_value_t = 60_000)]
+    lease_duration_ms: u64,
+
+    /// How often the holder extends the lease, in milliseconds.
+    #[arg(long, env = "JUJUD_LEASE_EXTEND_MS", default_value_t = 30_000)]
+    lease_extend_ms: u64,
+
+    /// How long before the grant's end (by this machine's monotonic clock, from before the
+    /// claim was sent) the holder stops its singular workers, in milliseconds. It must
+    /// exceed the controllers' wall-clock skew.
+    #[arg(long, env = "JUJUD_LEASE_MARGIN_MS", default_value_t = 10_000)]
+    lease_margin_ms: u64,
+
+    /// How often the singular heartbeat worker records a fenced action, in milliseconds.
+    #[arg(long, env = "JUJUD_SINGULAR_HEARTBEAT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    singular_heartbeat_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,10 +94,42 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         source: publisher.source.clone(),
         limits: agent::apiserver::Limits::default(),
     };
+    let timing = agent::singular::Timing {
+        duration: Duration::from_millis(args.lease_duration_ms),
+        extend_every: Duration::from_millis(args.lease_extend_ms),
+        margin: Duration::from_millis(args.lease_margin_ms),
+    };
+    timing.validate().context("invalid lease timings")?;
+    let heartbeat_every = Duration::from_millis(args.singular_heartbeat_ms);
+    let singular_available = available.subscribe();
+    let running = Arc::new(tokio::sync::watch::Sender::new(None));
+    let holder = format!("controller-{}", config.agent_id);
+    let lease_status = agent::singular::status_worker(
+        holder.clone(),
+        controller_contract::paths::lease_status(&config.data_dir),
+        Duration::from_millis(args.lease_extend_ms.min(5000)),
+        running.subscribe(),
+        available.subscribe(),
+    );
+    let singular = agent::singular::Settings {
+        holder,
+        timing,
+        workers: Arc::new(move |fence| {
+            vec![agent::singular::heartbeat(
+                fence,
+                singular_available.clone(),
+                heartbeat_every,
+                Duration::from_secs(600),
+            )]
+        }),
+        running,
+    };
     let mut host = Host::new(RestartPolicy::default());
     host.add(agent::workers::dbaccessor(config, available.clone()))
         .add(agent::publisher::worker(publisher, available.subscribe()))
-        .add(agent::apiserver::worker(apiserver, available.subscribe()));
+        .add(agent::apiserver::worker(apiserver, available.subscribe()))
+        .add(agent::singular::worker(singular, available.subscribe()))
+        .add(lease_status);
     host.run(async move {
         let name = tokio::select! {
             _ = sigterm.recv() => "SIGTERM",
@@ -110,6 +161,9 @@ mod tests {
         assert_eq!(args.dbaccessor.agent_id, "2");
         assert_eq!(args.api_port, 17070);
         assert_eq!(args.address_poll_ms, 5000);
+        assert_eq!(args.lease_duration_ms, 60_000);
+        assert_eq!(args.lease_extend_ms, 30_000);
+        assert_eq!(args.lease_margin_ms, 10_000);
         assert_eq!(
             args.api_listen,
             Some("127.0.0.1:17071".parse().expect("address"))

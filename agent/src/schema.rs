@@ -73,6 +73,35 @@ CREATE TABLE controller_ca (
 );
 ",
     },
+    Migration {
+        version: 3,
+        description: "leases and the fencing log",
+        sql: "
+CREATE TABLE lease (
+    type TEXT NOT NULL,
+    model TEXT NOT NULL,
+    name TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    expiry_ms INTEGER NOT NULL,
+    pinned INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1)),
+    PRIMARY KEY (type, model, name)
+);
+CREATE TABLE fencing_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    lease_type TEXT NOT NULL,
+    model TEXT NOT NULL,
+    lease_name TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    lease_start_ms INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    UNIQUE (holder, lease_start_ms, seq)
+);
+CREATE INDEX fencing_log_at ON fencing_log (at_ms);
+",
+    },
 ];
 
 /// The newest schema version this build knows.

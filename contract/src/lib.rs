@@ -7,6 +7,7 @@
 //!
 //! - [`api`]: the controller API's JSON bodies (login, status), shared with the client.
 //! - [`conf`]: `controller.conf`, the map of every controller's Dqlite bind address.
+//! - [`lease`]: `lease-status.json`, the leases as the agent last read them.
 //! - [`paths`]: where Juju (or the simulator) keeps the files and sockets.
 //! - [`reload`]: the HTTP routes of the reload socket.
 //! - [`scope`]: Juju's address scopes (pure; the charm and the agent classify alike).
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod conf;
+pub mod lease;
 pub mod paths;
 pub mod reload;
 pub mod scope;

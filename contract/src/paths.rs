@@ -30,6 +30,14 @@ pub fn status_socket(data_dir: &Path) -> PathBuf {
     data_dir.join(STATUS_SOCKET_NAME)
 }
 
+/// The lease status file's name inside the data dir.
+pub const LEASE_STATUS_NAME: &str = "lease-status.json";
+
+/// `<data-dir>/lease-status.json` (see [`crate::lease`]).
+pub fn lease_status(data_dir: &Path) -> PathBuf {
+    data_dir.join(LEASE_STATUS_NAME)
+}
+
 /// `<data-dir>/dqlite`: the local Dqlite node's data (mode 0700).
 pub fn dqlite_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("dqlite")

@@ -35,6 +35,13 @@ pub struct StatusReport {
     /// The controller as its API tells it, when the client is logged in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<ApiReport>,
+    /// The lease rows of the controller database (who runs the singular workers), read
+    /// through the go-dqlite shell; empty when they could not be read.
+    #[serde(default)]
+    pub leases: Vec<LeaseReport>,
+    /// Why the leases could not be read, if they could not.
+    #[serde(default)]
+    pub leases_error: Option<String>,
 }
 
 /// The API half of `status`: what a logged-in client read through the API, or why it could
@@ -48,6 +55,79 @@ pub struct ApiReport {
     pub status: Option<controller_contract::api::StatusResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// One lease, as the controller database holds it, with the database's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseReport {
+    /// `singular-controller`, ...
+    pub kind: String,
+    pub model: String,
+    pub name: String,
+    /// `controller-<id>`.
+    pub holder: String,
+    /// The grant's start (milliseconds since the epoch, database clock): with the holder,
+    /// the token its fenced writes carry.
+    pub start_ms: i64,
+    pub expiry_ms: i64,
+    pub pinned: bool,
+    /// Milliseconds until the expiry by the database's clock at the read (negative: expired).
+    pub remaining_ms: i64,
+}
+
+impl LeaseReport {
+    /// Whether the grant holds (unexpired or pinned).
+    pub fn held(&self) -> bool {
+        self.pinned || self.remaining_ms > 0
+    }
+}
+
+/// The leases query: the database's now is the agent's `agent::lease::NOW_MS` expression.
+const LEASES_SQL: &str = "SELECT type, model, name, holder, start_ms, expiry_ms, pinned, \
+     expiry_ms - CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) \
+     FROM lease ORDER BY type, model, name";
+
+/// Parses the go-dqlite shell's rows of [`LEASES_SQL`] (`|`-separated columns).
+pub fn parse_leases(output: &str) -> Result<Vec<LeaseReport>, String> {
+    output
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let columns: Vec<&str> = line.split('|').collect();
+            let number = |i: usize| -> Result<i64, String> {
+                columns[i]
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("lease row {line:?}: column {i} is not a number"))
+            };
+            if columns.len() != 8 {
+                return Err(format!("lease row {line:?} does not have 8 columns"));
+            }
+            Ok(LeaseReport {
+                kind: columns[0].to_owned(),
+                model: columns[1].to_owned(),
+                name: columns[2].to_owned(),
+                holder: columns[3].to_owned(),
+                start_ms: number(4)?,
+                expiry_ms: number(5)?,
+                pinned: number(6)? != 0,
+                remaining_ms: number(7)?,
+            })
+        })
+        .collect()
+}
+
+/// The lease rows, through the go-dqlite shell in the cloud namespace.
+pub fn leases(sim: &Simulation, servers: &[String]) -> Result<Vec<LeaseReport>, String> {
+    let output = cluster::shell(
+        &sim.world.net_namespace(),
+        servers,
+        "controller",
+        LEASES_SQL,
+        false,
+    )
+    .map_err(|e| e.to_string())?;
+    parse_leases(&output)
 }
 
 /// One unit.
@@ -182,6 +262,15 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
             agent: node_agents.get(&m.id).cloned(),
         })
         .collect();
+    let servers: Vec<String> = members.iter().map(|m| m.address.clone()).collect();
+    let (leases, leases_error) = if servers.is_empty() {
+        (Vec::new(), Some("no Dqlite members known".to_owned()))
+    } else {
+        match leases(sim, &servers) {
+            Ok(leases) => (leases, None),
+            Err(error) => (Vec::new(), Some(error)),
+        }
+    };
     Ok(StatusReport {
         model: sim.world.prefix.clone(),
         binding: sim
@@ -196,6 +285,8 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
         dqlite_leader: leader,
         health,
         api: None,
+        leases,
+        leases_error,
     })
 }
 
@@ -279,6 +370,32 @@ pub fn render_status(report: &StatusReport) -> String {
             format!("{}{star}", member.id),
             member.role,
             member.agent.clone().unwrap_or_else(|| "?".into())
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Leases (database clock):");
+    if let Some(error) = &report.leases_error {
+        let _ = writeln!(out, "  cannot read them: {error}");
+    }
+    let _ = writeln!(
+        out,
+        "  {:<44} {:<16} {:<14} Expires",
+        "Lease", "Holder", "Token start"
+    );
+    for lease in &report.leases {
+        let expires = if lease.pinned {
+            "pinned".to_owned()
+        } else if lease.remaining_ms > 0 {
+            format!("in {:.1} s", lease.remaining_ms as f64 / 1000.0)
+        } else {
+            format!("expired {:.1} s ago", -lease.remaining_ms as f64 / 1000.0)
+        };
+        let _ = writeln!(
+            out,
+            "  {:<44} {:<16} {:<14} {expires}",
+            format!("{}/{}/{}", lease.kind, lease.model, lease.name),
+            lease.holder,
+            lease.start_ms
         );
     }
     if let Some(api) = &report.api {
@@ -390,6 +507,35 @@ mod tests {
             }
             .into(),
         }
+    }
+
+    #[test]
+    fn lease_rows_table() {
+        let parsed = parse_leases(
+            "singular-controller|controller|controller|controller-1|1700000000000|1700000060000|0|41234\n\n",
+        )
+        .expect("one row");
+        assert_eq!(
+            parsed,
+            vec![LeaseReport {
+                kind: "singular-controller".into(),
+                model: "controller".into(),
+                name: "controller".into(),
+                holder: "controller-1".into(),
+                start_ms: 1_700_000_000_000,
+                expiry_ms: 1_700_000_060_000,
+                pinned: false,
+                remaining_ms: 41_234,
+            }]
+        );
+        assert!(parsed[0].held());
+        let expired = parse_leases("t|m|n|h|1|2|0|-5").expect("row");
+        assert!(!expired[0].held());
+        let pinned = parse_leases("t|m|n|h|1|2|1|-5").expect("row");
+        assert!(pinned[0].held());
+        assert_eq!(parse_leases("").expect("no rows"), vec![]);
+        assert!(parse_leases("t|m|n|h|1|2|0").is_err());
+        assert!(parse_leases("t|m|n|h|x|2|0|3").is_err());
     }
 
     #[test]
