@@ -20,16 +20,17 @@ pub(crate) struct Leader {
     pub(crate) id: u64,
     /// Where the leader was looked for: where to look again when it stops leading.
     addresses: Vec<String>,
-    /// The bound on each connect and request.
-    timeout: Duration,
+    /// How to dial (the bound on each connect and request, TLS).
+    options: Options,
 }
 
-/// Client options with every connect and request bounded by `timeout`.
-pub(crate) fn options(timeout: Duration) -> Options {
+/// Client options with every connect and request bounded by `timeout`, with the node's TLS.
+pub(crate) fn options(timeout: Duration, tls: Option<crate::tls::Tls>) -> Options {
     Options {
         connect_timeout: timeout,
         request_timeout: timeout,
         retry_timeout: timeout,
+        tls,
         ..Options::default()
     }
 }
@@ -38,27 +39,26 @@ pub(crate) fn options(timeout: Duration) -> Options {
 /// itself; a node that names another is followed once to that address.
 pub(crate) async fn find_leader(
     addresses: &[String],
-    timeout: Duration,
+    options: &Options,
 ) -> Result<Leader, AppError> {
-    let options = options(timeout);
     let mut last_error = "no node knows a leader".to_owned();
     for address in addresses {
-        match ask_leader(address, &options).await {
+        match ask_leader(address, options).await {
             Ok((connection, Some(leader))) if leader.address == *address => {
                 return Ok(Leader {
                     connection,
                     id: leader.id,
                     addresses: addresses.to_vec(),
-                    timeout,
+                    options: options.clone(),
                 });
             }
-            Ok((_, Some(leader))) => match ask_leader(&leader.address, &options).await {
+            Ok((_, Some(leader))) => match ask_leader(&leader.address, options).await {
                 Ok((connection, Some(confirmed))) if confirmed.address == leader.address => {
                     return Ok(Leader {
                         connection,
                         id: confirmed.id,
                         addresses: addresses.to_vec(),
-                        timeout,
+                        options: options.clone(),
                     });
                 }
                 Ok(_) => last_error = format!("{} did not confirm its leadership", leader.address),
@@ -124,9 +124,9 @@ pub(crate) async fn transfer(leader: &mut Leader, id: u64) -> Result<(), AppErro
 /// DESCRIBE the node at `address`: its failure domain and weight.
 pub(crate) async fn describe(
     address: &str,
-    timeout: Duration,
+    options: &Options,
 ) -> Result<(u64, u64), client::Error> {
-    let mut connection = Connection::connect(address, &options(timeout)).await?;
+    let mut connection = Connection::connect(address, options).await?;
     let metadata = connection.describe().await?;
     Ok((metadata.failure_domain, metadata.weight))
 }
@@ -135,9 +135,9 @@ pub(crate) async fn describe(
 pub(crate) async fn set_weight(
     address: &str,
     weight: u64,
-    timeout: Duration,
+    options: &Options,
 ) -> Result<(), client::Error> {
-    let mut connection = Connection::connect(address, &options(timeout)).await?;
+    let mut connection = Connection::connect(address, options).await?;
     connection.weight(weight).await
 }
 
@@ -178,7 +178,7 @@ async fn retry_busy(leader: &mut Leader, change: Change<'_>) -> Result<(), clien
         if result.as_ref().is_err_and(|e| !e.is_busy()) {
             // Not the leader any more: look again (an election may still be under way, in
             // which case the next turn of the loop looks again).
-            if let Ok(found) = find_leader(&leader.addresses, leader.timeout).await {
+            if let Ok(found) = find_leader(&leader.addresses, &leader.options).await {
                 *leader = found;
             }
         }
