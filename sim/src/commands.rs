@@ -434,12 +434,15 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 servers = status
                     .map
                     .values()
-                    .map(|ip| format!("{ip}:{}", controller_contract::DQLITE_PORT))
+                    .filter_map(|ip| ip.parse().ok())
+                    .map(controller_contract::dqlite_address)
                     .collect();
             }
+            let certificate = simulation::shell_certificate(&sim.dir, &sim.world);
             let output = cluster::shell(
                 &sim.world.net_namespace(),
                 &servers,
+                certificate.as_ref(),
                 database,
                 statement,
                 *json,

@@ -99,9 +99,21 @@ pub fn add_bridge(world: &World, space: &Space) -> Result<(), NetError> {
     let net = world.net_namespace();
     ip(&["-n", &net, "link", "add", &space.bridge, "type", "bridge"])?;
     let gateway = format!("{}/{}", space.gateway(), space.prefix);
-    ip(&["-n", &net, "addr", "add", &gateway, "dev", &space.bridge])?;
+    add_address(&net, &gateway, &space.bridge, space.gateway().is_ipv6())?;
     ip(&["-n", &net, "link", "set", &space.bridge, "up"])?;
     Ok(())
+}
+
+/// Adds `address` (with its prefix) to `device` in namespace `namespace`. An IPv6 address
+/// skips duplicate address detection (`nodad`): the model's addresses are unique by
+/// construction, and a tentative address (for the 1-2 s DAD takes) cannot be bound, so a
+/// dbaccessor started at once would fail to listen.
+fn add_address(namespace: &str, address: &str, device: &str, ipv6: bool) -> Result<(), NetError> {
+    let mut args = vec!["-n", namespace, "addr", "add", address, "dev", device];
+    if ipv6 {
+        args.push("nodad");
+    }
+    ip(&args).map(drop)
 }
 
 /// Creates machine `id`'s namespace with every NIC the world gives it.
@@ -153,7 +165,7 @@ pub fn add_nic(world: &World, id: u32, nic: &Nic) -> Result<(), NetError> {
     ])?;
     ip(&["-n", &net, "link", "set", &cloud_end, "up"])?;
     let address = format!("{}/{}", nic.address, space.prefix);
-    ip(&["-n", &machine_ns, "addr", "add", &address, "dev", &nic.name])?;
+    add_address(&machine_ns, &address, &nic.name, nic.address.is_ipv6())?;
     ip(&[
         "-n",
         &machine_ns,
