@@ -747,14 +747,18 @@ fn an_ipv6_only_model_grows_to_three_and_shrinks_to_one() {
     // The agents run their nodes with mutual TLS: one CA everywhere (provisioned by the
     // simulator), and a node certificate for each.
     let controller_dir = |machine: u32| {
-        model
-            .path()
-            .join(format!("machines/{machine}/var/lib/juju/agents/controller-{machine}"))
+        model.path().join(format!(
+            "machines/{machine}/var/lib/juju/agents/controller-{machine}"
+        ))
     };
     let ca = std::fs::read(controller_dir(0).join("ca.pem")).expect("machine 0's CA");
     for machine in 0..3 {
         let dir = controller_dir(machine);
-        assert_eq!(std::fs::read(dir.join("ca.pem")).expect("CA"), ca, "machine {machine}");
+        assert_eq!(
+            std::fs::read(dir.join("ca.pem")).expect("CA"),
+            ca,
+            "machine {machine}"
+        );
         assert!(dir.join("dqlite-node.pem").is_file(), "machine {machine}");
     }
     model.write_row("three");
