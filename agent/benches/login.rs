@@ -53,6 +53,9 @@ async fn bench() {
         node_id: app.id(),
         own_address: node_address.clone(),
         members: vec![node_address],
+        // Plain Dqlite connections: the node here has no certificate (production runs with
+        // --dqlite-tls; `dqlite --bench tls_cost` measures what TLS adds to a query).
+        tls: None,
     }));
 
     let dir = tempfile::tempdir().expect("tempdir");

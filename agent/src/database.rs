@@ -19,9 +19,12 @@ pub async fn open(
     stop: &mut Stop,
     applied_by: &str,
 ) -> anyhow::Result<Option<Client>> {
-    let members = tokio::select! {
+    let (members, tls) = tokio::select! {
         database = available.wait_for(Option::is_some) => match database {
-            Ok(database) => database.as_ref().map(|d| d.members.clone()).unwrap_or_default(),
+            Ok(database) => database
+                .as_ref()
+                .map(|d| (d.members.clone(), d.tls.clone()))
+                .unwrap_or_default(),
             Err(_) => anyhow::bail!("the dbaccessor is gone"),
         },
         () = stop.requested() => return Ok(None),
@@ -29,7 +32,8 @@ pub async fn open(
     // Finding the leader and migrating can take a while on a sick cluster: a stop request
     // must not wait for them.
     let connect = async {
-        let mut client = Client::connect_leader(&members, options()).await?;
+        let options = Options { tls, ..options() };
+        let mut client = Client::connect_leader(&members, options).await?;
         schema::migrate(&mut client, applied_by, Duration::from_secs(60)).await?;
         anyhow::Ok(client)
     };

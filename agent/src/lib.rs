@@ -3,7 +3,8 @@
 //!
 //! - [`host`]: the worker host: dependency order, restart with back-off, stop in reverse.
 //! - [`apiserver`]: HTTPS on :17070, `POST /login` with the current API addresses.
-//! - [`ca`]: the controller CA and the server certificates it signs.
+//! - [`ca`]: the controller CA and the certificates it signs (the dbaccessor's module,
+//!   since its Dqlite node needs the CA before the API server runs).
 //! - [`database`]: a worker's way to the database: wait for "available", connect, migrate.
 //! - [`identity`]: the CA, the controller UUID and the bootstrap admin, each written once.
 //! - [`lease`]: the lease store (claim, extend, revoke, expire, pin) on the database's
@@ -17,7 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
-pub mod ca;
+pub use dbaccessor::ca;
 pub mod database;
 pub mod host;
 pub mod identity;

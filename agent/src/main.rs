@@ -73,7 +73,9 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let config = dbaccessor::config::Config::from_args(&args.dbaccessor);
+    let mut config = dbaccessor::config::Config::from_args(&args.dbaccessor);
+    // The agent runs its node with mutual TLS unless told otherwise.
+    config.dqlite_tls = args.dbaccessor.dqlite_tls.unwrap_or(true);
     let available = Arc::new(tokio::sync::watch::Sender::new(None));
     let publisher = agent::publisher::Settings {
         controller_id: config.agent_id.clone(),

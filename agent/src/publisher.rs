@@ -308,6 +308,7 @@ mod tests {
             node_id: 42,
             own_address: "10.0.0.5:17666".into(),
             members: vec!["10.0.0.5:17666".into()],
+            tls: None,
         };
         let rows = api_addresses(&["10.0.0.5".parse().expect("ip")], 17070);
         let text = replace_text("1", &database, &rows);

@@ -120,6 +120,7 @@ async fn available_for(cluster: &support::Cluster) -> watch::Sender<Option<Datab
         node_id: cluster.apps[0].id(),
         own_address: cluster.addresses[0].clone(),
         members: cluster.addresses.clone(),
+        tls: None,
     }))
 }
 

@@ -70,6 +70,7 @@ async fn each_controller_replaces_only_its_own_rows_when_its_addresses_change() 
         node_id: cluster.apps[0].id(),
         own_address: cluster.addresses[0].clone(),
         members: cluster.addresses.clone(),
+        tls: None,
     };
     let (available_tx, available) = tokio::sync::watch::channel(None);
 

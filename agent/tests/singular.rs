@@ -65,6 +65,7 @@ fn database(cluster: &support::Cluster) -> Database {
         node_id: cluster.apps[0].id(),
         own_address: cluster.addresses[0].clone(),
         members: cluster.addresses.clone(),
+        tls: None,
     }
 }
 

@@ -25,9 +25,17 @@ pub mod status;
 /// The TCP port every Dqlite node listens on (upstream Juju's choice).
 pub const DQLITE_PORT: u16 = 17666;
 
-/// Formats the Dqlite address of a controller from its bind IP: `ip:17666`, IPv6 bracketed.
+/// Formats a Dqlite node address from an IP and a port: `ip:port`, IPv6 bracketed
+/// (`[fd00::3]:17666`). The one place such addresses are written: the raft configuration,
+/// the dbaccessor's map comparisons, the simulator and its tools all compare these strings,
+/// so every writer must agree to the byte.
+pub fn node_address(ip: std::net::IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
+}
+
+/// The Dqlite address of a controller from its bind IP on the default port: `ip:17666`.
 pub fn dqlite_address(ip: std::net::IpAddr) -> String {
-    std::net::SocketAddr::new(ip, DQLITE_PORT).to_string()
+    node_address(ip, DQLITE_PORT)
 }
 
 #[cfg(test)]
@@ -41,5 +49,10 @@ mod tests {
         };
         check("10.0.0.5", "10.0.0.5:17666");
         check("fc00::1", "[fc00::1]:17666");
+        check("::ffff:10.0.0.5", "[::ffff:10.0.0.5]:17666");
+        assert_eq!(
+            node_address("fd00::3".parse().expect("test ip"), 9001),
+            "[fd00::3]:9001"
+        );
     }
 }

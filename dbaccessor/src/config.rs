@@ -46,9 +46,23 @@ pub struct Args {
     #[arg(long)]
     pub quorum_timeout_ms: Option<u64>,
 
+    /// Mutual TLS between the Dqlite nodes and for every client (`on` or `off`): the
+    /// controller CA and the node certificate live beside controller.conf
+    /// [default: off for the bare dbaccessor, on in jujud-controller].
+    #[arg(long, value_parser = parse_toggle)]
+    pub dqlite_tls: Option<bool>,
+
     /// The log filter (env_logger syntax); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+}
+
+fn parse_toggle(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{text:?} is neither on nor off")),
+    }
 }
 
 fn parse_agent_id(text: &str) -> Result<String, String> {
@@ -82,6 +96,8 @@ pub struct Config {
     pub network_latency: Duration,
     /// How long a leader is looked for before a quorum counts as unreachable.
     pub quorum_timeout: Duration,
+    /// Whether the node and every client use mutual TLS (see [`crate::node_tls`]).
+    pub dqlite_tls: bool,
 }
 
 impl Config {
@@ -110,12 +126,13 @@ impl Config {
             dqlite_port: args.dqlite_port,
             network_latency,
             quorum_timeout,
+            dqlite_tls: args.dqlite_tls.unwrap_or(false),
         }
     }
 
     /// The Dqlite address for a bind IP with the configured port (`ip:port`, IPv6 bracketed).
     pub fn dqlite_address(&self, ip: std::net::IpAddr) -> String {
-        std::net::SocketAddr::new(ip, self.dqlite_port).to_string()
+        controller_contract::node_address(ip, self.dqlite_port)
     }
 }
 
@@ -144,8 +161,12 @@ mod tests {
                 dqlite_port: 17666,
                 network_latency: Duration::from_millis(20),
                 quorum_timeout: Duration::from_secs(6),
+                dqlite_tls: false,
             }
         );
+        let tls = parse(&["--agent-id", "2", "--dqlite-tls", "on"]).expect("valid flags");
+        assert!(tls.dqlite_tls);
+        assert!(parse(&["--agent-id", "2", "--dqlite-tls", "yes"]).is_err());
         let other = parse(&["--agent-id", "0", "--data-dir", "/m/0"]).expect("valid flags");
         assert_eq!(
             other.reload_socket,

@@ -195,16 +195,6 @@ fn decide_for_map(observed: &Observed) -> Decision {
             ),
         );
     };
-    if own_ip.is_ipv6() {
-        let reason = format!(
-            "controller.conf gives this controller the IPv6 address {own_ip}, but libdqlite 1.11 \
-             binds IPv4 only: bind the db-cluster endpoint to a space with IPv4 addresses"
-        );
-        return match running {
-            Some(at) => Decision::new(Action::Keep, format!("running at {at}; {reason}")),
-            None => Decision::new(Action::Fail, reason),
-        };
-    }
     if !observed.own_ip_on_host {
         return hold(
             running,
@@ -362,7 +352,7 @@ fn hold(running: Option<&str>, reason: impl Into<String>) -> Decision {
 }
 
 fn dqlite_address(ip: IpAddr, port: u16) -> String {
-    std::net::SocketAddr::new(ip, port).to_string()
+    controller_contract::node_address(ip, port)
 }
 
 #[cfg(test)]
@@ -493,8 +483,10 @@ mod tests {
         );
         check(
             observed(map(&[("0", "fc00::1")]), LocalData::Empty, false, Unknown),
-            Action::Fail,
-            "IPv4 only",
+            Action::Bootstrap {
+                address: "[fc00::1]:17666".into(),
+            },
+            "bootstrap at [fc00::1]:17666",
         );
         let mut not_here = observed(map(&three), LocalData::Empty, false, Unknown);
         not_here.own_ip_on_host = false;
@@ -589,6 +581,23 @@ mod tests {
                 peers: vec!["[fc00::2]:17000".into()],
             },
             "[fc00::2]:17000",
+        );
+        // An IPv6 own address joins (or bootstraps) like any other: the node listens
+        // through its forwarding listener.
+        let mut ipv6_own = observed(
+            map(&[("0", "fd00::10"), ("1", "fd00::11")]),
+            LocalData::Empty,
+            false,
+            Unknown,
+        );
+        ipv6_own.port = 17666;
+        check(
+            ipv6_own,
+            Action::Join {
+                address: "[fd00::10]:17666".into(),
+                peers: vec!["[fd00::11]:17666".into()],
+            },
+            "[fd00::11]:17666",
         );
     }
 

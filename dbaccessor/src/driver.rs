@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::decide::{LocalData, Quorum};
 use crate::health::Report;
+use crate::node_tls::NodeTls;
 use crate::progress::Reporter;
 use crate::service::Driver;
 
@@ -40,13 +41,16 @@ pub(crate) struct DqliteDriver {
     report_interval: Duration,
     /// Writes this node's progress report and reads everybody's while the node runs.
     reporter: Option<Reporter>,
+    /// The CA and the client certificate when the node runs with mutual TLS: each start
+    /// issues the node a certificate for its address.
+    tls: Option<NodeTls>,
 }
 
 /// How many set-aside data dirs of earlier, removed identities are kept (newest first).
 const SET_ASIDE_KEPT: usize = 2;
 
 impl DqliteDriver {
-    pub fn new(data_dir: PathBuf, network_latency: Duration) -> Self {
+    pub fn new(data_dir: PathBuf, network_latency: Duration, tls: Option<NodeTls>) -> Self {
         Self {
             data_dir,
             options: NodeOptions {
@@ -59,7 +63,13 @@ impl DqliteDriver {
             app: None,
             report_interval: Duration::from_secs(1),
             reporter: None,
+            tls,
         }
+    }
+
+    /// The client side of the nodes' TLS, if they have it.
+    fn client_tls(&self) -> Option<dqlite::tls::Tls> {
+        self.tls.as_ref().map(NodeTls::client)
     }
 
     fn persisted_members(&self) -> Vec<NodeInfo> {
@@ -125,6 +135,9 @@ impl Driver for DqliteDriver {
         let mut config = AppConfig::new(&self.data_dir, address);
         config.peers = peers.to_vec();
         config.node = self.options.clone();
+        if let Some(tls) = &self.tls {
+            config.node.tls = Some(tls.node(address).map_err(|e| chain(&e))?);
+        }
         config.role_interval = self.role_interval;
         config.join_timeout = self.join_timeout;
         let app = App::start(config).await.map_err(|e| chain(&e))?;
@@ -133,6 +146,7 @@ impl Driver for DqliteDriver {
             app.id(),
             self.data_dir.clone(),
             self.report_interval,
+            self.client_tls(),
             move || peek_log_position(&data_dir),
         ));
         self.app = Some(app);
@@ -186,7 +200,9 @@ impl Driver for DqliteDriver {
                 .filter(|m| m.role == dqlite::NodeRole::Voter)
                 .collect();
             for voter in &voters {
-                if voter.address == app.address() || reachable(&voter.address).await {
+                if voter.address == app.address()
+                    || reachable(&voter.address, self.client_tls()).await
+                {
                     answering += 1;
                 }
             }
@@ -249,8 +265,9 @@ impl Driver for DqliteDriver {
         // per member.
         let mut probes = tokio::task::JoinSet::new();
         for member in departure_candidates(&members, app.id(), wanted) {
+            let tls = self.client_tls();
             probes.spawn(async move {
-                let answers = reachable(&member.address).await;
+                let answers = reachable(&member.address, tls).await;
                 (member, answers)
             });
         }
@@ -401,10 +418,11 @@ pub(crate) fn departure_candidates(
 
 /// Whether a member answers a LEADER request within [`PROBE_REQUEST_TIMEOUT`] (connect and
 /// request each): a dead address costs a few hundred ms, never a full request timeout.
-async fn reachable(address: &str) -> bool {
+async fn reachable(address: &str, tls: Option<dqlite::tls::Tls>) -> bool {
     let options = Options {
         connect_timeout: PROBE_REQUEST_TIMEOUT,
         request_timeout: PROBE_REQUEST_TIMEOUT,
+        tls,
         ..Options::default()
     };
     match Connection::connect(address, &options).await {

@@ -11,7 +11,6 @@
 //! behind a healthy quorum.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use controller_contract::conf::BindAddresses;
@@ -241,7 +240,7 @@ fn missing_controllers(inputs: &Inputs) -> Vec<MissingController> {
     }
     map.iter()
         .filter_map(|(agent_id, ip)| {
-            let address = SocketAddr::new(*ip, inputs.port).to_string();
+            let address = controller_contract::node_address(*ip, inputs.port);
             (!inputs.members.iter().any(|m| m.address == address)).then(|| MissingController {
                 agent_id: agent_id.clone(),
                 address,

@@ -19,11 +19,13 @@
 //! - [`threadpool`]: the size of libuv's thread pool, which `main` sets before the node starts.
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod config;
 pub mod decide;
 mod driver;
 pub mod event;
 pub mod health;
+pub mod node_tls;
 mod progress;
 pub mod reload;
 mod service;
@@ -57,6 +59,8 @@ pub enum RunError {
     },
     #[error("cannot stop the node cleanly: {0}")]
     Stop(String),
+    #[error("cannot set up the Dqlite node's TLS")]
+    Tls(#[from] node_tls::NodeTlsError),
 }
 
 /// "The database is available": what a client of the controllers' cluster needs, published
@@ -70,6 +74,9 @@ pub struct Database {
     /// Every member's address, this node's first: what
     /// `dqlite::client::Client::connect_leader` searches for the leader.
     pub members: Vec<String>,
+    /// The client side of the nodes' mutual TLS (`None` when the nodes run in plaintext):
+    /// set it as `dqlite::client::Options::tls`.
+    pub tls: Option<dqlite::tls::Tls>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; then hands over, stops the node and removes
@@ -109,6 +116,19 @@ pub async fn run_until(
         config.reload_socket.display(),
         config.status_socket.display()
     );
+    // The CA (made here by the controller that bootstraps) and this process's client
+    // certificate, before any socket: a node that cannot have TLS must not start plaintext.
+    let node_tls = if config.dqlite_tls {
+        let dir = config
+            .controller_conf
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| config.data_dir.clone());
+        Some(node_tls::NodeTls::load_or_create(&dir)?)
+    } else {
+        None
+    };
+    let client_tls = node_tls.as_ref().map(node_tls::NodeTls::client);
     let (events_tx, events_rx) = mpsc::channel(64);
     let (stop_tx, stop_rx) = watch_channel::channel(false);
 
@@ -132,6 +152,7 @@ pub async fn run_until(
             status_listener,
             events_tx.clone(),
             stop_rx.clone(),
+            client_tls.clone(),
         )),
     ];
     // The watch is only the fallback for a charm that does not call POST /reload.
@@ -151,9 +172,10 @@ pub async fn run_until(
     drop(events_tx);
 
     let timings = service::Timings::from_config(&config);
-    let driver = driver::DqliteDriver::new(config.dqlite_dir.clone(), config.network_latency);
+    let driver =
+        driver::DqliteDriver::new(config.dqlite_dir.clone(), config.network_latency, node_tls);
     let result = service::Service::new(config.clone(), timings, driver, events_rx)
-        .with_availability(available)
+        .with_availability(available, client_tls)
         .run()
         .await;
     // The loop has ended (it failed, or it was told to): nothing waits for the signal now.

@@ -97,12 +97,18 @@ impl Drop for Reporter {
 impl Reporter {
     /// Starts reporting node `node_id`'s log position (read by `position`) every
     /// `interval`, finding the leader among the members persisted in `data_dir`.
-    pub fn spawn<F>(node_id: u64, data_dir: PathBuf, interval: Duration, position: F) -> Self
+    pub fn spawn<F>(
+        node_id: u64,
+        data_dir: PathBuf,
+        interval: Duration,
+        tls: Option<dqlite::tls::Tls>,
+        position: F,
+    ) -> Self
     where
         F: Fn() -> Result<LogPosition, String> + Send + Sync + Clone + 'static,
     {
         let (tx, view) = watch::channel(None);
-        let task = tokio::spawn(report_loop(node_id, data_dir, interval, position, tx));
+        let task = tokio::spawn(report_loop(node_id, data_dir, interval, tls, position, tx));
         Reporter { task, view }
     }
 
@@ -116,6 +122,7 @@ async fn report_loop<F>(
     node_id: u64,
     data_dir: PathBuf,
     interval: Duration,
+    tls: Option<dqlite::tls::Tls>,
     position: F,
     view: watch::Sender<Option<View>>,
 ) where
@@ -129,7 +136,17 @@ async fn report_loop<F>(
     loop {
         ticker.tick().await;
         rounds = rounds.wrapping_add(1);
-        match report_once(node_id, &data_dir, interval, &position, &mut client, rounds).await {
+        let reported = report_once(
+            node_id,
+            &data_dir,
+            interval,
+            tls.as_ref(),
+            &position,
+            &mut client,
+            rounds,
+        )
+        .await;
+        match reported {
             Ok(reports) => {
                 last_error.clear();
                 view.send_replace(Some(View {
@@ -153,6 +170,7 @@ async fn report_once<F>(
     node_id: u64,
     data_dir: &std::path::Path,
     interval: Duration,
+    tls: Option<&dqlite::tls::Tls>,
     position: &F,
     client: &mut Option<Client>,
     rounds: u32,
@@ -183,6 +201,7 @@ where
                 connect_timeout: bound,
                 request_timeout: bound,
                 retry_timeout: bound,
+                tls: tls.cloned(),
                 ..Options::default()
             };
             client.insert(

@@ -168,6 +168,8 @@ pub(crate) struct Service<D> {
     /// "The database is available": set while the node is a member, cleared otherwise, so
     /// that the workers beside the dbaccessor in an agent reach the cluster only through it.
     available: watch::Sender<Option<Database>>,
+    /// What the published [`Database`] carries for clients' TLS.
+    client_tls: Option<dqlite::tls::Tls>,
 }
 
 impl<D: Driver> Service<D> {
@@ -199,19 +201,26 @@ impl<D: Driver> Service<D> {
             deferred: VecDeque::new(),
             reason: String::new(),
             available: watch::Sender::new(None),
+            client_tls: None,
         }
     }
 
-    /// Publishes "database available" on `available` instead of on a channel nobody reads.
-    pub fn with_availability(mut self, available: watch::Sender<Option<Database>>) -> Self {
+    /// Publishes "database available" on `available` instead of on a channel nobody reads,
+    /// with `client_tls` for the clients when the nodes have TLS.
+    pub fn with_availability(
+        mut self,
+        available: watch::Sender<Option<Database>>,
+        client_tls: Option<dqlite::tls::Tls>,
+    ) -> Self {
         self.available = available;
+        self.client_tls = client_tls;
         self
     }
 
     /// Sets "database available" from the status: the member addresses while the node is a
     /// member, nothing otherwise. Receivers wake only when the value changes.
     fn publish_availability(&self) {
-        let now = availability(&self.status);
+        let now = availability(&self.status, self.client_tls.as_ref());
         self.available.send_if_modified(|current| {
             if *current == now {
                 return false;
@@ -914,7 +923,7 @@ pub(crate) fn read_map(path: &Path) -> (MapRead, ConfigSeen) {
 
 /// What "database available" says for a status: set only for a member with an address,
 /// carrying the members' addresses (its own first, then the others in id order).
-pub(crate) fn availability(status: &Status) -> Option<Database> {
+pub(crate) fn availability(status: &Status, tls: Option<&dqlite::tls::Tls>) -> Option<Database> {
     let (node_id, own) = match (status.state, status.node_id, &status.bind_address) {
         (NodeState::Member, Some(node_id), Some(own)) => (node_id, own.clone()),
         _ => return None,
@@ -931,6 +940,7 @@ pub(crate) fn availability(status: &Status) -> Option<Database> {
         node_id,
         own_address: own,
         members,
+        tls: tls.cloned(),
     })
 }
 
@@ -1220,6 +1230,7 @@ mod tests {
             dqlite_port: 17666,
             network_latency_ms: 20,
             quorum_timeout_ms: None,
+            dqlite_tls: None,
             log_level: "info".into(),
         };
         let config = Config::from_args(&args);
@@ -1315,8 +1326,8 @@ mod tests {
         };
         let (events_tx, events_rx) = mpsc::channel(8);
         let (available_tx, mut available) = watch::channel(None);
-        let service =
-            Service::new(config, test_timings(), driver, events_rx).with_availability(available_tx);
+        let service = Service::new(config, test_timings(), driver, events_rx)
+            .with_availability(available_tx, None);
         let stopper = async {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let failed = query_status(&events_tx).await;

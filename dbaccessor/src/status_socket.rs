@@ -25,6 +25,7 @@ pub async fn serve(
     listener: UnixListener,
     events: mpsc::Sender<Event>,
     mut stop: watch::Receiver<bool>,
+    tls: Option<dqlite::tls::Tls>,
 ) {
     loop {
         let stream = tokio::select! {
@@ -38,15 +39,20 @@ pub async fn serve(
             _ = stop.changed() => return,
         };
         let events = events.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, events).await {
+            if let Err(e) = answer(stream, events, tls).await {
                 log::debug!("status socket: {e}");
             }
         });
     }
 }
 
-async fn answer(stream: UnixStream, events: mpsc::Sender<Event>) -> std::io::Result<()> {
+async fn answer(
+    stream: UnixStream,
+    events: mpsc::Sender<Event>,
+    tls: Option<dqlite::tls::Tls>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
@@ -66,7 +72,7 @@ async fn answer(stream: UnixStream, events: mpsc::Sender<Event>) -> std::io::Res
                 let (reply_tx, reply_rx) = oneshot::channel();
                 match send(&events, Event::ProbeQuery(reply_tx), reply_rx).await {
                     Ok((status, position)) => {
-                        json_line(&probe(status, position, !log_position_only).await)
+                        json_line(&probe(status, position, !log_position_only, tls).await)
                     }
                     Err(error) => error_line(error),
                 }
@@ -115,12 +121,18 @@ async fn ask<T>(
 }
 
 /// Checks every member at once and adds the log position to the status.
-async fn probe(status: Status, position: Result<LogPosition, String>, reach: bool) -> Probe {
+async fn probe(
+    status: Status,
+    position: Result<LogPosition, String>,
+    reach: bool,
+    tls: Option<dqlite::tls::Tls>,
+) -> Probe {
     let mut checks = tokio::task::JoinSet::new();
     for member in status.members.iter().filter(|_| reach) {
         let (id, address) = (member.id, member.address.clone());
+        let tls = tls.clone();
         checks.spawn(async move {
-            let reachable = reachable(&address).await;
+            let reachable = reachable(&address, tls).await;
             Reachability {
                 id,
                 address,
@@ -143,10 +155,11 @@ async fn probe(status: Status, position: Result<LogPosition, String>, reach: boo
 }
 
 /// Whether a node answers a LEADER request at `address` within [`REACH_TIMEOUT`].
-async fn reachable(address: &str) -> bool {
+async fn reachable(address: &str, tls: Option<dqlite::tls::Tls>) -> bool {
     let options = Options {
         connect_timeout: REACH_TIMEOUT,
         request_timeout: REACH_TIMEOUT,
+        tls,
         ..Options::default()
     };
     let check = async {
@@ -286,7 +299,7 @@ mod tests {
         let listener = crate::unix::bind_private(&path).expect("bind");
         let (events_tx, mut events_rx) = mpsc::channel(8);
         let (_stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(serve(listener, events_tx, stop_rx));
+        tokio::spawn(serve(listener, events_tx, stop_rx, None));
         // Play the service loop: answer every query with the sample status.
         tokio::spawn(async move {
             while let Some(event) = events_rx.recv().await {

@@ -205,6 +205,8 @@ struct Shared {
     role_interval: Duration,
     /// The bound on each connect and request to another node.
     request_timeout: Duration,
+    /// Client options for every connection to a node: `request_timeout` and the node's TLS.
+    dial: Options,
     /// How long to keep looking for a leader: a few election timeouts (libdqlite's is 15
     /// times the network latency), at least one request timeout.
     leader_wait: Duration,
@@ -256,7 +258,7 @@ impl Shared {
         let deadline = tokio::time::Instant::now() + self.leader_wait;
         let mut backoff = Duration::from_millis(20);
         loop {
-            match ops::find_leader(&self.seed_addresses(), self.request_timeout).await {
+            match ops::find_leader(&self.seed_addresses(), &self.dial).await {
                 Err(error) if tokio::time::Instant::now() + backoff < deadline => {
                     log::debug!("node {}: no leader yet: {error}", self.id);
                     tokio::time::sleep(backoff).await;
@@ -365,6 +367,7 @@ impl App {
             },
             role_interval: config.role_interval,
             request_timeout: config.request_timeout,
+            dial: ops::options(config.request_timeout, config.node.tls.clone()),
             leader_wait: (config.node.network_latency * 60).max(config.request_timeout),
             seeds: Mutex::new(seeds),
             kick: Notify::new(),
@@ -445,7 +448,7 @@ impl App {
         let addresses = self.shared.seed_addresses();
         let options = Options {
             retry_timeout: Options::default().retry_timeout,
-            ..ops::options(self.shared.request_timeout)
+            ..self.shared.dial.clone()
         };
         Client::connect_leader(&addresses, options)
             .await

@@ -56,6 +56,8 @@ pub struct Options {
     /// most 10 ms whatever this says; writes from handles of one process to one database
     /// take turns without asking the node at all.
     pub max_backoff: Duration,
+    /// Mutual TLS to nodes that have it (`None`: plaintext); see [`Connection::connect`].
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Default for Options {
@@ -68,6 +70,7 @@ impl Default for Options {
             retry_timeout: Duration::from_secs(30),
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(100),
+            tls: None,
         }
     }
 }

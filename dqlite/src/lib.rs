@@ -7,6 +7,7 @@
 //! - `client`: a tokio client over `wire`: leader discovery, SQL, cluster membership.
 //! - `app`: what an application needs: bootstrap, join, restart, role management,
 //!   hand-over, offline recovery.
+//! - `tls`: mutual TLS configurations (one CA, one certificate) for nodes and clients.
 
 use std::fmt;
 
@@ -66,4 +67,5 @@ pub mod app;
 pub mod client;
 mod ffi;
 pub mod node;
+pub mod tls;
 pub mod wire;

@@ -12,6 +12,7 @@
 //! writes the log): async callers run them under `tokio::task::spawn_blocking`.
 
 mod connect;
+mod forward;
 mod identity;
 mod listener;
 mod lock;
@@ -30,12 +31,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::ffi;
+use crate::tls::Tls;
 use crate::{NodeInfo, NodeRole};
 
 pub use connect::{
     parse_raft_address, raft_connect, ConnectError, RaftConnect, DEFAULT_CONNECT_TIMEOUT,
     LIBDQLITE_DEFAULT_PORT,
 };
+pub use forward::{HANDSHAKE_TIMEOUT, MAX_CONNECTIONS};
 pub use identity::{NodeIdentity, IDENTITY_FILE};
 pub use lock::LOCK_FILE;
 pub use log::{parse_segment_name, LogPosition, SegmentName};
@@ -81,6 +84,10 @@ pub struct NodeOptions {
     /// How outgoing raft connections are opened: by default [`raft_connect`] (bounded,
     /// `TCP_NODELAY`); [`RaftConnect::Libdqlite`] only to compare with libdqlite's own.
     pub raft_connect: RaftConnect,
+    /// Mutual TLS on every connection to and from the node (`None`: plaintext). With TLS,
+    /// or on an IPv6 address, the node listens through the crate's forwarding listener
+    /// (`node::forward`) and libdqlite itself on an abstract unix socket.
+    pub tls: Option<Tls>,
 }
 
 impl Default for NodeOptions {
@@ -90,6 +97,7 @@ impl Default for NodeOptions {
             failure_domain: None,
             snapshot: None,
             raft_connect: RaftConnect::default(),
+            tls: None,
         }
     }
 }
@@ -104,8 +112,10 @@ pub enum NodeError {
         address: String,
         reason: &'static str,
     },
-    #[error("cannot bind IPv6 address {address:?}: libdqlite 1.11 binds only IPv4 literals or abstract unix sockets (`@name`)")]
-    Ipv6Unsupported { address: String },
+    #[error("libdqlite's own raft connect dials plaintext IPv4 only: it cannot serve {address:?}{}", if *tls { " with TLS" } else { "" })]
+    LibdqliteConnect { address: String, tls: bool },
+    #[error("cannot start the forwarding listener of {address}")]
+    Forward { address: String, source: io::Error },
     #[error("invalid network latency {latency:?}: must be whole milliseconds from 1 ms to 1 hour")]
     InvalidNetworkLatency { latency: Duration },
     #[error("invalid raft connect timeout {timeout:?}: must be from 1 ms to 1 hour")]
@@ -185,8 +195,12 @@ pub enum NodeError {
 /// Dropping a node stops it (when started; this blocks) and destroys it, then releases the
 /// data dir's lock. A stopped node cannot start again: create a new `Node` on the same dir.
 pub struct Node {
-    // Field order matters: the C node is stopped and destroyed before the lock is released.
+    // Field order matters: the C node is stopped and destroyed before its forwarder (so no
+    // connect waits on a stopped runtime) and before the lock is released.
     raw: ffi::BoundNode,
+    /// The listener on the public address and the TLS dialler, when the node has TLS or an
+    /// IPv6 address (`node::forward`).
+    _forwarder: Option<forward::Forwarder>,
     id: u64,
     address: String,
     data_dir: PathBuf,
@@ -276,25 +290,75 @@ impl Node {
                 .set_snapshot_params(snapshot.threshold, snapshot.trailing)
                 .map_err(|error| set_option_error("snapshot parameters", error))?;
         }
+        let forwarded = forward::needs_forwarding(address, options.tls.is_some());
+        let forwarder = if forwarded {
+            Some(
+                forward::Forwarder::new().map_err(|source| NodeError::Forward {
+                    address: address.to_owned(),
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
         let tune_listener = match options.raft_connect {
             RaftConnect::Bounded { timeout } => {
-                created
-                    .set_connect_func(Box::new(move |address: &CStr| {
+                let connect: Box<ffi::RaftConnectFn> = match (&options.tls, &forwarder) {
+                    (Some(tls), Some(forwarder)) => {
+                        let handle = forwarder.handle();
+                        let connector = tokio_rustls::TlsConnector::from(tls.client_config());
+                        Box::new(move |address: &CStr| {
+                            let address = address.to_str().ok()?;
+                            forward::dial_tls(&handle, &connector, address, timeout)
+                                .map_err(|error| ::log::debug!("raft connect: {error}"))
+                                .ok()
+                        })
+                    }
+                    _ => Box::new(move |address: &CStr| {
                         let address = address.to_str().ok()?;
-                        // libdqlite only learns "no connection" and raft redials about once
-                        // a second, so the reason is worth a debug line, not more.
+                        // libdqlite only learns "no connection" and raft redials about
+                        // once a second, so the reason is worth a debug line, not more.
                         raft_connect(address, timeout)
                             .map_err(|error| ::log::debug!("raft connect: {error}"))
                             .ok()
-                    }))
+                    }),
+                };
+                created
+                    .set_connect_func(connect)
                     .map_err(|error| set_option_error("connect function", error))?;
                 true
             }
+            RaftConnect::Libdqlite if forwarded => {
+                return Err(NodeError::LibdqliteConnect {
+                    address: address.to_owned(),
+                    tls: options.tls.is_some(),
+                })
+            }
             RaftConnect::Libdqlite => false,
         };
-        let raw = bind(created, address, &c_address, tune_listener)?;
+        let raw = match &forwarder {
+            Some(forwarder) => {
+                // libdqlite listens on an abstract socket only the forwarder dials; the
+                // public address is ours, bound first so that "in use" is reported as before.
+                let listener = bind_public(address)?;
+                let name = forward::abstract_name(id);
+                let bind_address = format!("@{name}");
+                let c_bind_address = address_cstring(&bind_address)?;
+                let raw = bind(created, &bind_address, &c_bind_address, false)?;
+                let tls = options.tls.as_ref().map(Tls::server_config);
+                forwarder
+                    .listen(listener, &name, tls)
+                    .map_err(|source| NodeError::Forward {
+                        address: address.to_owned(),
+                        source,
+                    })?;
+                raw
+            }
+            None => bind(created, address, &c_address, tune_listener)?,
+        };
         Ok(Node {
             raw,
+            _forwarder: forwarder,
             id,
             address: address.to_owned(),
             data_dir: data_dir.to_owned(),
@@ -381,6 +445,32 @@ fn bind(
                 }
                 error => return Err(error),
             },
+        }
+    }
+}
+
+/// Binds the node's public TCP address for the forwarding listener, retrying "in use" for
+/// [`lock::TRANSIENT_HOLD`] like [`bind`] (a node just dropped may still be closing it).
+fn bind_public(address: &str) -> Result<std::net::TcpListener, NodeError> {
+    let deadline = Instant::now() + lock::TRANSIENT_HOLD;
+    loop {
+        match TcpListener::bind(address) {
+            Ok(listener) => return Ok(listener),
+            Err(source) if source.kind() == io::ErrorKind::AddrInUse => {
+                if Instant::now() >= deadline {
+                    return Err(NodeError::AddressInUse {
+                        address: address.to_owned(),
+                        source,
+                    });
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(source) => {
+                return Err(NodeError::Forward {
+                    address: address.to_owned(),
+                    source,
+                })
+            }
         }
     }
 }
@@ -521,7 +611,8 @@ pub fn log_position(data_dir: &Path) -> Result<LogPosition, NodeError> {
     log::read_log_position(data_dir)
 }
 
-/// Checks that libdqlite 1.11 can bind `address`: an IPv4 literal with a port, or an
+/// Checks that a node can listen on `address`: an IPv4 literal with a port (libdqlite
+/// binds it), a bracketed IPv6 literal with a port (through the forwarding listener), or an
 /// abstract unix socket `@name`. Pure.
 pub fn check_address(address: &str) -> Result<(), NodeError> {
     let invalid = |reason| NodeError::InvalidAddress {
@@ -539,33 +630,18 @@ pub fn check_address(address: &str) -> Result<(), NodeError> {
         return Ok(());
     }
     match address.parse::<SocketAddr>() {
-        Ok(SocketAddr::V4(v4)) if v4.port() == 0 => Err(invalid(
+        Ok(socket) if socket.port() == 0 => Err(invalid(
             "port 0 would bind a random port that peers could not know",
         )),
-        Ok(SocketAddr::V4(_)) => Ok(()),
-        Ok(SocketAddr::V6(_)) => Err(NodeError::Ipv6Unsupported {
-            address: address.to_owned(),
-        }),
-        Err(_) if matches!(address.parse::<IpAddr>(), Ok(IpAddr::V4(_))) => {
-            Err(invalid("it has no port"))
-        }
-        Err(_) if looks_like_ipv6(address) => Err(NodeError::Ipv6Unsupported {
-            address: address.to_owned(),
-        }),
-        Err(_) => Err(invalid(
-            "expected an IPv4 literal with a port (`10.0.0.1:9001`) or `@name`",
+        Ok(SocketAddr::V6(v6)) if v6.scope_id() != 0 => Err(invalid(
+            "an IPv6 zone (`%eth0`) cannot be part of a raft address",
         )),
+        Ok(_) => Ok(()),
+        Err(_) if address.parse::<IpAddr>().is_ok() => {
+            Err(invalid("it has no port (IPv6 is written `[ip]:port`)"))
+        }
+        Err(_) => Err(invalid("expected `ipv4:port`, `[ipv6]:port` or `@name`")),
     }
-}
-
-/// An IPv6 address written without brackets or with a zone: still IPv6, still unsupported.
-fn looks_like_ipv6(address: &str) -> bool {
-    let host = address
-        .strip_prefix('[')
-        .and_then(|rest| rest.split(']').next())
-        .unwrap_or(address);
-    let host = host.split('%').next().unwrap_or(host);
-    host.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
 /// Checks snapshot parameters against libdqlite 1.11's rules. Pure.
@@ -696,26 +772,30 @@ mod tests {
         );
         check(
             "127.11.0.1",
-            Err(r#"invalid node address "127.11.0.1": it has no port"#),
-        );
-        let ipv6 = |address: &str| {
-            format!("cannot bind IPv6 address {address:?}: libdqlite 1.11 binds only IPv4 literals or abstract unix sockets (`@name`)")
-        };
-        for address in [
-            "[::1]:9001",
-            "[fc00::1]:17666",
-            "::1",
-            "fe80::1%eth0",
-            "[::1]",
-        ] {
-            check(address, Err(&ipv6(address)));
-        }
-        check(
-            "localhost:9001",
             Err(
-                r#"invalid node address "localhost:9001": expected an IPv4 literal with a port (`10.0.0.1:9001`) or `@name`"#,
+                r#"invalid node address "127.11.0.1": it has no port (IPv6 is written `[ip]:port`)"#,
             ),
         );
+        check("[::1]:9001", Ok(()));
+        check("[fc00::1]:17666", Ok(()));
+        check(
+            "::1",
+            Err(r#"invalid node address "::1": it has no port (IPv6 is written `[ip]:port`)"#),
+        );
+        check(
+            "[fe80::1%2]:9001",
+            Err(
+                r#"invalid node address "[fe80::1%2]:9001": an IPv6 zone (`%eth0`) cannot be part of a raft address"#,
+            ),
+        );
+        for address in ["[::1]", "fe80::1%eth0", "localhost:9001"] {
+            check(
+                address,
+                Err(&format!(
+                    "invalid node address {address:?}: expected `ipv4:port`, `[ipv6]:port` or `@name`"
+                )),
+            );
+        }
         check(
             "127.0.0.1:9001\0",
             Err(r#"invalid node address "127.0.0.1:9001\0": it contains a NUL byte"#),
@@ -820,9 +900,7 @@ mod tests {
         );
         check(
             vec![member(7, "[::1]:9001", NodeRole::Voter)],
-            Err(
-                r#"cannot bind IPv6 address "[::1]:9001": libdqlite 1.11 binds only IPv4 literals or abstract unix sockets (`@name`)"#,
-            ),
+            Ok("[::1]:9001"),
         );
     }
 

@@ -6,12 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use controller_contract::status::{Health, Member, NodeState, Request, Role, Verdict};
-use controller_contract::DQLITE_PORT;
 use serde::{Deserialize, Serialize};
 
 use crate::world::expected_voters;
@@ -140,7 +139,7 @@ pub fn converged(view: &ClusterView) -> Result<(), String> {
     let wanted: BTreeSet<String> = view
         .map
         .values()
-        .map(|ip| std::net::SocketAddr::new(*ip, DQLITE_PORT).to_string())
+        .map(|ip| controller_contract::dqlite_address(*ip))
         .collect();
     if members != wanted {
         return Err(format!(
@@ -168,10 +167,12 @@ pub fn converged(view: &ClusterView) -> Result<(), String> {
 }
 
 /// Runs the go-dqlite shell in the cloud namespace against `servers` (`ip:port`) on
-/// database `database`, returning its standard output.
+/// database `database`, returning its standard output. With `certificate` (a chain file and
+/// its key, of the controller CA), the shell speaks TLS (`--cert`, `--key`).
 pub fn shell(
     net_namespace: &str,
     servers: &[String],
+    certificate: Option<&(PathBuf, PathBuf)>,
     database: &str,
     command: &str,
     json: bool,
@@ -183,6 +184,9 @@ pub fn shell(
     cmd.args(["netns", "exec", net_namespace, "timeout"])
         .arg(SHELL_TIMEOUT_SECS.to_string())
         .args(["dqlite", "-s", &servers.join(",")]);
+    if let Some((cert, key)) = certificate {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
     if json {
         cmd.args(["-f", "json"]);
     }

@@ -669,12 +669,15 @@ fn sql_shell(
         servers = status
             .map
             .values()
-            .map(|ip| format!("{ip}:{}", controller_contract::DQLITE_PORT))
+            .filter_map(|ip| ip.parse().ok())
+            .map(controller_contract::dqlite_address)
             .collect();
     }
+    let certificate = simulation::shell_certificate(&sim.dir, &sim.world);
     Ok(cluster::shell(
         &sim.world.net_namespace(),
         &servers,
+        certificate.as_ref(),
         database,
         statement,
         json,

@@ -99,7 +99,7 @@ pub fn add_bridge(world: &World, space: &Space) -> Result<(), NetError> {
     let net = world.net_namespace();
     ip(&["-n", &net, "link", "add", &space.bridge, "type", "bridge"])?;
     let gateway = format!("{}/{}", space.gateway(), space.prefix);
-    ip(&["-n", &net, "addr", "add", &gateway, "dev", &space.bridge])?;
+    add_address(&net, &gateway, &space.bridge, space.gateway().is_ipv6())?;
     ip(&["-n", &net, "link", "set", &space.bridge, "up"])?;
     Ok(())
 }
@@ -127,8 +127,9 @@ pub fn create_client(world: &World) -> Result<(), NetError> {
     ])?;
     ip(&["-n", &net, "link", "set", "cl0", "master", &space.bridge])?;
     ip(&["-n", &net, "link", "set", "cl0", "up"])?;
-    let address = format!("{}/{}", space.client_address(), space.prefix);
-    ip(&["-n", &client, "addr", "add", &address, "dev", "eth0"])?;
+    let address = space.client_address();
+    let cidr = format!("{address}/{}", space.prefix);
+    add_address(&client, &cidr, "eth0", address.is_ipv6())?;
     ip(&["-n", &client, "link", "set", "eth0", "up"])?;
     Ok(())
 }
@@ -145,6 +146,18 @@ pub fn set_isolated(world: &World, id: u32, isolated: bool) -> Result<(), NetErr
         }
     }
     Ok(())
+}
+
+/// Adds `address` (with its prefix) to `device` in namespace `namespace`. An IPv6 address
+/// skips duplicate address detection (`nodad`): the model's addresses are unique by
+/// construction, and a tentative address (for the 1-2 s DAD takes) cannot be bound, so a
+/// dbaccessor started at once would fail to listen.
+fn add_address(namespace: &str, address: &str, device: &str, ipv6: bool) -> Result<(), NetError> {
+    let mut args = vec!["-n", namespace, "addr", "add", address, "dev", device];
+    if ipv6 {
+        args.push("nodad");
+    }
+    ip(&args).map(drop)
 }
 
 /// Creates machine `id`'s namespace with every NIC the world gives it.
@@ -196,7 +209,7 @@ pub fn add_nic(world: &World, id: u32, nic: &Nic) -> Result<(), NetError> {
     ])?;
     ip(&["-n", &net, "link", "set", &cloud_end, "up"])?;
     let address = format!("{}/{}", nic.address, space.prefix);
-    ip(&["-n", &machine_ns, "addr", "add", &address, "dev", &nic.name])?;
+    add_address(&machine_ns, &address, &nic.name, nic.address.is_ipv6())?;
     ip(&[
         "-n",
         &machine_ns,

@@ -119,9 +119,11 @@ pub fn parse_leases(output: &str) -> Result<Vec<LeaseReport>, String> {
 
 /// The lease rows, through the go-dqlite shell in the cloud namespace.
 pub fn leases(sim: &Simulation, servers: &[String]) -> Result<Vec<LeaseReport>, String> {
+    let certificate = crate::simulation::shell_certificate(&sim.dir, &sim.world);
     let output = cluster::shell(
         &sim.world.net_namespace(),
         servers,
+        certificate.as_ref(),
         "controller",
         LEASES_SQL,
         false,

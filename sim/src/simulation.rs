@@ -133,6 +133,30 @@ pub fn machine_data_dir(dir: &Path, id: u32) -> PathBuf {
     agent::machine_dir(dir, id).join("var/lib/juju")
 }
 
+/// Machine `id`'s controller dir (`<data-dir>/agents/controller-<id>`): controller.conf, the
+/// controller CA (`ca.pem`, `ca.key`) and the node's certificate (`dqlite-node.pem`,
+/// `dqlite-node.key`).
+pub fn controller_dir(dir: &Path, id: u32) -> PathBuf {
+    machine_data_dir(dir, id)
+        .join("agents")
+        .join(format!("controller-{id}"))
+}
+
+/// The CA files a controller shares with every other, as Juju's agent.conf carries them.
+const CA_FILES: [&str; 2] = ["ca.pem", "ca.key"];
+
+/// The node certificate and key of one controller of the model, for the go-dqlite shell's
+/// `--cert` and `--key` (any certificate of the controller CA will do); `None` before any
+/// node has started (or when the nodes run without TLS).
+pub fn shell_certificate(dir: &Path, world: &World) -> Option<(PathBuf, PathBuf)> {
+    world.machines.keys().find_map(|&id| {
+        let controller = controller_dir(dir, id);
+        let cert = controller.join("dqlite-node.pem");
+        let key = controller.join("dqlite-node.key");
+        (cert.is_file() && key.is_file()).then_some((cert, key))
+    })
+}
+
 fn lock(dir: &Path) -> Result<File, SimError> {
     let path = dir.join("cli.lock");
     let file = File::create(&path).map_err(io("create", &path))?;
@@ -296,12 +320,18 @@ impl Simulation {
             let id = self.world.add_machine()?;
             self.save()?;
             netns::create_machine(&self.world, id)?;
+            let shared_ca = self.provision_ca(id)?;
             let spec = self.agent_spec(id);
             let pid = agent::start(&self.bins.juju_sim, &spec)?;
             if let Some(machine) = self.world.machines.get_mut(&id) {
                 machine.agent_pid = Some(pid);
             }
             self.save()?;
+            if !shared_ca {
+                // The first controller makes the CA before it listens: wait, so that the
+                // machines provisioned next get it.
+                agent::wait_until_up(&spec, AGENT_START_TIMEOUT)?;
+            }
             pending.push(id);
         }
         for id in pending {
@@ -309,6 +339,38 @@ impl Simulation {
             added.push(self.add_unit(id)?);
         }
         Ok(added)
+    }
+
+    /// Copies the controller CA of a controller that has one into machine `id`'s controller
+    /// dir (`ca.key` 0600), as Juju hands a new controller the CA in its agent.conf: its
+    /// Dqlite node needs a certificate of the cluster's CA to join. Returns whether there
+    /// was one to copy (none for the first controller, whose agent makes it).
+    fn provision_ca(&self, id: u32) -> Result<bool, SimError> {
+        let source = self
+            .world
+            .machines
+            .keys()
+            .filter(|&&other| other != id)
+            .find_map(|&other| {
+                let dir = controller_dir(&self.dir, other);
+                CA_FILES
+                    .iter()
+                    .all(|name| dir.join(name).is_file())
+                    .then_some(dir)
+            });
+        let Some(source) = source else {
+            return Ok(false);
+        };
+        let target = controller_dir(&self.dir, id);
+        std::fs::create_dir_all(&target).map_err(io("create", &target))?;
+        for name in CA_FILES {
+            let to = target.join(name);
+            std::fs::copy(source.join(name), &to).map_err(io("copy the CA into", &to))?;
+            let mode = if name.ends_with(".key") { 0o600 } else { 0o644 };
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(io("set the mode of", &to))?;
+        }
+        Ok(true)
     }
 
     /// Adds a unit on machine `id` (which runs its agent) and queues the hooks of section 1b.

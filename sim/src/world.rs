@@ -4,7 +4,7 @@
 //! `enable-ha` validation, the hooks Juju fires for each change). No IO here.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -53,8 +53,8 @@ pub struct World {
 /// One space: a name for one subnet of the simulated cloud.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Space {
-    /// The subnet's network address.
-    pub network: Ipv4Addr,
+    /// The subnet's network address (IPv4, or IPv6 for an IPv6-only space).
+    pub network: IpAddr,
     /// The subnet's prefix length.
     pub prefix: u8,
     /// The bridge in the cloud namespace that is this subnet (`br0`, `br1`, ...).
@@ -68,17 +68,31 @@ impl Space {
     }
 
     /// The bridge's own address in the cloud namespace (host 1).
-    pub fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.network) + 1)
+    pub fn gateway(&self) -> IpAddr {
+        self.host(1)
     }
 
     /// The client namespace's address in this space (host 2).
-    pub fn client_address(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.network) + CLIENT_HOST)
+    pub fn client_address(&self) -> IpAddr {
+        self.host(u128::from(CLIENT_HOST))
     }
 
-    fn size(&self) -> u32 {
-        1u32.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0)
+    /// Host `n` of the subnet (no bound check: callers stay below [`Space::size`]).
+    fn host(&self, n: u128) -> IpAddr {
+        from_number(self.network, to_number(self.network) + n)
+    }
+
+    /// How many addresses the subnet has (an IPv6 subnet larger than 2^64 counts as 2^64:
+    /// no model gets near either).
+    fn size(&self) -> u128 {
+        let bits = u32::from(address_bits(self.network) - self.prefix).min(64);
+        1u128 << bits
+    }
+
+    /// The subnet as a range of numbers, for overlap checks.
+    fn range(&self) -> (u128, u128) {
+        let start = to_number(self.network);
+        (start, start + self.size() - 1)
     }
 }
 
@@ -100,7 +114,7 @@ pub struct Nic {
     /// The space its subnet belongs to.
     pub space: String,
     /// Its address.
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// Its MAC address, as `network-get` prints it.
     pub mac: String,
 }
@@ -243,17 +257,51 @@ pub fn enable_ha_target(current: usize, requested: usize) -> Result<usize, World
     Ok(target)
 }
 
-/// Parses `a.b.c.d/n` into the subnet's network address and prefix.
-pub fn parse_subnet(cidr: &str) -> Result<(Ipv4Addr, u8), WorldError> {
+/// Parses `a.b.c.d/n` (n from 8 to 30) or an IPv6 `prefix/n` (n from 64 to 120, say a
+/// ULA `fd00:1::/64`) into the subnet's network address and prefix.
+pub fn parse_subnet(cidr: &str) -> Result<(IpAddr, u8), WorldError> {
     let bad = || WorldError::BadSubnet(cidr.to_owned());
     let (address, prefix) = cidr.split_once('/').ok_or_else(bad)?;
-    let address: Ipv4Addr = address.parse().map_err(|_| bad())?;
+    let address: IpAddr = address.parse().map_err(|_| bad())?;
     let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-    if !(8..=30).contains(&prefix) {
+    let allowed = match address {
+        IpAddr::V4(_) => 8..=30,
+        IpAddr::V6(_) => 64..=120,
+    };
+    if !allowed.contains(&prefix) {
         return Err(bad());
     }
-    let mask = u32::MAX << (32 - u32::from(prefix));
-    Ok((Ipv4Addr::from(u32::from(address) & mask), prefix))
+    let host_bits = u32::from(address_bits(address) - prefix);
+    let mask = !((1u128 << host_bits) - 1);
+    Ok((from_number(address, to_number(address) & mask), prefix))
+}
+
+/// The one-address subnet of `address` (`/32`, `/128`), as Juju prints egress subnets.
+fn host_cidr(address: IpAddr) -> String {
+    format!("{address}/{}", address_bits(address))
+}
+
+/// 32 or 128.
+fn address_bits(address: IpAddr) -> u8 {
+    match address {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+fn to_number(address: IpAddr) -> u128 {
+    match address {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// The address numbered `number` in the family of `like` (IPv4 numbers are cut to 32 bits).
+fn from_number(like: IpAddr, number: u128) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(number as u32)),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(number)),
+    }
 }
 
 impl World {
@@ -298,15 +346,10 @@ impl World {
             bridge: format!("br{}", self.spaces.len()),
         };
         for (other_name, other) in &self.spaces {
-            let (a0, a1) = (
-                u32::from(network),
-                u32::from(network) + candidate.size() - 1,
-            );
-            let (b0, b1) = (
-                u32::from(other.network),
-                u32::from(other.network) + other.size() - 1,
-            );
-            if a0 <= b1 && b0 <= a1 {
+            let (a0, a1) = candidate.range();
+            let (b0, b1) = other.range();
+            let same_family = network.is_ipv4() == other.network.is_ipv4();
+            if same_family && a0 <= b1 && b0 <= a1 {
                 return Err(WorldError::Overlap {
                     cidr: candidate.cidr(),
                     space: other_name.clone(),
@@ -318,12 +361,12 @@ impl World {
 
     /// The lowest free address of `space` at or above host 10 + machine id, so a machine's
     /// first address is easy to read (machine 3 -> `.13`).
-    pub fn free_address(&self, space: &str, machine: u32) -> Result<Ipv4Addr, WorldError> {
+    pub fn free_address(&self, space: &str, machine: u32) -> Result<IpAddr, WorldError> {
         let subnet = self
             .spaces
             .get(space)
             .ok_or_else(|| WorldError::UnknownSpace(space.to_owned()))?;
-        let used: Vec<Ipv4Addr> = self
+        let used: Vec<IpAddr> = self
             .machines
             .values()
             .flat_map(|m| m.nics.iter())
@@ -331,10 +374,11 @@ impl World {
             .map(|nic| nic.address)
             .collect();
         let last_host = subnet.size().saturating_sub(2);
-        let start = FIRST_HOST + machine;
+        let start = u128::from(FIRST_HOST + machine);
+        let first = u128::from(FIRST_HOST);
         (start..=last_host)
-            .chain(FIRST_HOST..start.min(last_host + 1))
-            .map(|host| Ipv4Addr::from(u32::from(subnet.network) + host))
+            .chain(first..start.min(last_host + 1))
+            .map(|host| subnet.host(host))
             .find(|address| !used.contains(address))
             .ok_or_else(|| WorldError::SpaceFull(space.to_owned()))
     }
@@ -347,14 +391,15 @@ impl World {
             .get_mut(&id)
             .ok_or_else(|| WorldError::UnknownMachine(id.to_string()))?;
         let index = machine.nics.len();
-        let octets = address.octets();
+        // The MAC ends with the address's last three bytes (unique within a space).
+        let bytes = to_number(address).to_be_bytes();
         let nic = Nic {
             name: format!("eth{index}"),
             space: space.to_owned(),
             address,
             mac: format!(
                 "00:16:3e:{:02x}:{:02x}:{:02x}",
-                octets[1], octets[2], octets[3]
+                bytes[13], bytes[14], bytes[15]
             ),
         };
         machine.nics.push(nic.clone());
@@ -404,7 +449,7 @@ impl World {
             let cidr = self
                 .spaces
                 .get(&nic.space)
-                .map_or_else(|| format!("{}/32", nic.address), Space::cidr);
+                .map_or_else(|| host_cidr(nic.address), Space::cidr);
             info.bind_addresses.push(Interface {
                 mac_address: nic.mac.clone(),
                 interface_name: nic.name.clone(),
@@ -415,7 +460,7 @@ impl World {
                 }],
             });
             info.ingress_addresses.push(nic.address.to_string());
-            info.egress_subnets.push(format!("{}/32", nic.address));
+            info.egress_subnets.push(host_cidr(nic.address));
         }
         info
     }
@@ -532,7 +577,7 @@ mod tests {
         let mut world = World::new("abc123", "alpha", "10.131.0.0/28").expect("world");
         assert_eq!(world.client_namespace(), "jsim-abc123-client");
         let alpha = world.spaces["alpha"].clone();
-        assert_eq!(alpha.client_address(), Ipv4Addr::new(10, 131, 0, 2));
+        assert_eq!(alpha.client_address(), IpAddr::from([10, 131, 0, 2]));
         // A /28 holds hosts 10 to 14 for machines: every one handed out, then none.
         let mut given = Vec::new();
         while let Ok(id) = world.add_machine() {
@@ -591,7 +636,9 @@ mod tests {
         check("10.0.0.0/8", Some(("10.0.0.0", 8)));
         check("10.0.0.0/31", None);
         check("10.0.0.0", None);
-        check("fd00::/64", None);
+        check("fd00:1::/64", Some(("fd00:1::", 64)));
+        check("fd00:1::7/64", Some(("fd00:1::", 64)));
+        check("fd00::/48", None);
         check("10.0.0.0/x", None);
     }
 

@@ -181,7 +181,7 @@ fn assert_cluster(model: &Model, n: usize) -> StatusReport {
     let wanted: BTreeSet<String> = status
         .map
         .values()
-        .map(|ip| format!("{ip}:17666"))
+        .map(|ip| controller_contract::dqlite_address(ip.parse().expect("an IP in the map")))
         .collect();
     assert_eq!(wanted.len(), n, "{status:#?}");
     assert_eq!(member_addresses(&status), wanted, "{status:#?}");
@@ -722,4 +722,55 @@ fn malformed_network_get_on_the_leader_and_a_restart_cost_no_voter() {
     let after = assert_cluster(&model, 3);
     assert_eq!(after.map, before.map);
     watch.assert_always(3);
+}
+
+#[test]
+fn an_ipv6_only_model_grows_to_three_and_shrinks_to_one() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new();
+    // The only space is a ULA /64: every machine has one IPv6 address (and link-local
+    // ones, which the charm drops), and the charm is told to take IPv6 only.
+    bootstrap(&model, &["--default-space", "v6=fd00:131::/64"]);
+    model.ok(&["config", "address-family=ipv6"]);
+    model.ok(&["wait"]);
+    assert_cluster(&model, 1);
+    model.ok(&[
+        "sql",
+        "CREATE TABLE rows (id INTEGER PRIMARY KEY, step TEXT)",
+    ]);
+    model.write_row("one");
+    model.ok(&["enable-ha", "-n", "3"]);
+    let status = assert_cluster(&model, 3);
+    for address in member_addresses(&status) {
+        assert!(address.starts_with("[fd00:131::"), "{address}");
+    }
+    // The agents run their nodes with mutual TLS: one CA everywhere (provisioned by the
+    // simulator), and a node certificate for each.
+    let controller_dir = |machine: u32| {
+        model.path().join(format!(
+            "machines/{machine}/var/lib/juju/agents/controller-{machine}"
+        ))
+    };
+    let ca = std::fs::read(controller_dir(0).join("ca.pem")).expect("machine 0's CA");
+    for machine in 0..3 {
+        let dir = controller_dir(machine);
+        assert_eq!(
+            std::fs::read(dir.join("ca.pem")).expect("CA"),
+            ca,
+            "machine {machine}"
+        );
+        assert!(dir.join("dqlite-node.pem").is_file(), "machine {machine}");
+    }
+    model.write_row("three");
+    for (machine, left) in [("2", 2), ("1", 1)] {
+        model.ok(&["remove-machine", machine]);
+        assert_cluster(&model, left);
+    }
+    model.write_row("back to one");
+    assert_eq!(model.rows(), vec!["one", "three", "back to one"]);
+    let status = model.status();
+    assert_eq!(
+        member_addresses(&status),
+        BTreeSet::from(["[fd00:131::a]:17666".to_owned()])
+    );
 }

@@ -20,16 +20,17 @@ pub(crate) struct Leader {
     pub(crate) id: u64,
     /// Where the leader was looked for: where to look again when it stops leading.
     addresses: Vec<String>,
-    /// The bound on each connect and request.
-    timeout: Duration,
+    /// How to dial (the bound on each connect and request, TLS).
+    options: Options,
 }
 
-/// Client options with every connect and request bounded by `timeout`.
-pub(crate) fn options(timeout: Duration) -> Options {
+/// Client options with every connect and request bounded by `timeout`, with the node's TLS.
+pub(crate) fn options(timeout: Duration, tls: Option<crate::tls::Tls>) -> Options {
     Options {
         connect_timeout: timeout,
         request_timeout: timeout,
         retry_timeout: timeout,
+        tls,
         ..Options::default()
     }
 }
@@ -38,14 +39,14 @@ pub(crate) fn options(timeout: Duration) -> Options {
 /// timeout, if shorter). Establishing a connection is the far kernel's work, so a live node
 /// accepts in milliseconds even when its process is busy; a dead address whose SYNs vanish
 /// must not hold the lookup or the role review, and the status behind them, for a whole
-/// request timeout.
+/// request timeout. With TLS the handshake counts too: a few milliseconds of the peer's CPU.
 pub(crate) const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// [`options`] with the connect bounded by [`PEER_CONNECT_TIMEOUT`].
-fn peer_options(timeout: Duration) -> Options {
+/// `options` with the connect bounded by [`PEER_CONNECT_TIMEOUT`].
+fn peer_options(options: &Options) -> Options {
     Options {
-        connect_timeout: timeout.min(PEER_CONNECT_TIMEOUT),
-        ..options(timeout)
+        connect_timeout: options.connect_timeout.min(PEER_CONNECT_TIMEOUT),
+        ..options.clone()
     }
 }
 
@@ -56,14 +57,14 @@ fn peer_options(timeout: Duration) -> Options {
 /// ones cost one bounded connect together rather than one each.
 pub(crate) async fn find_leader(
     addresses: &[String],
-    timeout: Duration,
+    options: &Options,
 ) -> Result<Leader, AppError> {
-    let options = peer_options(timeout);
+    let peer = peer_options(options);
     let found = |(connection, id)| Leader {
         connection,
         id,
         addresses: addresses.to_vec(),
-        timeout,
+        options: options.clone(),
     };
     let mut last_error = "no node knows a leader".to_owned();
     let Some((first, rest)) = addresses.split_first() else {
@@ -72,14 +73,14 @@ pub(crate) async fn find_leader(
             last_error,
         });
     };
-    match leader_through(first.clone(), options.clone()).await {
+    match leader_through(first.clone(), peer.clone()).await {
         Ok(Some(leader)) => return Ok(found(leader)),
         Ok(None) => {}
         Err(error) => last_error = error,
     }
     let mut asks = tokio::task::JoinSet::new();
     for address in rest {
-        asks.spawn(leader_through(address.clone(), options.clone()));
+        asks.spawn(leader_through(address.clone(), peer.clone()));
     }
     while let Some(answer) = asks.join_next().await {
         match answer {
@@ -167,9 +168,9 @@ pub(crate) async fn transfer(leader: &mut Leader, id: u64) -> Result<(), AppErro
 /// DESCRIBE the node at `address`: its failure domain and weight.
 pub(crate) async fn describe(
     address: &str,
-    timeout: Duration,
+    options: &Options,
 ) -> Result<(u64, u64), client::Error> {
-    let mut connection = Connection::connect(address, &peer_options(timeout)).await?;
+    let mut connection = Connection::connect(address, &peer_options(options)).await?;
     let metadata = connection.describe().await?;
     Ok((metadata.failure_domain, metadata.weight))
 }
@@ -178,9 +179,9 @@ pub(crate) async fn describe(
 pub(crate) async fn set_weight(
     address: &str,
     weight: u64,
-    timeout: Duration,
+    options: &Options,
 ) -> Result<(), client::Error> {
-    let mut connection = Connection::connect(address, &options(timeout)).await?;
+    let mut connection = Connection::connect(address, options).await?;
     connection.weight(weight).await
 }
 
@@ -221,7 +222,7 @@ async fn retry_busy(leader: &mut Leader, change: Change<'_>) -> Result<(), clien
         if result.as_ref().is_err_and(|e| !e.is_busy()) {
             // Not the leader any more: look again (an election may still be under way, in
             // which case the next turn of the loop looks again).
-            if let Ok(found) = find_leader(&leader.addresses, leader.timeout).await {
+            if let Ok(found) = find_leader(&leader.addresses, &leader.options).await {
                 *leader = found;
             }
         }

@@ -199,7 +199,7 @@ async fn apply_checked(
             return Ok(false);
         }
         if rank(change.to) > rank(change.from) {
-            match ops::describe(&change.address, shared.request_timeout).await {
+            match ops::describe(&change.address, &shared.dial).await {
                 Ok((_, weight)) if weight != roles::DRAINING_WEIGHT => {}
                 _ => return Ok(false),
             }
@@ -233,8 +233,8 @@ async fn probe(shared: &Shared, members: &[NodeInfo]) -> Vec<MemberState> {
     let mut probes = JoinSet::new();
     for (index, member) in members.iter().enumerate() {
         let address = member.address.clone();
-        let timeout = shared.request_timeout;
-        probes.spawn(async move { (index, ops::describe(&address, timeout).await) });
+        let dial = shared.dial.clone();
+        probes.spawn(async move { (index, ops::describe(&address, &dial).await) });
     }
     let mut states: Vec<MemberState> = members
         .iter()
@@ -303,16 +303,12 @@ fn debounce(probed: Vec<MemberState>, memory: &mut HashMap<u64, ProbeMemory>) ->
 /// Marks this node as draining (see [`roles::DRAINING_WEIGHT`]) so that no leader promotes
 /// it while it stops.
 pub(super) async fn mark_draining(shared: &Shared) -> Result<(), AppError> {
-    ops::set_weight(
-        &shared.address,
-        roles::DRAINING_WEIGHT,
-        shared.request_timeout,
-    )
-    .await
-    .map_err(|source| AppError::Cluster {
-        operation: "mark the node as draining".to_owned(),
-        source,
-    })
+    ops::set_weight(&shared.address, roles::DRAINING_WEIGHT, &shared.dial)
+        .await
+        .map_err(|source| AppError::Cluster {
+            operation: "mark the node as draining".to_owned(),
+            source,
+        })
 }
 
 /// Hands leadership and this node's role over (see `App::handover`).

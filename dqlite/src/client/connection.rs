@@ -7,16 +7,19 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use super::{Error, ExecResult, Leader, Metadata, Options, Rows};
 use crate::wire::{File, Header, Request, Response, Value, HEADER_SIZE, PROTOCOL_VERSION};
 use crate::{NodeInfo, NodeRole};
 
-/// A TCP connection or one to an abstract unix socket (`@name`), which is how a node bound to a
-/// unix socket is reached.
+/// A TCP connection (plain or TLS) or one to an abstract unix socket (`@name`), which is how
+/// a node bound to a unix socket is reached.
 #[derive(Debug)]
 enum Stream {
     Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
     Unix(UnixStream),
 }
 
@@ -24,11 +27,21 @@ impl Stream {
     /// Whether the peer has already closed (or sent something unasked) while no request was
     /// in flight: then a request sent now could not be answered, and it is safe to reconnect
     /// and send it elsewhere.
-    fn is_stale(&self) -> bool {
+    fn is_stale(&mut self) -> bool {
         let mut probe = [0u8; 1];
         let result = match self {
             Stream::Tcp(s) => s.try_read(&mut probe),
             Stream::Unix(s) => s.try_read(&mut probe),
+            // Raw bytes on the socket may be TLS records that carry no data (a key update):
+            // read through TLS once, without waiting; only data or a close counts.
+            Stream::Tls(s) => {
+                let mut buf = ReadBuf::new(&mut probe);
+                let mut context = Context::from_waker(std::task::Waker::noop());
+                match Pin::new(s.as_mut()).poll_read(&mut context, &mut buf) {
+                    Poll::Pending => return false,
+                    Poll::Ready(result) => result.map(|()| buf.filled().len()),
+                }
+            }
         };
         !matches!(result, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
@@ -42,6 +55,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -55,6 +69,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
@@ -62,6 +77,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
@@ -69,6 +85,7 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
@@ -92,9 +109,11 @@ pub struct Connection {
 
 impl Connection {
     /// Connects to `address` (`ip:port`, `[ipv6]:port`, `host:port`, or `@abstract-socket`)
-    /// and sends the protocol version.
+    /// and sends the protocol version. With [`Options::tls`], a TCP connection is TLS: the
+    /// node must present a certificate of the CA naming the address's IP (or host), and
+    /// the client presents its own; the handshake counts towards the connect timeout.
     pub async fn connect(address: &str, options: &Options) -> Result<Connection, Error> {
-        let stream = tokio::time::timeout(options.connect_timeout, open_stream(address))
+        let stream = tokio::time::timeout(options.connect_timeout, open_stream(address, options))
             .await
             .map_err(|_| Error::ConnectTimeout {
                 address: address.to_owned(),
@@ -123,8 +142,8 @@ impl Connection {
 
     /// Whether the connection can carry another request: nothing was abandoned midway and the
     /// peer has not closed it.
-    pub fn is_usable(&self) -> bool {
-        !self.in_flight && self.stream.buffer().is_empty() && !self.stream.get_ref().is_stale()
+    pub fn is_usable(&mut self) -> bool {
+        !self.in_flight && self.stream.buffer().is_empty() && !self.stream.get_mut().is_stale()
     }
 
     /// Asks the node whom it believes is the leader; `None` when it knows of none.
@@ -398,14 +417,26 @@ fn row_value(value: Value) -> Value {
     }
 }
 
-async fn open_stream(address: &str) -> io::Result<Stream> {
+async fn open_stream(address: &str, options: &Options) -> io::Result<Stream> {
     if let Some(name) = address.strip_prefix('@') {
         return connect_abstract(name).map(Stream::Unix);
     }
     let stream = TcpStream::connect(address).await?;
     // Requests are small and latency-bound: never wait to coalesce them.
     stream.set_nodelay(true)?;
-    Ok(Stream::Tcp(stream))
+    let Some(tls) = &options.tls else {
+        return Ok(Stream::Tcp(stream));
+    };
+    let name = crate::tls::server_name(address).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address names no host to check the certificate against",
+        )
+    })?;
+    let stream = TlsConnector::from(tls.client_config())
+        .connect(name, stream)
+        .await?;
+    Ok(Stream::Tls(Box::new(stream)))
 }
 
 /// Connects to a Linux abstract unix socket. The connect cannot block for long (the socket is

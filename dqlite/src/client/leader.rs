@@ -454,7 +454,7 @@ impl Client {
     }
 
     async fn ensure_connected(&mut self) -> Result<(), Error> {
-        if self.connection.as_ref().is_some_and(Connection::is_usable) {
+        if self.connection.as_mut().is_some_and(Connection::is_usable) {
             return Ok(());
         }
         let previous = self.connection.take().map(|c| c.address().to_owned());

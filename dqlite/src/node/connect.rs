@@ -11,17 +11,19 @@
 //! blocking* socket and writes nothing; any non-zero return is "no connection" (the caller
 //! closes nothing then: the function must not leak the socket).
 //!
-//! This one keeps that contract and changes three things:
+//! This one keeps that contract and changes four things:
 //! - the connect is non-blocking and bounded by a timeout, so an address that drops SYNs
 //!   holds a pool thread (shared with raft's disk work) for the timeout, not the kernel's
 //!   two minutes of SYN retries, and `dqlite_node_stop` no longer waits those out;
 //! - `TCP_NODELAY` is set: raft sends a few small messages per commit and waits for the
 //!   answers, so Nagle's algorithm against the peer's delayed ACK (40 ms on Linux) would
 //!   hold most commits of a multi-node cluster back by tens of milliseconds;
-//! - the socket is close-on-exec, like every descriptor std opens.
+//! - the socket is close-on-exec, like every descriptor std opens;
+//! - IPv6 members (`[ip]:port`) are dialled too, since a node can listen on IPv6 through the
+//!   crate's forwarding listener (`node::forward`).
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
@@ -64,42 +66,58 @@ impl Default for RaftConnect {
 /// Why [`raft_connect`] gave no connection.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("invalid raft address {address:?}: libdqlite 1.11 dials only IPv4 `ip[:port]`")]
+    #[error("invalid raft address {address:?}: expected `ipv4[:port]` or `[ipv6]:port`")]
     Address { address: String },
     #[error("cannot open a socket to dial {address}")]
     Socket {
-        address: SocketAddrV4,
+        address: SocketAddr,
         source: io::Error,
     },
     #[error("cannot connect to {address}")]
     Connect {
-        address: SocketAddrV4,
+        address: SocketAddr,
         source: io::Error,
     },
     #[error("no connection to {address} within {timeout:?}")]
     Timeout {
-        address: SocketAddrV4,
+        address: SocketAddr,
         timeout: Duration,
+    },
+    #[error("TLS handshake with {address} failed")]
+    Tls {
+        address: SocketAddr,
+        source: io::Error,
+    },
+    #[error("cannot forward the connection to {address}")]
+    Forward {
+        address: SocketAddr,
+        source: io::Error,
     },
     #[error("cannot set {option} on the connection to {address}")]
     SetOption {
         option: &'static str,
-        address: SocketAddrV4,
+        address: SocketAddr,
         source: io::Error,
     },
 }
 
-/// The socket address of a raft member's address, read as libdqlite 1.11 reads it: an
-/// IPv4 literal, then optionally `:port` (8080 when absent). `None` for anything
-/// libdqlite's default would not dial either (IPv6, host names, `@abstract` sockets).
-/// Pure.
-pub fn parse_raft_address(address: &str) -> Option<SocketAddrV4> {
+/// The socket address of a raft member's address: an IPv4 literal read as libdqlite 1.11
+/// reads it (optionally `:port`, 8080 when absent), or a bracketed IPv6 literal with a port
+/// (`[fd00::3]:17666`, as `SocketAddr` prints it; no zone). `None` for anything else (host
+/// names, `@abstract` sockets, IPv6 without brackets or port). Pure.
+pub fn parse_raft_address(address: &str) -> Option<SocketAddr> {
+    if address.starts_with('[') {
+        return match address.parse::<SocketAddr>().ok()? {
+            SocketAddr::V6(v6) if v6.scope_id() == 0 => Some(SocketAddr::V6(v6)),
+            _ => None,
+        };
+    }
     let (host, port) = match address.split_once(':') {
         Some((host, port)) => (host, port.parse().ok()?),
         None => (address, LIBDQLITE_DEFAULT_PORT),
     };
     let ip: Ipv4Addr = host.parse().ok()?;
-    Some(SocketAddrV4::new(ip, port))
+    Some(SocketAddr::new(IpAddr::V4(ip), port))
 }
 
 /// Connects to the raft member at `address` within `timeout` and returns the connected
@@ -111,8 +129,12 @@ pub fn raft_connect(address: &str, timeout: Duration) -> Result<OwnedFd, Connect
         address: address.to_owned(),
     })?;
     let deadline = Instant::now() + timeout;
+    let family = match target {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
     let socket = rustix::net::socket_with(
-        AddressFamily::INET,
+        family,
         SocketType::STREAM,
         SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
         None,
@@ -181,7 +203,7 @@ mod tests {
     #[test]
     fn raft_addresses_are_read_as_libdqlite_reads_them() {
         fn check(address: &str, expected: Option<&str>) {
-            let expected = expected.map(|text| text.parse::<SocketAddrV4>().expect("valid"));
+            let expected = expected.map(|text| text.parse::<SocketAddr>().expect("valid"));
             assert_eq!(parse_raft_address(address), expected, "{address:?}");
         }
         check("127.0.0.1:9001", Some("127.0.0.1:9001"));
@@ -189,8 +211,14 @@ mod tests {
         check("10.0.0.7:", None);
         check("10.0.0.7:65536", None);
         check("10.0.0.7:x", None);
-        check("[::1]:9001", None);
+        check("[::1]:9001", Some("[::1]:9001"));
+        check("[fd00::3]:17666", Some("[fd00::3]:17666"));
+        check("[fe80::1%2]:9001", None);
+        check("[::1]", None);
+        check("[::1]:", None);
+        check("[127.0.0.1]:9001", None);
         check("::1", None);
+        check("::1:9001", None);
         check("@dqlite", None);
         check("localhost:9001", None);
         check("", None);

@@ -1,11 +1,14 @@
-//! The controller CA and each controller's server certificate.
+//! The controller CA and the certificates it signs: each controller's API server
+//! certificate and its Dqlite node certificate.
 //!
-//! The CA is made once, by the controller that bootstraps, and kept under the agent data dir
-//! (`ca.pem`, `ca.key` mode 0600). Every controller must serve certificates signed by the
-//! same CA, so the first controller also writes it into the controller database
-//! (`controller_ca`, one row, guarded insert) and the others read it from there. A
-//! production deployment would distribute the CA key out of band rather than keep it in the
-//! replicated database.
+//! The CA is made once, by the controller that bootstraps, and kept in the controller's dir
+//! beside controller.conf (`<data-dir>/agents/controller-<id>/ca.pem`, `ca.key` mode 0600).
+//! A controller that joins gets the same files at provisioning (Juju puts the CA in
+//! agent.conf; the simulator copies them), since its Dqlite node must present a
+//! certificate of that CA before it can reach the database. The first controller also
+//! writes the CA into the controller database (`controller_ca`, one row, guarded insert)
+//! and the API servers take it from there. A production deployment would distribute the CA
+//! key out of band rather than keep it in the replicated database.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -18,6 +21,9 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// The DNS name every Dqlite node certificate carries first.
+pub const NODE_CERT_NAME: &str = "juju-dqlite";
 
 /// The controller CA: certificate and private key, PEM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +110,36 @@ impl Ca {
         let chain = vec![cert.der().clone(), self.cert_der()?];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok((chain, key))
+    }
+
+    /// A Dqlite node certificate signed by the CA, good as a TLS server and client: its
+    /// first name is the DNS name [`NODE_CERT_NAME`], which every node certificate shares
+    /// (go-dqlite's shell checks the server against the first DNS name of its own
+    /// certificate), then `ips` (a dialling node checks the IP it dialled). Returns the
+    /// chain PEM (leaf, then the CA) and the leaf's key PEM.
+    pub fn issue_node(&self, ips: &[IpAddr]) -> Result<(String, String), CaError> {
+        let ca_key = KeyPair::from_pem(&self.key_pem)?;
+        let issuer = Issuer::new(ca_params(), ca_key);
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![NODE_CERT_NAME.to_owned()])?;
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        let mut name = DistinguishedName::new();
+        name.push(DnType::OrganizationName, "Juju");
+        name.push(DnType::CommonName, NODE_CERT_NAME);
+        params.distinguished_name = name;
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - std::time::Duration::from_secs(300)).into();
+        params.not_after = (now + std::time::Duration::from_secs(365 * 24 * 3600)).into();
+        let cert = params.signed_by(&key, &issuer)?;
+        let mut chain = cert.pem();
+        chain.push_str(&self.cert_pem);
+        Ok((chain, key.serialize_pem()))
     }
 
     /// Reads `ca.pem` and `ca.key` from `dir`; `None` when either is missing.
