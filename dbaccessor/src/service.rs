@@ -160,6 +160,9 @@ pub(crate) struct Service<D> {
     /// Members absent from the map and unreachable, and since when: removed once that has
     /// lasted a whole quorum timeout, so that a blip never removes anyone.
     absent_since: BTreeMap<u64, Instant>,
+    /// When the last departure probe was sent (the `absent_since` of members it found
+    /// silent for the first time).
+    last_probe: Option<Instant>,
     /// Absent voters kept because the map dropped several voters at once (warned once).
     kept_absent: BTreeSet<u64>,
     /// After a map change: until when the membership is checked every
@@ -196,6 +199,7 @@ impl<D: Driver> Service<D> {
             leaderless_since: None,
             last_decision: None,
             absent_since: BTreeMap::new(),
+            last_probe: None,
             kept_absent: BTreeSet::new(),
             departure_watch: None,
             deferred: VecDeque::new(),
@@ -680,7 +684,10 @@ impl<D: Driver> Service<D> {
             self.departure_watch = None;
             return;
         }
-        self.departure_watch = Some((until, Instant::now() + DEPARTURE_CHECK_EVERY));
+        self.departure_watch = Some((
+            until,
+            next_departure_check(&self.absent_since, self.last_probe, Instant::now()),
+        ));
     }
 
     /// On the leader: removes members that have been absent from a usable map, and
@@ -700,8 +707,11 @@ impl<D: Driver> Service<D> {
             .values()
             .map(|ip| self.config.dqlite_address(*ip))
             .collect();
-        let absent = self.driver.absent_and_unreachable(&wanted).await;
+        // Absence counts from when the probe was sent: a probe of a black-holed address takes
+        // its whole bound, which is time the member was already silent.
         let now = Instant::now();
+        self.last_probe = Some(now);
+        let absent = self.driver.absent_and_unreachable(&wanted).await;
         let due = due_for_removal(
             &mut self.absent_since,
             &absent,
@@ -786,6 +796,26 @@ pub(crate) const SPARE_GRACE: Duration = Duration::from_millis(300);
 /// `Service::check_departures`): often enough that a departed controller leaves the
 /// configuration within a few hundred milliseconds of its hand-over.
 pub(crate) const DEPARTURE_CHECK_EVERY: Duration = Duration::from_millis(150);
+
+/// When the departure watch checks next: [`DEPARTURE_CHECK_EVERY`] after the last check,
+/// or sooner when the probe sent at `probed_at` found a member silent for the first time:
+/// its second probe goes as soon as [`SPARE_GRACE`] has passed since the first was sent,
+/// not a check period after the first one's answer (a black-holed probe takes its whole
+/// bound).
+pub(crate) fn next_departure_check(
+    absent_since: &BTreeMap<u64, Instant>,
+    probed_at: Option<Instant>,
+    now: Instant,
+) -> Instant {
+    let regular = now + DEPARTURE_CHECK_EVERY;
+    absent_since
+        .values()
+        .filter(|since| Some(**since) == probed_at)
+        .map(|since| (*since + SPARE_GRACE).max(now))
+        .filter(|at| *at < regular)
+        .min()
+        .unwrap_or(regular)
+}
 
 /// Tracks since when each member has been absent (and unreachable); returns those absent
 /// for at least `grace`, and spares absent for [`SPARE_GRACE`] (a spare that was only cut
@@ -1120,6 +1150,43 @@ mod tests {
         let at = 6_000 + SPARE_GRACE.as_millis() as u64;
         assert_eq!(due_at(at - 1), Vec::<u64>::new());
         assert_eq!(due_at(at), [4]);
+    }
+
+    #[test]
+    fn next_departure_check_table() {
+        let t0 = Instant::now();
+        let ms = |n: u64| Duration::from_millis(n);
+        let grace = SPARE_GRACE.as_millis() as u64;
+        let every = DEPARTURE_CHECK_EVERY.as_millis() as u64;
+        // (absent since, in ms from t0; the last probe sent; now; the next check), in ms
+        // from t0
+        let cases: [(&[u64], u64, u64, u64); 6] = [
+            // Nothing silent: the regular period.
+            (&[], 0, 0, every),
+            // Found silent by a probe sent at 0 that took 300 ms (black-holed): its second
+            // probe goes at once, the grace having passed while the first was waited for.
+            (&[0], 0, grace, grace),
+            // Found silent by a quick (refused) probe: the regular period while the grace
+            // ends later, then the grace's end when it comes first.
+            (&[0], 0, 10, 10 + every),
+            (&[0], 0, grace - every / 2, grace),
+            // Silent since before the last probe (a voter waiting out the quorum timeout,
+            // already probed twice): the regular period, never a busy loop.
+            (&[0], 4_700, 5_000, 5_000 + every),
+            (&[0, 4_700], 4_700, 4_710, 4_710 + every),
+        ];
+        for (since, probed_at, now, next) in cases {
+            let absent_since: BTreeMap<u64, Instant> = since
+                .iter()
+                .enumerate()
+                .map(|(id, at)| (id as u64, t0 + ms(*at)))
+                .collect();
+            assert_eq!(
+                next_departure_check(&absent_since, Some(t0 + ms(probed_at)), t0 + ms(now)),
+                t0 + ms(next),
+                "since {since:?}, now {now}"
+            );
+        }
     }
 
     /// What the fake node did, in order, with the (virtual) time since the test began.

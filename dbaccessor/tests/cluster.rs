@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use controller_contract::status::{NodeState, Role, Verdict};
+use dqlite::NodeRole;
 use support::{insert_rows, read_rows, shell_cluster, Controller};
 
 fn addresses(controllers: &[&Controller]) -> Vec<String> {
@@ -437,7 +438,7 @@ async fn a_killed_daemon_restarts_and_rejoins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_controllers_joining_at_once_make_three_voters_and_two_stand_bys() {
+async fn four_joining_at_once_make_three_voters_and_departures_never_leave_fewer() {
     let ips: Vec<String> = (1..=5).map(|m| format!("127.21.12.{m}")).collect();
     let mut controllers: Vec<Controller> = ips
         .iter()
@@ -485,6 +486,113 @@ async fn four_controllers_joining_at_once_make_three_voters_and_two_stand_bys() 
         .expect("a voter that does not lead");
     let shell = shell_cluster(&voter.address);
     assert_eq!(shell.lines().count(), 5, "{shell}");
+
+    // Departures, a voter and then the leader: each hands its vote over before it goes, so
+    // the configuration, sampled every 20 ms by a client of its own, never holds fewer than
+    // three voters, and ends with three voters and the rest stand-bys.
+    let all = ips
+        .iter()
+        .map(|ip| format!("{ip}:17666"))
+        .collect::<Vec<_>>();
+    insert_rows(&all, 0, 5).await;
+    let leader_address = status
+        .members
+        .iter()
+        .find(|m| Some(m.id) == status.leader_id)
+        .expect("the leader is a member")
+        .address
+        .clone();
+    let mut remaining: Vec<usize> = (0..5).collect();
+    for departing_address in [voter.address.clone(), leader_address] {
+        let departing = remaining
+            .iter()
+            .position(|i| controllers[*i].address() == departing_address)
+            .map(|at| remaining.remove(at))
+            .expect("a running controller at that address");
+        let watched: Vec<String> = remaining
+            .iter()
+            .map(|i| controllers[*i].address())
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = tokio::spawn(sample_voters(watched.clone(), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            controllers[departing].terminate(),
+            Some(0),
+            "SIGTERM exits 0"
+        );
+        let map: Vec<(&str, &str)> = remaining
+            .iter()
+            .map(|i| (ids[*i].as_str(), ips[*i].as_str()))
+            .collect();
+        for i in &remaining {
+            controllers[*i].set_map(&map).await;
+        }
+        let left = remaining.len();
+        for i in &remaining {
+            controllers[*i]
+                .wait_for(
+                    "without the departed member",
+                    Duration::from_secs(30),
+                    |s| {
+                        s.members.len() == left
+                            && !s.members.iter().any(|m| m.address == departing_address)
+                            && s.members.iter().filter(|m| m.role == Role::Voter).count() == 3
+                            && s.members.iter().filter(|m| m.role == Role::StandBy).count()
+                                == left - 3
+                    },
+                )
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let samples = sampler.await.expect("the sampler ends");
+        let answered: Vec<usize> = samples.iter().flatten().copied().collect();
+        assert!(
+            answered.len() >= 10,
+            "{departing_address} leaving: too few answers: {samples:?}"
+        );
+        assert!(
+            answered.iter().all(|voters| *voters >= 3),
+            "{departing_address} leaving: fewer than 3 voters at some point: {samples:?}"
+        );
+        assert_eq!(answered.last(), Some(&3), "{samples:?}");
+        assert_eq!(read_rows(&watched).await, (0..5).collect::<Vec<_>>());
+    }
+}
+
+/// Counts the voters in the configuration every 20 ms until `stop`; `None` where the
+/// cluster did not answer (a leader change under way).
+async fn sample_voters(
+    addresses: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Option<usize>> {
+    let options = dqlite::client::Options {
+        retry_timeout: Duration::from_millis(500),
+        ..dqlite::client::Options::default()
+    };
+    let mut client = None;
+    let mut samples = vec![];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if client.is_none() {
+            client = dqlite::client::Client::connect_leader(&addresses, options.clone())
+                .await
+                .ok();
+        }
+        let voters = match client.as_mut() {
+            Some(c) => match c.cluster().await {
+                Ok(nodes) => Some(nodes.iter().filter(|n| n.role == NodeRole::Voter).count()),
+                Err(_) => {
+                    client = None;
+                    None
+                }
+            },
+            None => None,
+        };
+        samples.push(voters);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    samples
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
