@@ -7,6 +7,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use std::collections::BTreeMap;
+
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
@@ -246,35 +248,79 @@ struct InterfaceAddress {
     /// The older key some Juju versions print instead.
     #[serde(default)]
     address: Option<String>,
+    /// The interface's subnet (`10.0.0.0/24`; some versions print the host's own address
+    /// with the prefix, `10.0.0.5/24`).
+    #[serde(default)]
+    cidr: Option<String>,
+}
+
+/// What `network-get` says of a binding.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Binding {
+    /// Interface addresses first, then ingress addresses, as text.
+    pub addresses: Vec<String>,
+    /// Address -> its interface's subnet, normalised (`10.0.0.0/24`), where Juju gave one.
+    pub subnets: BTreeMap<String, String>,
 }
 
 /// Every address of the binding: interface addresses first, then ingress addresses, as text
 /// (the choice drops what is not an IP, so the operator sees it named).
 pub fn parse_network_info(text: &str) -> Result<Vec<String>, NetworkError> {
+    parse_binding(text).map(|binding| binding.addresses)
+}
+
+/// The binding as `network-get` prints it: its addresses and their subnets.
+pub fn parse_binding(text: &str) -> Result<Binding, NetworkError> {
     if text.len() > MAX_NETWORK_INFO {
         return Err(NetworkError::Oversized { size: text.len() });
     }
     let info: NetworkInfo =
         serde_json::from_str(text).map_err(|e| NetworkError::Malformed(e.to_string()))?;
-    let mut addresses: Vec<String> = info
-        .bind_addresses
-        .into_iter()
-        .flat_map(|interface| interface.addresses)
-        .filter_map(|a| a.value.or(a.address))
-        .filter(|a| !a.is_empty())
-        .collect();
-    addresses.extend(info.ingress_addresses.into_iter().filter(|a| !a.is_empty()));
-    if addresses.len() > MAX_ADDRESSES {
+    let mut binding = Binding::default();
+    for address in info.bind_addresses.into_iter().flat_map(|i| i.addresses) {
+        let Some(value) = address.value.or(address.address).filter(|a| !a.is_empty()) else {
+            continue;
+        };
+        let subnet = address
+            .cidr
+            .and_then(|c| c.parse::<IpNetwork>().ok())
+            .and_then(|n| IpNetwork::new(n.network(), n.prefix()).ok());
+        if let Some(subnet) = subnet {
+            binding.subnets.insert(value.clone(), subnet.to_string());
+        }
+        binding.addresses.push(value);
+    }
+    binding
+        .addresses
+        .extend(info.ingress_addresses.into_iter().filter(|a| !a.is_empty()));
+    if binding.addresses.len() > MAX_ADDRESSES {
         return Err(NetworkError::TooManyAddresses {
-            count: addresses.len(),
+            count: binding.addresses.len(),
         });
     }
-    Ok(addresses)
+    Ok(binding)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_binding_reads_subnets() {
+        let text = r#"{"bind-addresses":[{"interface-name":"eth0","addresses":[{"value":"10.0.0.5","cidr":"10.0.0.0/24"},{"address":"10.1.0.5","cidr":"10.1.0.5/24"},{"value":"10.2.0.5"},{"value":"10.3.0.5","cidr":"nonsense"}]}],"ingress-addresses":["10.0.0.5"]}"#;
+        let binding = parse_binding(text).expect("parses");
+        assert_eq!(
+            binding.addresses,
+            ["10.0.0.5", "10.1.0.5", "10.2.0.5", "10.3.0.5", "10.0.0.5"]
+        );
+        assert_eq!(binding.subnets.len(), 2);
+        assert_eq!(binding.subnets["10.0.0.5"], "10.0.0.0/24");
+        assert_eq!(binding.subnets["10.1.0.5"], "10.1.0.0/24");
+        assert!(matches!(
+            parse_binding("not json"),
+            Err(NetworkError::Malformed(_))
+        ));
+    }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("test ip")

@@ -11,23 +11,13 @@ use std::path::{Path, PathBuf};
 
 use controller_contract::conf::{ConfError, ControllerConf};
 
+use crate::plan::OnDisk;
+
 /// The largest controller.conf read; a bigger one is not ours to parse.
 pub const MAX_CONF: u64 = 1024 * 1024;
 
 /// The name prefix of this writer's temp files, beside controller.conf.
 const TEMP_PREFIX: &str = ".controller.conf.";
-
-/// What is on disk.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OnDisk {
-    /// No file (or an empty one, which holds nothing to keep).
-    Missing,
-    /// A valid file.
-    Parsed(ControllerConf),
-    /// A file the agent could not read either (torn, not text, not a regular file, too
-    /// big), with why: left untouched for the operator.
-    Unreadable(String),
-}
 
 /// Why controller.conf could not be read or written.
 #[derive(Debug, thiserror::Error)]

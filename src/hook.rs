@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use controller_contract::paths;
 
-use crate::actions;
 use crate::address::{self, Choice, NetworkError};
 use crate::conffile::{self, ConfFileError};
 use crate::config::{CharmConfig, ConfigError, Paths};
@@ -15,7 +14,9 @@ use crate::memo::{self, Memo};
 use crate::plan::{self, ConfView, Membership, Observed, PeerView, Plan};
 use crate::reload::{self, ReloadError};
 use crate::service_unit;
-use crate::tools::{self, HookTools, Level, Status, StatusKind, ToolError};
+use crate::status::{printable, Level, Status, StatusKind};
+use crate::status_socket;
+use crate::tools::{HookTools, ToolError};
 
 /// Why a hook fails (exit non-zero, so Juju retries it and shows the error).
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +40,6 @@ pub struct World {
     /// controller.conf's path, when the agent id is known.
     pub conf_path: Option<PathBuf>,
     /// The `run-dbaccessor` option (false when the options are invalid).
-    pub run_dbaccessor: bool,
     /// What was read (options, binding) and the status last shown, to save after the hook.
     pub memo: Memo,
     /// The memo as the hook found it (saving an unchanged memo is skipped).
@@ -121,9 +121,6 @@ pub fn observe(
     let is_leader = tools.is_leader()?;
     let (config, choice, memo) = observe_address(tools, env, remembered)?;
     let paths = config.as_ref().ok().map(|(_, paths)| paths.clone());
-    let run_dbaccessor = config
-        .as_ref()
-        .is_ok_and(|(config, _)| config.run_dbaccessor);
     let agent_id = paths.as_ref().map(observe_agent_id);
 
     let membership = match relation_event {
@@ -140,6 +137,23 @@ pub fn observe(
         Membership::Member => observe_relation(tools, env, relation_event, is_leader)?,
         // The relation is going away: its bags no longer matter to this unit.
         Membership::Departing | Membership::Broken => None,
+    };
+
+    // The service and the log position belong to hooks; actions only report.
+    let hook_event = matches!(env.event, Event::Hook(_) | Event::Relation(_));
+    let service = match (&config, hook_event) {
+        (Ok((config, paths)), true) => Some(service_unit::observe(
+            config.run_dbaccessor,
+            &env.charm_dir,
+            &paths.data_dir,
+        )),
+        _ => None,
+    };
+    let log_position = match (&relation, &paths, membership, hook_event) {
+        (Some(_), Some(paths), Membership::Member, true) => {
+            observe_log_position(&env.event, &paths.data_dir)
+        }
+        _ => None,
     };
 
     let conf_path = match (&paths, &agent_id) {
@@ -164,10 +178,11 @@ pub fn observe(
             relation,
             membership,
             conf,
+            service,
+            log_position,
         },
         paths,
         conf_path,
-        run_dbaccessor,
         memo,
         memo_on_disk: remembered.clone(),
     })
@@ -233,19 +248,25 @@ pub fn apply(tools: &HookTools, env: &HookEnv, world: &World, plan: Plan) -> Res
     // everything else the charm does). Peers' data may appear in a line: it is made
     // printable so that it cannot forge other log lines.
     for (level, line) in &plan.log {
-        let line = tools::printable(line);
+        let line = printable(line);
         match level {
             Level::Warning => eprintln!("WARNING {line}"),
             Level::Debug | Level::Info => println!("{line}"),
         }
     }
+    let mut status = plan.status.clone();
+    if let Some(change) = &plan.service {
+        if let Err(why) = service_unit::apply(change) {
+            status = plan::service_blocked(&why);
+        }
+    }
     let mut memo = world.memo.clone();
-    set_status(tools, env, &mut memo, &world.memo_on_disk, &plan.status)?;
+    set_status(tools, env, &mut memo, &world.memo_on_disk, &status)?;
     if let Some(dir) = world.conf_path.as_deref().and_then(|path| path.parent()) {
         // A hook killed mid-write leaves a temp file; the next hook removes it whether or not
         // it writes. Failing to is only worth a warning: the leftover harms nothing.
         if let Err(error) = conffile::remove_leftovers(dir) {
-            eprintln!("WARNING {}", tools::printable(&error.to_string()));
+            eprintln!("WARNING {}", printable(&error.to_string()));
         }
     }
     if let (Some(conf), Some(path), Some(paths)) = (&plan.conf, &world.conf_path, &world.paths) {
@@ -275,15 +296,7 @@ pub fn converge(
     if let Some(Err(error @ NetworkError::Malformed(_))) = &world.observed.choice {
         return Err(HookError::NetworkOutput(error.clone()));
     }
-    let mut plan = plan::plan(&world.observed);
-    if let Some(paths) = &world.paths {
-        if let Some(status) =
-            service_unit::ensure(world.run_dbaccessor, &env.charm_dir, &paths.data_dir)
-        {
-            plan.status = status;
-        }
-    }
-    publish_log_position(&world, env, &mut plan);
+    let plan = plan::plan(&world.observed);
     apply(tools, env, &world, plan)
 }
 
@@ -315,48 +328,22 @@ fn set_status(
         eprintln!(
             "WARNING cannot save the hook memo in {}: {}",
             env.charm_dir.display(),
-            tools::printable(&error.to_string())
+            printable(&error.to_string())
         );
     }
     Ok(())
 }
 
-/// Adds this node's last log position (`db-log-position`) to the unit bag, so that
-/// `recover-cluster` on another unit can compare logs after this machine is gone.
-///
-/// Publishing it from every hook would never settle: every write to the database moves the
-/// position, and every publication fires `relation-changed` on each peer, whose hook would
-/// publish its own moved position in turn. So only `update-status` publishes while a leader
-/// is known (every 5 minutes; the peers' hooks it fires do not publish back), and any hook
-/// publishes while no leader is known: without a leader the log cannot grow, the positions
-/// stand still and the exchange settles, which is exactly when `recover-cluster` needs them.
-/// A dbaccessor that does not answer changes nothing.
-fn publish_log_position(world: &World, env: &HookEnv, plan: &mut Plan) {
-    let (Some(relation), Some(paths)) = (&world.observed.relation, &world.paths) else {
-        return;
-    };
-    if world.observed.membership != Membership::Member {
-        return;
+/// The node's log position when this hook publishes it ([`plan::wants_log_position`]):
+/// a cheap `status` request first, and the log read only when it is published. A dbaccessor
+/// that does not answer gives nothing.
+fn observe_log_position(event: &Event, data_dir: &std::path::Path) -> Option<String> {
+    let leader_known = status_socket::local_leader_known(data_dir)?;
+    let update_status = matches!(event, Event::Hook(Hook::UpdateStatus));
+    if !plan::wants_log_position(update_status, leader_known) {
+        return None;
     }
-    let Some(leader_known) = actions::local_leader_known(&paths.data_dir) else {
-        return;
-    };
-    if !should_publish(&env.event, leader_known) {
-        return;
-    }
-    let Some(position) = actions::local_log_position(&paths.data_dir) else {
-        return;
-    };
-    let text = position.to_string();
-    if relation.own.get(actions::LOG_POSITION_KEY) != Some(&text) {
-        plan.unit_writes
-            .insert(actions::LOG_POSITION_KEY.to_owned(), text);
-    }
-}
-
-/// Whether a hook publishes the log position (see [`publish_log_position`]).
-fn should_publish(event: &Event, leader_known: bool) -> bool {
-    !leader_known || matches!(event, Event::Hook(Hook::UpdateStatus))
+    status_socket::local_log_position(data_dir).map(|position| position.to_string())
 }
 
 /// Logs an unhandled hook at debug level.
@@ -366,37 +353,4 @@ pub fn unhandled(tools: &HookTools, name: &str) -> Result<(), HookError> {
         &format!("hook {name} is not handled by this charm"),
     )?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::RelationEvent;
-
-    #[test]
-    fn log_position_publication_table() {
-        let check = |event: Event, leader_known: bool, expected: bool| {
-            assert_eq!(
-                should_publish(&event, leader_known),
-                expected,
-                "{event:?} leader known: {leader_known}"
-            );
-        };
-        let changed = || {
-            Event::Relation(RelationEvent {
-                kind: RelationKind::Changed,
-                relation_id: "db-cluster:0".into(),
-                remote_unit: Some("controller/1".into()),
-                departing_unit: None,
-            })
-        };
-        // With a leader the log moves: only the 5-minute update-status publishes.
-        check(Event::Hook(Hook::UpdateStatus), true, true);
-        check(Event::Hook(Hook::ConfigChanged), true, false);
-        check(changed(), true, false);
-        // Without a leader the log stands still: every hook keeps the value current.
-        check(Event::Hook(Hook::UpdateStatus), false, true);
-        check(Event::Hook(Hook::ConfigChanged), false, true);
-        check(changed(), false, true);
-    }
 }

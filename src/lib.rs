@@ -26,6 +26,8 @@ pub mod memo;
 pub mod plan;
 pub mod reload;
 pub mod service_unit;
+pub mod status;
+pub mod status_socket;
 pub mod tools;
 
 use event::{Event, Hook, HookEnv};

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::event::{Event, Hook};
-use crate::tools::Status;
+use crate::status::Status;
 
 /// The memo's file name in the charm dir.
 pub const FILE_NAME: &str = ".controller-charm-memo.json";
@@ -130,7 +130,7 @@ pub fn forget(charm_dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::event::{RelationEvent, RelationKind};
-    use crate::tools::StatusKind;
+    use crate::status::StatusKind;
 
     fn relation(kind: RelationKind) -> Event {
         Event::Relation(RelationEvent {

@@ -22,9 +22,8 @@ use controller_contract::conf::{
 };
 
 use crate::address::{self, Choice, NetworkError, Scope};
-use crate::conffile::OnDisk;
 use crate::config::ConfigError;
-use crate::tools::{Level, Status, StatusKind};
+use crate::status::{Level, Status, StatusKind};
 
 /// Unit bag key: this unit's Dqlite bind IP.
 pub const BIND_ADDRESS_KEY: &str = "db-bind-address";
@@ -32,6 +31,9 @@ pub const BIND_ADDRESS_KEY: &str = "db-bind-address";
 pub const AGENT_ID_KEY: &str = "agent-id";
 /// App bag key: the leader's JSON map of agent id to bind IP.
 pub const BIND_ADDRESSES_KEY: &str = "db-bind-addresses";
+/// The unit-bag key each unit publishes its node's last log position under (`term/index`),
+/// which `recover-cluster` compares.
+pub const LOG_POSITION_KEY: &str = "db-log-position";
 /// App bag key: the leader's JSON record of unit name to agent id, so that the entry of a
 /// unit that left the relation can be told apart from one whose bag is momentarily unusable.
 pub const AGENT_IDS_KEY: &str = "db-agent-ids";
@@ -63,6 +65,44 @@ pub struct Observed {
     pub membership: Membership,
     /// controller.conf, read when the agent id is known.
     pub conf: Option<ConfView>,
+    /// The charm's own dbaccessor service (`run-dbaccessor`), when the options are valid.
+    pub service: Option<ServiceView>,
+    /// The local node's log position (`term/index`), read only when this hook publishes it
+    /// ([`wants_log_position`]) and the dbaccessor answered.
+    pub log_position: Option<String>,
+}
+
+/// controller.conf as it is on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnDisk {
+    /// No file (or an empty one, which holds nothing to keep).
+    Missing,
+    /// A valid file.
+    Parsed(ControllerConf),
+    /// A file the agent could not read either (torn, not text, not a regular file, too
+    /// big), with why: left untouched for the operator.
+    Unreadable(String),
+}
+
+/// The `run-dbaccessor` systemd service as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceView {
+    /// What the option asks for.
+    pub wanted: bool,
+    /// The unit file installed now (`None`: there is none).
+    pub installed: Option<String>,
+    /// When wanted: the unit file this controller should have, or why it cannot have one
+    /// (systemd not running, the binary missing, ...).
+    pub rendered: Option<Result<String, String>>,
+}
+
+/// What to do to the `run-dbaccessor` service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceChange {
+    /// Write this unit file, reload systemd, enable and restart the service.
+    Install(String),
+    /// Disable and stop the service, remove its unit file.
+    Remove,
 }
 
 /// This unit's part in the peer relation during this hook.
@@ -112,13 +152,77 @@ pub struct Plan {
     pub status: Status,
     /// Lines for `juju-log`.
     pub log: Vec<(Level, String)>,
+    /// The change to the `run-dbaccessor` service, if any.
+    pub service: Option<ServiceChange>,
 }
 
 /// Decides the hook's writes and status.
 pub fn plan(observed: &Observed) -> Plan {
+    let mut plan = plan_membership(observed);
+    if let Some(view) = &observed.service {
+        let (change, status) = plan_service(view);
+        plan.service = change;
+        if let Some(status) = status {
+            plan.status = status;
+        }
+    }
+    publish_log_position(observed, &mut plan);
+    plan
+}
+
+/// The `run-dbaccessor` service's change and, when the option cannot be honoured, the
+/// status that replaces the hook's.
+pub fn plan_service(view: &ServiceView) -> (Option<ServiceChange>, Option<Status>) {
+    match (&view.installed, &view.rendered) {
+        (Some(_), _) if !view.wanted => (Some(ServiceChange::Remove), None),
+        (_, _) if !view.wanted => (None, None),
+        (_, Some(Err(why))) => (None, Some(service_blocked(why))),
+        (installed, Some(Ok(unit))) if installed.as_ref() != Some(unit) => {
+            (Some(ServiceChange::Install(unit.clone())), None)
+        }
+        _ => (None, None),
+    }
+}
+
+/// The status for a `run-dbaccessor` option that cannot be honoured.
+pub fn service_blocked(why: &str) -> Status {
+    Status::new(StatusKind::Blocked, format!("run-dbaccessor: {why}"))
+}
+
+/// Whether a hook publishes the node's log position (`db-log-position`), so that
+/// `recover-cluster` on another unit can compare logs after this machine is gone.
+///
+/// Publishing it from every hook would never settle: every write to the database moves the
+/// position, and every publication fires `relation-changed` on each peer, whose hook would
+/// publish its own moved position in turn. So only `update-status` publishes while a leader
+/// is known (every 5 minutes; the peers' hooks it fires do not publish back), and any hook
+/// publishes while no leader is known: without a leader the log cannot grow, the positions
+/// stand still and the exchange settles, which is exactly when `recover-cluster` needs them.
+pub fn wants_log_position(update_status: bool, leader_known: bool) -> bool {
+    !leader_known || update_status
+}
+
+/// Adds the observed log position to this unit's bag when it differs from the published
+/// one. A dbaccessor that did not answer changes nothing.
+fn publish_log_position(observed: &Observed, plan: &mut Plan) {
+    let (Some(relation), Some(position)) = (&observed.relation, &observed.log_position) else {
+        return;
+    };
+    if observed.membership != Membership::Member {
+        return;
+    }
+    if relation.own.get(LOG_POSITION_KEY) != Some(position) {
+        plan.unit_writes
+            .insert(LOG_POSITION_KEY.to_owned(), position.clone());
+    }
+}
+
+/// Decides the relation writes, controller.conf and the status from the membership.
+fn plan_membership(observed: &Observed) -> Plan {
     let mut plan = Plan {
         unit_writes: Bag::new(),
         app_writes: Bag::new(),
+        service: None,
         conf: None,
         status: Status::new(StatusKind::Active, ""),
         log: Vec::new(),
@@ -755,6 +859,94 @@ mod tests {
         })
     }
 
+    #[test]
+    fn log_position_publication_table() {
+        // (update-status, leader known, publishes)
+        // With a leader the log moves: only the 5-minute update-status publishes. Without a
+        // leader the log stands still: every hook keeps the value current.
+        for (update_status, leader_known, publishes) in [
+            (true, true, true),
+            (false, true, false),
+            (true, false, true),
+            (false, false, true),
+        ] {
+            assert_eq!(
+                wants_log_position(update_status, leader_known),
+                publishes,
+                "update-status {update_status}, leader known {leader_known}"
+            );
+        }
+        // The position read is published when it differs, by members only.
+        let position = |observed: Observed| plan(&observed).unit_writes;
+        let published = position(with(|o| o.log_position = Some("3/41".into())));
+        assert_eq!(
+            published.get(LOG_POSITION_KEY).map(String::as_str),
+            Some("3/41")
+        );
+        let same = position(with(|o| {
+            o.log_position = Some("3/41".into());
+            if let Some(relation) = o.relation.as_mut() {
+                relation.own.insert(LOG_POSITION_KEY.into(), "3/41".into());
+            }
+        }));
+        assert!(!same.contains_key(LOG_POSITION_KEY), "{same:?}");
+        let departing = position(with(|o| {
+            o.log_position = Some("3/41".into());
+            o.membership = Membership::Departing;
+        }));
+        assert!(!departing.contains_key(LOG_POSITION_KEY), "{departing:?}");
+        assert!(!position(base()).contains_key(LOG_POSITION_KEY));
+    }
+
+    #[test]
+    fn service_plan_table() {
+        let unit = "[Service]\nExecStart=/charm/bin/dbaccessor\n";
+        let view = |wanted: bool, installed: Option<&str>, rendered: Option<Result<&str, &str>>| {
+            ServiceView {
+                wanted,
+                installed: installed.map(str::to_owned),
+                rendered: rendered.map(|r| r.map(str::to_owned).map_err(str::to_owned)),
+            }
+        };
+        let install = Some(ServiceChange::Install(unit.to_owned()));
+        let cases = [
+            // Off and absent: nothing. Off and installed: removed.
+            (view(false, None, None), None, None),
+            (
+                view(false, Some(unit), None),
+                Some(ServiceChange::Remove),
+                None,
+            ),
+            // On: installed when absent or different, left alone when the same.
+            (view(true, None, Some(Ok(unit))), install.clone(), None),
+            (view(true, Some("old"), Some(Ok(unit))), install, None),
+            (view(true, Some(unit), Some(Ok(unit))), None, None),
+            // On but impossible: blocked, saying why, and nothing touched.
+            (
+                view(true, Some(unit), Some(Err("systemd is not running"))),
+                None,
+                Some(service_blocked("systemd is not running")),
+            ),
+        ];
+        for (view, change, status) in cases {
+            assert_eq!(plan_service(&view), (change, status.clone()), "{view:?}");
+        }
+        // The blocked status replaces the hook's; a change rides along with the hook's own.
+        let blocked = plan(&with(|o| {
+            o.service = Some(view(true, None, Some(Err("no binary"))));
+        }));
+        assert_eq!(blocked.status, service_blocked("no binary"));
+        assert_eq!(blocked.status.kind, StatusKind::Blocked);
+        let installing = plan(&with(|o| {
+            o.service = Some(view(true, None, Some(Ok(unit))))
+        }));
+        assert_eq!(
+            installing.service,
+            Some(ServiceChange::Install(unit.into()))
+        );
+        assert_eq!(installing.status, plan(&base()).status);
+    }
+
     /// A leader with a unique address, agent id 0, no peers, nothing published yet.
     fn base() -> Observed {
         Observed {
@@ -773,6 +965,8 @@ mod tests {
             }),
             membership: Membership::Member,
             conf: conf(""),
+            service: None,
+            log_position: None,
         }
     }
 
@@ -1898,6 +2092,8 @@ mod tests {
                         }),
                         membership: Membership::Member,
                         conf: conf(&conf_text),
+                        service: None,
+                        log_position: None,
                     };
                     if !config_ok {
                         observed.config = Err(ConfigError::BadFamily {

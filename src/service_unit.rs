@@ -1,9 +1,9 @@
 //! The charm's own dbaccessor as a systemd service, set up only when the `run-dbaccessor`
 //! option asks for it (a Juju 4 controller agent runs its own, so the default is off).
-//! Every hook checks it idempotently: the unit file is written (from
-//! `packaging/jujud-dbaccessor.service` in the charm), `systemctl daemon-reload` and
-//! `enable --now` run only when the file changes; switching the option off disables and
-//! removes it.
+//! Every hook observes it (`observe`), the pure plan decides (`plan::plan_service`: the unit
+//! file from `packaging/jujud-dbaccessor.service` in the charm is written, and systemd
+//! reloaded, enabled and restarted, only when the file changes; switching the option off
+//! disables and removes it), and `apply` carries the change out.
 //!
 //! The agent id passed to the daemon is `JUJU_MACHINE_ID`: only right for machine
 //! controllers, which is why this is opt-in (see docs/operations.md).
@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::tools::{Status, StatusKind};
+use crate::plan::{ServiceChange, ServiceView};
 
 /// The systemd unit's name.
 pub const UNIT_NAME: &str = "jujud-dbaccessor.service";
@@ -30,24 +30,24 @@ pub fn render(template: &str, charm_dir: &Path, data_dir: &Path, agent_id: &str)
         .replace("@AGENT_ID@", agent_id)
 }
 
-/// Brings the service in line with the option. `Ok(None)`: nothing to report; `Ok(Some)`:
-/// a status that replaces the hook's (blocked when the option cannot be honoured).
-pub fn ensure(wanted: bool, charm_dir: &Path, data_dir: &Path) -> Option<Status> {
+/// Observes the service: the option, the installed unit file, and (when wanted) the unit
+/// file this controller should have or why it cannot have one.
+pub fn observe(wanted: bool, charm_dir: &Path, data_dir: &Path) -> ServiceView {
     let unit_path = PathBuf::from(SYSTEMD_DIR).join(UNIT_NAME);
-    if !wanted {
-        if unit_path.exists() {
-            return remove(&unit_path).err().map(blocked);
-        }
-        return None;
+    // A unit file that exists but cannot be read counts as installed (and different).
+    let installed = unit_path
+        .exists()
+        .then(|| std::fs::read_to_string(&unit_path).unwrap_or_default());
+    let rendered = wanted.then(|| wanted_unit(charm_dir, data_dir));
+    ServiceView {
+        wanted,
+        installed,
+        rendered,
     }
-    setup(&unit_path, charm_dir, data_dir).err().map(blocked)
 }
 
-fn blocked(why: String) -> Status {
-    Status::new(StatusKind::Blocked, format!("run-dbaccessor: {why}"))
-}
-
-fn setup(unit_path: &Path, charm_dir: &Path, data_dir: &Path) -> Result<(), String> {
+/// The unit file this controller should have, or why it cannot have one.
+fn wanted_unit(charm_dir: &Path, data_dir: &Path) -> Result<String, String> {
     if !Path::new(SYSTEMD_RUNNING).is_dir() {
         return Err(format!(
             "systemd is not running on this machine ({SYSTEMD_RUNNING} is missing); run the \
@@ -63,24 +63,30 @@ fn setup(unit_path: &Path, charm_dir: &Path, data_dir: &Path) -> Result<(), Stri
     let template_path = charm_dir.join(TEMPLATE);
     let template = std::fs::read_to_string(&template_path)
         .map_err(|e| format!("cannot read {}: {e}", template_path.display()))?;
-    let unit = render(&template, charm_dir, data_dir, &agent_id);
-    if std::fs::read_to_string(unit_path).ok().as_deref() == Some(unit.as_str()) {
-        return Ok(());
-    }
-    std::fs::write(unit_path, unit)
-        .map_err(|e| format!("cannot write {}: {e}", unit_path.display()))?;
-    systemctl(&["daemon-reload"])?;
-    // restart as well as enable: a changed unit (a new charm dir after upgrade-charm) must
-    // take effect now.
-    systemctl(&["enable", UNIT_NAME])?;
-    systemctl(&["restart", UNIT_NAME])
+    Ok(render(&template, charm_dir, data_dir, &agent_id))
 }
 
-fn remove(unit_path: &Path) -> Result<(), String> {
-    systemctl(&["disable", "--now", UNIT_NAME])?;
-    std::fs::remove_file(unit_path)
-        .map_err(|e| format!("cannot remove {}: {e}", unit_path.display()))?;
-    systemctl(&["daemon-reload"])
+/// Carries out the planned change; `Err` says why it failed (the hook's status then says
+/// `run-dbaccessor: <why>`).
+pub fn apply(change: &ServiceChange) -> Result<(), String> {
+    let unit_path = PathBuf::from(SYSTEMD_DIR).join(UNIT_NAME);
+    match change {
+        ServiceChange::Install(unit) => {
+            std::fs::write(&unit_path, unit)
+                .map_err(|e| format!("cannot write {}: {e}", unit_path.display()))?;
+            systemctl(&["daemon-reload"])?;
+            // restart as well as enable: a changed unit (a new charm dir after upgrade-charm)
+            // must take effect now.
+            systemctl(&["enable", UNIT_NAME])?;
+            systemctl(&["restart", UNIT_NAME])
+        }
+        ServiceChange::Remove => {
+            systemctl(&["disable", "--now", UNIT_NAME])?;
+            std::fs::remove_file(&unit_path)
+                .map_err(|e| format!("cannot remove {}: {e}", unit_path.display()))?;
+            systemctl(&["daemon-reload"])
+        }
+    }
 }
 
 fn systemctl(args: &[&str]) -> Result<(), String> {

@@ -381,7 +381,9 @@ impl<D: Driver> Service<D> {
             if !force {
                 self.converge(Trigger::Recover, Quorum::Unknown).await;
                 return Err(format!(
-                    "the local log ({position}) is behind another member's ({best}): recover                      the most up-to-date member instead, or pass force=true to lose the entries                      after {position}; the node was restarted unchanged"
+                    "the local log ({position}) is behind another member's ({best}): recover \
+                     the most up-to-date member instead, or pass force=true to lose the \
+                     entries after {position}; the node was restarted unchanged"
                 ));
             }
             steps.push(format!(

@@ -55,10 +55,17 @@ async fn probe_then_recover_refused_when_behind_then_done() {
     )
     .await;
     match refused {
-        Err(ClientError::Parse { line, .. }) => assert!(
-            line.contains(&format!("is behind another member's ({ahead})")),
-            "{line}"
-        ),
+        Err(ClientError::Parse { line, .. }) => {
+            assert!(
+                line.contains(&format!("is behind another member's ({ahead})")),
+                "{line}"
+            );
+            // One sentence for the operator: no runs of spaces from a broken continuation.
+            assert!(
+                line.contains("recover the most up-to-date member instead") && !line.contains("  "),
+                "{line}"
+            );
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     controller.wait_voters(1).await;
