@@ -73,17 +73,6 @@ extern "C" {
     pub fn dqlite_generate_node_id(address: *const c_char) -> dqlite_node_id;
 }
 
-// Not libdqlite: the C library's `fcntl`, only to mark the listener libdqlite 1.11 opens
-// without `O_CLOEXEC` (see `node::listener`). std links libc already.
-extern "C" {
-    fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
-}
-
-/// `F_GETFD`, `F_SETFD` and `FD_CLOEXEC` of Linux's `<fcntl.h>`.
-const F_GETFD: c_int = 1;
-const F_SETFD: c_int = 2;
-const FD_CLOEXEC: c_int = 1;
-
 /// A failed libdqlite call: its return code and the node's error message, copied at once
 /// because `dqlite_node_errmsg` points into the node and dies with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,16 +342,16 @@ impl BoundNode {
     /// Sets `FD_CLOEXEC` on `fd`, a socket that appeared while this node bound (its
     /// listener), so that child processes do not inherit it. Returns whether it did.
     pub fn set_close_on_exec(&mut self, fd: i32) -> bool {
-        // SAFETY: F_GETFD reads only the descriptor flags of `fd` and touches no memory of
-        // ours; on a descriptor closed meanwhile it fails with EBADF, and on one reused
-        // meanwhile it only marks that descriptor close-on-exec, which no memory safety
-        // depends on.
-        let flags = unsafe { fcntl(fd, F_GETFD) };
-        if flags < 0 {
-            return false;
-        }
-        // SAFETY: as above; F_SETFD writes only the descriptor flags of `fd`.
-        unsafe { fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == 0 }
+        // SAFETY: `fd` names the listener libdqlite opened during this node's bind, which
+        // the node keeps open while it lives (it is live here: `&mut self`). Were it closed
+        // meanwhile, fcntl on the stale number fails with EBADF or marks another descriptor
+        // close-on-exec; neither touches memory of ours. The borrow ends with this call.
+        let listener = unsafe { BorrowedFd::borrow_raw(fd) };
+        rustix::io::fcntl_getfd(listener)
+            .and_then(|flags| {
+                rustix::io::fcntl_setfd(listener, flags | rustix::io::FdFlags::CLOEXEC)
+            })
+            .is_ok()
     }
 
     /// Sets `TCP_NODELAY` on `fd`, the TCP listener that appeared while this node bound, so

@@ -8,6 +8,7 @@
 //! - `app`: what an application needs: bootstrap, join, restart, role management,
 //!   hand-over, offline recovery.
 //! - `tls`: mutual TLS configurations (one CA, one certificate) for nodes and clients.
+#![deny(unsafe_code)]
 
 use std::fmt;
 
@@ -65,6 +66,7 @@ pub struct NodeInfo {
 
 pub mod app;
 pub mod client;
+#[allow(unsafe_code)]
 mod ffi;
 pub mod node;
 pub mod tls;
