@@ -12,33 +12,24 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::event::{Event, Trigger};
+use crate::unix::MAX_CONNECTIONS;
 
 /// Serves the reload routes until `stop` turns true.
 pub async fn serve(
     listener: UnixListener,
     agent_id: String,
     events: mpsc::Sender<Event>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let agent_id: Arc<str> = agent_id.into();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    log::warn!("reload socket: accept failed: {e}");
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
+    let handle = move |stream: UnixStream| {
         let agent_id = agent_id.clone();
         let events = events.clone();
-        tokio::spawn(async move {
+        async move {
             let service = service_fn(move |request| {
                 let agent_id = agent_id.clone();
                 let events = events.clone();
@@ -50,8 +41,9 @@ pub async fn serve(
             {
                 log::debug!("reload socket: connection ended with an error: {e}");
             }
-        });
-    }
+        }
+    };
+    crate::unix::serve_connections("reload socket", listener, MAX_CONNECTIONS, stop, handle).await;
 }
 
 async fn route(

@@ -24,28 +24,26 @@ const REACH_TIMEOUT: Duration = Duration::from_millis(500);
 pub async fn serve(
     listener: UnixListener,
     events: mpsc::Sender<Event>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     tls: Option<dqlite::tls::Tls>,
 ) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    log::warn!("status socket: accept failed: {e}");
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
+    let handle = move |stream: UnixStream| {
         let events = events.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        async move {
             if let Err(e) = answer(stream, events, tls).await {
                 log::debug!("status socket: {e}");
             }
-        });
-    }
+        }
+    };
+    crate::unix::serve_connections(
+        "status socket",
+        listener,
+        crate::unix::MAX_CONNECTIONS,
+        stop,
+        handle,
+    )
+    .await;
 }
 
 async fn answer(
