@@ -342,7 +342,7 @@ fn main() {
         ms(median(startup.iter().map(|u| u.cpu).collect())),
         mib(startup.iter().map(|u| u.maxrss).max().unwrap_or_default())
     );
-    println!("the charm's own work includes spawning and waiting for each hook tool (duct: pipes,");
+    println!("the charm's own work includes spawning and waiting for each hook tool (pipes, poll,");
     println!("reader threads, posix_spawn) besides parsing, deciding and writing.");
     println!();
     println!(

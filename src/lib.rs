@@ -4,7 +4,7 @@
 //!
 //! A hook is observe -> plan -> apply:
 //! - [`event`]: which hook or action runs, from Juju's environment (pure).
-//! - [`tools`]: the hook tools, through one `duct` wrapper (IO).
+//! - [`tools`]: the hook tools, through one runner (IO).
 //! - [`config`]: the options, validated (pure).
 //! - [`address`]: the address choice by Juju's scopes (pure).
 //! - [`plan`]: the relation writes, the controller.conf map and the status (pure).

@@ -1,10 +1,14 @@
-//! The hook tools, through one wrapper around `duct`: every call asks for `--format json`
-//! where the tool prints something, keeps the tool's stderr in the error, caps what it reads,
-//! and never clears the environment (the tools find the live hook context through it).
+//! The hook tools, through one runner (std's `Command`, both pipes polled on the calling
+//! thread): every call asks for `--format json` where the tool prints something, keeps the
+//! start of the tool's stderr in the error, caps what it reads, and never clears the
+//! environment (the tools find the live hook context through it).
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
+use std::process::{ChildStderr, ChildStdout, Command, Stdio};
+
+use rustix::event::{poll, PollFd, PollFlags};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -40,9 +44,9 @@ pub enum ToolError {
     },
 }
 
-/// Finds `tool` on `PATH` (the hook-tool dir comes first). duct hands the child a copy of
-/// our environment, and with an explicit `PATH` in it std can only `posix_spawn` (instead of
-/// a slower fork) a program given by path; a tool not found is left to the spawn to report.
+/// Finds `tool` on `PATH` (the hook-tool dir comes first) once, here, so that the child is
+/// spawned by absolute path (std's `posix_spawn`, no search in the child); a tool not found
+/// is left to the spawn to report.
 fn resolve(tool: &str) -> PathBuf {
     std::env::var_os("PATH")
         .iter()
@@ -58,8 +62,9 @@ pub struct HookTools;
 
 impl HookTools {
     /// Runs `tool args...` and returns its stdout; a non-zero exit is an error carrying stderr.
-    /// stdout is read on this thread (at most [`MAX_OUTPUT`] + 1 bytes, so an oversized answer
-    /// is refused without being buffered whole); duct captures stderr on its own thread.
+    /// Both pipes are read on this thread ([`read_output`]): stdout at most [`MAX_OUTPUT`] + 1
+    /// bytes, so an oversized answer is refused without being buffered whole, and stderr
+    /// drained with only its first [`STDERR_KEPT`] bytes kept.
     fn run(&self, tool: &str, args: &[&str]) -> Result<String, ToolError> {
         let spawn_error = |source| ToolError::Spawn {
             tool: tool.to_owned(),
@@ -73,41 +78,49 @@ impl HookTools {
                 argument: printable(argument),
             });
         }
-        let reader = duct::cmd(resolve(tool), args)
-            .stdin_null()
-            .stderr_capture()
-            .unchecked()
-            .reader()
+        // The environment is inherited whole: the tools find the hook context through it.
+        let mut child = Command::new(resolve(tool))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(spawn_error)?;
-        let mut stdout = Vec::new();
-        (&reader)
-            .take(MAX_OUTPUT as u64 + 1)
-            .read_to_end(&mut stdout)
-            .map_err(spawn_error)?;
-        if stdout.len() > MAX_OUTPUT {
-            // Dropping the reader kills the tool; its exit status no longer matters.
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(spawn_error(std::io::Error::other(
+                "the tool's pipes are missing",
+            )));
+        };
+        let output = match read_output(stdout, stderr) {
+            Ok(output) => output,
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(spawn_error(error));
+            }
+        };
+        if output.stdout.len() > MAX_OUTPUT {
+            // Its exit status no longer matters.
+            let _ = child.kill();
+            let _ = child.wait();
             return Err(ToolError::Oversized {
                 tool: tool.to_owned(),
-                size: stdout.len(),
+                size: output.stdout.len(),
             });
         }
-        // At EOF duct has waited for the child, so its output is there.
-        let output = reader
-            .try_wait()
-            .map_err(spawn_error)?
-            .ok_or_else(|| spawn_error(std::io::Error::other("the tool did not exit after EOF")))?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr[..output.stderr.len().min(4096)])
-                .trim()
-                .to_owned();
+        let status = child.wait().map_err(spawn_error)?;
+        if !status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
             return Err(ToolError::Failed {
                 tool: tool.to_owned(),
                 args: args.join(" "),
-                status: output.status.to_string(),
+                status: status.to_string(),
                 stderr,
             });
         }
-        Ok(String::from_utf8_lossy(&stdout).into_owned())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     fn json<T: DeserializeOwned>(&self, tool: &str, args: &[&str]) -> Result<T, ToolError> {
@@ -228,6 +241,72 @@ impl HookTools {
     }
 }
 
+/// How much of a failed tool's stderr is kept for its error.
+pub const STDERR_KEPT: usize = 4096;
+
+/// What a tool wrote.
+struct ToolOutput {
+    /// At most [`MAX_OUTPUT`] + 1 bytes: more means the tool said too much.
+    stdout: Vec<u8>,
+    /// The first [`STDERR_KEPT`] bytes.
+    stderr: Vec<u8>,
+}
+
+/// Reads a tool's stdout and stderr together on this thread (poll(2) on both pipes, no
+/// reader threads: each would cost a thread per tool call, and a hook makes several),
+/// until both reach EOF or stdout exceeds [`MAX_OUTPUT`]. stderr is drained whatever its
+/// size, so a tool that writes much there never blocks, but only its start is kept.
+fn read_output(mut stdout: ChildStdout, mut stderr: ChildStderr) -> std::io::Result<ToolOutput> {
+    let mut output = ToolOutput {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    let (mut stdout_open, mut stderr_open) = (true, true);
+    let mut buffer = [0u8; 16 * 1024];
+    while stdout_open || stderr_open {
+        let mut fds = Vec::with_capacity(2);
+        if stdout_open {
+            fds.push(PollFd::new(&stdout, PollFlags::IN));
+        }
+        if stderr_open {
+            fds.push(PollFd::new(&stderr, PollFlags::IN));
+        }
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(error) => return Err(error.into()),
+        }
+        let ready: Vec<bool> = fds.iter().map(|fd| !fd.revents().is_empty()).collect();
+        drop(fds);
+        let mut ready = ready.into_iter();
+        if stdout_open && ready.next() == Some(true) {
+            match stdout.read(&mut buffer) {
+                Ok(0) => stdout_open = false,
+                Ok(n) => {
+                    output.stdout.extend_from_slice(&buffer[..n]);
+                    if output.stdout.len() > MAX_OUTPUT {
+                        return Ok(output);
+                    }
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if stderr_open && ready.next() == Some(true) {
+            match stderr.read(&mut buffer) {
+                Ok(0) => stderr_open = false,
+                Ok(n) => {
+                    let room = STDERR_KEPT.saturating_sub(output.stderr.len());
+                    output.stderr.extend_from_slice(&buffer[..n.min(room)]);
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(output)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +323,37 @@ mod tests {
         ] {
             assert_eq!(printable(text), expected, "{text:?}");
         }
+    }
+
+    #[test]
+    fn both_pipes_are_read_without_blocking_and_capped() {
+        let tools = HookTools;
+        let sh = |script: &str| tools.run("sh", &["-c", script]);
+        // Much on stderr before stdout ends: drained, so the tool never blocks; the start kept.
+        let quiet = sh("head -c 3000000 /dev/zero | tr '\\0' e >&2; echo ok").expect("runs");
+        assert_eq!(quiet, "ok\n");
+        // A failure carries the start of its stderr, and the exit status.
+        match sh("echo 'no such relation' >&2; head -c 100000 /dev/zero | tr '\\0' x >&2; exit 3") {
+            Err(ToolError::Failed { stderr, status, .. }) => {
+                assert!(stderr.starts_with("no such relation"), "{stderr:.80}");
+                assert!(stderr.len() <= STDERR_KEPT, "{}", stderr.len());
+                assert!(status.contains('3'), "{status}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        // Endless stdout: refused past the cap, and the tool is killed, not waited for.
+        let started = std::time::Instant::now();
+        match sh("yes") {
+            // Over the cap by at most one read.
+            Err(ToolError::Oversized { size, .. }) => {
+                assert!(
+                    size > MAX_OUTPUT && size <= MAX_OUTPUT + 16 * 1024,
+                    "{size}"
+                );
+            }
+            other => panic!("expected oversized, got {other:?}"),
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]
