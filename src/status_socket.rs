@@ -16,6 +16,18 @@ pub const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a hook waits for the log position it publishes.
 const HOOK_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The dbaccessor's full probe: its status, each member's reachability and the local log
+/// position (up to [`STATUS_TIMEOUT`]).
+pub fn probe(data_dir: &Path) -> Result<Probe, String> {
+    ask::<Probe>(
+        &paths::status_socket(data_dir),
+        &Request::Probe {
+            log_position_only: false,
+        },
+        STATUS_TIMEOUT,
+    )
+}
+
 /// Whether the local dbaccessor knows a leader (`None` when it does not answer). A cheap
 /// `status` request: hooks ask this first and read the log only when they publish it.
 pub fn local_leader_known(data_dir: &Path) -> Option<bool> {

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use controller_contract::paths;
-use controller_contract::status::{Probe, Request};
+use controller_contract::status::Probe;
 
 use super::{Outcome, Results};
 use crate::address::{self, Choice};
@@ -15,7 +15,7 @@ use crate::event::HookEnv;
 use crate::hook::{self, HookError};
 use crate::memo::Memo;
 use crate::plan::{self, OnDisk, BIND_ADDRESSES_KEY};
-use crate::status_socket::{ask, STATUS_TIMEOUT};
+use crate::status_socket;
 use crate::tools::HookTools;
 
 pub(super) fn run(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError> {
@@ -104,14 +104,7 @@ pub(super) fn run(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError
         ));
     };
     results.extend(read_leases(&paths.data_dir));
-    let socket = paths::status_socket(&paths.data_dir);
-    let probe = match ask::<Probe>(
-        &socket,
-        &Request::Probe {
-            log_position_only: false,
-        },
-        STATUS_TIMEOUT,
-    ) {
+    let probe = match status_socket::probe(&paths.data_dir) {
         Ok(probe) => probe,
         Err(error) => {
             results.insert("dbaccessor.state".into(), "unavailable".into());

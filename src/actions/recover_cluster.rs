@@ -14,7 +14,7 @@ use crate::event::HookEnv;
 use crate::hook::{self, HookError};
 use crate::memo::Memo;
 use crate::plan::LOG_POSITION_KEY;
-use crate::status_socket::{ask, STATUS_TIMEOUT};
+use crate::status_socket::{self, ask};
 use crate::tools::HookTools;
 
 /// How long a recovery may take: stop, rewrite, restart and the first convergence round.
@@ -34,13 +34,7 @@ pub(super) fn run(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError
         ));
     };
     let socket = paths::status_socket(&paths.data_dir);
-    let probe = match ask::<Probe>(
-        &socket,
-        &Request::Probe {
-            log_position_only: false,
-        },
-        STATUS_TIMEOUT,
-    ) {
+    let probe = match status_socket::probe(&paths.data_dir) {
         Ok(probe) => probe,
         Err(error) => {
             return Ok((
