@@ -81,7 +81,7 @@ impl DqliteDriver {
         if let Some(app) = self.app.take() {
             app.stop_without_handover()
                 .await
-                .map_err(|e| format!("cannot stop the node: {}", chain(&e)))?;
+                .map_err(|e| format!("cannot stop the node: {}", dqlite::error_chain(&e)))?;
         }
         Ok(())
     }
@@ -91,7 +91,7 @@ impl Driver for DqliteDriver {
     async fn local_data(&mut self) -> LocalData {
         let identity = match NodeIdentity::load(&self.data_dir) {
             Ok(identity) => identity,
-            Err(e) => return LocalData::Unreadable(chain(&e)),
+            Err(e) => return LocalData::Unreadable(dqlite::error_chain(&e)),
         };
         let Some(identity) = identity else {
             let has_log = ["metadata1", "metadata2"]
@@ -136,11 +136,13 @@ impl Driver for DqliteDriver {
         config.peers = peers.to_vec();
         config.node = self.options.clone();
         if let Some(tls) = &self.tls {
-            config.node.tls = Some(tls.node(address).map_err(|e| chain(&e))?);
+            config.node.tls = Some(tls.node(address).map_err(|e| dqlite::error_chain(&e))?);
         }
         config.role_interval = self.role_interval;
         config.join_timeout = self.join_timeout;
-        let app = App::start(config).await.map_err(|e| chain(&e))?;
+        let app = App::start(config)
+            .await
+            .map_err(|e| dqlite::error_chain(&e))?;
         let data_dir = self.data_dir.clone();
         self.reporter = Some(Reporter::spawn(
             app.id(),
@@ -172,7 +174,7 @@ impl Driver for DqliteDriver {
         app::rebind(&self.data_dir, address)
             .await
             .map(|_| ())
-            .map_err(|e| chain(&e))
+            .map_err(|e| dqlite::error_chain(&e))
     }
 
     async fn shrink_to_one(&mut self) -> Result<(), String> {
@@ -181,7 +183,7 @@ impl Driver for DqliteDriver {
         app::shrink_to_one(&self.data_dir)
             .await
             .map(|_| ())
-            .map_err(|e| chain(&e))
+            .map_err(|e| dqlite::error_chain(&e))
     }
 
     async fn probe_quorum(&mut self, within: Duration) -> Quorum {
@@ -288,13 +290,13 @@ impl Driver for DqliteDriver {
         let Some(app) = &self.app else {
             return Err("the node is not running".into());
         };
-        app.remove(id).await.map_err(|e| chain(&e))
+        app.remove(id).await.map_err(|e| dqlite::error_chain(&e))
     }
 
     async fn shutdown(&mut self) -> Result<(), String> {
         self.reporter = None;
         if let Some(app) = self.app.take() {
-            app.stop().await.map_err(|e| chain(&e))?;
+            app.stop().await.map_err(|e| dqlite::error_chain(&e))?;
         }
         Ok(())
     }
@@ -320,7 +322,7 @@ pub(crate) fn peek_log_position(data_dir: &Path) -> Result<LogPosition, String> 
     match dqlite::node::log_position(data_dir) {
         Ok(position) => return Ok(to_position(position)),
         Err(NodeError::DataDirLocked { .. }) => {}
-        Err(e) => return Err(chain(&e)),
+        Err(e) => return Err(dqlite::error_chain(&e)),
     }
     let parent = data_dir.parent().unwrap_or(data_dir);
     let peek = tempfile::Builder::new()
@@ -344,7 +346,7 @@ pub(crate) fn peek_log_position(data_dir: &Path) -> Result<LogPosition, String> 
     }
     dqlite::node::log_position(peek.path())
         .map(to_position)
-        .map_err(|e| chain(&e))
+        .map_err(|e| dqlite::error_chain(&e))
 }
 
 /// Moves a removed node's data dir aside, as `<dir>.removed-<unix seconds>`, so that the
@@ -429,18 +431,6 @@ async fn reachable(address: &str, tls: Option<dqlite::tls::Tls>) -> bool {
         Ok(mut connection) => connection.leader().await.is_ok(),
         Err(_) => false,
     }
-}
-
-/// An error with its causes, `a: b: c`, for the log and the status.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ pub async fn serve_connections<F, Fut>(
 {
     let slots = Arc::new(Semaphore::new(max.max(1)));
     let mut connections = JoinSet::new();
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = crate::service::Backoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
     let mut failing = false;
     loop {
         while connections.try_join_next().is_some() {}
@@ -62,10 +62,9 @@ pub async fn serve_connections<F, Fut>(
                     }
                     failing = true;
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
                         _ = stop.changed() => break,
                     }
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
@@ -74,7 +73,7 @@ pub async fn serve_connections<F, Fut>(
         if failing {
             log::info!("{name}: accepting again");
             failing = false;
-            backoff = ACCEPT_BACKOFF_MIN;
+            backoff.reset();
         }
         let work = handle(stream);
         connections.spawn(async move {

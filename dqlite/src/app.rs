@@ -387,7 +387,7 @@ impl App {
             let joined = tokio::time::timeout(config.join_timeout, run::join(&shared)).await;
             let failure = match joined {
                 Ok(Ok(())) => None,
-                Ok(Err(error)) => Some(ops::error_chain(&error)),
+                Ok(Err(error)) => Some(crate::error_chain(&error)),
                 Err(_) => Some("timed out".to_owned()),
             };
             if let Some(last_error) = failure {
@@ -511,7 +511,7 @@ impl App {
             log::warn!(
                 "node {}: cannot mark the node as draining: {}",
                 self.shared.id,
-                ops::error_chain(&error)
+                crate::error_chain(&error)
             );
         }
         if let Err(error) = self.handover().await {

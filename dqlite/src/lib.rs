@@ -71,3 +71,16 @@ mod ffi;
 pub mod node;
 pub mod tls;
 pub mod wire;
+
+/// The error and its causes on one line (`a: b: c`), for errors kept as text: logs, statuses
+/// and answers. The one such formatter of the dqlite, dbaccessor and agent crates.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

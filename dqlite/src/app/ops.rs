@@ -111,10 +111,10 @@ async fn leader_through(
                 Ok(Some((connection, confirmed.id)))
             }
             Ok(_) => Err(format!("{} did not confirm its leadership", leader.address)),
-            Err(error) => Err(error_chain(&error)),
+            Err(error) => Err(crate::error_chain(&error)),
         },
         Ok((_, None)) => Ok(None),
-        Err(error) => Err(error_chain(&error)),
+        Err(error) => Err(crate::error_chain(&error)),
     }
 }
 
@@ -231,16 +231,4 @@ async fn retry_busy(leader: &mut Leader, change: Change<'_>) -> Result<(), clien
 
 fn failed(operation: String, source: client::Error) -> AppError {
     AppError::Cluster { operation, source }
-}
-
-/// The error and its causes on one line, for errors kept as text.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

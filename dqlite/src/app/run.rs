@@ -29,7 +29,7 @@ pub(super) async fn join(shared: &Shared) -> Result<(), AppError> {
                 log::info!(
                     "node {}: join attempt failed, retrying in {backoff:?}: {}",
                     shared.id,
-                    ops::error_chain(&error)
+                    crate::error_chain(&error)
                 );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -74,7 +74,7 @@ pub(super) async fn background(
                     log::debug!(
                     "node {}: background round failed: {}",
                     shared.id,
-                    ops::error_chain(&error)
+                    crate::error_chain(&error)
                 );
                 }
             }
@@ -172,7 +172,7 @@ async fn review(
                     change.address,
                     change.from,
                     change.to,
-                    ops::error_chain(&error)
+                    crate::error_chain(&error)
                 );
                 break;
             }
