@@ -14,6 +14,8 @@ benches=(
   "dqlite node_failover dqlite/Cargo.toml"
   "dqlite cluster_sizes dqlite/Cargo.toml"
   "dbaccessor converge dbaccessor/Cargo.toml"
+  "dbaccessor blackhole_shrink dbaccessor/Cargo.toml"
+  "dbaccessor partition dbaccessor/Cargo.toml"
   "juju-sim ha sim/Cargo.toml"
   "agent login agent/Cargo.toml"
   "juju-sim client sim/Cargo.toml"
