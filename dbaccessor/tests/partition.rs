@@ -6,6 +6,8 @@
 //! `BOUND` (generous: the targets are 2 s, which `cargo bench -p dbaccessor --bench
 //! partition` measures). The test re-runs itself inside the hub namespace, where its
 //! client is. Needs root and `ip`; serialize with `flock /tmp/net-tests.lock`. About 45 s.
+//! `DBACCESSOR_PARTITION_KEEP_LOGS=<dir>` keeps the three daemons' logs there (with
+//! `LIBRAFT_TRACE=1`, raft's trace too: `ip netns exec` and the test pass the environment on).
 #![forbid(unsafe_code)]
 
 mod support;

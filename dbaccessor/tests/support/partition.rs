@@ -113,9 +113,11 @@ impl Writer {
         let task = tokio::spawn({
             let (stop, done) = (stop.clone(), done.clone());
             async move {
+                // A write waits for its commit (up to 10 s) rather than being abandoned and
+                // sent again: a pause is measured as it is, not cut at a timeout.
                 let options = Options {
                     connect_timeout: Duration::from_millis(300),
-                    request_timeout: Duration::from_secs(2),
+                    request_timeout: Duration::from_secs(10),
                     retry_timeout: Duration::from_millis(500),
                     ..Options::default()
                 };
@@ -135,7 +137,7 @@ impl Writer {
                     n += 1;
                     let row = [Value::Integer(n)];
                     let write = connected.exec("test", "INSERT INTO t (n) VALUES (?)", &row);
-                    match tokio::time::timeout(Duration::from_secs(3), write).await {
+                    match tokio::time::timeout(Duration::from_secs(12), write).await {
                         Ok(Ok(_)) => done.lock().expect("lock").push((began, Instant::now())),
                         _ => client = None,
                     }
@@ -297,6 +299,18 @@ pub async fn run_once(network: &Network, cut_for: Duration) -> Partition {
     );
     for controller in &mut controllers {
         assert_eq!(controller.terminate(), Some(0), "{}", controller.log());
+    }
+    if let Some(dir) = std::env::var_os("DBACCESSOR_PARTITION_KEEP_LOGS") {
+        for controller in &controllers {
+            let to =
+                std::path::Path::new(&dir).join(format!("controller-{}.log", controller.agent_id));
+            let _ = std::fs::write(to, controller.log());
+        }
+        println!(
+            "partition: ids {ids:?}; leader {leader}; cut at +0, healed at +{} ms, second cut at +{} ms",
+            (healed - cut).as_millis(),
+            (second_cut - cut).as_millis()
+        );
     }
     Partition {
         writes_while_cut,

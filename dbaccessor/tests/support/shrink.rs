@@ -112,7 +112,7 @@ pub async fn run_once(peers: usize) -> Shrink {
         )
         .await;
     let own = controllers[0].address();
-    insert_rows(&[own.clone()], 0, 3).await;
+    insert_rows(std::slice::from_ref(&own), 0, 3).await;
 
     // The peers' machines go: processes killed, addresses gone, SYNs to them dropped.
     for (index, peer) in peers.iter().enumerate() {
@@ -183,7 +183,7 @@ pub async fn run_once(peers: usize) -> Shrink {
         .lines()
         .filter_map(|line| line.split("membership rewritten in ").nth(1))
         .filter_map(|rest| rest.trim_end_matches(" ms").parse::<u64>().ok())
-        .last()
+        .next_back()
         .map(Duration::from_millis);
     assert_eq!(survivor.terminate(), Some(0), "{}", survivor.log());
     Shrink {
