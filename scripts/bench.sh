@@ -13,6 +13,7 @@ benches=(
   "dqlite client dqlite/Cargo.toml"
   "dqlite node_failover dqlite/Cargo.toml"
   "dqlite cluster_sizes dqlite/Cargo.toml"
+  "dqlite tls_cost dqlite/Cargo.toml"
   "dbaccessor converge dbaccessor/Cargo.toml"
   "dbaccessor blackhole_shrink dbaccessor/Cargo.toml"
   "dbaccessor partition dbaccessor/Cargo.toml"
