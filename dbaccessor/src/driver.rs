@@ -25,6 +25,9 @@ const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 /// The longest a probe waits for one answer: a node without a quorum may not answer at all.
 const PROBE_REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
 
+/// The shortest a quorum probe's last round waits for answers (when little time is left).
+const PROBE_MIN_ASK: Duration = Duration::from_millis(100);
+
 /// Runs the local node.
 pub(crate) struct DqliteDriver {
     /// `<data-dir>/dqlite`.
@@ -196,23 +199,37 @@ impl Driver for DqliteDriver {
             // A leader that lost its followers believes it leads until its election timeout
             // passes: a quorum counts only when a majority of the voters answer as well.
             let members = self.persisted_members();
-            let mut answering = 0;
             let voters: Vec<&NodeInfo> = members
                 .iter()
                 .filter(|m| m.role == dqlite::NodeRole::Voter)
                 .collect();
+            // Every voter and the leader are asked at once, each for at most the time left
+            // (but a short answer's worth): one round costs one probe timeout, not one per
+            // dead voter, and the last round ends at the deadline rather than after it.
+            let ask = left.clamp(PROBE_MIN_ASK, PROBE_REQUEST_TIMEOUT);
+            let mut probes = tokio::task::JoinSet::new();
+            let mut answering = 0;
             for voter in &voters {
-                if voter.address == app.address()
-                    || reachable(&voter.address, self.client_tls()).await
-                {
+                if voter.address == app.address() {
                     answering += 1;
+                } else {
+                    let (address, tls) = (voter.address.clone(), self.client_tls());
+                    probes.spawn(async move {
+                        tokio::time::timeout(ask, reachable(&address, tls))
+                            .await
+                            .unwrap_or(false)
+                    });
                 }
             }
-            let ask = left.min(PROBE_REQUEST_TIMEOUT);
             let leader = match tokio::time::timeout(ask, app.leader()).await {
                 Ok(Ok(leader)) => leader,
                 _ => None,
             };
+            while let Some(answered) = probes.join_next().await {
+                if answered.unwrap_or(false) {
+                    answering += 1;
+                }
+            }
             let leader_text = match &leader {
                 Some(leader) => format!("node {} at {} leads", leader.id, leader.address),
                 None => "no leader".to_owned(),

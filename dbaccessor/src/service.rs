@@ -520,7 +520,9 @@ impl<D: Driver> Service<D> {
             _ => false,
         };
         let running = self.driver.running_address();
-        let membership = if running.is_some() {
+        // Right after a probe that found no leader for a whole quorum timeout no leader can
+        // say "excluded": asking again would only cost another bounded lookup.
+        let membership = if running.is_some() && quorum != Quorum::Unreachable {
             self.membership().await
         } else {
             Membership::Unknown

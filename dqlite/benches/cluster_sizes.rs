@@ -621,6 +621,32 @@ fn print_table(rows: &[Row], seconds: u64) {
             row.ours.per_second() / anchor.go.per_second(),
         );
     }
+    // The lines scripts/bench.sh gathers: our nodes (bounded connect) against dqlite-demo's,
+    // both driven by dqlite-benchmark.
+    for row in rows.iter().filter(|row| row.kind == Kind::Ours) {
+        let Some(anchor) = rows
+            .iter()
+            .find(|other| other.kind == Kind::GoDemo && other.size == row.size)
+        else {
+            continue;
+        };
+        println!(
+            "summary: kvwrite writes/s, {} node(s), our nodes vs dqlite-demo (dqlite-benchmark) | {:.0} | {:.0} | {:.2}x (target >= 1.0x)",
+            row.size,
+            row.go.per_second(),
+            anchor.go.per_second(),
+            row.go.per_second() / anchor.go.per_second()
+        );
+        println!(
+            "summary: kvwrite p50/p99 ms, {} node(s), our nodes vs dqlite-demo (dqlite-benchmark) | {:.2}/{:.2} | {:.2}/{:.2} | p99 {:.2}x (target <= 1.0x)",
+            row.size,
+            row.go.percentile_ms(0.50),
+            row.go.percentile_ms(0.99),
+            anchor.go.percentile_ms(0.50),
+            anchor.go.percentile_ms(0.99),
+            row.go.percentile_ms(0.99) / anchor.go.percentile_ms(0.99)
+        );
+    }
     println!(
         "settings that differ: our nodes 20 ms network latency (300 ms election timeout), role \
          review every 200 ms; dqlite-demo libdqlite's default latency (3 s election timeout), \

@@ -1,12 +1,12 @@
-//! What mutual TLS costs: writes/s and p50/p99 of three-node clusters of this crate's nodes
-//! in plaintext (libdqlite listens itself), in plaintext through the crate's forwarding
-//! listener (IPv6 loopback: the proxy's own cost), and with mutual TLS (forwarding listener,
-//! TLS on every raft and client connection), driven by `dqlite::client` (kvwrite: 32-byte
-//! keys, 1024-byte values, one writer). go-dqlite's `dqlite-benchmark` and `dqlite-demo`
-//! have no TLS flags, so the comparison is ours against ours. The three clusters run side by
-//! side and are measured in interleaved rounds (plain, forwarded, TLS, plain, ...), so that
-//! the load of the shared machine falls on all three alike; the medians of the rounds are
-//! compared.
+//! What mutual TLS costs: writes/s and p50/p99 of clusters of 1, 3, 5 and 7 of this crate's
+//! nodes (`DQLITE_TLS_SIZES`, default `1,3,5,7`) in plaintext (libdqlite listens itself) and
+//! with mutual TLS (forwarding listener, TLS on every raft and client connection), and at 3
+//! nodes also in plaintext through the crate's forwarding listener (IPv6 loopback: the
+//! proxy's own cost), driven by `dqlite::client` (kvwrite: 32-byte keys, 1024-byte values,
+//! one writer). go-dqlite's `dqlite-benchmark` and `dqlite-demo` have no TLS flags, so the
+//! comparison is ours against ours. At each size the clusters run side by side and are
+//! measured in interleaved rounds (plain, [forwarded,] TLS, plain, ...), so that the load of
+//! the shared machine falls on all alike; the medians of the rounds are compared.
 //!
 //! ```text
 //! flock /tmp/net-tests.lock cargo bench -p dqlite --bench tls_cost
@@ -15,8 +15,8 @@
 //!
 //! Each node is this binary re-run as a node process (`DQLITE_TLS_BENCH_NODE`): a
 //! `dqlite::app::App` with the crate's defaults (20 ms network latency, bounded raft
-//! connect with `TCP_NODELAY`). Addresses: 127.13.210.0/24 (plain), [::1]:41211-41213
-//! (forwarded), 127.13.211.0/24 (TLS). Asserts nothing about speed.
+//! connect with `TCP_NODELAY`). Addresses: 127.13.210.1-7 (plain), [::1]:41211-41213
+//! (forwarded), 127.13.211.1-7 (TLS). Asserts nothing about speed.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::IpAddr;
@@ -60,12 +60,22 @@ impl Kind {
         }
     }
 
-    fn addresses(self) -> Vec<String> {
+    fn addresses(self, size: u16) -> Vec<String> {
         match self {
-            Kind::Plain => (1..=3).map(|h| format!("127.13.210.{h}:9001")).collect(),
-            Kind::Forwarded => (41211..=41213).map(|p| format!("[::1]:{p}")).collect(),
-            Kind::Tls => (1..=3).map(|h| format!("127.13.211.{h}:9001")).collect(),
+            Kind::Plain => (1..=size).map(|h| format!("127.13.210.{h}:9001")).collect(),
+            Kind::Forwarded => (41211..41211 + size)
+                .map(|p| format!("[::1]:{p}"))
+                .collect(),
+            Kind::Tls => (1..=size).map(|h| format!("127.13.211.{h}:9001")).collect(),
         }
+    }
+
+    /// The kinds measured at `size` nodes (the forwarder's own cost only at 3: its ports).
+    fn at(size: u16) -> Vec<Kind> {
+        Kind::ALL
+            .into_iter()
+            .filter(|&kind| kind != Kind::Forwarded || size == 3)
+            .collect()
     }
 }
 
@@ -85,8 +95,9 @@ fn main() {
     }
 }
 
-/// The bench's CA, node certificates and client certificate, as PEM files in `dir`.
-fn write_certificates(dir: &Path) -> Result<Tls> {
+/// The bench's CA, node certificates (for `size` TLS nodes) and client certificate, as PEM
+/// files in `dir`.
+fn write_certificates(dir: &Path, size: u16) -> Result<Tls> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::default();
     let mut name = DistinguishedName::new();
@@ -110,7 +121,7 @@ fn write_certificates(dir: &Path) -> Result<Tls> {
         let cert = params.signed_by(&key, &issuer)?;
         Ok((cert.pem() + &ca_cert.pem(), key.serialize_pem()))
     };
-    for (index, address) in Kind::Tls.addresses().iter().enumerate() {
+    for (index, address) in Kind::Tls.addresses(size).iter().enumerate() {
         let ip = address.parse::<std::net::SocketAddr>()?.ip();
         let (chain, key) = issue(&[ip])?;
         let node_dir = dir.join(format!("tls-n{}", index + 1));
@@ -129,19 +140,47 @@ fn write_certificates(dir: &Path) -> Result<Tls> {
 async fn run() -> Result<()> {
     let seconds: u64 = env_number("DQLITE_BENCH_SECONDS", 3)?;
     let rounds: usize = env_number("DQLITE_BENCH_ROUNDS", 3)?;
+    let sizes: Vec<u16> = std::env::var("DQLITE_TLS_SIZES")
+        .unwrap_or_else(|_| "1,3,5,7".to_owned())
+        .split(',')
+        .map(|size| size.trim().parse().context("DQLITE_TLS_SIZES"))
+        .collect::<Result<_>>()?;
+    if sizes.iter().any(|size| !(1..=7).contains(size)) {
+        bail!("DQLITE_TLS_SIZES: sizes from 1 to 7");
+    }
     let temp = tempfile::tempdir().context("temp dir")?;
-    let client_tls = write_certificates(temp.path())?;
+    let mut summaries = Vec::new();
+    for size in sizes {
+        let dir = temp.path().join(format!("size-{size}"));
+        std::fs::create_dir_all(&dir)?;
+        summaries.extend(measure_size(&dir, size, seconds, rounds).await?);
+    }
+    println!(
+        "settings: our nodes 20 ms network latency, role review every 200 ms, bounded raft connect (500 ms, TCP_NODELAY); \
+         TLS 1.3 (rustls, ring, ECDSA P-256 certificates), client certificates required"
+    );
+    for line in summaries {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// One size: its clusters side by side, `rounds` interleaved rounds; prints the table and
+/// returns the summary lines.
+async fn measure_size(dir: &Path, size: u16, seconds: u64, rounds: usize) -> Result<Vec<String>> {
+    let client_tls = write_certificates(dir, size)?;
+    let kinds = Kind::at(size);
     let mut clusters = Vec::new();
-    for kind in Kind::ALL {
-        clusters.push((kind, start_cluster(temp.path(), kind).await?));
+    for &kind in &kinds {
+        clusters.push((kind, start_cluster(dir, kind, size).await?));
     }
     let mut results: Vec<(Kind, Vec<Measured>)> =
-        Kind::ALL.iter().map(|&kind| (kind, Vec::new())).collect();
+        kinds.iter().map(|&kind| (kind, Vec::new())).collect();
     for _ in 0..rounds {
         for (kind, measured) in &mut results {
             let tls = (*kind == Kind::Tls).then(|| client_tls.clone());
             measured.push(
-                write_for(&kind.addresses(), tls, Duration::from_secs(seconds))
+                write_for(&kind.addresses(size), tls, Duration::from_secs(seconds))
                     .await
                     .with_context(|| kind.name())?,
             );
@@ -149,7 +188,7 @@ async fn run() -> Result<()> {
     }
     drop(clusters);
     println!(
-        "mutual TLS cost: 3 nodes, kvwrite (32-byte keys, 1024-byte values), dqlite::client, 1 writer, \
+        "mutual TLS cost: {size} node(s), kvwrite (32-byte keys, 1024-byte values), dqlite::client, 1 writer, \
          {rounds} interleaved rounds of {seconds} s, loopback"
     );
     println!(
@@ -183,6 +222,7 @@ async fn run() -> Result<()> {
     }
     let base = medians[0];
     println!("relative to plaintext (libdqlite listens):");
+    let mut summaries = Vec::new();
     for (kind, rate, p50, p99) in &medians[1..] {
         println!(
             "{:<32} writes/s {:>6.1}%  p50 {:>6.2}x  p99 {:>6.2}x",
@@ -191,12 +231,21 @@ async fn run() -> Result<()> {
             p50 / base.2,
             p99 / base.3
         );
+        if *kind == Kind::Tls {
+            summaries.push(format!(
+                "summary: TLS cost, writes/s at {size} node(s), mutual TLS vs plaintext (ours) | {rate:.0} | {:.0} | {:+.1}% (target > -15%)",
+                base.1,
+                (rate / base.1 - 1.0) * 100.0
+            ));
+            summaries.push(format!(
+                "summary: TLS cost, p50/p99 ms at {size} node(s), mutual TLS vs plaintext (ours) | {p50:.2}/{p99:.2} | {:.2}/{:.2} | p99 {:.2}x",
+                base.2,
+                base.3,
+                p99 / base.3
+            ));
+        }
     }
-    println!(
-        "settings: our nodes 20 ms network latency, role review every 200 ms, bounded raft connect (500 ms, TCP_NODELAY); \
-         TLS 1.3 (rustls, ring, ECDSA P-256 certificates), client certificates required"
-    );
-    Ok(())
+    Ok(summaries)
 }
 
 /// A node process, killed on drop.
@@ -209,8 +258,8 @@ impl Drop for NodeProcess {
     }
 }
 
-async fn start_cluster(dir: &Path, kind: Kind) -> Result<Vec<NodeProcess>> {
-    let addresses = kind.addresses();
+async fn start_cluster(dir: &Path, kind: Kind, size: u16) -> Result<Vec<NodeProcess>> {
+    let addresses = kind.addresses(size);
     let mut nodes = Vec::new();
     for (index, address) in addresses.iter().enumerate() {
         let node_dir = match kind {
@@ -254,8 +303,8 @@ async fn start_cluster(dir: &Path, kind: Kind) -> Result<Vec<NodeProcess>> {
 }
 
 /// This binary as a node: `<dir> <address> [peer]...`; with `tls`, `<dir>/node.pem`,
-/// `<dir>/node.key` and `<dir>/../ca.pem`. Prints `ready <id>` once it is a voter (or the
-/// cluster has three voters), then runs until killed.
+/// `<dir>/node.key` and `<dir>/../ca.pem`. Prints `ready <id>` once it is ready (`App::ready`),
+/// then runs until killed.
 fn node_process(mode: &str) -> i32 {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [dir, address, peers @ ..] = args.as_slice() else {
@@ -331,8 +380,10 @@ impl Measured {
     }
 }
 
-/// Writes for `duration` through one client; waits first until the cluster has three voters.
+/// Writes for `duration` through one client; waits first until every node is a member and
+/// the cluster has its voters (one for a lone node, else three: the role plan's target).
 async fn write_for(addresses: &[String], tls: Option<Tls>, duration: Duration) -> Result<Measured> {
+    let wanted = if addresses.len() < 3 { 1 } else { 3 };
     let options = Options {
         tls,
         ..Options::default()
@@ -345,11 +396,11 @@ async fn write_for(addresses: &[String], tls: Option<Tls>, duration: Duration) -
             .iter()
             .filter(|member| member.role == dqlite::NodeRole::Voter)
             .count();
-        if voters == 3 {
+        if voters == wanted && members.len() == addresses.len() {
             break;
         }
         if Instant::now() > deadline {
-            bail!("no three voters within 60 s: {members:?}");
+            bail!("no {wanted} voters within 60 s: {members:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

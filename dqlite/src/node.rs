@@ -36,7 +36,7 @@ use crate::{NodeInfo, NodeRole};
 
 pub use connect::{
     parse_raft_address, raft_connect, ConnectError, RaftConnect, DEFAULT_CONNECT_TIMEOUT,
-    LIBDQLITE_DEFAULT_PORT,
+    LIBDQLITE_DEFAULT_PORT, RAFT_USER_TIMEOUT,
 };
 pub use forward::{HANDSHAKE_TIMEOUT, MAX_CONNECTIONS};
 pub use identity::{NodeIdentity, IDENTITY_FILE};

@@ -1,6 +1,6 @@
 //! The raft transport of this crate's nodes: the bounded connect function
 //! (`node::raft_connect`) gives libdqlite connected, blocking, close-on-exec sockets with
-//! `TCP_NODELAY`, gives up on an address that drops SYNs within its timeout, and a cluster
+//! `TCP_NODELAY` and a 2 s `TCP_USER_TIMEOUT`, gives up on an address that drops SYNs within its timeout, and a cluster
 //! of nodes using it forms, replicates and fails over, with `TCP_NODELAY` on every raft
 //! socket in both directions. Loopback 127.11.124.0/24 to 127.11.126.0/24; the black-hole
 //! test makes a network namespace of its own (needs root and `ip`).
@@ -47,7 +47,8 @@ fn nodelay_of(fd: i32) -> bool {
 }
 
 #[test]
-fn the_connect_function_hands_back_a_blocking_close_on_exec_socket_with_nodelay() {
+fn the_connect_function_hands_back_a_blocking_close_on_exec_socket_with_nodelay_and_a_user_timeout()
+{
     let listener = TcpListener::bind("127.11.124.1:0").expect("bind a listener");
     let address = listener.local_addr().expect("its address").to_string();
 
@@ -60,6 +61,12 @@ fn the_connect_function_hands_back_a_blocking_close_on_exec_socket_with_nodelay(
         "blocking, as libdqlite writes its handshake"
     );
     assert_ne!(flags & O_CLOEXEC, 0, "close-on-exec");
+    assert_eq!(
+        rustix::net::sockopt::tcp_user_timeout(&socket).expect("read TCP_USER_TIMEOUT"),
+        2000,
+        "a connection whose peer stops acknowledging ends after RAFT_USER_TIMEOUT"
+    );
+    assert_eq!(dqlite::node::RAFT_USER_TIMEOUT, Duration::from_secs(2));
     let mut stream = TcpStream::from(socket);
     assert!(
         stream.nodelay().expect("read TCP_NODELAY"),
@@ -68,6 +75,11 @@ fn the_connect_function_hands_back_a_blocking_close_on_exec_socket_with_nodelay(
     // The option is not the socket's default: a plain connect has Nagle on.
     let plain = TcpStream::connect(&address).expect("a plain connect");
     assert!(!plain.nodelay().expect("read TCP_NODELAY"));
+    assert_eq!(
+        rustix::net::sockopt::tcp_user_timeout(&plain).expect("read TCP_USER_TIMEOUT"),
+        0,
+        "the kernel's default: retransmissions go on for minutes"
+    );
 
     // The connection is the one the listener accepts, and nothing was written on it yet
     // (libdqlite writes the handshake itself).

@@ -26,6 +26,11 @@ pub struct Controller {
     /// Holds the data dir; removed when the controller is dropped.
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// `--quorum-timeout-ms` (default `QUORUM_TIMEOUT_MS`).
+    pub quorum_timeout_ms: String,
+    /// The network namespace the daemon runs in (`ip netns exec`, which execs the daemon,
+    /// so the child is the daemon itself); `None`: this process's.
+    pub namespace: Option<String>,
 }
 
 impl Controller {
@@ -40,6 +45,8 @@ impl Controller {
             ip: ip.into(),
             dir,
             child: None,
+            quorum_timeout_ms: QUORUM_TIMEOUT_MS.into(),
+            namespace: None,
         }
     }
 
@@ -84,12 +91,22 @@ impl Controller {
             .append(true)
             .open(self.log_path())
             .expect("open log");
-        let child = Command::new(env!("CARGO_BIN_EXE_dbaccessor"))
+        let mut command = match &self.namespace {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", namespace])
+                    .arg(env!("CARGO_BIN_EXE_dbaccessor"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_dbaccessor")),
+        };
+        let child = command
             .args(["--agent-id", &self.agent_id])
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--network-latency-ms", LATENCY_MS])
-            .args(["--quorum-timeout-ms", QUORUM_TIMEOUT_MS])
+            .args(["--quorum-timeout-ms", &self.quorum_timeout_ms])
             .args(["--log-level", "info"])
             .stdout(Stdio::null())
             .stderr(log)
@@ -308,3 +325,7 @@ pub fn shell_cluster(address: &str) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+pub mod netns;
+pub mod partition;
+pub mod shrink;

@@ -11,13 +11,16 @@
 //! blocking* socket and writes nothing; any non-zero return is "no connection" (the caller
 //! closes nothing then: the function must not leak the socket).
 //!
-//! This one keeps that contract and changes four things:
+//! This one keeps that contract and changes five things:
 //! - the connect is non-blocking and bounded by a timeout, so an address that drops SYNs
 //!   holds a pool thread (shared with raft's disk work) for the timeout, not the kernel's
 //!   two minutes of SYN retries, and `dqlite_node_stop` no longer waits those out;
 //! - `TCP_NODELAY` is set: raft sends a few small messages per commit and waits for the
 //!   answers, so Nagle's algorithm against the peer's delayed ACK (40 ms on Linux) would
 //!   hold most commits of a multi-node cluster back by tens of milliseconds;
+//! - `TCP_USER_TIMEOUT` ([`RAFT_USER_TIMEOUT`]) ends a connection whose peer stopped
+//!   acknowledging, so raft redials (boundedly) instead of waiting out the kernel's
+//!   retransmission back-off after a network cut heals;
 //! - the socket is close-on-exec, like every descriptor std opens;
 //! - IPv6 members (`[ip]:port`) are dialled too, since a node can listen on IPv6 through the
 //!   crate's forwarding listener (`node::forward`).
@@ -36,6 +39,17 @@ use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
 /// trip under 200 ms; a lost SYN is only resent after 1 s, so such an attempt fails and
 /// the next one (a second later) usually succeeds.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long data sent on a raft connection may stay unacknowledged before the kernel
+/// closes the connection (`TCP_USER_TIMEOUT`). Raft keeps a connection until it fails and
+/// then redials about once a second; without this, a connection to a peer whose network
+/// was cut stays open through the kernel's retransmissions, whose back-off doubles from
+/// 200 ms, so after a 30 s cut the next retransmission (the first the healed peer hears
+/// from its leader) came up to 26 s after the heal (`dbaccessor/tests/partition.rs`).
+/// With 2 s the longest retransmission gap is 0.8 s and a cut connection is replaced by a
+/// fresh (bounded) connect. A live peer's kernel acknowledges at once whatever its process
+/// is doing, so only a dead or unreachable peer meets this bound.
+pub const RAFT_USER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The port libdqlite 1.11 dials when a raft address has none.
 pub const LIBDQLITE_DEFAULT_PORT: u16 = 8080;
@@ -172,6 +186,8 @@ pub fn raft_connect(address: &str, timeout: Duration) -> Result<OwnedFd, Connect
         }
     };
     sockopt::set_tcp_nodelay(&socket, true).map_err(set_option("TCP_NODELAY"))?;
+    let user_timeout = u32::try_from(RAFT_USER_TIMEOUT.as_millis()).unwrap_or(u32::MAX);
+    sockopt::set_tcp_user_timeout(&socket, user_timeout).map_err(set_option("TCP_USER_TIMEOUT"))?;
     // libdqlite writes its handshake with plain `write()`s right after this returns.
     rustix::io::ioctl_fionbio(&socket, false).map_err(set_option("blocking mode"))?;
     Ok(socket)
