@@ -790,10 +790,11 @@ pub(crate) fn removable(
     due.into_iter().partition(|m| m.role != NodeRole::Voter)
 }
 
-/// Spares absent from the map go once they failed two checks at least this far apart: a
-/// departing controller hands its vote over and leaves as a spare, which holds no vote, so
-/// it needs no quorum-timeout grace; but one silent probe (a joiner the leader's map does
-/// not name yet, on a loaded machine) is not enough to call it gone.
+/// Spares and stand-bys absent from the map go once they failed two checks at least this far
+/// apart: a departing controller hands its vote over and leaves as a spare (or stays a
+/// stand-by when no spare can take that role), neither of which holds a vote, so it needs
+/// no quorum-timeout grace; but one silent probe (a joiner the leader's map does not name
+/// yet, on a loaded machine) is not enough to call it gone.
 pub(crate) const SPARE_GRACE: Duration = Duration::from_millis(300);
 
 /// How often the membership is checked for a while after a map change (see
@@ -822,8 +823,8 @@ pub(crate) fn next_departure_check(
 }
 
 /// Tracks since when each member has been absent (and unreachable); returns those absent
-/// for at least `grace`, and spares absent for [`SPARE_GRACE`] (a spare that was only cut
-/// off and is removed finds itself outside the configuration and rejoins). Members no
+/// for at least `grace`, and spares and stand-bys absent for [`SPARE_GRACE`] (one that was
+/// only cut off and is removed finds itself outside the configuration and rejoins). Members no
 /// longer absent are forgotten.
 pub(crate) fn due_for_removal(
     absent_since: &mut BTreeMap<u64, Instant>,
@@ -837,7 +838,7 @@ pub(crate) fn due_for_removal(
         .filter(|member| {
             let since = *absent_since.entry(member.id).or_insert(now);
             let waited = now.duration_since(since);
-            waited >= grace || (member.role == NodeRole::Spare && waited >= SPARE_GRACE)
+            waited >= grace || (member.role != NodeRole::Voter && waited >= SPARE_GRACE)
         })
         .cloned()
         .collect()
@@ -1132,16 +1133,21 @@ mod tests {
         check(&mut since, &[2, 3], 4_000, &[2, 3]);
         check(&mut since, &[], 5_000, &[]);
         assert!(since.is_empty());
-        // A spare (a departed controller that handed its vote over) is due at its second
-        // failed check, not at the first silence.
+        // A spare (a departed controller that handed its vote over) or a stand-by (one that
+        // had no spare to hand its role to) is due at its second failed check, not at the
+        // first silence; a voter waits out the quorum timeout.
         let spare = NodeInfo {
             role: NodeRole::Spare,
             ..node(4)
         };
+        let stand_by = NodeInfo {
+            role: NodeRole::StandBy,
+            ..node(5)
+        };
         let mut due_at = |ms: u64| {
             due_for_removal(
                 &mut since,
-                &[spare.clone(), node(2)],
+                &[spare.clone(), stand_by.clone(), node(2)],
                 t0 + Duration::from_millis(ms),
                 grace,
             )
@@ -1153,7 +1159,7 @@ mod tests {
         assert_eq!(due_at(6_000 + 150), Vec::<u64>::new());
         let at = 6_000 + SPARE_GRACE.as_millis() as u64;
         assert_eq!(due_at(at - 1), Vec::<u64>::new());
-        assert_eq!(due_at(at), [4]);
+        assert_eq!(due_at(at), [4, 5]);
     }
 
     #[test]
