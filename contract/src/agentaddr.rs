@@ -54,8 +54,7 @@ pub fn select_for_agents(servers: &[Vec<HostPort>], mgmt_space: &str) -> Selecti
         .iter()
         .filter(|(_, host, _)| mgmt_space.is_empty() || host.space_name == mgmt_space)
         .collect();
-    let (chosen, warning) = if in_space.is_empty() && !mgmt_space.is_empty() && !usable.is_empty()
-    {
+    let (chosen, warning) = if in_space.is_empty() && !mgmt_space.is_empty() && !usable.is_empty() {
         (
             usable.iter().collect::<Vec<_>>(),
             Some(format!(
@@ -136,9 +135,7 @@ pub struct AgentConf {
 /// a list of strings (missing: empty).
 pub fn parse_agent_conf(text: &str) -> Result<AgentConf, AgentConfError> {
     let document: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)?;
-    let map = document
-        .as_mapping()
-        .ok_or(AgentConfError::NotAMapping)?;
+    let map = document.as_mapping().ok_or(AgentConfError::NotAMapping)?;
     let string = |key: &'static str| -> Result<String, AgentConfError> {
         match map.get(key) {
             None => Err(AgentConfError::Missing(key)),
@@ -155,7 +152,10 @@ pub fn parse_agent_conf(text: &str) -> Result<AgentConf, AgentConfError> {
             .map(|item| {
                 item.as_str()
                     .map(str::to_owned)
-                    .ok_or(AgentConfError::Malformed(API_ADDRESSES_KEY, "a list of strings"))
+                    .ok_or(AgentConfError::Malformed(
+                        API_ADDRESSES_KEY,
+                        "a list of strings",
+                    ))
             })
             .collect::<Result<_, _>>()?,
         Some(_) => {
@@ -333,7 +333,11 @@ mod tests {
             ("beta".to_owned(), "fd00:131::/64".to_owned()),
         ];
         let check = |ip: &str, want: &str| {
-            assert_eq!(space_of(ip.parse().expect("test ip"), &spaces), want, "{ip}");
+            assert_eq!(
+                space_of(ip.parse().expect("test ip"), &spaces),
+                want,
+                "{ip}"
+            );
         };
         check("10.131.0.12", "alpha");
         check("fd00:131::5", "beta");
@@ -379,7 +383,9 @@ mod tests {
     #[test]
     fn malformed_agent_confs_are_named() {
         let check = |text: &str, want: &str| {
-            let got = parse_agent_conf(text).map(|_| ()).map_err(|e| e.to_string());
+            let got = parse_agent_conf(text)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
             assert_eq!(got, Err(want.to_owned()), "{text}");
         };
         check("- x\n", "agent.conf is not a mapping");
