@@ -72,6 +72,8 @@ pub struct AgentSpec {
     pub network_latency_ms: u64,
     /// `--quorum-timeout-ms`.
     pub quorum_timeout_ms: u64,
+    /// A workload machine: the agent runs with `--machine-agent` (the API caller only).
+    pub workload: bool,
 }
 
 impl AgentSpec {
@@ -82,7 +84,7 @@ impl AgentSpec {
 
     /// The arguments `juju-sim machine-agent` takes for this spec.
     pub fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "machine-agent".into(),
             "--model-dir".into(),
             self.model_dir.display().to_string(),
@@ -98,7 +100,11 @@ impl AgentSpec {
             self.network_latency_ms.to_string(),
             "--quorum-timeout-ms".into(),
             self.quorum_timeout_ms.to_string(),
-        ]
+        ];
+        if self.workload {
+            args.push("--workload".into());
+        }
+        args
     }
 }
 
@@ -239,9 +245,14 @@ fn spawn_dbaccessor(spec: &AgentSpec, log_path: &Path) -> Result<Child, AgentErr
     })?;
     // `ip netns exec` enters the namespace and execs, so the child's pid is the controller
     // agent's, the process that runs the dbaccessor.
-    Command::new("ip")
+    let mut command = Command::new("ip");
+    command
         .args(["netns", "exec", &spec.namespace])
-        .arg(&spec.controller_agent)
+        .arg(&spec.controller_agent);
+    if spec.workload {
+        command.arg("--machine-agent");
+    }
+    command
         .arg("--agent-id")
         .arg(spec.machine.to_string())
         .arg("--data-dir")

@@ -71,6 +71,7 @@ pub fn known_endpoints(world: &World) -> Vec<String> {
     world
         .machines
         .values()
+        .filter(|machine| !machine.workload)
         .flat_map(|machine| machine.nics.iter())
         .filter(|nic| nic.space == world.default_space)
         .map(|nic| format!("{}:{API_PORT}", nic.address))
