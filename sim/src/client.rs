@@ -65,7 +65,7 @@ pub fn admin_password_file(model_dir: &Path, world: &World) -> Option<PathBuf> {
     controller_file(model_dir, world, "admin-password")
 }
 
-/// Every machine's default-space address with the API port, in machine order: what the
+/// Every controller machine's default-space address with the API port, in machine order: what the
 /// simulator knows without asking a controller.
 pub fn known_endpoints(world: &World) -> Vec<String> {
     world

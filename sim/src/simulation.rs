@@ -469,16 +469,11 @@ impl Simulation {
         self.save()
     }
 
-    /// Every controller machine's addresses as `ip:17070`, in machine order: what the
-    /// provisioner puts in a new agent's `agent.conf`.
+    /// The controllers' default-space addresses as `ip:17070`, in machine order: what the
+    /// provisioner puts in a new agent's `agent.conf` (the addresses a client knows); the
+    /// agent's address updater replaces them with the controllers' own list once it logs in.
     pub fn controller_api_addresses(&self) -> Vec<String> {
-        self.world
-            .controller_machines()
-            .iter()
-            .filter_map(|id| self.world.machines.get(id))
-            .flat_map(|machine| machine.nics.iter())
-            .map(|nic| std::net::SocketAddr::new(nic.address, 17070).to_string())
-            .collect()
+        crate::client::known_endpoints(&self.world)
     }
 
     /// The controller CA in PEM, from a controller that has it.
