@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use controller_contract::agentaddr::{parse_agent_conf, ApiConnection, API_CONNECTION_NAME};
+use controller_contract::agentaddr::{ApiConnection, API_CONNECTION_NAME};
 use juju_sim::world::World;
 
 const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
