@@ -1020,6 +1020,29 @@ mod tests {
     }
 
     #[test]
+    fn controller_setting_table() {
+        let mut world = world::World::new("abc123", "alpha", "10.131.0.0/24").expect("world");
+        world.add_space("beta", "10.132.0.0/24").expect("beta");
+        let check = |key: &str, value: &str, expected: Result<(), &str>| {
+            let got = check_controller_setting(&world, key, value).map_err(|e| e.to_string());
+            assert_eq!(got, expected.map_err(str::to_owned), "{key}={value}");
+        };
+        check("juju-mgmt-space", "beta", Ok(()));
+        check("juju-mgmt-space", "", Ok(()));
+        check(
+            "juju-mgmt-space",
+            "gamma",
+            Err("cannot set juju-mgmt-space: space \"gamma\" not found (the model's spaces: alpha, beta)"),
+        );
+        check(
+            "controller-uuid",
+            "x",
+            Err("controller-uuid cannot be changed"),
+        );
+        check("audit-log-max-size", "300M", Ok(()));
+    }
+
+    #[test]
     fn setting_table() {
         let check = |text: &str, expected: Option<(&str, Value)>| {
             let got = parse_setting(text).ok();
