@@ -26,7 +26,7 @@
 //! read and thrown away up to 1 MiB before the 413, so that the client, still writing, reads
 //! the answer rather than a reset.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -49,7 +49,7 @@ use crate::database;
 use crate::host::{Stop, WorkerSpec};
 use crate::identity;
 use crate::publisher::AddressSource;
-use crate::schema::DATABASE;
+use crate::schema::{quote, DATABASE};
 use crate::workers::DBACCESSOR;
 
 /// The worker's name.
@@ -111,8 +111,8 @@ impl Default for Limits {
 }
 
 pub use controller_contract::api::{
-    ApiAddressesResult, ControllerNode, ErrorBody, HostPort, LoginRequest, LoginResult,
-    StatusResult,
+    ApiAddressesResult, ControllerConfigRequest, ControllerNode, ErrorBody, HostPort, LoginRequest,
+    LoginResult, StatusResult,
 };
 
 /// The rows of `controller_api_address` as a login answer's `servers`; rows that do not
@@ -388,7 +388,7 @@ async fn connection(
         }
     };
     // Who logged in on this connection: later requests on it act as them.
-    let session: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let session: Arc<std::sync::Mutex<Option<Session>>> = Arc::default();
     let service = hyper::service::service_fn(move |request| {
         let state = state.clone();
         let session = session.clone();
@@ -422,7 +422,7 @@ async fn connection(
 /// Answers one request within the request timeout, and logs it.
 async fn answer(
     state: &State,
-    session: &std::sync::Mutex<Option<String>>,
+    session: &std::sync::Mutex<Option<Session>>,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -460,14 +460,27 @@ fn error(status: StatusCode, why: &str) -> Answer {
     (status, body, why.to_owned())
 }
 
+/// Who logged in on a connection.
+#[derive(Debug, Clone)]
+struct Session {
+    /// The user name or agent tag.
+    name: String,
+    /// Logged in with a tag: an agent, which may read but not change the controller config.
+    agent: bool,
+}
+
 /// The name logged in on a connection, if any.
-fn logged_in(session: &std::sync::Mutex<Option<String>>) -> Option<String> {
+fn logged_in(session: &std::sync::Mutex<Option<Session>>) -> Option<String> {
+    logged_in_as(session).map(|s| s.name)
+}
+
+fn logged_in_as(session: &std::sync::Mutex<Option<Session>>) -> Option<Session> {
     session.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 async fn route(
     state: &State,
-    session: &std::sync::Mutex<Option<String>>,
+    session: &std::sync::Mutex<Option<Session>>,
     request: Request<Incoming>,
 ) -> Answer {
     match request.uri().path() {
@@ -487,6 +500,19 @@ async fn route(
             };
         }
         "/api-addresses" => return error(StatusCode::METHOD_NOT_ALLOWED, "only GET"),
+        "/controller-config" if request.method() == Method::POST => {
+            return match logged_in_as(session) {
+                Some(Session { agent: false, name }) => {
+                    set_config_answer(state, &name, request).await
+                }
+                Some(Session { agent: true, name }) => error(
+                    StatusCode::FORBIDDEN,
+                    &format!("{name} may not change the controller config"),
+                ),
+                None => error(StatusCode::UNAUTHORIZED, "not logged in on this connection"),
+            };
+        }
+        "/controller-config" => return error(StatusCode::METHOD_NOT_ALLOWED, "only POST"),
         _ => return error(StatusCode::NOT_FOUND, "no such route"),
     }
     let max = state.limits.max_body;
@@ -513,9 +539,9 @@ async fn route(
         Ok(login) => login,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed login: {e}")),
     };
-    let name = match (&login.user, &login.tag) {
-        (Some(user), None) if !user.is_empty() => user.clone(),
-        (None, Some(tag)) if !tag.is_empty() => tag.clone(),
+    let (name, agent) = match (&login.user, &login.tag) {
+        (Some(user), None) if !user.is_empty() => (user.clone(), false),
+        (None, Some(tag)) if !tag.is_empty() => (tag.clone(), true),
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -526,7 +552,7 @@ async fn route(
     let answer = login_answer(state, &name, login.password).await;
     let mut logged = session.lock().unwrap_or_else(|e| e.into_inner());
     // A failed login ends what an earlier one on this connection allowed.
-    *logged = (answer.0 == StatusCode::OK).then_some(name);
+    *logged = (answer.0 == StatusCode::OK).then_some(Session { name, agent });
     answer
 }
 
@@ -609,6 +635,125 @@ async fn login_answer(state: &State, name: &str, password: String) -> Answer {
     };
     let body = serde_json::to_vec(&result).expect("a login result serializes");
     (StatusCode::OK, body, format!("login of {name:?}"))
+}
+
+/// Checks a controller config change against the model's space names: at least one
+/// setting, no empty key, `controller-uuid` never, `juju-mgmt-space` empty or a known space.
+pub fn check_config(
+    settings: &BTreeMap<String, String>,
+    spaces: &BTreeSet<String>,
+) -> Result<(), String> {
+    if settings.is_empty() {
+        return Err("no settings given".into());
+    }
+    for (key, value) in settings {
+        match key.as_str() {
+            "" => return Err("a setting has an empty key".into()),
+            "controller-uuid" => return Err("controller-uuid cannot be changed".into()),
+            controller_contract::agentaddr::MGMT_SPACE_KEY
+                if !value.is_empty() && !spaces.contains(value) =>
+            {
+                let known: Vec<&str> = spaces.iter().map(String::as_str).collect();
+                return Err(format!(
+                    "cannot set juju-mgmt-space: space {value:?} not found (known spaces: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `POST /controller-config` with `{"settings": {key: value}}`: checked (see
+/// [`check_config`]), then written in one statement; answers the whole config.
+async fn set_config_answer(state: &State, name: &str, request: Request<Incoming>) -> Answer {
+    let body = match read_body(request.into_body(), state.limits.max_body).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+        Err(BodyError::Read(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            )
+        }
+    };
+    let change: ControllerConfigRequest = match serde_json::from_slice(&body) {
+        Ok(change) => change,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed config: {e}")),
+    };
+    let mut client = state.client.lock().await;
+    let spaces = match client
+        .query(DATABASE, "SELECT DISTINCT name FROM space LIMIT 1000", &[])
+        .await
+    {
+        Ok(rows) => rows
+            .rows
+            .into_iter()
+            .filter_map(|row| match row.as_slice() {
+                [Value::Text(name)] => Some(name.clone()),
+                _ => None,
+            })
+            .collect::<BTreeSet<String>>(),
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("cannot read the spaces: {e}"),
+            )
+        }
+    };
+    if let Err(why) = check_config(&change.settings, &spaces) {
+        return error(StatusCode::BAD_REQUEST, &why);
+    }
+    let rows: Vec<String> = change
+        .settings
+        .iter()
+        .map(|(key, value)| format!("({}, {})", quote(key), quote(value)))
+        .collect();
+    let statement = format!(
+        "INSERT OR REPLACE INTO controller_config (key, value) VALUES {}",
+        rows.join(", ")
+    );
+    if let Err(e) = client.exec(DATABASE, &statement, &[]).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot write the controller config: {e}"),
+        );
+    }
+    let config = match client
+        .query(
+            DATABASE,
+            "SELECT key, value FROM controller_config ORDER BY key LIMIT 1000",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows
+            .rows
+            .into_iter()
+            .filter_map(|row| match row.as_slice() {
+                [Value::Text(key), Value::Text(value)] => Some((key.clone(), value.clone())),
+                _ => None,
+            })
+            .collect::<BTreeMap<String, String>>(),
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("written, but cannot read the controller config back: {e}"),
+            )
+        }
+    };
+    let body = serde_json::to_vec(&config).expect("a config serializes");
+    let keys: Vec<&str> = change.settings.keys().map(String::as_str).collect();
+    (
+        StatusCode::OK,
+        body,
+        format!("controller config {} set by {name:?}", keys.join(", ")),
+    )
 }
 
 /// `after=<version>` from a query string: `Ok(None)` without it, an error for a value
@@ -824,6 +969,44 @@ mod tests {
         );
         let names: Vec<&str> = got[0].iter().map(|h| h.space_name.as_str()).collect();
         assert_eq!(names, ["beta", "given", ""]);
+    }
+
+    #[test]
+    fn config_change_table() {
+        let spaces: BTreeSet<String> = ["alpha".to_owned(), "beta".to_owned()].into();
+        let check = |pairs: &[(&str, &str)], expected: Result<(), &str>| {
+            let settings: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            assert_eq!(
+                check_config(&settings, &spaces),
+                expected.map_err(str::to_owned),
+                "{pairs:?}"
+            );
+        };
+        check(&[("juju-mgmt-space", "beta")], Ok(()));
+        check(&[("juju-mgmt-space", "")], Ok(()));
+        check(&[("other", "x")], Ok(()));
+        check(
+            &[("juju-mgmt-space", "gamma")],
+            Err(
+                "cannot set juju-mgmt-space: space \"gamma\" not found (known spaces: alpha, beta)",
+            ),
+        );
+        check(
+            &[("controller-uuid", "x")],
+            Err("controller-uuid cannot be changed"),
+        );
+        check(&[("", "x")], Err("a setting has an empty key"));
+        check(&[], Err("no settings given"));
+        assert_eq!(
+            check_config(
+                &[("juju-mgmt-space".to_owned(), "a".to_owned())].into(),
+                &BTreeSet::new()
+            ),
+            Err("cannot set juju-mgmt-space: space \"a\" not found (known spaces: none)".into())
+        );
     }
 
     #[test]

@@ -344,6 +344,50 @@ async fn login_answers_the_addresses_and_refuses_what_it_must() {
         .await
         .expect("answer");
     check(status, &body, 400, "is not a version");
+
+    // The controller config through the API: a known space is set, an unknown one refused
+    // with nothing written, controller-uuid never; GET is not the way to change it.
+    let (status, body) = client
+        .request(
+            "POST",
+            "/controller-config",
+            br#"{"settings": {"juju-mgmt-space": "nosuch"}}"#.to_vec(),
+        )
+        .await
+        .expect("answer");
+    check(status, &body, 400, "not found (known spaces: loop)");
+    let (status, body) = client
+        .request(
+            "POST",
+            "/controller-config",
+            br#"{"settings": {"controller-uuid": "x"}}"#.to_vec(),
+        )
+        .await
+        .expect("answer");
+    check(status, &body, 400, "controller-uuid cannot be changed");
+    let (status, body) = client
+        .request("POST", "/controller-config", br#"{"settings": 3}"#.to_vec())
+        .await
+        .expect("answer");
+    check(status, &body, 400, "malformed config");
+    let (status, body) = client
+        .request(
+            "POST",
+            "/controller-config",
+            br#"{"settings": {"juju-mgmt-space": ""}}"#.to_vec(),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let config: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&body).expect("the config");
+    assert_eq!(config["juju-mgmt-space"], "");
+    assert!(config.contains_key("controller-uuid"));
+    let (status, _) = client
+        .request("GET", "/controller-config", Vec::new())
+        .await
+        .expect("answer");
+    assert_eq!(status, 405);
     let mut fresh = ApiClient::new(&first.ca_pem(), first.address);
     let (status, body) = fresh
         .request("GET", "/api-addresses", Vec::new())

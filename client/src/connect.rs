@@ -119,6 +119,46 @@ impl Connection {
         self.get(&path, timeout).await
     }
 
+    /// `POST /controller-config` on this connection (a user's login): sets `settings` and
+    /// answers the whole controller config. A refused setting is the server's error
+    /// (`HTTP 400: cannot set juju-mgmt-space: space "x" not found ...`).
+    pub async fn set_controller_config(
+        &mut self,
+        settings: &std::collections::BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<std::collections::BTreeMap<String, String>, RequestError> {
+        let failed = |why: String| RequestError::Failed {
+            endpoint: self.endpoint.clone(),
+            why,
+        };
+        let body = serde_json::to_vec(&controller_contract::api::ControllerConfigRequest {
+            settings: settings.clone(),
+        })
+        .expect("a config request serializes");
+        let answer = tokio::time::timeout(
+            timeout,
+            request(
+                &mut self.sender,
+                &self.endpoint,
+                "POST",
+                "/controller-config",
+                Bytes::from(body),
+            ),
+        )
+        .await
+        .map_err(|_| {
+            failed(format!(
+                "no answer to /controller-config within {timeout:?}"
+            ))
+        })?
+        .map_err(failed)?;
+        match answer {
+            (200, body) => serde_json::from_slice(&body)
+                .map_err(|e| failed(format!("malformed answer to /controller-config: {e}"))),
+            (status, body) => Err(failed(refusal(status, &body))),
+        }
+    }
+
     /// `GET /status` on this connection.
     pub async fn status(&mut self, timeout: Duration) -> Result<StatusResult, RequestError> {
         self.get("/status", timeout).await

@@ -74,6 +74,15 @@ pub struct ApiAddressesResult {
     pub mgmt_space: String,
 }
 
+/// The body of `POST /controller-config` (a user's login only; agents may not): the keys to
+/// set. The answer is the whole controller config, by key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfigRequest {
+    /// Key -> value; `juju-mgmt-space` must name a known space or be empty.
+    pub settings: std::collections::BTreeMap<String, String>,
+}
+
 /// An error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -190,6 +190,9 @@ pub enum Commands {
         user: Option<String>,
         #[arg(long)]
         password_stdin: bool,
+        /// KEY=VALUE for `--op set-config` (repeatable).
+        #[arg(long = "setting")]
+        settings: Vec<String>,
     },
     /// Runs SQL through the go-dqlite shell in the model's cloud namespace.
     Sql {
@@ -650,25 +653,52 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 write!(out, "{}", serde_yaml_ng::to_string(&config)?)?;
             } else {
                 let sim = open(cli)?;
-                // One statement: the shell runs each in a transaction of its own.
-                let quote = sql_quote;
-                let mut rows = Vec::new();
                 for setting in settings {
                     let (key, value) = setting
                         .split_once('=')
                         .with_context(|| format!("{setting:?} is not KEY=VALUE"))?;
                     check_controller_setting(&sim.world, key, value)?;
-                    rows.push(format!("({}, {})", quote(key), quote(value)));
                 }
-                // The spaces the controllers judge addresses by, before agents are told
-                // to keep only one of them.
+                // The spaces the controllers judge addresses (and this setting) by, before
+                // agents are told to keep only one of them.
                 sync_spaces(&sim).context("cannot write the model's spaces")?;
-                let statements = format!(
-                    "INSERT OR REPLACE INTO controller_config (key, value) VALUES {}",
-                    rows.join(", ")
-                );
-                sql_shell(&sim, "controller", &statements, false)?;
-                writeln!(out, "set {}", settings.join(" "))?;
+                let store = juju_client::Store::new(store_dir(cli));
+                if store.account(&client::controller_name(&sim.world)).is_ok() {
+                    // Through the API, as a logged-in user (the server checks again).
+                    let outcome = client::call_with(
+                        &model_dir,
+                        &store.dir,
+                        &sim.world,
+                        client::Op::SetConfig,
+                        None,
+                        cli.debug,
+                        settings,
+                    )?;
+                    writeln!(
+                        out,
+                        "set {} (through the API at {})",
+                        settings.join(" "),
+                        outcome.endpoint
+                    )?;
+                } else {
+                    // Not logged in: straight into the database, in one statement (the
+                    // shell runs each in a transaction of its own).
+                    let rows: Vec<String> = settings
+                        .iter()
+                        .filter_map(|setting| setting.split_once('='))
+                        .map(|(key, value)| format!("({}, {})", sql_quote(key), sql_quote(value)))
+                        .collect();
+                    let statements = format!(
+                        "INSERT OR REPLACE INTO controller_config (key, value) VALUES {}",
+                        rows.join(", ")
+                    );
+                    sql_shell(&sim, "controller", &statements, false)?;
+                    writeln!(
+                        out,
+                        "set {} (through the database shell: not logged in)",
+                        settings.join(" ")
+                    )?;
+                }
             }
         }
         Commands::Isolate { machine, undo } => {
@@ -687,6 +717,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             op,
             user,
             password_stdin,
+            settings,
         } => {
             if cli.debug {
                 env_logger::Builder::new()
@@ -694,7 +725,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                     .format_timestamp_millis()
                     .init();
             }
-            let outcome = client::run_call(&store_dir(cli), *op, user.as_deref(), *password_stdin)?;
+            let outcome = client::run_call(
+                &store_dir(cli),
+                *op,
+                user.as_deref(),
+                *password_stdin,
+                settings,
+            )?;
             writeln!(out, "{}", serde_json::to_string(&outcome)?)?;
         }
         Commands::Wait => {

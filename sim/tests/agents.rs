@@ -302,7 +302,8 @@ fn agents_follow_the_control_plane_and_the_management_space() {
     assert!(shown.contains("juju-mgmt-space: ''"), "{shown}");
 
     // The management space: agents keep only beta's addresses, the client keeps all.
-    model.ok(&["controller-config", "juju-mgmt-space=beta"]);
+    let set = model.ok(&["controller-config", "juju-mgmt-space=beta"]);
+    assert!(set.contains("through the API"), "{set}");
     let beta = model.controller_addresses(Some("beta"));
     assert_eq!(beta.len(), 3);
     model.wait_for_lists("juju-mgmt-space=beta", &beta);
