@@ -8,8 +8,11 @@
 //! only means another answers. On the connection it follows the address watch
 //! (`GET /api-addresses?after=<version>`, a long poll) and writes every change through
 //! [`crate::addresses::apply`]. When the connection drops (the controller died, the long
-//! poll failed or timed out) the run fails and the host restarts it after its back-off
-//! (100 ms doubling to 10 s, reset by a run of 10 s), which dials again in a new order.
+//! poll failed or timed out) it dials again after 100 ms, in a new order; a dial that finds
+//! no controller doubles the pause up to 10 s ([`pause_after`]). The pause starts over at
+//! every login: an agent that lost one controller after a short connection must not wait as
+//! if the controllers were down (the host's own back-off, reset only by a run of 10 s,
+//! made agents moved by several controller deaths in a row wait up to 10 s).
 //!
 //! The caller writes `<agent dir>/api-connection.json` (`contract::agentaddr::ApiConnection`)
 //! at every change: which controller it is logged in to, or that it is dialing and why the
@@ -108,12 +111,66 @@ fn now_ms() -> u64 {
 }
 
 /// One connection: dial, log in, follow the address watch until it fails or the stop.
+/// The first pause before dialling again, and the longest.
+pub const FIRST_PAUSE: Duration = Duration::from_millis(100);
+pub const MAX_PAUSE: Duration = Duration::from_secs(10);
+
+/// The pause before the next dial: back to [`FIRST_PAUSE`] after a connection that logged
+/// in (losing a controller is no reason to wait long for another), doubled up to
+/// [`MAX_PAUSE`] after a dial that found none.
+pub fn pause_after(previous: Duration, logged_in: bool) -> Duration {
+    if logged_in {
+        FIRST_PAUSE
+    } else {
+        (previous * 2).clamp(FIRST_PAUSE, MAX_PAUSE)
+    }
+}
+
+/// How one connection ended without an error of the dial.
+enum Ended {
+    /// The stop was requested.
+    Stopped,
+    /// It had logged in, then the connection was lost.
+    Lost,
+}
+
+/// Connects again and again until the stop: after a lost connection at once (after
+/// [`FIRST_PAUSE`]), after a failed dial with a doubling pause ([`pause_after`]). Errors
+/// other than the dial's (an unreadable agent.conf, a file that cannot be written) end the
+/// run, and the host restarts it after its own back-off.
 async fn run(
     settings: Settings,
     connections: Arc<AtomicU64>,
     last_error: Arc<std::sync::Mutex<String>>,
     mut stop: Stop,
 ) -> anyhow::Result<()> {
+    let mut pause = Duration::ZERO;
+    loop {
+        let logged_in = match connection(&settings, &connections, &last_error, &mut stop).await? {
+            Ok(Ended::Stopped) => return Ok(()),
+            Ok(Ended::Lost) => true,
+            Err(why) => {
+                log::warn!("{why}");
+                false
+            }
+        };
+        pause = pause_after(pause, logged_in);
+        log::info!("dialing again in {} ms", pause.as_millis());
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stop.requested() => return Ok(()),
+        }
+    }
+}
+
+/// One connection: dial, log in, follow the address watch until it is lost or the stop.
+/// The outer error ends the run; the inner one is a dial that found no controller.
+async fn connection(
+    settings: &Settings,
+    connections: &AtomicU64,
+    last_error: &std::sync::Mutex<String>,
+    stop: &mut Stop,
+) -> anyhow::Result<Result<Ended, String>> {
     let conf_path = settings.conf();
     let text = std::fs::read_to_string(&conf_path)
         .with_context(|| format!("cannot read {}", conf_path.display()))?;
@@ -128,12 +185,12 @@ async fn run(
         since_ms: now_ms(),
         last_error: last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     };
-    let failed = |why: String| -> anyhow::Error {
+    let failed = |why: String| -> String {
         *last_error.lock().unwrap_or_else(|e| e.into_inner()) = why.clone();
-        let _ = write_status(&settings, &status("dialing", ""));
-        anyhow::anyhow!(why)
+        let _ = write_status(settings, &status("dialing", ""));
+        why
     };
-    write_status(&settings, &status("dialing", ""))?;
+    write_status(settings, &status("dialing", ""))?;
     log::info!("dialing the controllers in the order {}", order.join(" "));
     let login = LoginRequest {
         user: None,
@@ -142,22 +199,31 @@ async fn run(
     };
     let dialed = tokio::select! {
         dialed = juju_client::dial_endpoints(&order, &conf.ca_cert, &login, &settings.dial) => dialed,
-        () = stop.requested() => return Ok(()),
+        () = stop.requested() => return Ok(Ok(Ended::Stopped)),
     };
-    let mut connection = dialed.map_err(|e| failed(format!("cannot log in: {e}")))?;
+    let mut connection = match dialed {
+        Ok(connection) => connection,
+        Err(e) => return Ok(Err(failed(format!("cannot log in: {e}")))),
+    };
     connections.fetch_add(1, Ordering::SeqCst);
     log::info!("logged in as {} through {}", conf.tag, connection.endpoint);
-    write_status(&settings, &status("connected", &connection.endpoint))?;
+    write_status(settings, &status("connected", &connection.endpoint))?;
     let mut version = None;
     loop {
         let answer = tokio::select! {
             answer = connection.api_addresses(version, settings.watch_timeout) => answer,
             () = stop.requested() => {
-                write_status(&settings, &status("stopped", ""))?;
-                return Ok(());
+                write_status(settings, &status("stopped", ""))?;
+                return Ok(Ok(Ended::Stopped));
             }
         };
-        let answer = answer.map_err(|e| failed(format!("connection lost: {e}")))?;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                log::warn!("{}", failed(format!("connection lost: {e}")));
+                return Ok(Ok(Ended::Lost));
+            }
+        };
         if version != Some(answer.version) {
             addresses::apply(&conf_path, &answer)?;
             version = Some(answer.version);
@@ -205,6 +271,25 @@ mod tests {
             "counts {counts:?}, chi-square {chi_square}"
         );
         assert!(counts.iter().all(|&c| c >= 800), "counts {counts:?}");
+    }
+
+    #[test]
+    fn pause_table() {
+        let ms = Duration::from_millis;
+        let check = |previous: Duration, logged_in: bool, expected: Duration| {
+            assert_eq!(
+                pause_after(previous, logged_in),
+                expected,
+                "{previous:?} {logged_in}"
+            );
+        };
+        check(Duration::ZERO, false, ms(100));
+        check(ms(100), false, ms(200));
+        check(ms(6400), false, ms(10_000));
+        check(ms(10_000), false, ms(10_000));
+        // A connection that logged in resets the pause, however long it lasted.
+        check(ms(10_000), true, ms(100));
+        check(Duration::ZERO, true, ms(100));
     }
 
     #[test]
