@@ -159,6 +159,12 @@ pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
             let _ = writeln!(log, "machine-agent {}: {line}", spec.machine);
         }
     };
+    // What the child is, in the log: a controller's agent runs the dbaccessor.
+    let what = if spec.workload {
+        "machine agent (jujud-controller --machine-agent)"
+    } else {
+        "dbaccessor"
+    };
     say("starting");
     while !stop.load(Ordering::SeqCst) && model.alive() {
         let mut child = spawn_dbaccessor(spec, &log_path)?;
@@ -167,10 +173,10 @@ pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
             dbaccessor_pid_file(&spec.model_dir, spec.machine),
             child.id().to_string(),
         );
-        say(&format!("dbaccessor started, pid {}", child.id()));
+        say(&format!("{what} started, pid {}", child.id()));
         let status = loop {
             if stop.load(Ordering::SeqCst) || !model.alive() {
-                say("stopping the dbaccessor (SIGTERM)");
+                say(&format!("stopping the {what} (SIGTERM)"));
                 terminate(&mut child);
                 let _ = fs::remove_file(dbaccessor_pid_file(&spec.model_dir, spec.machine));
                 say("stopped");
@@ -185,7 +191,7 @@ pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
             backoff = FIRST_BACKOFF;
         }
         say(&format!(
-            "dbaccessor exited ({status}); restarting in {} ms",
+            "{what} exited ({status}); restarting in {} ms",
             backoff.as_millis()
         ));
         let until = Instant::now() + backoff;
