@@ -21,6 +21,7 @@ benches=(
   "agent login agent/Cargo.toml"
   "juju-sim client sim/Cargo.toml"
   "juju-sim lease sim/Cargo.toml"
+  "juju-sim agents sim/Cargo.toml"
 )
 # Every bench also prints `summary: measure | ours | anchor | ratio or target` lines; they are
 # gathered into one table at the end.

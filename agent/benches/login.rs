@@ -69,6 +69,7 @@ async fn bench() {
         dir: dir.path().to_path_buf(),
         source: source.clone(),
         limits: Limits::default(),
+        addresses: Arc::new(tokio::sync::watch::Sender::new(None)),
     };
     let publisher = publisher::Settings {
         controller_id: "0".into(),

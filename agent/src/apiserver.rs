@@ -13,13 +13,20 @@
 //! schema version. Without a login on that connection: 401. Each table read is bounded
 //! (`LIMIT`).
 //!
+//! `GET /api-addresses?after=<version>`, on a logged-in connection, is the address watch
+//! agents follow: it answers the controllers' addresses (each with its space, from the
+//! `space` table's subnets) and `juju-mgmt-space` as soon as their version differs from
+//! `after` (at once without `after`), or as they are after [`Limits::long_poll`]. One task
+//! per server reads them from the database every [`WATCH_POLL`] and wakes the waiting
+//! requests only when they changed; a failed read keeps the last known list.
+//!
 //! Bounded everywhere: the body size, the number of connections (accepting waits for a
 //! free slot), the TLS handshake, each request, each connection's lifetime, the password
 //! hashes computed at once. Every request is logged with its outcome. An oversized body is
 //! read and thrown away up to 1 MiB before the 413, so that the client, still writing, reads
 //! the answer rather than a reset.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -42,7 +49,7 @@ use crate::database;
 use crate::host::{Stop, WorkerSpec};
 use crate::identity;
 use crate::publisher::AddressSource;
-use crate::schema::DATABASE;
+use crate::schema::{quote, DATABASE};
 use crate::workers::DBACCESSOR;
 
 /// The worker's name.
@@ -64,7 +71,13 @@ pub struct Settings {
     pub source: AddressSource,
     /// Limits.
     pub limits: Limits,
+    /// The controllers' addresses as the server last read them (`None` before the first
+    /// read): the long poll's source, and the controller's own address updater's.
+    pub addresses: Arc<watch::Sender<Option<ApiAddressesResult>>>,
 }
+
+/// How often the server reads the address tables for the address watch.
+pub const WATCH_POLL: Duration = Duration::from_millis(500);
 
 /// What one client can take of the server.
 #[derive(Debug, Clone)]
@@ -79,6 +92,9 @@ pub struct Limits {
     pub connection_lifetime: Duration,
     /// Password checks (Argon2, CPU- and memory-hungry) at once.
     pub concurrent_hashes: usize,
+    /// The longest an address watch request waits for a change before it answers the list
+    /// as it is (the request timeout comes on top).
+    pub long_poll: Duration,
 }
 
 impl Default for Limits {
@@ -89,17 +105,23 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             connection_lifetime: Duration::from_secs(300),
             concurrent_hashes: 2,
+            long_poll: Duration::from_secs(30),
         }
     }
 }
 
 pub use controller_contract::api::{
-    ControllerNode, ErrorBody, HostPort, LoginRequest, LoginResult, StatusResult,
+    ApiAddressesResult, ControllerConfigRequest, ControllerNode, ErrorBody, HostPort, LoginRequest,
+    LoginResult, StatusResult,
 };
 
 /// The rows of `controller_api_address` as a login answer's `servers`; rows that do not
-/// parse are left out (they are never written by this code).
-pub fn servers(rows: &[(String, String, String, String)]) -> Vec<Vec<HostPort>> {
+/// parse are left out (they are never written by this code). A row without a space gets
+/// the space whose subnet (from `spaces`: name, CIDR) holds its IP.
+pub fn servers(
+    rows: &[(String, String, String, String)],
+    spaces: &[(String, String)],
+) -> Vec<Vec<HostPort>> {
     let mut by_controller: BTreeMap<&str, Vec<HostPort>> = BTreeMap::new();
     for (controller_id, value, scope, space) in rows {
         let Ok(address) = value.parse::<SocketAddr>() else {
@@ -112,7 +134,11 @@ pub fn servers(rows: &[(String, String, String, String)]) -> Vec<Vec<HostPort>> 
                 value: address.ip().to_string(),
                 kind: if address.is_ipv4() { "ipv4" } else { "ipv6" }.into(),
                 scope: scope.clone(),
-                space_name: space.clone(),
+                space_name: if space.is_empty() {
+                    controller_contract::agentaddr::space_of(address.ip(), spaces)
+                } else {
+                    space.clone()
+                },
                 port: address.port(),
             });
     }
@@ -133,6 +159,8 @@ struct State {
     /// Password checks in progress.
     hashes: Semaphore,
     limits: Limits,
+    /// The address watch's current value.
+    addresses: Arc<watch::Sender<Option<ApiAddressesResult>>>,
 }
 
 /// The API server as a worker of the host, after the dbaccessor.
@@ -186,9 +214,117 @@ pub async fn run(
         controller_uuid,
         hashes: Semaphore::new(settings.limits.concurrent_hashes.max(1)),
         limits: settings.limits.clone(),
+        addresses: settings.addresses.clone(),
     });
+    let watch = tokio::spawn(watch_addresses(state.clone(), stop.clone()));
     serve(listener, acceptor, state, stop).await;
+    watch.abort();
     Ok(())
+}
+
+/// Reads the address tables every [`WATCH_POLL`] and publishes them when they changed; a
+/// failed read publishes nothing (the last known list stands).
+async fn watch_addresses(state: Arc<State>, mut stop: Stop) {
+    loop {
+        let read = {
+            let mut client = state.client.lock().await;
+            read_addresses(&mut client).await
+        };
+        match read {
+            Ok((servers, mgmt_space)) => {
+                let version =
+                    controller_contract::agentaddr::addresses_version(&servers, &mgmt_space);
+                state.addresses.send_if_modified(|current| {
+                    if current.as_ref().map(|c| c.version) == Some(version) {
+                        return false;
+                    }
+                    log::info!(
+                        "API addresses now version {version}: {} controllers, juju-mgmt-space {mgmt_space:?}",
+                        servers.len()
+                    );
+                    *current = Some(ApiAddressesResult {
+                        version,
+                        servers,
+                        mgmt_space,
+                    });
+                    true
+                });
+            }
+            Err(e) => log::warn!("cannot read the API addresses (keeping the last known): {e}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(WATCH_POLL) => {}
+            () = stop.requested() => return,
+        }
+    }
+}
+
+/// The controllers' addresses (spaces filled in) and `juju-mgmt-space`.
+async fn read_addresses(
+    client: &mut Client,
+) -> Result<(Vec<Vec<HostPort>>, String), dqlite::client::Error> {
+    let texts = |rows: Vec<Vec<Value>>| -> Vec<Vec<String>> {
+        rows.into_iter()
+            .filter_map(|row| {
+                row.into_iter()
+                    .map(|value| match value {
+                        Value::Text(text) => Some(text),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<String>>>()
+            })
+            .collect()
+    };
+    let rows = texts(
+        client
+            .query(
+                DATABASE,
+                "SELECT controller_id, value, scope, space FROM controller_api_address ORDER BY controller_id, value LIMIT 1000",
+                &[],
+            )
+            .await?
+            .rows,
+    );
+    let spaces = texts(
+        client
+            .query(
+                DATABASE,
+                "SELECT name, cidr FROM space ORDER BY name, cidr LIMIT 1000",
+                &[],
+            )
+            .await?
+            .rows,
+    );
+    let mgmt = texts(
+        client
+            .query(
+                DATABASE,
+                "SELECT value FROM controller_config WHERE key = 'juju-mgmt-space'",
+                &[],
+            )
+            .await?
+            .rows,
+    );
+    let rows: Vec<(String, String, String, String)> = rows
+        .into_iter()
+        .filter_map(|row| match <[String; 4]>::try_from(row) {
+            Ok([id, value, scope, space]) => Some((id, value, scope, space)),
+            Err(_) => None,
+        })
+        .collect();
+    let spaces: Vec<(String, String)> = spaces
+        .into_iter()
+        .filter_map(|row| match <[String; 2]>::try_from(row) {
+            Ok([name, cidr]) => Some((name, cidr)),
+            Err(_) => None,
+        })
+        .collect();
+    let mgmt_space = mgmt
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next())
+        .unwrap_or_default();
+    Ok((servers(&rows, &spaces), mgmt_space))
 }
 
 async fn serve(
@@ -252,7 +388,7 @@ async fn connection(
         }
     };
     // Who logged in on this connection: later requests on it act as them.
-    let session: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let session: Arc<std::sync::Mutex<Option<Session>>> = Arc::default();
     let service = hyper::service::service_fn(move |request| {
         let state = state.clone();
         let session = session.clone();
@@ -286,17 +422,21 @@ async fn connection(
 /// Answers one request within the request timeout, and logs it.
 async fn answer(
     state: &State,
-    session: &std::sync::Mutex<Option<String>>,
+    session: &std::sync::Mutex<Option<Session>>,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let began = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // The address watch waits by design; its own wait comes on top of the timeout.
+    let timeout = if path == "/api-addresses" {
+        state.limits.request_timeout + state.limits.long_poll
+    } else {
+        state.limits.request_timeout
+    };
     let (status, body, outcome) =
-        match tokio::time::timeout(state.limits.request_timeout, route(state, session, request))
-            .await
-        {
+        match tokio::time::timeout(timeout, route(state, session, request)).await {
             Ok(answer) => answer,
             Err(_) => error(StatusCode::REQUEST_TIMEOUT, "request timed out"),
         };
@@ -320,14 +460,27 @@ fn error(status: StatusCode, why: &str) -> Answer {
     (status, body, why.to_owned())
 }
 
+/// Who logged in on a connection.
+#[derive(Debug, Clone)]
+struct Session {
+    /// The user name or agent tag.
+    name: String,
+    /// Logged in with a tag: an agent, which may read but not change the controller config.
+    agent: bool,
+}
+
 /// The name logged in on a connection, if any.
-fn logged_in(session: &std::sync::Mutex<Option<String>>) -> Option<String> {
+fn logged_in(session: &std::sync::Mutex<Option<Session>>) -> Option<String> {
+    logged_in_as(session).map(|s| s.name)
+}
+
+fn logged_in_as(session: &std::sync::Mutex<Option<Session>>) -> Option<Session> {
     session.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 async fn route(
     state: &State,
-    session: &std::sync::Mutex<Option<String>>,
+    session: &std::sync::Mutex<Option<Session>>,
     request: Request<Incoming>,
 ) -> Answer {
     match request.uri().path() {
@@ -340,6 +493,26 @@ async fn route(
             };
         }
         "/status" => return error(StatusCode::METHOD_NOT_ALLOWED, "only GET"),
+        "/api-addresses" if request.method() == Method::GET => {
+            return match logged_in(session) {
+                Some(name) => addresses_answer(state, &name, request.uri().query()).await,
+                None => error(StatusCode::UNAUTHORIZED, "not logged in on this connection"),
+            };
+        }
+        "/api-addresses" => return error(StatusCode::METHOD_NOT_ALLOWED, "only GET"),
+        "/controller-config" if request.method() == Method::POST => {
+            return match logged_in_as(session) {
+                Some(Session { agent: false, name }) => {
+                    set_config_answer(state, &name, request).await
+                }
+                Some(Session { agent: true, name }) => error(
+                    StatusCode::FORBIDDEN,
+                    &format!("{name} may not change the controller config"),
+                ),
+                None => error(StatusCode::UNAUTHORIZED, "not logged in on this connection"),
+            };
+        }
+        "/controller-config" => return error(StatusCode::METHOD_NOT_ALLOWED, "only POST"),
         _ => return error(StatusCode::NOT_FOUND, "no such route"),
     }
     let max = state.limits.max_body;
@@ -366,9 +539,9 @@ async fn route(
         Ok(login) => login,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed login: {e}")),
     };
-    let name = match (&login.user, &login.tag) {
-        (Some(user), None) if !user.is_empty() => user.clone(),
-        (None, Some(tag)) if !tag.is_empty() => tag.clone(),
+    let (name, agent) = match (&login.user, &login.tag) {
+        (Some(user), None) if !user.is_empty() => (user.clone(), false),
+        (None, Some(tag)) if !tag.is_empty() => (tag.clone(), true),
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -379,7 +552,7 @@ async fn route(
     let answer = login_answer(state, &name, login.password).await;
     let mut logged = session.lock().unwrap_or_else(|e| e.into_inner());
     // A failed login ends what an earlier one on this connection allowed.
-    *logged = (answer.0 == StatusCode::OK).then_some(name);
+    *logged = (answer.0 == StatusCode::OK).then_some(Session { name, agent });
     answer
 }
 
@@ -443,18 +616,12 @@ async fn login_answer(state: &State, name: &str, password: String) -> Answer {
             &format!("invalid login for {name:?}"),
         );
     }
-    let rows = {
+    let read = {
         let mut client = state.client.lock().await;
-        client
-            .query(
-                DATABASE,
-                "SELECT controller_id, value, scope, space FROM controller_api_address ORDER BY controller_id, value",
-                &[],
-            )
-            .await
+        read_addresses(&mut client).await
     };
-    let rows = match rows {
-        Ok(rows) => rows,
+    let servers = match read {
+        Ok((servers, _)) => servers,
         Err(e) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -462,22 +629,196 @@ async fn login_answer(state: &State, name: &str, password: String) -> Answer {
             )
         }
     };
-    let rows: Vec<(String, String, String, String)> = rows
-        .rows
-        .into_iter()
-        .filter_map(|row| match row.as_slice() {
-            [Value::Text(id), Value::Text(value), Value::Text(scope), Value::Text(space)] => {
-                Some((id.clone(), value.clone(), scope.clone(), space.clone()))
-            }
-            _ => None,
-        })
-        .collect();
     let result = LoginResult {
         controller_uuid: state.controller_uuid.clone(),
-        servers: servers(&rows),
+        servers,
     };
     let body = serde_json::to_vec(&result).expect("a login result serializes");
     (StatusCode::OK, body, format!("login of {name:?}"))
+}
+
+/// Checks a controller config change against the model's space names: at least one
+/// setting, no empty key, `controller-uuid` never, `juju-mgmt-space` empty or a known space.
+pub fn check_config(
+    settings: &BTreeMap<String, String>,
+    spaces: &BTreeSet<String>,
+) -> Result<(), String> {
+    if settings.is_empty() {
+        return Err("no settings given".into());
+    }
+    for (key, value) in settings {
+        match key.as_str() {
+            "" => return Err("a setting has an empty key".into()),
+            "controller-uuid" => return Err("controller-uuid cannot be changed".into()),
+            controller_contract::agentaddr::MGMT_SPACE_KEY
+                if !value.is_empty() && !spaces.contains(value) =>
+            {
+                let known: Vec<&str> = spaces.iter().map(String::as_str).collect();
+                return Err(format!(
+                    "cannot set juju-mgmt-space: space {value:?} not found (known spaces: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// `POST /controller-config` with `{"settings": {key: value}}`: checked (see
+/// [`check_config`]), then written in one statement; answers the whole config.
+async fn set_config_answer(state: &State, name: &str, request: Request<Incoming>) -> Answer {
+    let body = match read_body(request.into_body(), state.limits.max_body).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+        Err(BodyError::Read(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            )
+        }
+    };
+    let change: ControllerConfigRequest = match serde_json::from_slice(&body) {
+        Ok(change) => change,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed config: {e}")),
+    };
+    let mut client = state.client.lock().await;
+    let spaces = match client
+        .query(DATABASE, "SELECT DISTINCT name FROM space LIMIT 1000", &[])
+        .await
+    {
+        Ok(rows) => rows
+            .rows
+            .into_iter()
+            .filter_map(|row| match row.as_slice() {
+                [Value::Text(name)] => Some(name.clone()),
+                _ => None,
+            })
+            .collect::<BTreeSet<String>>(),
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("cannot read the spaces: {e}"),
+            )
+        }
+    };
+    if let Err(why) = check_config(&change.settings, &spaces) {
+        return error(StatusCode::BAD_REQUEST, &why);
+    }
+    let rows: Vec<String> = change
+        .settings
+        .iter()
+        .map(|(key, value)| format!("({}, {})", quote(key), quote(value)))
+        .collect();
+    let statement = format!(
+        "INSERT OR REPLACE INTO controller_config (key, value) VALUES {}",
+        rows.join(", ")
+    );
+    if let Err(e) = client.exec(DATABASE, &statement, &[]).await {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot write the controller config: {e}"),
+        );
+    }
+    let config = match client
+        .query(
+            DATABASE,
+            "SELECT key, value FROM controller_config ORDER BY key LIMIT 1000",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows
+            .rows
+            .into_iter()
+            .filter_map(|row| match row.as_slice() {
+                [Value::Text(key), Value::Text(value)] => Some((key.clone(), value.clone())),
+                _ => None,
+            })
+            .collect::<BTreeMap<String, String>>(),
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("written, but cannot read the controller config back: {e}"),
+            )
+        }
+    };
+    let body = serde_json::to_vec(&config).expect("a config serializes");
+    let keys: Vec<&str> = change.settings.keys().map(String::as_str).collect();
+    (
+        StatusCode::OK,
+        body,
+        format!("controller config {} set by {name:?}", keys.join(", ")),
+    )
+}
+
+/// `after=<version>` from a query string: `Ok(None)` without it, an error for a value
+/// that is not a version or for another parameter.
+pub fn parse_after(query: Option<&str>) -> Result<Option<u64>, String> {
+    let mut after = None;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("after", value)) => {
+                after = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| format!("after={value:?} is not a version"))?,
+                );
+            }
+            _ => return Err(format!("unknown parameter {pair:?}")),
+        }
+    }
+    Ok(after)
+}
+
+/// The address watch: the current list once its version differs from `after`, or after
+/// the long poll as it is.
+async fn addresses_answer(state: &State, name: &str, query: Option<&str>) -> Answer {
+    let after = match parse_after(query) {
+        Ok(after) => after,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    let mut receiver = state.addresses.subscribe();
+    let deadline = Instant::now() + state.limits.long_poll;
+    loop {
+        let current = receiver.borrow_and_update().clone();
+        match current {
+            Some(current) if Some(current.version) != after || Instant::now() >= deadline => {
+                let changed = Some(current.version) != after;
+                let body = serde_json::to_vec(&current).expect("an address list serializes");
+                return (
+                    StatusCode::OK,
+                    body,
+                    format!(
+                        "addresses for {name:?}: version {}{}",
+                        current.version,
+                        if changed { "" } else { " (unchanged)" }
+                    ),
+                );
+            }
+            None if Instant::now() >= deadline => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the API addresses have not been read yet",
+                )
+            }
+            _ => {}
+        }
+        tokio::select! {
+            changed = receiver.changed() => if changed.is_err() {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
+            },
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
 }
 
 /// The most rows of each table a status answer reads.
@@ -583,12 +924,15 @@ mod tests {
 
     #[test]
     fn servers_group_by_controller_in_numeric_order() {
-        let got = servers(&[
-            row("10", "10.0.0.10:17070", "local-cloud"),
-            row("2", "10.0.0.2:17070", "local-cloud"),
-            row("2", "[fd00::2]:17070", "local-cloud"),
-            row("2", "garbage", "public"),
-        ]);
+        let got = servers(
+            &[
+                row("10", "10.0.0.10:17070", "local-cloud"),
+                row("2", "10.0.0.2:17070", "local-cloud"),
+                row("2", "[fd00::2]:17070", "local-cloud"),
+                row("2", "garbage", "public"),
+            ],
+            &[],
+        );
         let host = |value: &str, kind: &str| HostPort {
             value: value.into(),
             kind: kind.into(),
@@ -607,6 +951,76 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"value": "10.0.0.10", "type": "ipv4", "scope": "local-cloud", "space-name": "", "port": 17070})
+        );
+    }
+
+    #[test]
+    fn servers_get_the_space_of_their_subnet() {
+        let spaces = [("beta".to_owned(), "10.1.0.0/24".to_owned())];
+        let mut stated = row("1", "10.1.0.5:17070", "local-cloud");
+        stated.3 = "given".into();
+        let got = servers(
+            &[
+                row("1", "10.1.0.4:17070", "local-cloud"),
+                stated,
+                row("1", "10.2.0.4:17070", "local-cloud"),
+            ],
+            &spaces,
+        );
+        let names: Vec<&str> = got[0].iter().map(|h| h.space_name.as_str()).collect();
+        assert_eq!(names, ["beta", "given", ""]);
+    }
+
+    #[test]
+    fn config_change_table() {
+        let spaces: BTreeSet<String> = ["alpha".to_owned(), "beta".to_owned()].into();
+        let check = |pairs: &[(&str, &str)], expected: Result<(), &str>| {
+            let settings: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            assert_eq!(
+                check_config(&settings, &spaces),
+                expected.map_err(str::to_owned),
+                "{pairs:?}"
+            );
+        };
+        check(&[("juju-mgmt-space", "beta")], Ok(()));
+        check(&[("juju-mgmt-space", "")], Ok(()));
+        check(&[("other", "x")], Ok(()));
+        check(
+            &[("juju-mgmt-space", "gamma")],
+            Err(
+                "cannot set juju-mgmt-space: space \"gamma\" not found (known spaces: alpha, beta)",
+            ),
+        );
+        check(
+            &[("controller-uuid", "x")],
+            Err("controller-uuid cannot be changed"),
+        );
+        check(&[("", "x")], Err("a setting has an empty key"));
+        check(&[], Err("no settings given"));
+        assert_eq!(
+            check_config(
+                &[("juju-mgmt-space".to_owned(), "a".to_owned())].into(),
+                &BTreeSet::new()
+            ),
+            Err("cannot set juju-mgmt-space: space \"a\" not found (known spaces: none)".into())
+        );
+    }
+
+    #[test]
+    fn after_table() {
+        assert_eq!(parse_after(None), Ok(None));
+        assert_eq!(parse_after(Some("")), Ok(None));
+        assert_eq!(parse_after(Some("after=42")), Ok(Some(42)));
+        assert_eq!(
+            parse_after(Some("after=-1")),
+            Err("after=\"-1\" is not a version".into())
+        );
+        assert_eq!(
+            parse_after(Some("wait=3")),
+            Err("unknown parameter \"wait=3\"".into())
         );
     }
 

@@ -2,7 +2,11 @@
 //! named workers under a small dependency engine.
 //!
 //! - [`host`]: the worker host: dependency order, restart with back-off, stop in reverse.
-//! - [`apiserver`]: HTTPS on :17070, `POST /login` with the current API addresses.
+//! - [`addresses`]: the API address updater (`apiaddresses` in `agent.conf`).
+//! - [`apicaller`]: a machine agent's API connection: shuffled staggered dial, address
+//!   watch, reconnect.
+//! - [`apiserver`]: HTTPS on :17070, `POST /login` with the current API addresses, the
+//!   address watch.
 //! - [`ca`]: the controller CA and the certificates it signs (the dbaccessor's module,
 //!   since its Dqlite node needs the CA before the API server runs).
 //! - [`database`]: a worker's way to the database: wait for "available", connect, migrate.
@@ -17,6 +21,8 @@
 //!   out the database, once the node is a member).
 #![forbid(unsafe_code)]
 
+pub mod addresses;
+pub mod apicaller;
 pub mod apiserver;
 pub use dbaccessor::ca;
 pub mod database;

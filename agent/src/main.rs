@@ -49,6 +49,12 @@ struct AgentArgs {
     #[arg(long, env = "JUJUD_LEASE_MARGIN_MS", default_value_t = 10_000)]
     lease_margin_ms: u64,
 
+    /// Run as a workload machine's agent: no dbaccessor, no API server; only the API caller
+    /// (logs in as `machine-<agent-id>` from `<data-dir>/agents/machine-<agent-id>/agent.conf`)
+    /// and its address updater.
+    #[arg(long)]
+    machine_agent: bool,
+
     /// How often the singular heartbeat worker records a fenced action, in milliseconds.
     #[arg(long, env = "JUJUD_SINGULAR_HEARTBEAT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     singular_heartbeat_ms: u64,
@@ -70,9 +76,44 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(args))
 }
 
-async fn run(args: AgentArgs) -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT and logs which came.
+async fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        };
+        log::info!("{name} received: stopping the workers");
+    })
+}
+
+/// A workload machine's agent: the API caller and its address updater.
+async fn run_machine_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal().await?;
+    let agent_dir = args
+        .dbaccessor
+        .data_dir
+        .join("agents")
+        .join(format!("machine-{}", args.dbaccessor.agent_id));
+    let settings = agent::apicaller::Settings {
+        agent_dir,
+        dial: juju_client::DialOptions::default(),
+        watch_timeout: agent::apiserver::Limits::default().long_poll + Duration::from_secs(15),
+    };
+    let mut host = Host::new(RestartPolicy::default());
+    host.add(agent::apicaller::worker(settings));
+    host.run(shutdown).await.context("cannot run the workers")?;
+    log::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    if args.machine_agent {
+        return run_machine_agent(args).await;
+    }
+    let shutdown = shutdown_signal().await?;
     let mut config = dbaccessor::config::Config::from_args(&args.dbaccessor);
     // The agent runs its node with mutual TLS unless told otherwise.
     config.dqlite_tls = args.dbaccessor.dqlite_tls.unwrap_or(true);
@@ -83,7 +124,9 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         poll: Duration::from_millis(args.address_poll_ms),
         source: Arc::new(agent::publisher::host_addresses),
     };
+    let addresses = Arc::new(tokio::sync::watch::Sender::new(None));
     let apiserver = agent::apiserver::Settings {
+        addresses: addresses.clone(),
         controller_id: config.agent_id.clone(),
         listen: args
             .api_listen
@@ -126,21 +169,18 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }),
         running,
     };
+    let controller_conf = apiserver.dir.join("agent.conf");
     let mut host = Host::new(RestartPolicy::default());
+    host.add(agent::addresses::controller_worker(
+        controller_conf,
+        addresses.subscribe(),
+    ));
     host.add(agent::workers::dbaccessor(config, available.clone()))
         .add(agent::publisher::worker(publisher, available.subscribe()))
         .add(agent::apiserver::worker(apiserver, available.subscribe()))
         .add(agent::singular::worker(singular, available.subscribe()))
         .add(lease_status);
-    host.run(async move {
-        let name = tokio::select! {
-            _ = sigterm.recv() => "SIGTERM",
-            _ = sigint.recv() => "SIGINT",
-        };
-        log::info!("{name} received: stopping the workers");
-    })
-    .await
-    .context("cannot run the workers")?;
+    host.run(shutdown).await.context("cannot run the workers")?;
     log::info!("stopped cleanly");
     Ok(())
 }

@@ -102,6 +102,17 @@ CREATE TABLE fencing_log (
 CREATE INDEX fencing_log_at ON fencing_log (at_ms);
 ",
     },
+    Migration {
+        version: 4,
+        description: "spaces and their subnets",
+        sql: "
+CREATE TABLE space (
+    name TEXT NOT NULL,
+    cidr TEXT NOT NULL,
+    PRIMARY KEY (name, cidr)
+);
+",
+    },
 ];
 
 /// The newest schema version this build knows.

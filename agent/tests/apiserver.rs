@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent::apiserver::{self, Limits, LoginResult, Settings, StatusResult};
+use agent::apiserver::{self, ApiAddressesResult, Limits, LoginResult, Settings, StatusResult};
 use agent::ca::Ca;
 use agent::host::Stop;
 use agent::publisher;
@@ -44,8 +44,10 @@ impl Controller {
             source: source.clone(),
             limits: Limits {
                 request_timeout: Duration::from_secs(5),
+                long_poll: Duration::from_secs(2),
                 ..Limits::default()
             },
+            addresses: Arc::new(watch::Sender::new(None)),
         };
         let publisher = publisher::Settings {
             controller_id: id.into(),
@@ -267,6 +269,131 @@ async fn login_answers_the_addresses_and_refuses_what_it_must() {
     assert_eq!(ids, ["0", "1"]);
     assert_eq!(answer.controllers[1].api_addresses, ["127.60.3.12:17070"]);
     assert_eq!(answer.controller_config["juju-mgmt-space"], "");
+
+    // The address watch: at once without `after`; with the current version it waits for a
+    // change (a space and juju-mgmt-space written into the database) or the long poll.
+    let (status, body) = client
+        .request("GET", "/api-addresses", Vec::new())
+        .await
+        .expect("answer");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let first_list: ApiAddressesResult = serde_json::from_slice(&body).expect("addresses");
+    assert_eq!(first_list.servers.len(), 2);
+    assert_eq!(first_list.mgmt_space, "");
+    let began = std::time::Instant::now();
+    let (status, body) = client
+        .request(
+            "GET",
+            &format!("/api-addresses?after={}", first_list.version),
+            Vec::new(),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(status, 200);
+    let unchanged: ApiAddressesResult = serde_json::from_slice(&body).expect("addresses");
+    assert_eq!(unchanged.version, first_list.version);
+    assert!(
+        began.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        began.elapsed()
+    );
+    let mut db = cluster.client().await;
+    let waiting = {
+        let mut watcher = ApiClient::new(&first.ca_pem(), first.address);
+        let (status, _) = watcher
+            .login(serde_json::json!({"user": "admin", "password": password}))
+            .await;
+        assert_eq!(status, 200);
+        let after = first_list.version;
+        tokio::spawn(async move {
+            let began = std::time::Instant::now();
+            let answer = watcher
+                .request("GET", &format!("/api-addresses?after={after}"), Vec::new())
+                .await
+                .expect("answer");
+            (answer, began.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.exec(
+        "controller",
+        "INSERT INTO space (name, cidr) VALUES ('loop', '127.60.3.0/24'); UPDATE controller_config SET value = 'loop' WHERE key = 'juju-mgmt-space'",
+        &[],
+    )
+    .await
+    .expect("write the space");
+    let ((status, body), waited) = waiting.await.expect("the watcher");
+    assert_eq!(status, 200);
+    assert!(
+        waited < Duration::from_millis(1900),
+        "woken by the change: {waited:?}"
+    );
+    let changed: ApiAddressesResult = serde_json::from_slice(&body).expect("addresses");
+    assert_ne!(changed.version, first_list.version);
+    assert_eq!(changed.mgmt_space, "loop");
+    assert!(
+        changed
+            .servers
+            .iter()
+            .flatten()
+            .all(|h| h.space_name == "loop"),
+        "{changed:?}"
+    );
+    let (status, body) = client
+        .request("GET", "/api-addresses?after=x", Vec::new())
+        .await
+        .expect("answer");
+    check(status, &body, 400, "is not a version");
+
+    // The controller config through the API: a known space is set, an unknown one refused
+    // with nothing written, controller-uuid never; GET is not the way to change it.
+    let (status, body) = client
+        .request(
+            "POST",
+            "/controller-config",
+            br#"{"settings": {"juju-mgmt-space": "nosuch"}}"#.to_vec(),
+        )
+        .await
+        .expect("answer");
+    check(status, &body, 400, "not found (known spaces: loop)");
+    let (status, body) = client
+        .request(
+            "POST",
+            "/controller-config",
+            br#"{"settings": {"controller-uuid": "x"}}"#.to_vec(),
+        )
+        .await
+        .expect("answer");
+    check(status, &body, 400, "controller-uuid cannot be changed");
+    let (status, body) = client
+        .request("POST", "/controller-config", br#"{"settings": 3}"#.to_vec())
+        .await
+        .expect("answer");
+    check(status, &body, 400, "malformed config");
+    let (status, body) = client
+        .request(
+            "POST",
+            "/controller-config",
+            br#"{"settings": {"juju-mgmt-space": ""}}"#.to_vec(),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let config: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&body).expect("the config");
+    assert_eq!(config["juju-mgmt-space"], "");
+    assert!(config.contains_key("controller-uuid"));
+    let (status, _) = client
+        .request("GET", "/controller-config", Vec::new())
+        .await
+        .expect("answer");
+    assert_eq!(status, 405);
+    let mut fresh = ApiClient::new(&first.ca_pem(), first.address);
+    let (status, body) = fresh
+        .request("GET", "/api-addresses", Vec::new())
+        .await
+        .expect("answer");
+    check(status, &body, 401, "not logged in");
     let mut fresh = ApiClient::new(&first.ca_pem(), first.address);
     let (status, body) = fresh
         .request("GET", "/status", Vec::new())

@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use controller_contract::api::{ErrorBody, LoginRequest, LoginResult, StatusResult};
+use controller_contract::api::{
+    ApiAddressesResult, ErrorBody, LoginRequest, LoginResult, StatusResult,
+};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
@@ -102,28 +104,86 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// `GET /api-addresses` on this connection: the address watch. With `after`, the server
+    /// answers once the list's version differs from it, or after its long poll; `timeout`
+    /// must be longer than that wait.
+    pub async fn api_addresses(
+        &mut self,
+        after: Option<u64>,
+        timeout: Duration,
+    ) -> Result<ApiAddressesResult, RequestError> {
+        let path = match after {
+            Some(version) => format!("/api-addresses?after={version}"),
+            None => "/api-addresses".to_owned(),
+        };
+        self.get(&path, timeout).await
+    }
+
+    /// `POST /controller-config` on this connection (a user's login): sets `settings` and
+    /// answers the whole controller config. A refused setting is the server's error
+    /// (`HTTP 400: cannot set juju-mgmt-space: space "x" not found ...`).
+    pub async fn set_controller_config(
+        &mut self,
+        settings: &std::collections::BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<std::collections::BTreeMap<String, String>, RequestError> {
+        let failed = |why: String| RequestError::Failed {
+            endpoint: self.endpoint.clone(),
+            why,
+        };
+        let body = serde_json::to_vec(&controller_contract::api::ControllerConfigRequest {
+            settings: settings.clone(),
+        })
+        .expect("a config request serializes");
+        let answer = tokio::time::timeout(
+            timeout,
+            request(
+                &mut self.sender,
+                &self.endpoint,
+                "POST",
+                "/controller-config",
+                Bytes::from(body),
+            ),
+        )
+        .await
+        .map_err(|_| {
+            failed(format!(
+                "no answer to /controller-config within {timeout:?}"
+            ))
+        })?
+        .map_err(failed)?;
+        match answer {
+            (200, body) => serde_json::from_slice(&body)
+                .map_err(|e| failed(format!("malformed answer to /controller-config: {e}"))),
+            (status, body) => Err(failed(refusal(status, &body))),
+        }
+    }
+
     /// `GET /status` on this connection.
     pub async fn status(&mut self, timeout: Duration) -> Result<StatusResult, RequestError> {
+        self.get("/status", timeout).await
+    }
+
+    /// A `GET` on this connection and its JSON answer.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, RequestError> {
         let failed = |why: String| RequestError::Failed {
             endpoint: self.endpoint.clone(),
             why,
         };
         let answer = tokio::time::timeout(
             timeout,
-            request(
-                &mut self.sender,
-                &self.endpoint,
-                "GET",
-                "/status",
-                Bytes::new(),
-            ),
+            request(&mut self.sender, &self.endpoint, "GET", path, Bytes::new()),
         )
         .await
-        .map_err(|_| failed(format!("no status within {timeout:?}")))?
+        .map_err(|_| failed(format!("no answer to {path} within {timeout:?}")))?
         .map_err(failed)?;
         match answer {
             (200, body) => serde_json::from_slice(&body)
-                .map_err(|e| failed(format!("malformed status answer: {e}"))),
+                .map_err(|e| failed(format!("malformed answer to {path}: {e}"))),
             (status, body) => Err(failed(refusal(status, &body))),
         }
     }

@@ -59,6 +59,30 @@ pub struct LoginResult {
     pub servers: Vec<Vec<HostPort>>,
 }
 
+/// The answer of `GET /api-addresses?after=<version>` (a long poll, on a logged-in
+/// connection): the controllers' addresses and the management space once they differ from
+/// `version`, or as they are after the server's wait.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiAddressesResult {
+    /// The content's version ([`crate::agentaddr::addresses_version`]): the same content
+    /// has the same version on every controller.
+    pub version: u64,
+    /// Per controller (in controller id order), its addresses, each with its space.
+    pub servers: Vec<Vec<HostPort>>,
+    /// `juju-mgmt-space` (empty: unset).
+    #[serde(rename = "mgmt-space")]
+    pub mgmt_space: String,
+}
+
+/// The body of `POST /controller-config` (a user's login only; agents may not): the keys to
+/// set. The answer is the whole controller config, by key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfigRequest {
+    /// Key -> value; `juju-mgmt-space` must name a known space or be empty.
+    pub settings: std::collections::BTreeMap<String, String>,
+}
+
 /// An error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -5,7 +5,10 @@
 //! This crate is an API boundary. It does no IO and holds no policy: the charm (synchronous,
 //! short-lived) and the daemon (tokio) both convert to and from these types at their edges.
 //!
-//! - [`api`]: the controller API's JSON bodies (login, status), shared with the client.
+//! - [`agentaddr`]: the API addresses agents get (`juju-mgmt-space`), `agent.conf`, and a
+//!   machine agent's connection-status file.
+//! - [`api`]: the controller API's JSON bodies (login, status, the address watch), shared
+//!   with the client.
 //! - [`conf`]: `controller.conf`, the map of every controller's Dqlite bind address.
 //! - [`lease`]: `lease-status.json`, the leases as the agent last read them.
 //! - [`paths`]: where Juju (or the simulator) keeps the files and sockets.
@@ -14,6 +17,7 @@
 //! - [`status`]: the dbaccessor's status socket, read by the charm's actions.
 #![forbid(unsafe_code)]
 
+pub mod agentaddr;
 pub mod api;
 pub mod conf;
 pub mod lease;

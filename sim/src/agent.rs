@@ -72,6 +72,8 @@ pub struct AgentSpec {
     pub network_latency_ms: u64,
     /// `--quorum-timeout-ms`.
     pub quorum_timeout_ms: u64,
+    /// A workload machine: the agent runs with `--machine-agent` (the API caller only).
+    pub workload: bool,
 }
 
 impl AgentSpec {
@@ -82,7 +84,7 @@ impl AgentSpec {
 
     /// The arguments `juju-sim machine-agent` takes for this spec.
     pub fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "machine-agent".into(),
             "--model-dir".into(),
             self.model_dir.display().to_string(),
@@ -98,7 +100,11 @@ impl AgentSpec {
             self.network_latency_ms.to_string(),
             "--quorum-timeout-ms".into(),
             self.quorum_timeout_ms.to_string(),
-        ]
+        ];
+        if self.workload {
+            args.push("--workload".into());
+        }
+        args
     }
 }
 
@@ -153,6 +159,12 @@ pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
             let _ = writeln!(log, "machine-agent {}: {line}", spec.machine);
         }
     };
+    // What the child is, in the log: a controller's agent runs the dbaccessor.
+    let what = if spec.workload {
+        "machine agent (jujud-controller --machine-agent)"
+    } else {
+        "dbaccessor"
+    };
     say("starting");
     while !stop.load(Ordering::SeqCst) && model.alive() {
         let mut child = spawn_dbaccessor(spec, &log_path)?;
@@ -161,10 +173,10 @@ pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
             dbaccessor_pid_file(&spec.model_dir, spec.machine),
             child.id().to_string(),
         );
-        say(&format!("dbaccessor started, pid {}", child.id()));
+        say(&format!("{what} started, pid {}", child.id()));
         let status = loop {
             if stop.load(Ordering::SeqCst) || !model.alive() {
-                say("stopping the dbaccessor (SIGTERM)");
+                say(&format!("stopping the {what} (SIGTERM)"));
                 terminate(&mut child);
                 let _ = fs::remove_file(dbaccessor_pid_file(&spec.model_dir, spec.machine));
                 say("stopped");
@@ -179,7 +191,7 @@ pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
             backoff = FIRST_BACKOFF;
         }
         say(&format!(
-            "dbaccessor exited ({status}); restarting in {} ms",
+            "{what} exited ({status}); restarting in {} ms",
             backoff.as_millis()
         ));
         let until = Instant::now() + backoff;
@@ -239,9 +251,14 @@ fn spawn_dbaccessor(spec: &AgentSpec, log_path: &Path) -> Result<Child, AgentErr
     })?;
     // `ip netns exec` enters the namespace and execs, so the child's pid is the controller
     // agent's, the process that runs the dbaccessor.
-    Command::new("ip")
+    let mut command = Command::new("ip");
+    command
         .args(["netns", "exec", &spec.namespace])
-        .arg(&spec.controller_agent)
+        .arg(&spec.controller_agent);
+    if spec.workload {
+        command.arg("--machine-agent");
+    }
+    command
         .arg("--agent-id")
         .arg(spec.machine.to_string())
         .arg("--data-dir")

@@ -65,12 +65,13 @@ pub fn admin_password_file(model_dir: &Path, world: &World) -> Option<PathBuf> {
     controller_file(model_dir, world, "admin-password")
 }
 
-/// Every machine's default-space address with the API port, in machine order: what the
+/// Every controller machine's default-space address with the API port, in machine order: what the
 /// simulator knows without asking a controller.
 pub fn known_endpoints(world: &World) -> Vec<String> {
     world
         .machines
         .values()
+        .filter(|machine| !machine.workload)
         .flat_map(|machine| machine.nics.iter())
         .filter(|nic| nic.space == world.default_space)
         .map(|nic| format!("{}:{API_PORT}", nic.address))
@@ -120,6 +121,9 @@ pub struct Outcome {
     /// The API's status answer, when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StatusResult>,
+    /// The controller config after a `set-config` call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// What a `client-call` does after logging in.
@@ -127,6 +131,8 @@ pub struct Outcome {
 pub enum Op {
     Login,
     Status,
+    /// `POST /controller-config` with the call's settings.
+    SetConfig,
 }
 
 /// Runs `client-call` in the model's client namespace. `login` carries a new account
@@ -140,6 +146,19 @@ pub fn call(
     login: Option<&Account>,
     debug: bool,
 ) -> anyhow::Result<Outcome> {
+    call_with(model_dir, store_dir, world, op, login, debug, &[])
+}
+
+/// [`call`] with `KEY=VALUE` settings for [`Op::SetConfig`].
+pub fn call_with(
+    model_dir: &Path,
+    store_dir: &Path,
+    world: &World,
+    op: Op,
+    login: Option<&Account>,
+    debug: bool,
+    settings: &[String],
+) -> anyhow::Result<Outcome> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let mut command = Command::new("ip");
     command
@@ -150,7 +169,17 @@ pub fn call(
         .arg("--client-dir")
         .arg(store_dir)
         .arg("client-call")
-        .args(["--op", if op == Op::Login { "login" } else { "status" }]);
+        .args([
+            "--op",
+            match op {
+                Op::Login => "login",
+                Op::Status => "status",
+                Op::SetConfig => "set-config",
+            },
+        ]);
+    for setting in settings {
+        command.args(["--setting", setting]);
+    }
     if debug {
         command.arg("--debug");
     }
@@ -194,7 +223,15 @@ pub fn run_call(
     op: Op,
     user: Option<&str>,
     password_stdin: bool,
+    settings: &[String],
 ) -> anyhow::Result<Outcome> {
+    let mut wanted = std::collections::BTreeMap::new();
+    for setting in settings {
+        let (key, value) = setting
+            .split_once('=')
+            .with_context(|| format!("{setting:?} is not KEY=VALUE"))?;
+        wanted.insert(key.to_owned(), value.to_owned());
+    }
     let store = Store::new(store_dir);
     let account = match (user, password_stdin) {
         (Some(user), true) => {
@@ -219,9 +256,17 @@ pub fn run_call(
         let options = DialOptions::default();
         let (controller, mut connection) =
             juju_client::login(&store, None, account, &options).await?;
-        let status = match op {
-            Op::Login => None,
-            Op::Status => Some(connection.status(options.timeout).await?),
+        let (status, config) = match op {
+            Op::Login => (None, None),
+            Op::Status => (Some(connection.status(options.timeout).await?), None),
+            Op::SetConfig => (
+                None,
+                Some(
+                    connection
+                        .set_controller_config(&wanted, options.timeout)
+                        .await?,
+                ),
+            ),
         };
         let (_, details) = store.controller(Some(&controller))?;
         anyhow::Ok(Outcome {
@@ -230,6 +275,7 @@ pub fn run_call(
             uuid: connection.login.controller_uuid.clone(),
             endpoints: details.api_endpoints,
             status,
+            config,
         })
     })
 }

@@ -112,8 +112,19 @@ pub enum Commands {
         #[arg(short = 'n', default_value_t = 0)]
         n: usize,
     },
-    /// Removes a controller machine: its unit departs, then its agent stops.
+    /// Removes a machine: a controller's unit departs, then its agent stops; a workload
+    /// machine's agent stops and its credential is deleted.
     RemoveMachine { id: u32 },
+    /// Adds workload machines (`-n`, 1 by default), each with a NIC per `--space` (the
+    /// default space when none is given) and a machine agent that logs in with its own
+    /// credential and keeps its agent.conf's API addresses current.
+    AddMachine {
+        #[arg(short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        n: u16,
+        /// A space the machine gets a NIC in (repeatable).
+        #[arg(long = "space")]
+        spaces: Vec<String>,
+    },
     /// Adds a space; machines added later get a NIC in it.
     AddSpace { name: String, cidr: String },
     /// Gives a machine another NIC in a space (its unit gets config-changed).
@@ -179,6 +190,9 @@ pub enum Commands {
         user: Option<String>,
         #[arg(long)]
         password_stdin: bool,
+        /// KEY=VALUE for `--op set-config` (repeatable).
+        #[arg(long = "setting")]
+        settings: Vec<String>,
     },
     /// Runs SQL through the go-dqlite shell in the model's cloud namespace.
     Sql {
@@ -207,6 +221,9 @@ pub enum Commands {
         network_latency_ms: u64,
         #[arg(long)]
         quorum_timeout_ms: u64,
+        /// A workload machine's agent (`jujud-controller --machine-agent`).
+        #[arg(long)]
+        workload: bool,
     },
 }
 
@@ -285,6 +302,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             data_dir,
             network_latency_ms,
             quorum_timeout_ms,
+            workload,
         } => {
             let spec = AgentSpec {
                 model_dir: std::path::absolute(&cli.model_dir)?,
@@ -294,6 +312,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 data_dir: data_dir.clone(),
                 network_latency_ms: *network_latency_ms,
                 quorum_timeout_ms: *quorum_timeout_ms,
+                workload: *workload,
             };
             agent::supervise(&spec)?;
         }
@@ -378,6 +397,37 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             settle(cli, &mut sim, &mut out)?;
         }
+        Commands::RemoveMachine { id } if is_workload(cli, *id) => {
+            let mut sim = open(cli)?;
+            sim.remove_workload_machine(*id)?;
+            let tag = format!("machine-{id}");
+            // The machine is gone either way; a credential left behind is named.
+            match sql_shell(
+                &sim,
+                "controller",
+                &format!("DELETE FROM credential WHERE name = {}", sql_quote(&tag)),
+                false,
+            ) {
+                Ok(_) => writeln!(out, "removed machine {id} and the credential of {tag}")?,
+                Err(e) => {
+                    writeln!(out, "removed machine {id}")?;
+                    eprintln!("WARNING: cannot delete the credential of {tag}: {e:#}");
+                }
+            }
+        }
+        Commands::AddMachine { n, spaces } => {
+            let mut sim = open(cli)?;
+            let added = add_workload_machines(&mut sim, usize::from(*n), spaces)?;
+            for id in &added {
+                let machine = &sim.world.machines[id];
+                let addresses: Vec<String> = machine
+                    .nics
+                    .iter()
+                    .map(|nic| format!("{}({})", nic.address, nic.space))
+                    .collect();
+                writeln!(out, "added machine {id}: {}", addresses.join(" "))?;
+            }
+        }
         Commands::RemoveMachine { id } => {
             let mut sim = open(cli)?;
             let unit = sim.remove_machine(*id)?;
@@ -388,6 +438,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             let mut sim = open(cli)?;
             sim.add_space(name, cidr)?;
             writeln!(out, "added space {name:?} with subnet {cidr}")?;
+            // The controllers learn the subnet's space from the database; a later command
+            // that needs it (controller-config, add-machine) writes every space again.
+            if let Err(e) = sync_spaces(&sim) {
+                eprintln!(
+                    "WARNING: the controller database does not know space {name:?} yet: {e:#}"
+                );
+            }
         }
         Commands::AddNic { machine, space } => {
             let mut sim = open(cli)?;
@@ -596,24 +653,52 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 write!(out, "{}", serde_yaml_ng::to_string(&config)?)?;
             } else {
                 let sim = open(cli)?;
-                // One statement: the shell runs each in a transaction of its own.
-                let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
-                let mut rows = Vec::new();
                 for setting in settings {
                     let (key, value) = setting
                         .split_once('=')
                         .with_context(|| format!("{setting:?} is not KEY=VALUE"))?;
-                    if key == "controller-uuid" {
-                        bail!("controller-uuid cannot be changed");
-                    }
-                    rows.push(format!("({}, {})", quote(key), quote(value)));
+                    check_controller_setting(&sim.world, key, value)?;
                 }
-                let statements = format!(
-                    "INSERT OR REPLACE INTO controller_config (key, value) VALUES {}",
-                    rows.join(", ")
-                );
-                sql_shell(&sim, "controller", &statements, false)?;
-                writeln!(out, "set {}", settings.join(" "))?;
+                // The spaces the controllers judge addresses (and this setting) by, before
+                // agents are told to keep only one of them.
+                sync_spaces(&sim).context("cannot write the model's spaces")?;
+                let store = juju_client::Store::new(store_dir(cli));
+                if store.account(&client::controller_name(&sim.world)).is_ok() {
+                    // Through the API, as a logged-in user (the server checks again).
+                    let outcome = client::call_with(
+                        &model_dir,
+                        &store.dir,
+                        &sim.world,
+                        client::Op::SetConfig,
+                        None,
+                        cli.debug,
+                        settings,
+                    )?;
+                    writeln!(
+                        out,
+                        "set {} (through the API at {})",
+                        settings.join(" "),
+                        outcome.endpoint
+                    )?;
+                } else {
+                    // Not logged in: straight into the database, in one statement (the
+                    // shell runs each in a transaction of its own).
+                    let rows: Vec<String> = settings
+                        .iter()
+                        .filter_map(|setting| setting.split_once('='))
+                        .map(|(key, value)| format!("({}, {})", sql_quote(key), sql_quote(value)))
+                        .collect();
+                    let statements = format!(
+                        "INSERT OR REPLACE INTO controller_config (key, value) VALUES {}",
+                        rows.join(", ")
+                    );
+                    sql_shell(&sim, "controller", &statements, false)?;
+                    writeln!(
+                        out,
+                        "set {} (through the database shell: not logged in)",
+                        settings.join(" ")
+                    )?;
+                }
             }
         }
         Commands::Isolate { machine, undo } => {
@@ -632,6 +717,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             op,
             user,
             password_stdin,
+            settings,
         } => {
             if cli.debug {
                 env_logger::Builder::new()
@@ -639,7 +725,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                     .format_timestamp_millis()
                     .init();
             }
-            let outcome = client::run_call(&store_dir(cli), *op, user.as_deref(), *password_stdin)?;
+            let outcome = client::run_call(
+                &store_dir(cli),
+                *op,
+                user.as_deref(),
+                *password_stdin,
+                settings,
+            )?;
             writeln!(out, "{}", serde_json::to_string(&outcome)?)?;
         }
         Commands::Wait => {
@@ -654,6 +746,145 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A SQL string literal.
+fn sql_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Refuses a controller config setting that cannot be stored as given.
+pub fn check_controller_setting(
+    world: &world::World,
+    key: &str,
+    value: &str,
+) -> anyhow::Result<()> {
+    match key {
+        "controller-uuid" => bail!("controller-uuid cannot be changed"),
+        controller_contract::agentaddr::MGMT_SPACE_KEY
+            if !value.is_empty() && !world.spaces.contains_key(value) =>
+        {
+            let known: Vec<&str> = world.spaces.keys().map(String::as_str).collect();
+            bail!(
+                "cannot set juju-mgmt-space: space {value:?} not found (the model's spaces: {})",
+                known.join(", ")
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether machine `id` of the model is a workload machine (false when it cannot be told).
+fn is_workload(cli: &Cli, id: u32) -> bool {
+    client::read_world(&cli.model_dir)
+        .ok()
+        .and_then(|world| world.machines.get(&id).map(|m| m.workload))
+        .unwrap_or(false)
+}
+
+/// Writes every space of the model with its subnet into the controller database's `space`
+/// table (the controllers give each API address the space of its subnet).
+fn sync_spaces(sim: &Simulation) -> anyhow::Result<()> {
+    let rows: Vec<String> = sim
+        .world
+        .spaces
+        .iter()
+        .map(|(name, space)| format!("({}, {})", sql_quote(name), sql_quote(&space.cidr())))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sql_shell(
+        sim,
+        "controller",
+        &format!(
+            "INSERT OR IGNORE INTO space (name, cidr) VALUES {}",
+            rows.join(", ")
+        ),
+        false,
+    )?;
+    Ok(())
+}
+
+/// A fresh agent password: 128 bits from the OS, in hex.
+fn new_agent_password() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The Argon2id PHC string the API server checks a password against (the agent's own
+/// parameters: `Argon2::default()`).
+fn hash_agent_password(password: &str) -> anyhow::Result<String> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))
+}
+
+/// Adds `count` workload machines: namespaces and NICs, one credential each (written in
+/// one statement), `agent.conf` with the controllers' current addresses, the agents.
+pub fn add_workload_machines(
+    sim: &mut Simulation,
+    count: usize,
+    spaces: &[String],
+) -> anyhow::Result<Vec<u32>> {
+    let ca_cert = sim
+        .controller_ca()
+        .context("no controller CA in the model yet (bootstrap first)")?;
+    let controller_uuid = sql_shell(
+        sim,
+        "controller",
+        "SELECT value FROM controller_config WHERE key = 'controller-uuid'",
+        false,
+    )
+    .context("cannot read the controller UUID")?
+    .trim()
+    .to_owned();
+    if controller_uuid.is_empty() {
+        bail!("the controller has no UUID yet (is it settled?)");
+    }
+    sync_spaces(sim).context("cannot write the model's spaces")?;
+    let model_uuid = sim.store().load()?.model_uuid;
+    let ids = sim.add_workload_machines(count, spaces)?;
+    let mut passwords = Vec::new();
+    let mut rows = Vec::new();
+    for id in &ids {
+        let password = new_agent_password()?;
+        rows.push(format!(
+            "({}, {})",
+            sql_quote(&format!("machine-{id}")),
+            sql_quote(&hash_agent_password(&password)?)
+        ));
+        passwords.push(password);
+    }
+    sql_shell(
+        sim,
+        "controller",
+        &format!(
+            "INSERT OR REPLACE INTO credential (name, password_hash) VALUES {}",
+            rows.join(", ")
+        ),
+        false,
+    )
+    .context("cannot write the machine agents' credentials")?;
+    let api_addresses = sim.controller_api_addresses();
+    for (id, password) in ids.iter().zip(passwords) {
+        let conf = simulation::WorkloadAgentConf {
+            controller_uuid: controller_uuid.clone(),
+            model_uuid: model_uuid.clone(),
+            ca_cert: ca_cert.clone(),
+            password,
+            api_addresses: api_addresses.clone(),
+        };
+        sim.start_workload_agent(*id, &conf)?;
+    }
+    Ok(ids)
 }
 
 /// Runs `statement` through the go-dqlite shell against the current members.
@@ -823,6 +1054,29 @@ mod tests {
             "applications:\n  other: {}\n",
             Err("no application \"controller\""),
         );
+    }
+
+    #[test]
+    fn controller_setting_table() {
+        let mut world = world::World::new("abc123", "alpha", "10.131.0.0/24").expect("world");
+        world.add_space("beta", "10.132.0.0/24").expect("beta");
+        let check = |key: &str, value: &str, expected: Result<(), &str>| {
+            let got = check_controller_setting(&world, key, value).map_err(|e| e.to_string());
+            assert_eq!(got, expected.map_err(str::to_owned), "{key}={value}");
+        };
+        check("juju-mgmt-space", "beta", Ok(()));
+        check("juju-mgmt-space", "", Ok(()));
+        check(
+            "juju-mgmt-space",
+            "gamma",
+            Err("cannot set juju-mgmt-space: space \"gamma\" not found (the model's spaces: alpha, beta)"),
+        );
+        check(
+            "controller-uuid",
+            "x",
+            Err("controller-uuid cannot be changed"),
+        );
+        check("audit-log-max-size", "300M", Ok(()));
     }
 
     #[test]

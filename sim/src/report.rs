@@ -26,6 +26,9 @@ pub struct StatusReport {
     pub map: BTreeMap<String, String>,
     pub units: Vec<UnitReport>,
     pub machines: Vec<MachineReport>,
+    /// The workload machines and their agents' API connections.
+    #[serde(default)]
+    pub workload: Vec<WorkloadReport>,
     /// The Dqlite members as the leader's dbaccessor (or the first that answers) reports them.
     pub dqlite: Vec<MemberReport>,
     /// The Dqlite leader's node id.
@@ -157,6 +160,79 @@ pub struct MachineReport {
     /// The dbaccessor's state (`member`, `joining`, ...) or why it did not answer.
     pub dbaccessor: String,
     pub node_id: Option<u64>,
+    /// How many addresses the controller's own `agent.conf` lists (its address updater's
+    /// work); `None` before it wrote one.
+    #[serde(default)]
+    pub api_addresses: Option<usize>,
+}
+
+/// One workload machine and its agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadReport {
+    pub id: u32,
+    pub namespace: String,
+    /// `address(space)` per NIC.
+    pub addresses: Vec<String>,
+    pub agent_pid: Option<u32>,
+    /// The `jujud-controller --machine-agent` process.
+    pub jujud_pid: Option<u32>,
+    /// The API caller's status file as it last wrote it (`None` before it wrote one).
+    pub connection: Option<controller_contract::agentaddr::ApiConnection>,
+    /// The controller (machine id) whose address the caller is logged in to.
+    pub controller: Option<u32>,
+    /// `apiaddresses` of its `agent.conf`.
+    pub api_addresses: Vec<String>,
+    /// Why `agent.conf` could not be read, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_conf_error: Option<String>,
+}
+
+/// The workload machine `id`'s report.
+fn workload_report(sim: &Simulation, id: u32, machine: &crate::world::Machine) -> WorkloadReport {
+    let dir = crate::simulation::machine_agent_dir(&sim.dir, id);
+    let connection: Option<controller_contract::agentaddr::ApiConnection> =
+        std::fs::read(dir.join(controller_contract::agentaddr::API_CONNECTION_NAME))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let controller = connection.as_ref().and_then(|c| {
+        let ip = c.endpoint.parse::<std::net::SocketAddr>().ok()?.ip();
+        sim.world
+            .machines
+            .iter()
+            .find(|(_, m)| !m.workload && m.nics.iter().any(|nic| nic.address == ip))
+            .map(|(id, _)| *id)
+    });
+    let (api_addresses, agent_conf_error) = match std::fs::read_to_string(dir.join("agent.conf")) {
+        Ok(text) => match controller_contract::agentaddr::parse_agent_conf(&text) {
+            Ok(conf) => (conf.api_addresses, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        },
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    WorkloadReport {
+        id,
+        namespace: sim.world.machine_namespace(id),
+        addresses: machine
+            .nics
+            .iter()
+            .map(|nic| format!("{}({})", nic.address, nic.space))
+            .collect(),
+        agent_pid: machine.agent_pid.filter(|pid| agent::alive(*pid)),
+        jujud_pid: agent::dbaccessor_pid(&sim.dir, id),
+        connection,
+        controller,
+        api_addresses,
+        agent_conf_error,
+    }
+}
+
+/// How many addresses a controller's own `agent.conf` lists.
+fn controller_api_addresses(sim: &Simulation, id: u32) -> Option<usize> {
+    let text =
+        std::fs::read_to_string(crate::simulation::controller_dir(&sim.dir, id).join("agent.conf"))
+            .ok()?;
+    let document: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).ok()?;
+    Some(document.get("apiaddresses")?.as_sequence()?.len())
 }
 
 /// One Dqlite member.
@@ -218,7 +294,12 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
     let mut leader = None;
     let mut health = None;
     let mut node_agents = BTreeMap::new();
+    let mut workload = Vec::new();
     for (id, machine) in &sim.world.machines {
+        if machine.workload {
+            workload.push(workload_report(sim, *id, machine));
+            continue;
+        }
         let socket = controller_contract::paths::status_socket(&machine_data_dir(&sim.dir, *id));
         let answer = cluster::query_status(&socket);
         let (dbaccessor, node_id) = match &answer {
@@ -253,6 +334,7 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
             dbaccessor_pid: agent::dbaccessor_pid(&sim.dir, *id),
             dbaccessor,
             node_id,
+            api_addresses: controller_api_addresses(sim, *id),
         });
     }
     let dqlite = members
@@ -283,6 +365,7 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
         map,
         units,
         machines,
+        workload,
         dqlite,
         dqlite_leader: leader,
         health,
@@ -334,6 +417,37 @@ pub fn render_status(report: &StatusReport) -> String {
             machine.addresses.join(" "),
             machine.dbaccessor
         );
+    }
+    if !report.workload.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<8} {:<36} {:<12} {:<28} API addresses",
+            "Machine", "Addresses", "Agent", "Connected to"
+        );
+        for machine in &report.workload {
+            let agent = machine
+                .jujud_pid
+                .map_or("not running".to_owned(), |p| format!("pid {p}"));
+            let connected = match (&machine.connection, machine.controller) {
+                (Some(c), Some(id)) if c.state == "connected" => {
+                    format!("controller {id} ({})", c.endpoint)
+                }
+                (Some(c), _) if c.state == "connected" => c.endpoint.clone(),
+                (Some(c), _) => c.state.clone(),
+                (None, _) => "-".to_owned(),
+            };
+            let held = match &machine.agent_conf_error {
+                Some(error) => format!("agent.conf: {error}"),
+                None => machine.api_addresses.len().to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<8} {:<36} {agent:<12} {connected:<28} {held}",
+                machine.id,
+                machine.addresses.join(" "),
+            );
+        }
     }
     let _ = writeln!(out);
     let map = if report.map.is_empty() {

@@ -142,6 +142,62 @@ pub fn controller_dir(dir: &Path, id: u32) -> PathBuf {
         .join(format!("controller-{id}"))
 }
 
+/// Workload machine `id`'s agent dir (`<data-dir>/agents/machine-<id>`): `agent.conf` and
+/// the API caller's `api-connection.json`.
+pub fn machine_agent_dir(dir: &Path, id: u32) -> PathBuf {
+    machine_data_dir(dir, id)
+        .join("agents")
+        .join(format!("machine-{id}"))
+}
+
+/// What a workload machine's `agent.conf` starts with, as Juju's provisioner writes it.
+#[derive(Debug, Clone)]
+pub struct WorkloadAgentConf {
+    /// The controller's UUID (`controller: controller-<uuid>`).
+    pub controller_uuid: String,
+    /// The model's UUID (`model: model-<uuid>`).
+    pub model_uuid: String,
+    /// The controller CA in PEM.
+    pub ca_cert: String,
+    /// The agent's password (its hash is in the `credential` table).
+    pub password: String,
+    /// The controllers' addresses known at provisioning time (the updater corrects them).
+    pub api_addresses: Vec<String>,
+}
+
+impl WorkloadAgentConf {
+    /// `agent.conf` for machine `id`, in Juju's key names.
+    pub fn render(&self, id: u32, data_dir: &Path) -> String {
+        use serde_yaml_ng::Value as Yaml;
+        let mut map = serde_yaml_ng::Mapping::new();
+        let mut put = |key: &str, value: Yaml| {
+            map.insert(Yaml::from(key), value);
+        };
+        put("tag", Yaml::from(format!("machine-{id}")));
+        put("datadir", Yaml::from(data_dir.display().to_string()));
+        put("nonce", Yaml::from(format!("jsim:{id}")));
+        put("jobs", Yaml::Sequence(vec![Yaml::from("JobHostUnits")]));
+        put("upgradedToVersion", Yaml::from("4.0.0"));
+        put(
+            "controller",
+            Yaml::from(format!("controller-{}", self.controller_uuid)),
+        );
+        put("model", Yaml::from(format!("model-{}", self.model_uuid)));
+        put(
+            "apiaddresses",
+            Yaml::Sequence(
+                self.api_addresses
+                    .iter()
+                    .map(|a| Yaml::from(a.as_str()))
+                    .collect(),
+            ),
+        );
+        put("cacert", Yaml::from(self.ca_cert.as_str()));
+        put("apipassword", Yaml::from(self.password.as_str()));
+        serde_yaml_ng::to_string(&Yaml::Mapping(map)).expect("plain data serializes")
+    }
+}
+
 /// The CA files a controller shares with every other, as Juju's agent.conf carries them.
 const CA_FILES: [&str; 2] = ["ca.pem", "ca.key"];
 
@@ -307,6 +363,11 @@ impl Simulation {
             data_dir: machine_data_dir(&self.dir, id),
             network_latency_ms: self.world.network_latency_ms,
             quorum_timeout_ms: self.world.quorum_timeout_ms,
+            workload: self
+                .world
+                .machines
+                .get(&id)
+                .is_some_and(|machine| machine.workload),
         }
     }
 
@@ -339,6 +400,88 @@ impl Simulation {
             added.push(self.add_unit(id)?);
         }
         Ok(added)
+    }
+
+    /// Adds `count` workload machines with NICs in `spaces` (the default space when empty):
+    /// each gets its namespace; its agent starts with [`Self::start_workload_agent`].
+    /// Returns their ids.
+    pub fn add_workload_machines(
+        &mut self,
+        count: usize,
+        spaces: &[String],
+    ) -> Result<Vec<u32>, SimError> {
+        let mut added = Vec::new();
+        for _ in 0..count {
+            let id = self.world.add_workload_machine(spaces)?;
+            self.save()?;
+            netns::create_machine(&self.world, id)?;
+            added.push(id);
+        }
+        Ok(added)
+    }
+
+    /// Writes workload machine `id`'s `agent.conf` (mode 0600) and starts its agent.
+    pub fn start_workload_agent(
+        &mut self,
+        id: u32,
+        conf: &WorkloadAgentConf,
+    ) -> Result<(), SimError> {
+        let agent_dir = machine_agent_dir(&self.dir, id);
+        fs::create_dir_all(&agent_dir).map_err(io("create", &agent_dir))?;
+        let path = agent_dir.join("agent.conf");
+        let text = conf.render(id, &machine_data_dir(&self.dir, id));
+        let temp = agent_dir.join(".agent.conf.new");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temp)
+                .map_err(io("create", &temp))?;
+            file.write_all(text.as_bytes())
+                .map_err(io("write", &temp))?;
+        }
+        fs::rename(&temp, &path).map_err(io("replace", &path))?;
+        let spec = self.agent_spec(id);
+        let pid = agent::start(&self.bins.juju_sim, &spec)?;
+        if let Some(machine) = self.world.machines.get_mut(&id) {
+            machine.agent_pid = Some(pid);
+        }
+        self.save()
+    }
+
+    /// Removes workload machine `id`: stops its agent, deletes its namespace, forgets it.
+    pub fn remove_workload_machine(&mut self, id: u32) -> Result<(), SimError> {
+        match self.world.machines.get(&id) {
+            None => return Err(world::WorldError::UnknownMachine(id.to_string()).into()),
+            Some(machine) if !machine.workload => {
+                return Err(SimError::Refused(format!(
+                    "machine {id} is a controller, not a workload machine"
+                )))
+            }
+            Some(_) => {}
+        }
+        self.stop_machine(id)?;
+        self.world.machines.remove(&id);
+        self.save()
+    }
+
+    /// The controllers' default-space addresses as `ip:17070`, in machine order: what the
+    /// provisioner puts in a new agent's `agent.conf` (the addresses a client knows); the
+    /// agent's address updater replaces them with the controllers' own list once it logs in.
+    pub fn controller_api_addresses(&self) -> Vec<String> {
+        crate::client::known_endpoints(&self.world)
+    }
+
+    /// The controller CA in PEM, from a controller that has it.
+    pub fn controller_ca(&self) -> Option<String> {
+        self.world
+            .controller_machines()
+            .iter()
+            .find_map(|&id| fs::read_to_string(controller_dir(&self.dir, id).join("ca.pem")).ok())
     }
 
     /// Copies the controller CA of a controller that has one into machine `id`'s controller

@@ -104,6 +104,9 @@ pub struct Machine {
     pub nics: Vec<Nic>,
     /// The machine agent's (supervisor's) pid while it runs.
     pub agent_pid: Option<u32>,
+    /// A workload machine (`add-machine`): its agent runs the API caller only, no
+    /// controller, no unit.
+    pub workload: bool,
 }
 
 /// One NIC: an interface in the machine's namespace on one space's bridge.
@@ -224,6 +227,8 @@ pub enum WorldError {
     Shrink { requested: usize },
     #[error("space {0:?} not found")]
     UnknownSpace(String),
+    #[error("space {0:?} is given twice")]
+    RepeatedSpace(String),
     #[error("space {0:?} already exists")]
     SpaceExists(String),
     #[error("{0:?} is not a valid IPv4 subnet (want a.b.c.d/n with n between 8 and 30)")]
@@ -424,6 +429,59 @@ impl World {
         Ok(id)
     }
 
+    /// Adds a workload machine with one NIC per space of `spaces` (the default space when
+    /// empty), in that order, and returns its id. An unknown space or a repeated one is
+    /// refused before anything changes.
+    pub fn add_workload_machine(&mut self, spaces: &[String]) -> Result<u32, WorldError> {
+        let spaces: Vec<String> = if spaces.is_empty() {
+            vec![self.default_space.clone()]
+        } else {
+            spaces.to_vec()
+        };
+        for (i, space) in spaces.iter().enumerate() {
+            if !self.spaces.contains_key(space) {
+                return Err(WorldError::UnknownSpace(space.clone()));
+            }
+            if spaces[..i].contains(space) {
+                return Err(WorldError::RepeatedSpace(space.clone()));
+            }
+        }
+        let id = self.next_machine;
+        self.machines.insert(
+            id,
+            Machine {
+                workload: true,
+                ..Machine::default()
+            },
+        );
+        for space in &spaces {
+            if let Err(error) = self.add_nic(id, space) {
+                self.machines.remove(&id);
+                return Err(error);
+            }
+        }
+        self.next_machine += 1;
+        Ok(id)
+    }
+
+    /// The ids of the controller machines (every machine but the workload ones).
+    pub fn controller_machines(&self) -> Vec<u32> {
+        self.machines
+            .iter()
+            .filter(|(_, machine)| !machine.workload)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The ids of the workload machines.
+    pub fn workload_machines(&self) -> Vec<u32> {
+        self.machines
+            .iter()
+            .filter(|(_, machine)| machine.workload)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// The space `endpoint` is bound to, or `None` when it is unbound.
     pub fn binding(&self, endpoint: &str) -> Option<&str> {
         self.bindings
@@ -586,6 +644,40 @@ mod tests {
         assert_eq!(given.len(), 5, "{given:?}");
         assert!(!given.contains(&alpha.client_address()), "{given:?}");
         assert!(!given.contains(&alpha.gateway()), "{given:?}");
+    }
+
+    #[test]
+    fn workload_machines_get_nics_in_the_spaces_asked_for() {
+        let mut world = World::new("abc123", "alpha", "10.131.0.0/24").expect("world");
+        world.add_space("beta", "10.132.0.0/24").expect("beta");
+        let controller = world.add_machine().expect("controller");
+        let plain = world.add_workload_machine(&[]).expect("default space");
+        let both = world
+            .add_workload_machine(&["beta".into(), "alpha".into()])
+            .expect("two spaces");
+        let spaces = |id: u32| -> Vec<String> {
+            world.machines[&id]
+                .nics
+                .iter()
+                .map(|n| n.space.clone())
+                .collect()
+        };
+        assert_eq!(spaces(plain), ["alpha"]);
+        assert_eq!(spaces(both), ["beta", "alpha"]);
+        assert_eq!(world.controller_machines(), [controller]);
+        assert_eq!(world.workload_machines(), [plain, both]);
+        let next = world.next_machine;
+        assert_eq!(
+            world
+                .add_workload_machine(&["gamma".into()])
+                .map_err(|e| e.to_string()),
+            Err("space \"gamma\" not found".into())
+        );
+        assert!(world
+            .add_workload_machine(&["beta".into(), "beta".into()])
+            .is_err());
+        assert_eq!(world.next_machine, next, "a refused machine takes no id");
+        assert_eq!(world.machines.len(), 3);
     }
 
     #[test]
