@@ -218,6 +218,11 @@ struct Shared {
     /// Failed probes in a row and last known metadata, by member id: a voter is taken for
     /// offline only after `run::OFFLINE_AFTER` failed rounds.
     probe_memory: Mutex<HashMap<u64, run::ProbeMemory>>,
+    /// The leader connection the status queries ([`App::cluster`], [`App::leader`]) used
+    /// last, kept for the next one: a fresh lookup costs a connection and a TLS handshake to
+    /// this node, often one to the leader too, and the dbaccessor asks every second. Checked
+    /// before each use (the node must still name itself the leader).
+    status_leader: tokio::sync::Mutex<Option<ops::Leader>>,
 }
 
 impl Shared {
@@ -372,6 +377,7 @@ impl App {
             seeds: Mutex::new(seeds),
             kick: Notify::new(),
             probe_memory: Mutex::new(HashMap::new()),
+            status_leader: tokio::sync::Mutex::new(None),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready) = watch::channel(false);
@@ -466,20 +472,43 @@ impl App {
 
     /// The cluster configuration as the leader reports it.
     pub async fn cluster(&self) -> Result<Vec<NodeInfo>, AppError> {
-        let mut client = self.shared.leader().await?;
-        ops::cluster(&mut client).await
+        self.leader_and_members().await.map(|(_, members)| members)
     }
 
     /// The current leader, `None` when none is known.
     pub async fn leader(&self) -> Result<Option<NodeInfo>, AppError> {
-        let mut client = match self.shared.leader().await {
-            Ok(client) => client,
-            Err(AppError::NoLeader { .. }) => return Ok(None),
-            Err(error) => return Err(error),
-        };
-        let leader = client.id;
-        let members = ops::cluster(&mut client).await?;
-        Ok(members.into_iter().find(|m| m.id == leader))
+        match self.leader_and_members().await {
+            Ok((leader, members)) => Ok(members.into_iter().find(|m| m.id == leader)),
+            Err(AppError::NoLeader { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The leader's id and the configuration it reports, through the kept status connection
+    /// while its node still names itself the leader, else through a new lookup (which is
+    /// kept in turn).
+    async fn leader_and_members(&self) -> Result<(u64, Vec<NodeInfo>), AppError> {
+        let mut kept = self.shared.status_leader.lock().await;
+        if let Some(leader) = kept.as_mut() {
+            if leader.connection.is_usable() {
+                let address = leader.connection.address().to_owned();
+                let still_leads = matches!(
+                    leader.connection.leader().await,
+                    Ok(Some(named)) if named.address == address && named.id == leader.id
+                );
+                if still_leads {
+                    if let Ok(members) = ops::cluster(leader).await {
+                        return Ok((leader.id, members));
+                    }
+                }
+            }
+            *kept = None;
+        }
+        let mut leader = self.shared.leader().await?;
+        let members = ops::cluster(&mut leader).await?;
+        let id = leader.id;
+        *kept = Some(leader);
+        Ok((id, members))
     }
 
     /// Runs one role review now (as the leader's loop does every `role_interval`) and
