@@ -20,17 +20,27 @@ pub fn address(scenario: u8, host: u8) -> String {
     format!("127.60.{scenario}.{host}:17666")
 }
 
+/// One in-process cluster at a time per test binary. libdqlite registers each node's SQLite
+/// VFS process-wide under a name made from the node id, and every cluster bootstraps node
+/// 1: two clusters alive at once in one process share a VFS name, and a read of one node's
+/// database can land in the other's (seen: `vfsDatabaseRead: Assertion 'page_size > 0'
+/// failed` while two tests of one binary ran). Production runs one node per process.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A running cluster; its nodes stop (without hand-over) when it is dropped.
 pub struct Cluster {
     pub apps: Vec<App>,
     pub addresses: Vec<String>,
     /// Holds the data dirs.
     _dirs: Vec<tempfile::TempDir>,
+    /// Held while the cluster lives (see [`ONE_CLUSTER_AT_A_TIME`]).
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Cluster {
     /// Bootstraps node 1 and joins the others through it; returns once every node is ready.
     pub async fn start(scenario: u8, size: u8) -> Cluster {
+        let serial = ONE_CLUSTER_AT_A_TIME.lock().await;
         let mut apps = Vec::new();
         let mut dirs = Vec::new();
         let mut addresses = Vec::new();
@@ -53,6 +63,7 @@ impl Cluster {
             apps,
             addresses,
             _dirs: dirs,
+            _serial: serial,
         }
     }
 
