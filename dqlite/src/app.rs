@@ -218,12 +218,21 @@ struct Shared {
     /// Failed probes in a row and last known metadata, by member id: a voter is taken for
     /// offline only after `run::OFFLINE_AFTER` failed rounds.
     probe_memory: Mutex<HashMap<u64, run::ProbeMemory>>,
-    /// The leader connection the status queries ([`App::cluster`], [`App::leader`]) used
-    /// last, kept for the next one: a fresh lookup costs a connection and a TLS handshake to
-    /// this node, often one to the leader too, and the dbaccessor asks every second. Checked
-    /// before each use (the node must still name itself the leader).
-    status_leader: tokio::sync::Mutex<Option<ops::Leader>>,
+    /// Leader connections kept between uses (at most [`KEPT_LEADERS`]): the status queries
+    /// ([`App::cluster`], [`App::leader`]), which the dbaccessor makes every second, and the
+    /// background rounds each need one, and a fresh lookup costs a connection and a TLS
+    /// handshake to this node, often one to the leader too. Checked before each use (the
+    /// node must still name itself the leader, see `ops::Leader::still_leads`).
+    leaders: Mutex<Vec<ops::Leader>>,
+    /// The connection the last probe of each member used, by address, for the next probe
+    /// (the leader probes every member every round). Dropped when a probe fails or the
+    /// member leaves.
+    peers: Mutex<HashMap<String, crate::client::Connection>>,
 }
+
+/// How many leader connections [`Shared`] keeps: one for the status queries and one for the
+/// background round, which may run at the same time.
+const KEPT_LEADERS: usize = 2;
 
 impl Shared {
     /// The addresses to look for the leader at, our own first (cheapest, and right when we
@@ -257,9 +266,18 @@ impl Shared {
         seeds.sort_by_key(|address| !members.iter().any(|m| &m.address == address));
     }
 
-    /// A connection to the current leader; while an election is under way (nobody leads),
-    /// looks again for up to `leader_wait`.
+    /// A connection to the current leader: a kept one whose node still leads, else a new
+    /// lookup, which looks again for up to `leader_wait` while an election is under way
+    /// (nobody leads). Give it back with [`Shared::keep_leader`] when done.
     async fn leader(&self) -> Result<ops::Leader, AppError> {
+        loop {
+            // Its own statement: the guard must not live across the await below.
+            let kept = self.lock_leaders().pop();
+            let Some(mut kept) = kept else { break };
+            if kept.still_leads().await {
+                return Ok(kept);
+            }
+        }
         let deadline = tokio::time::Instant::now() + self.leader_wait;
         let mut backoff = Duration::from_millis(20);
         loop {
@@ -272,6 +290,48 @@ impl Shared {
                 result => return result,
             }
         }
+    }
+
+    /// Keeps `leader` for the next [`Shared::leader`] if it can carry another request.
+    fn keep_leader(&self, mut leader: ops::Leader) {
+        if leader.connection.is_usable() {
+            let mut kept = self.lock_leaders();
+            if kept.len() < KEPT_LEADERS {
+                kept.push(leader);
+            }
+        }
+    }
+
+    fn lock_leaders(&self) -> std::sync::MutexGuard<'_, Vec<ops::Leader>> {
+        self.leaders
+            .lock()
+            .expect("the kept leader lock is never poisoned: no panic holds it")
+    }
+
+    /// Takes out the kept probe connection to each of `addresses` (in their order), and
+    /// drops those to any other address (members that left).
+    fn take_peers(&self, addresses: &[&str]) -> Vec<Option<crate::client::Connection>> {
+        let mut kept = self.lock_peers();
+        let taken = addresses.iter().map(|a| kept.remove(*a)).collect();
+        kept.clear();
+        taken
+    }
+
+    /// Takes out the kept probe connection to `address`, if any.
+    fn take_peer(&self, address: &str) -> Option<crate::client::Connection> {
+        self.lock_peers().remove(address)
+    }
+
+    /// Keeps `connection` for the next probe of its node.
+    fn keep_peer(&self, connection: crate::client::Connection) {
+        self.lock_peers()
+            .insert(connection.address().to_owned(), connection);
+    }
+
+    fn lock_peers(&self) -> std::sync::MutexGuard<'_, HashMap<String, crate::client::Connection>> {
+        self.peers
+            .lock()
+            .expect("the kept peer lock is never poisoned: no panic holds it")
     }
 }
 
@@ -377,7 +437,8 @@ impl App {
             seeds: Mutex::new(seeds),
             kick: Notify::new(),
             probe_memory: Mutex::new(HashMap::new()),
-            status_leader: tokio::sync::Mutex::new(None),
+            leaders: Mutex::new(Vec::new()),
+            peers: Mutex::new(HashMap::new()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready) = watch::channel(false);
@@ -484,30 +545,13 @@ impl App {
         }
     }
 
-    /// The leader's id and the configuration it reports, through the kept status connection
-    /// while its node still names itself the leader, else through a new lookup (which is
-    /// kept in turn).
+    /// The leader's id and the configuration it reports, through a kept leader connection
+    /// while its node still leads (see [`Shared::leader`]).
     async fn leader_and_members(&self) -> Result<(u64, Vec<NodeInfo>), AppError> {
-        let mut kept = self.shared.status_leader.lock().await;
-        if let Some(leader) = kept.as_mut() {
-            if leader.connection.is_usable() {
-                let address = leader.connection.address().to_owned();
-                let still_leads = matches!(
-                    leader.connection.leader().await,
-                    Ok(Some(named)) if named.address == address && named.id == leader.id
-                );
-                if still_leads {
-                    if let Ok(members) = ops::cluster(leader).await {
-                        return Ok((leader.id, members));
-                    }
-                }
-            }
-            *kept = None;
-        }
         let mut leader = self.shared.leader().await?;
         let members = ops::cluster(&mut leader).await?;
         let id = leader.id;
-        *kept = Some(leader);
+        self.shared.keep_leader(leader);
         Ok((id, members))
     }
 

@@ -422,3 +422,42 @@ async fn an_interrupted_join_resumes_with_the_same_id() {
     second.stop().await.expect("the node stops");
     first.stop().await.expect("the node stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cluster_reuses_its_connections() {
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("a temp dir"))
+        .collect();
+    let a: Vec<String> = (1..=3).map(|host| address(11, host)).collect();
+    let first = start(dirs[0].path(), &a[0], &[]).await;
+    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
+    let third = start(dirs[2].path(), &a[2], &a[..2]).await;
+    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
+    // Settled: every background round (every 100 ms on each node) and every status query
+    // now has a connection to reuse.
+    for app in [&first, &second, &third] {
+        app.cluster().await.expect("the configuration");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let before = app_support::closed_connections(&a);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for app in [&first, &second, &third] {
+        app.cluster().await.expect("the configuration");
+        app.leader().await.expect("the leader");
+    }
+    let after = app_support::closed_connections(&a);
+    let new: Vec<_> = after.difference(&before).collect();
+    // Twenty rounds on three nodes, with the leader probing every member each round: a
+    // cluster that opened a connection per request would close well over a hundred.
+    assert!(
+        new.len() <= 6,
+        "{} connections to the nodes were opened and closed in 2 s of idling, e.g. {:?}",
+        new.len(),
+        &new[..new.len().min(5)]
+    );
+
+    for app in [third, second, first] {
+        app.stop().await.expect("the node stops");
+    }
+}

@@ -165,14 +165,71 @@ pub(crate) async fn transfer(leader: &mut Leader, id: u64) -> Result<(), AppErro
         .map_err(|source| failed(format!("transfer leadership to node {id}"), source))
 }
 
-/// DESCRIBE the node at `address`: its failure domain and weight.
+/// The longest a request on a kept connection ([`Leader::still_leads`], a probe through a
+/// [`Kept`] connection) may take: a node answers these from memory in well under a
+/// millisecond, so a silence this long means a dead or cut-off node, which must not hold
+/// a lookup or a role review for a whole request timeout.
+pub(crate) const KEPT_REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl Leader {
+    /// Whether this kept connection can serve again: it is usable and its node still names
+    /// itself the leader, within [`KEPT_REQUEST_TIMEOUT`].
+    pub(crate) async fn still_leads(&mut self) -> bool {
+        if !self.connection.is_usable() {
+            return false;
+        }
+        let address = self.connection.address().to_owned();
+        let id = self.id;
+        matches!(
+            tokio::time::timeout(KEPT_REQUEST_TIMEOUT, self.connection.leader()).await,
+            Ok(Ok(Some(named))) if named.address == address && named.id == id
+        )
+    }
+}
+
+/// DESCRIBE the node at `address`: its failure domain and weight, through `kept` (a
+/// connection to that node from an earlier probe) when there is one, else through a new
+/// connection. Returns the connection to keep for the next probe: none after a failure.
+///
+/// A kept connection that fails at once (the node restarted and closed it) is replaced by a
+/// new one; one that stays silent for [`KEPT_REQUEST_TIMEOUT`] is not (a node that does
+/// not answer on a live connection would not accept a new one sooner).
 pub(crate) async fn describe(
     address: &str,
     options: &Options,
-) -> Result<(u64, u64), client::Error> {
-    let mut connection = Connection::connect(address, &peer_options(options)).await?;
-    let metadata = connection.describe().await?;
-    Ok((metadata.failure_domain, metadata.weight))
+    kept: Option<Connection>,
+) -> (Result<(u64, u64), client::Error>, Option<Connection>) {
+    if let Some(mut connection) = kept.filter(|c| c.address() == address) {
+        if connection.is_usable() {
+            match tokio::time::timeout(KEPT_REQUEST_TIMEOUT, connection.describe()).await {
+                Ok(Ok(metadata)) => {
+                    return (
+                        Ok((metadata.failure_domain, metadata.weight)),
+                        Some(connection),
+                    )
+                }
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    return (
+                        Err(client::Error::Timeout {
+                            address: address.to_owned(),
+                            timeout: KEPT_REQUEST_TIMEOUT,
+                        }),
+                        None,
+                    )
+                }
+            }
+        }
+    }
+    let fresh = async {
+        let mut connection = Connection::connect(address, &peer_options(options)).await?;
+        let metadata = connection.describe().await?;
+        Ok::<_, client::Error>((connection, (metadata.failure_domain, metadata.weight)))
+    };
+    match fresh.await {
+        Ok((connection, answer)) => (Ok(answer), Some(connection)),
+        Err(error) => (Err(error), None),
+    }
 }
 
 /// Sets the weight of the node at `address` (WEIGHT goes to the node itself).

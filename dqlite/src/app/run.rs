@@ -46,6 +46,7 @@ async fn join_once(shared: &Shared) -> Result<(), AppError> {
     }
     let members = ops::cluster(&mut client).await?;
     remember_members(shared, &members).await?;
+    shared.keep_leader(client);
     if members.iter().any(|m| m.id == shared.id) {
         Ok(())
     } else {
@@ -105,6 +106,7 @@ async fn round(
             review(shared, &mut client, leader, &members).await;
         }
     }
+    shared.keep_leader(client);
     if leader != Some(shared.id) {
         // Failed probes count in a row while this node leads; start afresh next time.
         shared
@@ -125,7 +127,9 @@ pub(super) async fn adjust_roles(shared: &Shared) -> Result<Vec<RoleChange>, App
     }
     let members = ops::cluster(&mut client).await?;
     remember_members(shared, &members).await?;
-    Ok(review(shared, &mut client, shared.id, &members).await)
+    let applied = review(shared, &mut client, shared.id, &members).await;
+    shared.keep_leader(client);
+    Ok(applied)
 }
 
 /// Probes the members, plans, and applies the plan in order, stopping at the first change
@@ -199,7 +203,12 @@ async fn apply_checked(
             return Ok(false);
         }
         if rank(change.to) > rank(change.from) {
-            match ops::describe(&change.address, &shared.dial).await {
+            let kept = shared.take_peer(&change.address);
+            let (answer, connection) = ops::describe(&change.address, &shared.dial, kept).await;
+            if let Some(connection) = connection {
+                shared.keep_peer(connection);
+            }
+            match answer {
                 Ok((_, weight)) if weight != roles::DRAINING_WEIGHT => {}
                 _ => return Ok(false),
             }
@@ -226,15 +235,18 @@ fn rank(role: NodeRole) -> u8 {
     }
 }
 
-/// Asks every member for its failure domain and weight, all at once; a member that does not
-/// answer within the request timeout (or cannot be connected to within
-/// [`ops::PEER_CONNECT_TIMEOUT`]) is offline.
+/// Asks every member for its failure domain and weight, all at once, through the
+/// connections the last probe kept; a member that does not answer within the request timeout
+/// (or cannot be connected to within [`ops::PEER_CONNECT_TIMEOUT`], or stays silent on a
+/// kept connection for [`ops::KEPT_REQUEST_TIMEOUT`]) is offline.
 async fn probe(shared: &Shared, members: &[NodeInfo]) -> Vec<MemberState> {
+    let addresses: Vec<&str> = members.iter().map(|m| m.address.as_str()).collect();
+    let kept = shared.take_peers(&addresses);
     let mut probes = JoinSet::new();
-    for (index, member) in members.iter().enumerate() {
+    for ((index, member), kept) in members.iter().enumerate().zip(kept) {
         let address = member.address.clone();
         let dial = shared.dial.clone();
-        probes.spawn(async move { (index, ops::describe(&address, &dial).await) });
+        probes.spawn(async move { (index, ops::describe(&address, &dial, kept).await) });
     }
     let mut states: Vec<MemberState> = members
         .iter()
@@ -246,7 +258,13 @@ async fn probe(shared: &Shared, members: &[NodeInfo]) -> Vec<MemberState> {
         })
         .collect();
     while let Some(joined) = probes.join_next().await {
-        if let Ok((index, Ok((failure_domain, weight)))) = joined {
+        let Ok((index, (answer, connection))) = joined else {
+            continue;
+        };
+        if let Some(connection) = connection {
+            shared.keep_peer(connection);
+        }
+        if let Ok((failure_domain, weight)) = answer {
             let state = &mut states[index];
             state.online = true;
             state.failure_domain = failure_domain;
@@ -391,6 +409,7 @@ pub(super) async fn remove(shared: &Shared, id: u64) -> Result<(), AppError> {
     }
     let members = ops::cluster(&mut client).await?;
     remember_members(shared, &members).await?;
+    shared.keep_leader(client);
     shared.kick.notify_one();
     Ok(())
 }

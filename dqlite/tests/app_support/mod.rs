@@ -293,3 +293,29 @@ pub fn run_with_timeout(seconds: u32, program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// The closed TCP connections (in TIME_WAIT, which lasts a minute) with one end at one of
+/// `addresses` (IPv4 `ip:port`), from the kernel's table, as (local, remote) pairs.
+pub fn closed_connections(addresses: &[String]) -> std::collections::BTreeSet<(String, String)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp is readable");
+    // Columns: sl, local, remote, state; addresses as hex: the IPv4 address as the kernel
+    // holds it (network order) printed as a native integer, then the port.
+    let decode = |hex: &str| -> Option<String> {
+        let (ip, port) = hex.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        let ip = std::net::Ipv4Addr::from(ip.to_ne_bytes());
+        Some(format!("{ip}:{port}"))
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut columns = line.split_whitespace().skip(1);
+            let local = decode(columns.next()?)?;
+            let remote = decode(columns.next()?)?;
+            (columns.next()? == "06").then_some((local, remote))
+        })
+        .filter(|(local, remote)| addresses.contains(local) || addresses.contains(remote))
+        .collect()
+}
