@@ -16,7 +16,7 @@ use crate::decide::{LocalData, Quorum};
 use crate::health::Report;
 use crate::node_tls::NodeTls;
 use crate::progress::Reporter;
-use crate::service::Driver;
+use crate::service::{Driver, DriverError};
 
 /// How long a cluster request for the status may take before the status falls back to the
 /// persisted membership: the loop waits for it.
@@ -79,12 +79,12 @@ impl DqliteDriver {
         app::store::load(&self.data_dir).unwrap_or_default()
     }
 
-    async fn stop_without_handover(&mut self) -> Result<(), String> {
+    async fn stop_without_handover(&mut self) -> Result<(), DriverError> {
         self.reporter = None;
         if let Some(app) = self.app.take() {
             app.stop_without_handover()
                 .await
-                .map_err(|e| format!("cannot stop the node: {}", dqlite::error_chain(&e)))?;
+                .map_err(DriverError::Stop)?;
         }
         Ok(())
     }
@@ -133,60 +133,57 @@ impl Driver for DqliteDriver {
         }
     }
 
-    async fn start(&mut self, address: &str, peers: &[String]) -> Result<(), String> {
+    async fn start(&mut self, address: &str, peers: &[String]) -> Result<(), DriverError> {
         self.stop_without_handover().await?;
         let mut config = AppConfig::new(&self.data_dir, address);
         config.peers = peers.to_vec();
         config.node = self.options.clone();
         if let Some(tls) = &self.tls {
-            config.node.tls = Some(tls.node(address).map_err(|e| dqlite::error_chain(&e))?);
+            config.node.tls = Some(tls.node(address)?);
         }
         config.role_interval = self.role_interval;
         config.join_timeout = self.join_timeout;
-        let app = App::start(config)
-            .await
-            .map_err(|e| dqlite::error_chain(&e))?;
+        let app = App::start(config).await?;
         let data_dir = self.data_dir.clone();
         self.reporter = Some(Reporter::spawn(
             app.id(),
             self.data_dir.clone(),
             self.report_interval,
             self.client_tls(),
-            move || peek_log_position(&data_dir),
+            move || peek_log_position(&data_dir).map_err(|e| dqlite::error_chain(&e)),
         ));
         self.app = Some(app);
         Ok(())
     }
 
-    async fn set_aside(&mut self) -> Result<String, String> {
+    async fn set_aside(&mut self) -> Result<String, DriverError> {
         // The node is outside the configuration: nothing to hand over.
         self.stop_without_handover().await?;
         let data_dir = self.data_dir.clone();
         tokio::task::spawn_blocking(move || set_aside(&data_dir, SET_ASIDE_KEPT))
             .await
-            .map_err(|e| format!("setting the data dir aside panicked: {e}"))?
+            .map_err(|source| DriverError::Panicked {
+                what: "setting the data dir aside",
+                source,
+            })?
     }
 
     fn progress(&self) -> Option<BTreeMap<u64, Report>> {
         self.reporter.as_ref()?.view().map(|view| view.aged())
     }
 
-    async fn rebind(&mut self, address: &str) -> Result<(), String> {
+    async fn rebind(&mut self, address: &str) -> Result<(), DriverError> {
         // A lone member has nobody to hand anything over to.
         self.stop_without_handover().await?;
-        app::rebind(&self.data_dir, address)
-            .await
-            .map(|_| ())
-            .map_err(|e| dqlite::error_chain(&e))
+        app::rebind(&self.data_dir, address).await?;
+        Ok(())
     }
 
-    async fn shrink_to_one(&mut self) -> Result<(), String> {
+    async fn shrink_to_one(&mut self) -> Result<(), DriverError> {
         // Without a quorum there is nobody to hand anything over to.
         self.stop_without_handover().await?;
-        app::shrink_to_one(&self.data_dir)
-            .await
-            .map(|_| ())
-            .map_err(|e| dqlite::error_chain(&e))
+        app::shrink_to_one(&self.data_dir).await?;
+        Ok(())
     }
 
     async fn probe_quorum(&mut self, within: Duration) -> Quorum {
@@ -303,30 +300,33 @@ impl Driver for DqliteDriver {
         gone
     }
 
-    async fn remove(&mut self, id: u64) -> Result<(), String> {
+    async fn remove(&mut self, id: u64) -> Result<(), DriverError> {
         let Some(app) = &self.app else {
-            return Err("the node is not running".into());
+            return Err(DriverError::NotRunning);
         };
-        app.remove(id).await.map_err(|e| dqlite::error_chain(&e))
+        Ok(app.remove(id).await?)
     }
 
-    async fn shutdown(&mut self) -> Result<(), String> {
+    async fn shutdown(&mut self) -> Result<(), DriverError> {
         self.reporter = None;
         if let Some(app) = self.app.take() {
-            app.stop().await.map_err(|e| dqlite::error_chain(&e))?;
+            app.stop().await?;
         }
         Ok(())
     }
 
-    async fn stop(&mut self) -> Result<(), String> {
+    async fn stop(&mut self) -> Result<(), DriverError> {
         self.stop_without_handover().await
     }
 
-    async fn log_position(&mut self) -> Result<LogPosition, String> {
+    async fn log_position(&mut self) -> Result<LogPosition, DriverError> {
         let data_dir = self.data_dir.clone();
         tokio::task::spawn_blocking(move || peek_log_position(&data_dir))
             .await
-            .map_err(|e| format!("the log reader panicked: {e}"))?
+            .map_err(|source| DriverError::Panicked {
+                what: "the log reader",
+                source,
+            })?
     }
 }
 
@@ -335,19 +335,24 @@ impl Driver for DqliteDriver {
 /// there: raft only appends to segments and replaces files by rename, so the links are a
 /// consistent enough snapshot (a torn tail entry is skipped as on a crash). The result is
 /// advisory; `recover` reads the position again with the node stopped.
-pub(crate) fn peek_log_position(data_dir: &Path) -> Result<LogPosition, String> {
+pub(crate) fn peek_log_position(data_dir: &Path) -> Result<LogPosition, DriverError> {
     match dqlite::node::log_position(data_dir) {
         Ok(position) => return Ok(to_position(position)),
         Err(NodeError::DataDirLocked { .. }) => {}
-        Err(e) => return Err(dqlite::error_chain(&e)),
+        Err(e) => return Err(e.into()),
     }
     let parent = data_dir.parent().unwrap_or(data_dir);
     let peek = tempfile::Builder::new()
         .prefix(".dqlite-log-peek-")
         .tempdir_in(parent)
-        .map_err(|e| format!("cannot make a peek dir in {}: {e}", parent.display()))?;
+        .map_err(|source| {
+            io_error(
+                format!("cannot make a peek dir in {}", parent.display()),
+                source,
+            )
+        })?;
     let entries = std::fs::read_dir(data_dir)
-        .map_err(|e| format!("cannot list {}: {e}", data_dir.display()))?;
+        .map_err(|source| io_error(format!("cannot list {}", data_dir.display()), source))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
         // The lock is taken on the file itself: a link would share it.
@@ -358,12 +363,19 @@ pub(crate) fn peek_log_position(data_dir: &Path) -> Result<LogPosition, String> 
             Ok(()) => {}
             // Renamed or removed by raft since the listing: it was not the log's end.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot link {}: {e}", entry.path().display())),
+            Err(source) => {
+                return Err(io_error(
+                    format!("cannot link {}", entry.path().display()),
+                    source,
+                ))
+            }
         }
     }
-    dqlite::node::log_position(peek.path())
-        .map(to_position)
-        .map_err(|e| dqlite::error_chain(&e))
+    Ok(to_position(dqlite::node::log_position(peek.path())?))
+}
+
+fn io_error(what: String, source: std::io::Error) -> DriverError {
+    DriverError::Io { what, source }
 }
 
 /// Moves a removed node's data dir aside, as `<dir>.removed-<unix seconds>`, so that the
@@ -371,10 +383,18 @@ pub(crate) fn peek_log_position(data_dir: &Path) -> Result<LogPosition, String> 
 /// older ones. Nothing of the cluster's is lost: a member outside the configuration holds
 /// no entry the cluster needs (every committed entry is on the leader), and its old log is
 /// kept for inspection. Returns where the dir went.
-pub(crate) fn set_aside(data_dir: &Path, kept: usize) -> Result<String, String> {
+pub(crate) fn set_aside(data_dir: &Path, kept: usize) -> Result<String, DriverError> {
     let name = data_dir
         .file_name()
-        .ok_or_else(|| format!("{} has no file name", data_dir.display()))?
+        .ok_or_else(|| {
+            io_error(
+                format!("cannot set {} aside", data_dir.display()),
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the path has no file name",
+                ),
+            )
+        })?
         .to_string_lossy()
         .into_owned();
     let parent = data_dir.parent().unwrap_or(Path::new("."));
@@ -387,17 +407,20 @@ pub(crate) fn set_aside(data_dir: &Path, kept: usize) -> Result<String, String> 
         target = parent.join(format!("{name}.removed-{stamp}-{n}"));
         n += 1;
     }
-    std::fs::rename(data_dir, &target).map_err(|e| {
-        format!(
-            "cannot move {} aside to {}: {e}",
-            data_dir.display(),
-            target.display()
+    std::fs::rename(data_dir, &target).map_err(|source| {
+        io_error(
+            format!(
+                "cannot move {} aside to {}",
+                data_dir.display(),
+                target.display()
+            ),
+            source,
         )
     })?;
     let prefix = format!("{name}.removed-");
     // The names sort by time: the stamps have the same number of digits for centuries.
     let mut old: Vec<PathBuf> = std::fs::read_dir(parent)
-        .map_err(|e| format!("cannot list {}: {e}", parent.display()))?
+        .map_err(|source| io_error(format!("cannot list {}", parent.display()), source))?
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .map(|e| e.path())

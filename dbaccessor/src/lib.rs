@@ -34,7 +34,7 @@ pub mod threadpool;
 mod unix;
 pub mod watch;
 
-pub use service::Backoff;
+pub use service::{Backoff, DriverError};
 
 use std::path::PathBuf;
 
@@ -57,8 +57,8 @@ pub enum RunError {
         signal: &'static str,
         source: std::io::Error,
     },
-    #[error("cannot stop the node cleanly: {0}")]
-    Stop(String),
+    #[error("cannot stop the node cleanly")]
+    Stop(#[source] service::DriverError),
     #[error("cannot set up the Dqlite node's TLS")]
     Tls(#[from] node_tls::NodeTlsError),
 }

@@ -28,6 +28,37 @@ use crate::Database;
 /// and stopping it keeps the loop answering status queries.
 const MAX_STEPS: usize = 6;
 
+/// Why a [`Driver`] operation failed. The status and the log show its whole chain
+/// ([`dqlite::error_chain`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("the node is not running")]
+    NotRunning,
+    /// Starting, joining, re-binding, shrinking or removing through the application layer.
+    #[error(transparent)]
+    App(#[from] dqlite::app::AppError),
+    #[error("cannot stop the node")]
+    Stop(#[source] dqlite::app::AppError),
+    #[error(transparent)]
+    Certificate(#[from] crate::node_tls::NodeTlsError),
+    /// Reading the node's identity or log.
+    #[error(transparent)]
+    Node(#[from] dqlite::node::NodeError),
+    /// A file-system step (`what` names it and its path).
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} panicked")]
+    Panicked {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
 /// What the service needs from the local node. The real one runs libdqlite through the
 /// `dqlite` crate's application layer; the tests use a scripted fake. Failures come back
 /// as text with their whole cause chain: they end up in the log and the status and are
@@ -46,11 +77,11 @@ pub(crate) trait Driver {
         &mut self,
         address: &str,
         peers: &[String],
-    ) -> impl Future<Output = Result<(), String>>;
+    ) -> impl Future<Output = Result<(), DriverError>>;
     /// Stops the node if it runs and rewrites its one-member configuration to `address`.
-    fn rebind(&mut self, address: &str) -> impl Future<Output = Result<(), String>>;
+    fn rebind(&mut self, address: &str) -> impl Future<Output = Result<(), DriverError>>;
     /// Stops the node if it runs and rewrites membership to the local node alone.
-    fn shrink_to_one(&mut self) -> impl Future<Output = Result<(), String>>;
+    fn shrink_to_one(&mut self) -> impl Future<Output = Result<(), DriverError>>;
     /// Looks, for at most `within`, for a quorum: a leader, and a majority of the voters
     /// answering.
     fn probe_quorum(&mut self, within: Duration) -> impl Future<Output = Quorum>;
@@ -60,20 +91,20 @@ pub(crate) trait Driver {
     /// and answer nobody.
     fn absent_and_unreachable(&mut self, wanted: &[String]) -> impl Future<Output = Vec<NodeInfo>>;
     /// Removes a member from the cluster (never the last voter).
-    fn remove(&mut self, id: u64) -> impl Future<Output = Result<(), String>>;
+    fn remove(&mut self, id: u64) -> impl Future<Output = Result<(), DriverError>>;
     /// Stops the node (it is outside the configuration: nothing to hand over) and moves its
     /// data dir aside; returns where it went.
-    fn set_aside(&mut self) -> impl Future<Output = Result<String, String>>;
+    fn set_aside(&mut self) -> impl Future<Output = Result<String, DriverError>>;
     /// The members' last progress reports (log positions), with their age now; `None`
     /// while the node does not run or nothing has been read yet.
     fn progress(&self) -> Option<BTreeMap<u64, Report>>;
     /// Hands leadership and the vote over, then stops the node.
-    fn shutdown(&mut self) -> impl Future<Output = Result<(), String>>;
+    fn shutdown(&mut self) -> impl Future<Output = Result<(), DriverError>>;
     /// Stops the node without handing anything over (there is nobody to hand over to).
-    fn stop(&mut self) -> impl Future<Output = Result<(), String>>;
+    fn stop(&mut self) -> impl Future<Output = Result<(), DriverError>>;
     /// The local node's last log position: exact when the node is stopped, a snapshot of
     /// its files while it runs.
-    fn log_position(&mut self) -> impl Future<Output = Result<LogPosition, String>>;
+    fn log_position(&mut self) -> impl Future<Output = Result<LogPosition, DriverError>>;
 }
 
 /// Exponential back-off between failed attempts.
@@ -175,6 +206,32 @@ pub(crate) struct Service<D> {
     client_tls: Option<dqlite::tls::Tls>,
 }
 
+/// Why `recover-cluster` refused or failed; the action shows the chain.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecoverError {
+    #[error("this controller's node has no identity yet: nothing to recover")]
+    NoIdentity,
+    #[error("the data dir holds no node: nothing to recover")]
+    Empty,
+    #[error("the data dir is unreadable: {0}")]
+    Unreadable(String),
+    #[error("cannot stop the node")]
+    Stop(#[source] DriverError),
+    #[error("cannot read the local log position (the node was restarted unchanged)")]
+    LogPosition(#[source] DriverError),
+    #[error(
+        "the local log ({local}) is behind another member's ({best}): recover the most \
+         up-to-date member instead, or pass force=true to lose the entries after {local}; \
+         the node was restarted unchanged"
+    )]
+    Behind {
+        local: LogPosition,
+        best: LogPosition,
+    },
+    #[error("cannot rewrite membership")]
+    Shrink(#[source] DriverError),
+}
+
 impl<D: Driver> Service<D> {
     pub fn new(config: Config, timings: Timings, driver: D, events: mpsc::Receiver<Event>) -> Self {
         let status = Status {
@@ -242,7 +299,7 @@ impl<D: Driver> Service<D> {
     }
 
     /// Runs until [`Event::Shutdown`] (or every sender is gone), then shuts the node down.
-    pub async fn run(mut self) -> Result<(), String> {
+    pub async fn run(mut self) -> Result<(), DriverError> {
         self.converge(Trigger::Startup, Quorum::Unknown).await;
         let mut health = tokio::time::interval(self.timings.health_interval);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -330,6 +387,7 @@ impl<D: Driver> Service<D> {
                     self.assess_health();
                 }
                 let position = self.driver.log_position().await;
+                let position = position.map_err(|e| dqlite::error_chain(&e));
                 let _ = reply.send((self.status.clone(), position));
             }
             Event::Recover {
@@ -338,7 +396,7 @@ impl<D: Driver> Service<D> {
                 reply,
             } => {
                 let answer = self.recover(force, best_peer).await;
-                let _ = reply.send(answer);
+                let _ = reply.send(answer.map_err(|e| dqlite::error_chain(&e)));
             }
             Event::Shutdown => {}
         }
@@ -350,41 +408,35 @@ impl<D: Driver> Service<D> {
         &mut self,
         force: bool,
         best_peer: Option<LogPosition>,
-    ) -> Result<Recovered, String> {
-        let node_id = self
-            .driver
-            .node_id()
-            .ok_or("this controller's node has no identity yet: nothing to recover")?;
+    ) -> Result<Recovered, RecoverError> {
+        let node_id = self.driver.node_id().ok_or(RecoverError::NoIdentity)?;
         let address = match self.driver.local_data().await {
             LocalData::Member { address, .. } => address,
-            LocalData::Empty => return Err("the data dir holds no node: nothing to recover".into()),
-            LocalData::Unreadable(why) => return Err(format!("the data dir is unreadable: {why}")),
+            LocalData::Empty => return Err(RecoverError::Empty),
+            LocalData::Unreadable(why) => return Err(RecoverError::Unreadable(why)),
         };
         let members_before = self.status.members.clone();
         let mut steps = vec![];
         log::warn!("recover-cluster: stopping the node (force {force}, best peer {best_peer:?})");
         self.status.state = NodeState::Recovering;
         self.status.reason = "recover-cluster: stopping the node".into();
-        self.driver.stop().await?;
+        self.driver.stop().await.map_err(RecoverError::Stop)?;
         steps.push(format!("stopped node {node_id} at {address}"));
         let position = match self.driver.log_position().await {
             Ok(position) => position,
             Err(error) => {
                 self.converge(Trigger::Recover, Quorum::Unknown).await;
-                return Err(format!(
-                    "cannot read the local log position: {error}; the node was restarted unchanged"
-                ));
+                return Err(RecoverError::LogPosition(error));
             }
         };
         steps.push(format!("read the local log position {position}"));
         if let Some(best) = best_peer.filter(|best| *best > position) {
             if !force {
                 self.converge(Trigger::Recover, Quorum::Unknown).await;
-                return Err(format!(
-                    "the local log ({position}) is behind another member's ({best}): recover \
-                     the most up-to-date member instead, or pass force=true to lose the \
-                     entries after {position}; the node was restarted unchanged"
-                ));
+                return Err(RecoverError::Behind {
+                    local: position,
+                    best,
+                });
             }
             steps.push(format!(
                 "forced: entries after {position} that another member has ({best}) are lost"
@@ -392,7 +444,7 @@ impl<D: Driver> Service<D> {
         }
         if let Err(error) = self.driver.shrink_to_one().await {
             self.converge(Trigger::Recover, Quorum::Unknown).await;
-            return Err(format!("cannot rewrite membership: {error}"));
+            return Err(RecoverError::Shrink(error));
         }
         steps.push(format!(
             "rewrote membership to node {node_id} at {address} alone (voter)"
@@ -487,6 +539,7 @@ impl<D: Driver> Service<D> {
             // The quorum seen before an action says nothing about the node after it.
             quorum = Quorum::Unknown;
             if let Err(error) = result {
+                let error = dqlite::error_chain(&error);
                 let delay = self.backoff.next_delay();
                 log::warn!(
                     "{:?} failed: {error}; retrying in {} ms",
@@ -751,9 +804,10 @@ impl<D: Driver> Service<D> {
                     member.role,
                 ),
                 Err(e) => log::warn!(
-                    "cannot remove departed member {} at {}: {e}",
+                    "cannot remove departed member {} at {}: {}",
                     member.id,
-                    member.address
+                    member.address,
+                    dqlite::error_chain(&e)
                 ),
             }
         }
@@ -1234,12 +1288,15 @@ mod tests {
         fn node_id(&self) -> Option<u64> {
             self.running.as_ref().map(|_| 1)
         }
-        async fn start(&mut self, address: &str, peers: &[String]) -> Result<(), String> {
+        async fn start(&mut self, address: &str, peers: &[String]) -> Result<(), DriverError> {
             self.note(format!("start {address} {peers:?}"));
             tokio::time::sleep(self.start_takes).await;
             if self.failures > 0 {
                 self.failures -= 1;
-                return Err("no leader found".into());
+                return Err(DriverError::App(dqlite::app::AppError::NoLeader {
+                    addresses: vec![],
+                    last_error: "no node knows a leader".into(),
+                }));
             }
             self.running = Some(address.to_owned());
             self.data = LocalData::Member {
@@ -1253,11 +1310,11 @@ mod tests {
             };
             Ok(())
         }
-        async fn rebind(&mut self, address: &str) -> Result<(), String> {
+        async fn rebind(&mut self, address: &str) -> Result<(), DriverError> {
             self.note(format!("rebind {address}"));
             Ok(())
         }
-        async fn shrink_to_one(&mut self) -> Result<(), String> {
+        async fn shrink_to_one(&mut self) -> Result<(), DriverError> {
             self.note("shrink".into());
             Ok(())
         }
@@ -1270,11 +1327,11 @@ mod tests {
         async fn absent_and_unreachable(&mut self, _wanted: &[String]) -> Vec<NodeInfo> {
             vec![]
         }
-        async fn remove(&mut self, id: u64) -> Result<(), String> {
+        async fn remove(&mut self, id: u64) -> Result<(), DriverError> {
             self.note(format!("remove {id}"));
             Ok(())
         }
-        async fn set_aside(&mut self) -> Result<String, String> {
+        async fn set_aside(&mut self) -> Result<String, DriverError> {
             self.note("set aside".into());
             self.running = None;
             self.data = LocalData::Empty;
@@ -1283,16 +1340,16 @@ mod tests {
         fn progress(&self) -> Option<BTreeMap<u64, Report>> {
             None
         }
-        async fn shutdown(&mut self) -> Result<(), String> {
+        async fn shutdown(&mut self) -> Result<(), DriverError> {
             self.note("shutdown".into());
             Ok(())
         }
-        async fn stop(&mut self) -> Result<(), String> {
+        async fn stop(&mut self) -> Result<(), DriverError> {
             self.note("stop".into());
             self.running = None;
             Ok(())
         }
-        async fn log_position(&mut self) -> Result<LogPosition, String> {
+        async fn log_position(&mut self) -> Result<LogPosition, DriverError> {
             Ok(LogPosition { term: 1, index: 5 })
         }
     }
@@ -1369,7 +1426,7 @@ mod tests {
             (during, asked_at)
         };
         let (result, (during, entries_when_answered)) = tokio::join!(service.run(), client);
-        assert_eq!(result, Ok(()));
+        assert!(result.is_ok(), "{result:?}");
         assert_eq!(during.state, NodeState::Joining);
         assert!(
             during.reason.contains("join at 127.21.0.12:17666"),
@@ -1417,7 +1474,7 @@ mod tests {
         };
         let (result, (failed, status, while_failed, while_member)) =
             tokio::join!(service.run(), stopper);
-        assert_eq!(result, Ok(()));
+        assert!(result.is_ok(), "{result:?}");
         // Other workers see the database only while the node is a member.
         assert_eq!(while_failed, None);
         let member = while_member.expect("available while a member");
@@ -1426,9 +1483,9 @@ mod tests {
         assert_eq!(*available.borrow(), None, "cleared at shutdown");
         assert_eq!(failed.state, NodeState::Failed);
         assert!(
-            failed
-                .reason
-                .contains("join failed: no leader found; retrying in 500 ms"),
+            failed.reason.contains(
+                "join failed: no leader found among []: no node knows a leader; retrying in 500 ms"
+            ),
             "{failed:?}"
         );
         assert_eq!(status.state, NodeState::Member);
