@@ -6,8 +6,8 @@
 //! - [`config`]: command-line flags resolved into paths and timings.
 //! - [`event`]: the closed set of events the service loop handles.
 //! - [`decide`]: the pure decision from an observation to one action. No IO.
-//! - `service`: the loop that observes, decides and applies, with back-off ([`Backoff`], also
-//!   the controller agent's restart pause) and health checks; it publishes [`Database`].
+//! - `service`: the loop that observes, decides and applies, with back-off
+//!   (`controller_backoff::Backoff`) and health checks; it publishes [`Database`].
 //! - `driver`: the local node through the `dqlite` crate's application layer.
 //! - [`health`]: the pure health verdict (voters connected and caught up, mapped
 //!   controllers missing from the configuration).
@@ -33,8 +33,6 @@ pub mod status_socket;
 pub mod threadpool;
 mod unix;
 pub mod watch;
-
-pub use service::Backoff;
 
 use std::path::PathBuf;
 
