@@ -13,7 +13,8 @@
 //!   controllers missing from the configuration).
 //! - `progress`: every node's log position, reported through the leader into the cluster,
 //!   which the verdict is made from.
-//! - [`reload`] and [`status_socket`]: the two unix-socket servers (and small clients).
+//! - [`reload`] and [`status_socket`]: the two unix-socket servers (their test clients live
+//!   in the `test-support` crate, out of the daemon).
 //! - [`watch`]: the fallback file watch on `controller.conf`.
 //! - `unix`: binding the sockets (stale files removed, mode 0600).
 //! - [`threadpool`]: the size of libuv's thread pool, which `main` sets before the node starts.

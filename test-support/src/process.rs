@@ -14,6 +14,14 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    /// Guards a child started elsewhere.
+    pub fn new(name: &str, child: Child) -> ChildGuard {
+        ChildGuard {
+            child,
+            name: name.to_owned(),
+        }
+    }
+
     /// Starts `command` with stdin and stdout piped (a node stops when its stdin closes, so
     /// the pipe stays open for the process's life) and stderr inherited.
     pub fn spawn(name: &str, command: &mut Command) -> ChildGuard {
@@ -28,10 +36,7 @@ impl ChildGuard {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        ChildGuard {
-            child,
-            name: name.to_owned(),
-        }
+        ChildGuard::new(name, child)
     }
 
     /// Waits up to `limit` for the process's first line on stdout that starts with
