@@ -1,13 +1,11 @@
-//! The charm's client of the dbaccessor's status socket (`<data-dir>/...status.socket`):
-//! one JSON request per connection, one answer line back.
+//! The charm's requests to the dbaccessor's status socket (`<data-dir>/...status.socket`),
+//! through the contract's one client (`controller_contract::status::client`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
 use controller_contract::paths;
-use controller_contract::status::{ErrorAnswer, LogPosition, Probe, Request, Status};
+use controller_contract::status::{client, LogPosition, Probe, Request, Status};
 use serde::de::DeserializeOwned;
 
 /// How long a status or probe request may take (a probe waits up to 1 s per member, in
@@ -54,34 +52,12 @@ pub fn local_log_position(data_dir: &Path) -> Option<LogPosition> {
     .log_position
 }
 
-/// One request on the status socket, one answer line back as `T` (or its `error`).
+/// One request on the status socket, one answer line back as `T` (or its `error`), through
+/// the contract's client; errors as text for statuses and action results.
 pub fn ask<T: DeserializeOwned>(
     socket: &Path,
     request: &Request,
     timeout: Duration,
 ) -> Result<T, String> {
-    let exchange = || -> std::io::Result<String> {
-        let mut stream = UnixStream::connect(socket)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        let mut line = serde_json::to_string(request).expect("a request serializes");
-        line.push('\n');
-        stream.write_all(line.as_bytes())?;
-        let mut answer = String::new();
-        BufReader::new(stream)
-            .take(1024 * 1024)
-            .read_line(&mut answer)?;
-        Ok(answer)
-    };
-    let answer = exchange().map_err(|e| format!("status socket {}: {e}", socket.display()))?;
-    if let Ok(ErrorAnswer { error }) = serde_json::from_str::<ErrorAnswer>(&answer) {
-        return Err(error);
-    }
-    serde_json::from_str(&answer).map_err(|e| {
-        format!(
-            "status socket {}: unexpected answer {:?}: {e}",
-            socket.display(),
-            answer.trim()
-        )
-    })
+    client::ask(socket, request, timeout).map_err(|e| e.to_string())
 }

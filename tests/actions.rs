@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use controller_contract::status::{LogPosition, NodeState, Probe, Request, Role, Verdict};
 use dqlite::client::{Client, Options};
-use dqlite::wire::Value as SqlValue;
 use juju_sim::Invocation;
 use serde_json::{json, Value};
 use support::{unit, Model};
@@ -269,40 +268,12 @@ async fn client(addresses: &[String]) -> Client {
 
 fn insert_rows(addresses: &[String], rows: std::ops::Range<i64>) {
     runtime().block_on(async {
-        let mut client = client(addresses).await;
-        client
-            .exec(
-                "test",
-                "CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY)",
-                &[],
-            )
-            .await
-            .expect("create table");
-        for n in rows {
-            client
-                .exec(
-                    "test",
-                    "INSERT INTO t (n) VALUES (?)",
-                    &[SqlValue::Integer(n)],
-                )
-                .await
-                .expect("insert");
-        }
+        test_support::rows::insert(&mut client(addresses).await, rows).await;
     });
 }
 
 fn read_rows(addresses: &[String]) -> Vec<i64> {
-    runtime().block_on(async {
-        let mut client = client(addresses).await;
-        let rows = client
-            .query("test", "SELECT n FROM t ORDER BY n", &[])
-            .await
-            .expect("select");
-        rows.rows
-            .iter()
-            .map(|row| row[0].as_i64().expect("integer column"))
-            .collect()
-    })
+    runtime().block_on(async { test_support::rows::read(&mut client(addresses).await).await })
 }
 
 /// `results[a][b]...` as a string ("" when absent).

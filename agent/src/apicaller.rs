@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use controller_backoff::Backoff;
 use controller_contract::agentaddr::{agent_tier, parse_agent_conf, ApiConnection};
 use controller_contract::api::LoginRequest;
 use juju_client::DialOptions;
@@ -118,12 +119,11 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(10);
 /// The pause before the next dial: back to [`FIRST_PAUSE`] after a connection that logged
 /// in (losing a controller is no reason to wait long for another), doubled up to
 /// [`MAX_PAUSE`] after a dial that found none.
-pub fn pause_after(previous: Duration, logged_in: bool) -> Duration {
+pub fn pause_after(backoff: &mut Backoff, logged_in: bool) -> Duration {
     if logged_in {
-        FIRST_PAUSE
-    } else {
-        (previous * 2).clamp(FIRST_PAUSE, MAX_PAUSE)
+        backoff.reset();
     }
+    backoff.next_delay()
 }
 
 /// How one connection ended without an error of the dial.
@@ -144,7 +144,7 @@ async fn run(
     last_error: Arc<std::sync::Mutex<String>>,
     mut stop: Stop,
 ) -> anyhow::Result<()> {
-    let mut pause = Duration::ZERO;
+    let mut backoff = Backoff::new(FIRST_PAUSE, MAX_PAUSE);
     loop {
         let logged_in = match connection(&settings, &connections, &last_error, &mut stop).await? {
             Ok(Ended::Stopped) => return Ok(()),
@@ -154,7 +154,7 @@ async fn run(
                 false
             }
         };
-        pause = pause_after(pause, logged_in);
+        let pause = pause_after(&mut backoff, logged_in);
         log::info!("dialing again in {} ms", pause.as_millis());
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
@@ -275,21 +275,27 @@ mod tests {
 
     #[test]
     fn pause_table() {
-        let ms = Duration::from_millis;
-        let check = |previous: Duration, logged_in: bool, expected: Duration| {
-            assert_eq!(
-                pause_after(previous, logged_in),
-                expected,
-                "{previous:?} {logged_in}"
-            );
+        // Each run: whether each connection logged in, and the pauses that follow.
+        let check = |logged_in: &[bool], expected: &[u64]| {
+            let mut backoff = Backoff::new(FIRST_PAUSE, MAX_PAUSE);
+            let pauses: Vec<u64> = logged_in
+                .iter()
+                .map(|&logged_in| pause_after(&mut backoff, logged_in).as_millis() as u64)
+                .collect();
+            assert_eq!(pauses, expected, "{logged_in:?}");
         };
-        check(Duration::ZERO, false, ms(100));
-        check(ms(100), false, ms(200));
-        check(ms(6400), false, ms(10_000));
-        check(ms(10_000), false, ms(10_000));
+        check(&[false, false, false], &[100, 200, 400]);
+        check(
+            &[false; 9],
+            &[100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000],
+        );
         // A connection that logged in resets the pause, however long it lasted.
-        check(ms(10_000), true, ms(100));
-        check(Duration::ZERO, true, ms(100));
+        let failed_then_logged_in = [false, false, false, false, false, false, false, false, true];
+        check(
+            &failed_then_logged_in,
+            &[100, 200, 400, 800, 1600, 3200, 6400, 10_000, 100],
+        );
+        check(&[true, false, true, true], &[100, 200, 100, 100]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dbaccessor::Backoff;
+use controller_backoff::Backoff;
 use tokio::sync::watch;
 use tokio::time::Instant;
 

@@ -13,7 +13,7 @@
 //! that joined (or re-joined with a new node id) meanwhile keeps its rows.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +51,7 @@ pub fn api_addresses(ips: &[IpAddr], port: u16) -> Vec<ApiAddress> {
         .map(|ip| {
             let scope = scope(ip);
             ApiAddress {
-                value: SocketAddr::new(ip, port).to_string(),
+                value: controller_contract::ip_port(ip, port),
                 scope: scope.juju_name(),
                 space: String::new(),
                 is_agent: scope.usable_by_agents(),

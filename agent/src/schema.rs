@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use dbaccessor::Backoff;
+use controller_backoff::Backoff;
 use dqlite::client::{Client, Error as ClientError};
 use dqlite::wire::Value;
 use tokio::time::Instant;

@@ -16,7 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dbaccessor::{Backoff, Database};
+use controller_backoff::Backoff;
+use dbaccessor::Database;
 use tokio::sync::watch;
 use tokio::time::Instant;
 

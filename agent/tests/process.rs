@@ -11,7 +11,6 @@ use std::time::Duration;
 use agent::apiserver::LoginResult;
 use controller_contract::paths;
 use controller_contract::status::NodeState;
-use dbaccessor::{reload, status_socket};
 use support::ApiClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +42,7 @@ async fn the_agent_keeps_the_dbaccessor_contract_serves_logins_and_stops_in_orde
     let status_path = paths::status_socket(data.path());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let member = status_socket::client::status(&status_path, Duration::from_secs(5))
+        let member = test_support::status::status(&status_path, Duration::from_secs(5))
             .await
             .is_ok_and(|s| s.state == NodeState::Member);
         if member && controller_dir.join("admin-password").exists() {
@@ -56,7 +55,7 @@ async fn the_agent_keeps_the_dbaccessor_contract_serves_logins_and_stops_in_orde
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (code, id) = reload::client::request(&reload_socket, hyper::Method::GET, "/agent-id")
+    let (code, id) = test_support::reload::request(&reload_socket, hyper::Method::GET, "/agent-id")
         .await
         .expect("reload socket");
     assert_eq!((code, id.as_str()), (200, "0"));

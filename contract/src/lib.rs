@@ -2,8 +2,11 @@
 //! serde types of every file, socket and API payload they exchange, and the paths where
 //! those live.
 //!
-//! This crate is an API boundary. It does no IO and holds no policy: the charm (synchronous,
-//! short-lived) and the daemon (tokio) both convert to and from these types at their edges.
+//! This crate is an API boundary. It holds no policy and does no IO, with one exception:
+//! [`status::client`], the status socket's one (synchronous) client, kept beside the
+//! protocol's types so that the charm, the simulator and the tests speak it alike. The charm
+//! (synchronous, short-lived) and the daemon (tokio) both convert to and from these types at
+//! their edges.
 //!
 //! - [`agentaddr`]: the API addresses agents get (`juju-mgmt-space`), `agent.conf`, and a
 //!   machine agent's connection-status file.
@@ -14,7 +17,8 @@
 //! - [`paths`]: where Juju (or the simulator) keeps the files and sockets.
 //! - [`reload`]: the HTTP routes of the reload socket.
 //! - [`scope`]: Juju's address scopes (pure; the charm and the agent classify alike).
-//! - [`status`]: the dbaccessor's status socket, read by the charm's actions.
+//! - [`status`]: the dbaccessor's status socket, read by the charm's hooks and actions
+//!   through [`status::client`].
 #![forbid(unsafe_code)]
 
 pub mod agentaddr;
@@ -29,17 +33,17 @@ pub mod status;
 /// The TCP port every Dqlite node listens on (upstream Juju's choice).
 pub const DQLITE_PORT: u16 = 17666;
 
-/// Formats a Dqlite node address from an IP and a port: `ip:port`, IPv6 bracketed
-/// (`[fd00::3]:17666`). The one place such addresses are written: the raft configuration,
-/// the dbaccessor's map comparisons, the simulator and its tools all compare these strings,
-/// so every writer must agree to the byte.
-pub fn node_address(ip: std::net::IpAddr, port: u16) -> String {
+/// Formats `ip:port`, IPv6 bracketed (`[fd00::3]:17666`): the workspace's one writer of
+/// such addresses (Dqlite node addresses, API addresses). The raft configuration, the
+/// dbaccessor's map comparisons, the simulator and its tools all compare these strings, so
+/// every writer must agree to the byte.
+pub fn ip_port(ip: std::net::IpAddr, port: u16) -> String {
     std::net::SocketAddr::new(ip, port).to_string()
 }
 
 /// The Dqlite address of a controller from its bind IP on the default port: `ip:17666`.
 pub fn dqlite_address(ip: std::net::IpAddr) -> String {
-    node_address(ip, DQLITE_PORT)
+    ip_port(ip, DQLITE_PORT)
 }
 
 #[cfg(test)]
@@ -55,7 +59,7 @@ mod tests {
         check("fc00::1", "[fc00::1]:17666");
         check("::ffff:10.0.0.5", "[::ffff:10.0.0.5]:17666");
         assert_eq!(
-            node_address("fd00::3".parse().expect("test ip"), 9001),
+            ip_port("fd00::3".parse().expect("test ip"), 9001),
             "[fd00::3]:9001"
         );
     }

@@ -132,7 +132,7 @@ impl Config {
 
     /// The Dqlite address for a bind IP with the configured port (`ip:port`, IPv6 bracketed).
     pub fn dqlite_address(&self, ip: std::net::IpAddr) -> String {
-        controller_contract::node_address(ip, self.dqlite_port)
+        controller_contract::ip_port(ip, self.dqlite_port)
     }
 }
 

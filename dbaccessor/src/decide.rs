@@ -8,9 +8,8 @@
 //!   controller at the address the node already has, the cluster names other voters, and a
 //!   bounded search found no leader.
 
-use std::net::IpAddr;
-
 use controller_contract::conf::BindAddresses;
+use controller_contract::ip_port;
 use controller_contract::status::NodeState;
 use dqlite::{NodeInfo, NodeRole};
 
@@ -203,11 +202,11 @@ fn decide_for_map(observed: &Observed) -> Decision {
             ),
         );
     }
-    let address = dqlite_address(own_ip, observed.port);
+    let address = ip_port(own_ip, observed.port);
     let peers: Vec<String> = map
         .iter()
         .filter(|(id, _)| **id != observed.agent_id)
-        .map(|(_, ip)| dqlite_address(*ip, observed.port))
+        .map(|(_, ip)| ip_port(*ip, observed.port))
         .collect();
 
     match &observed.data {
@@ -349,10 +348,6 @@ fn hold(running: Option<&str>, reason: impl Into<String>) -> Decision {
         ),
         None => Decision::new(Action::Wait, format!("waiting: {reason}")),
     }
-}
-
-fn dqlite_address(ip: IpAddr, port: u16) -> String {
-    controller_contract::node_address(ip, port)
 }
 
 #[cfg(test)]

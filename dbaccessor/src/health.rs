@@ -240,7 +240,7 @@ fn missing_controllers(inputs: &Inputs) -> Vec<MissingController> {
     }
     map.iter()
         .filter_map(|(agent_id, ip)| {
-            let address = controller_contract::node_address(*ip, inputs.port);
+            let address = controller_contract::ip_port(*ip, inputs.port);
             (!inputs.members.iter().any(|m| m.address == address)).then(|| MissingController {
                 agent_id: agent_id.clone(),
                 address,

@@ -6,14 +6,15 @@
 //! - [`config`]: command-line flags resolved into paths and timings.
 //! - [`event`]: the closed set of events the service loop handles.
 //! - [`decide`]: the pure decision from an observation to one action. No IO.
-//! - `service`: the loop that observes, decides and applies, with back-off ([`Backoff`], also
-//!   the controller agent's restart pause) and health checks; it publishes [`Database`].
+//! - `service`: the loop that observes, decides and applies, with back-off
+//!   (`controller_backoff::Backoff`) and health checks; it publishes [`Database`].
 //! - `driver`: the local node through the `dqlite` crate's application layer.
 //! - [`health`]: the pure health verdict (voters connected and caught up, mapped
 //!   controllers missing from the configuration).
 //! - `progress`: every node's log position, reported through the leader into the cluster,
 //!   which the verdict is made from.
-//! - [`reload`] and [`status_socket`]: the two unix-socket servers (and small clients).
+//! - [`reload`] and [`status_socket`]: the two unix-socket servers (their test clients live
+//!   in the `test-support` crate, out of the daemon).
 //! - [`watch`]: the fallback file watch on `controller.conf`.
 //! - `unix`: binding the sockets (stale files removed, mode 0600).
 //! - [`threadpool`]: the size of libuv's thread pool, which `main` sets before the node starts.
@@ -34,7 +35,7 @@ pub mod threadpool;
 mod unix;
 pub mod watch;
 
-pub use service::{Backoff, DriverError};
+pub use service::DriverError;
 
 use std::path::PathBuf;
 
@@ -58,7 +59,7 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error("cannot stop the node cleanly")]
-    Stop(#[source] service::DriverError),
+    Stop(#[source] Box<service::DriverError>),
     #[error("cannot set up the Dqlite node's TLS")]
     Tls(#[from] node_tls::NodeTlsError),
 }
@@ -193,6 +194,6 @@ pub async fn run_until(
             log::info!("stopped cleanly");
             Ok(())
         }
-        Err(e) => Err(RunError::Stop(e)),
+        Err(e) => Err(RunError::Stop(Box::new(e))),
     }
 }

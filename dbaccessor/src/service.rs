@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use controller_backoff::Backoff;
 use controller_contract::conf::ControllerConf;
 use controller_contract::status::{
     ConfigSeen, LogPosition, Member, NodeState, Recovered, Role, Status,
@@ -105,39 +106,6 @@ pub(crate) trait Driver {
     /// The local node's last log position: exact when the node is stopped, a snapshot of
     /// its files while it runs.
     fn log_position(&mut self) -> impl Future<Output = Result<LogPosition, DriverError>>;
-}
-
-/// Exponential back-off between failed attempts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Backoff {
-    /// The first pause, and the pause again after a success.
-    initial: Duration,
-    /// The longest pause: a controller that comes back late is found within it.
-    max: Duration,
-    /// The pause the next failure gets.
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    /// The pause before the next attempt; each call doubles the following one up to `max`.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
-    }
-
-    /// After a success, start again from the shortest pause.
-    pub fn reset(&mut self) {
-        self.next = self.initial;
-    }
 }
 
 /// Timings of the loop.
@@ -1043,15 +1011,6 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
     use std::rc::Rc;
-
-    #[test]
-    fn backoff_doubles_to_the_cap_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
-        let delays: Vec<u128> = (0..5).map(|_| backoff.next_delay().as_millis()).collect();
-        assert_eq!(delays, [500, 1000, 2000, 3000, 3000]);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(500));
-    }
 
     #[test]
     fn read_map_table() {

@@ -183,76 +183,6 @@ fn error_line(message: &str) -> String {
     line
 }
 
-/// A small client for the status socket, for tests, benchmarks and tools.
-pub mod client {
-    use std::path::Path;
-    use std::time::Duration;
-
-    use controller_contract::status::{Request, Status};
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::UnixStream;
-
-    /// Why the status could not be read.
-    #[derive(Debug, thiserror::Error)]
-    pub enum ClientError {
-        #[error("status socket {path}: {source}")]
-        Io {
-            path: String,
-            source: std::io::Error,
-        },
-        #[error("status socket {path}: no answer within {timeout:?}")]
-        Timeout { path: String, timeout: Duration },
-        #[error("status socket {path}: unexpected answer {line:?}: {source}")]
-        Parse {
-            path: String,
-            line: String,
-            source: serde_json::Error,
-        },
-    }
-
-    /// Asks for the status once, giving up after `timeout`.
-    pub async fn status(socket: &Path, timeout: Duration) -> Result<Status, ClientError> {
-        request(socket, &Request::Status, timeout).await
-    }
-
-    /// Sends one request and parses the answer as `T` (an `{"error":...}` answer does not
-    /// parse as any answer type, and comes back as [`ClientError::Parse`] with the line).
-    pub async fn request<T: serde::de::DeserializeOwned>(
-        socket: &Path,
-        request: &Request,
-        timeout: Duration,
-    ) -> Result<T, ClientError> {
-        let path = socket.display().to_string();
-        let io = |source| ClientError::Io {
-            path: path.clone(),
-            source,
-        };
-        let exchange = async {
-            let mut stream = UnixStream::connect(socket).await.map_err(io)?;
-            let mut line = serde_json::to_string(request).expect("a request serializes");
-            line.push('\n');
-            stream.write_all(line.as_bytes()).await.map_err(io)?;
-            let mut line = String::new();
-            BufReader::new(stream)
-                .read_line(&mut line)
-                .await
-                .map_err(io)?;
-            Ok(line)
-        };
-        let line = tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| ClientError::Timeout {
-                path: path.clone(),
-                timeout,
-            })??;
-        serde_json::from_str(line.trim()).map_err(|source| ClientError::Parse {
-            path: path.clone(),
-            line,
-            source,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,7 +247,7 @@ mod tests {
             }
         });
 
-        let status = client::status(&path, Duration::from_secs(5))
+        let status = test_support::status::status(&path, Duration::from_secs(5))
             .await
             .expect("status");
         assert_eq!(status, sample());

@@ -42,7 +42,7 @@ pub async fn serve_connections<F, Fut>(
 {
     let slots = Arc::new(Semaphore::new(max.max(1)));
     let mut connections = JoinSet::new();
-    let mut backoff = crate::service::Backoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+    let mut backoff = controller_backoff::Backoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
     let mut failing = false;
     loop {
         while connections.try_join_next().is_some() {}

@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use controller_contract::status::{LogPosition, NodeState, Probe, Recovered, Request};
-use dbaccessor::status_socket::client::{self, ClientError};
 use support::{insert_rows, read_rows, Controller};
+use test_support::status::{self as client, ClientError};
 
 async fn probe(controller: &Controller) -> Probe {
     client::request(
@@ -55,7 +55,7 @@ async fn probe_then_recover_refused_when_behind_then_done() {
     )
     .await;
     match refused {
-        Err(ClientError::Parse { line, .. }) => {
+        Err(ClientError::Refused(line)) => {
             assert!(
                 line.contains(&format!("is behind another member's ({ahead})")),
                 "{line}"

@@ -30,7 +30,7 @@
 //!
 //! Measured on the 2-core build machine (loopback, other builds running),
 //! `DQLITE_BENCH_SECONDS=3 flock /tmp/net-tests.lock cargo bench -p dqlite --bench cluster_sizes`:
-//! see docs/ARCHITECTURE.md (`#### ffi and node`) for the printed table.
+//! see docs/benchmarks.md for the printed table.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use dqlite::node::{generate_node_id, Node, NodeOptions, BOOTSTRAP_ID, DEFAULT_NETWORK_LATENCY};
 use dqlite::NodeRole;
-use node_support::{membership_change, text, KillOnDrop, REQUEST_ADD, REQUEST_ASSIGN};
+use node_support::{membership_change, text, ChildGuard, REQUEST_ADD, REQUEST_ASSIGN};
 
 const ROUNDS: u8 = 5;
 
@@ -174,7 +174,7 @@ fn ask_leader(address: &str) -> Option<(u64, String)> {
 }
 
 /// Starts this binary as a node process and waits until its node runs.
-fn spawn_node(id: u64, address: &str, dir: &Path) -> Result<KillOnDrop> {
+fn spawn_node(id: u64, address: &str, dir: &Path) -> Result<ChildGuard> {
     let exe = std::env::current_exe().map_err(|error| format!("this binary: {error}"))?;
     let mut child = Command::new(exe)
         .arg("node")
@@ -186,7 +186,7 @@ fn spawn_node(id: u64, address: &str, dir: &Path) -> Result<KillOnDrop> {
         .spawn()
         .map_err(|error| format!("spawn node {address}: {error}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    let guard = KillOnDrop(child);
+    let guard = ChildGuard::new(&format!("node {address}"), child);
     let (ready, readiness) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(|line| line.ok()) {

@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use controller_backoff::Backoff;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -279,13 +280,12 @@ impl Shared {
             }
         }
         let deadline = tokio::time::Instant::now() + self.leader_wait;
-        let mut backoff = Duration::from_millis(20);
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(250));
         loop {
             match ops::find_leader(&self.seed_addresses(), &self.dial).await {
-                Err(error) if tokio::time::Instant::now() + backoff < deadline => {
+                Err(error) if tokio::time::Instant::now() + backoff.upcoming() < deadline => {
                     log::debug!("node {}: no leader yet: {error}", self.id);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 result => return result,
             }

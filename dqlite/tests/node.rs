@@ -212,8 +212,8 @@ fn a_child_process_does_not_keep_the_address_bound() {
         let dir = temp.path().join(address.replace([':', '@'], "_"));
         let mut node = Node::new(BOOTSTRAP_ID, &address, &dir, &options()).expect("create");
         node.start().expect("start");
-        let _child =
-            node_support::KillOnDrop(Command::new("sleep").arg("30").spawn().expect("run sleep"));
+        let sleep = Command::new("sleep").arg("30").spawn().expect("run sleep");
+        let _child = node_support::ChildGuard::new("sleep", sleep);
         drop(node);
         // The `sleep` child lives 30 s: had it inherited the listener, this would fail.
         drop(reopen(BOOTSTRAP_ID, &address, &dir, &options()));
@@ -501,7 +501,8 @@ fn the_log_position_of_a_killed_node_is_where_libraft_resumes() {
         return;
     }
     let temp = tempfile::tempdir().expect("temp dir");
-    let mut child = node_support::KillOnDrop(
+    let mut child = node_support::ChildGuard::new(
+        "the killed node's test process",
         Command::new(std::env::current_exe().expect("test binary"))
             .args([
                 "--exact",
@@ -513,7 +514,7 @@ fn the_log_position_of_a_killed_node_is_where_libraft_resumes() {
             .spawn()
             .expect("run the child"),
     );
-    let stdout = child.0.stdout.take().expect("piped stdout");
+    let stdout = child.child.stdout.take().expect("piped stdout");
     let (ready, readiness) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;

@@ -15,12 +15,12 @@
 //! profile (`cargo bench`: release; `cargo test --bench agents`: debug).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use controller_contract::agentaddr::{ApiConnection, API_CONNECTION_NAME};
 use juju_sim::world::World;
+use test_support::sim::Model as SimModel;
 
 const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
 /// `juju-mgmt-space` changes measured per size.
@@ -36,43 +36,14 @@ const UPDATE_TARGET_MS: f64 = 1000.0;
 /// with an Argon2 check; 2 s leaves room for two stagger steps.
 const RECONNECT_TARGET_MS: f64 = 2000.0;
 
-/// A model destroyed on drop.
-struct Model {
-    dir: tempfile::TempDir,
-}
+test_support::sim_model!(
+    /// A model destroyed on drop.
+    Model
+);
 
 impl Model {
     fn new() -> Self {
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("jsim-bench-agents-")
-                .tempdir()
-                .expect("temp dir"),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("model")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = Command::new(JUJU_SIM)
-            .args(args)
-            .env("JUJU_SIM_MODEL", self.path())
-            .output()
-            .expect("juju-sim runs");
-        assert!(
-            output.status.success(),
-            "juju-sim {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn world(&self) -> World {
-        let text = std::fs::read_to_string(self.path().join("world.json")).expect("world.json");
-        serde_json::from_str(&text).expect("a world")
+        Self(SimModel::new(JUJU_SIM, "jsim-bench-agents-"))
     }
 
     fn controller_addresses(&self, space: &str) -> BTreeSet<String> {
@@ -155,15 +126,6 @@ impl Model {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        let _ = Command::new(JUJU_SIM)
-            .arg("destroy")
-            .env("JUJU_SIM_MODEL", self.path())
-            .output();
     }
 }
 

@@ -5,69 +5,31 @@
 //! one `juju-sim login` once settled. The median of a few runs; prints numbers, asserts no
 //! timing.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
+use test_support::sim::Model as SimModel;
 
 const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
 const RUNS: usize = 3;
 
-/// A model destroyed on drop.
-struct Model {
-    dir: tempfile::TempDir,
-}
+test_support::sim_model!(
+    /// A model destroyed on drop.
+    Model
+);
 
 impl Model {
     fn new() -> Self {
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("jsim-bench-client-")
-                .tempdir()
-                .expect("temp dir"),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("model")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = Command::new(JUJU_SIM)
-            .args(args)
-            .env("JUJU_SIM_MODEL", self.path())
-            .output()
-            .expect("juju-sim runs");
-        assert!(
-            output.status.success(),
-            "juju-sim {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        Self(SimModel::new(JUJU_SIM, "jsim-bench-client-"))
     }
 
     /// The stored endpoints after a login (empty when the login failed).
     fn login(&self) -> Vec<String> {
-        let output = Command::new(JUJU_SIM)
-            .arg("login")
-            .env("JUJU_SIM_MODEL", self.path())
-            .output()
-            .expect("juju-sim runs");
+        let output = self.run(&["login"]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         stdout
             .lines()
             .find_map(|line| line.strip_prefix("api-endpoints: "))
             .map(|list| list.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default()
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        let _ = Command::new(JUJU_SIM)
-            .arg("destroy")
-            .env("JUJU_SIM_MODEL", self.path())
-            .output();
     }
 }
 

@@ -15,47 +15,19 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use juju_sim::report::StatusReport;
+use test_support::sim::Model as SimModel;
 
 const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
 const RUNS: usize = 3;
 
-/// A model destroyed on drop.
-struct Model {
-    dir: tempfile::TempDir,
-}
+test_support::sim_model!(
+    /// A model destroyed on drop.
+    Model
+);
 
 impl Model {
     fn new() -> Self {
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("jsim-bench-")
-                .tempdir()
-                .expect("temp dir"),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> bool {
-        Command::new(JUJU_SIM)
-            .args(args)
-            .env("JUJU_SIM_MODEL", self.dir.path().join("model"))
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = Command::new(JUJU_SIM)
-            .args(args)
-            .env("JUJU_SIM_MODEL", self.dir.path().join("model"))
-            .output()
-            .expect("juju-sim runs");
-        assert!(
-            output.status.success(),
-            "juju-sim {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        Self(SimModel::new(JUJU_SIM, "jsim-bench-"))
     }
 
     fn timed(&self, args: &[&str]) -> Duration {
@@ -80,10 +52,8 @@ impl Model {
     fn phased(&self, args: &[&str]) -> Phases {
         let wall = SystemTime::now();
         let started = Instant::now();
-        let mut child = Command::new(JUJU_SIM)
-            .arg("-v")
-            .args(args)
-            .env("JUJU_SIM_MODEL", self.dir.path().join("model"))
+        let mut child = self
+            .command(&[&["-v"], args].concat())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -118,7 +88,7 @@ impl Model {
                 % 86_400_000) as i64
         };
         let since_ms = day_ms(since);
-        let machines = std::fs::read_dir(self.dir.path().join("model/machines")).ok()?;
+        let machines = std::fs::read_dir(self.path().join("machines")).ok()?;
         machines
             .filter_map(Result::ok)
             .filter_map(|m| std::fs::read_to_string(m.path().join("agent.log")).ok())
@@ -138,14 +108,6 @@ impl Model {
             .filter(|at| *at >= since_ms)
             .min()
             .map(|at| Duration::from_millis((at - since_ms) as u64))
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        if self.dir.path().join("model/world.json").exists() {
-            self.run(&["destroy"]);
-        }
     }
 }
 
@@ -240,7 +202,11 @@ fn main() {
             .status()
             .expect("kill runs");
         assert!(killed.success());
-        while !model.run(&["sql", "INSERT INTO t VALUES (1)"]) {
+        while !model
+            .run(&["sql", "INSERT INTO t VALUES (1)"])
+            .status
+            .success()
+        {
             assert!(started.elapsed() < Duration::from_secs(60), "no fail-over");
         }
         failover.push(started.elapsed());

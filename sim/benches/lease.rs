@@ -10,62 +10,26 @@
 //! The times are dominated by the lease durations, so a debug build measures the same:
 //! `flock /tmp/net-tests.lock cargo test -p juju-sim --bench lease`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use juju_sim::report::StatusReport;
+use test_support::sim::Model as SimModel;
 
 const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
 
-/// A model destroyed on drop, whose agents get `env`.
-struct Model {
-    dir: tempfile::TempDir,
-    env: Vec<(&'static str, String)>,
-}
+test_support::sim_model!(
+    /// A model destroyed on drop, whose agents get the lease timings.
+    Model
+);
 
 impl Model {
     fn new(duration_ms: u64, extend_ms: u64, margin_ms: u64) -> Self {
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("jsim-lease-bench-")
-                .tempdir()
-                .expect("temp dir"),
-            env: vec![
-                ("JUJUD_LEASE_DURATION_MS", duration_ms.to_string()),
-                ("JUJUD_LEASE_EXTEND_MS", extend_ms.to_string()),
-                ("JUJUD_LEASE_MARGIN_MS", margin_ms.to_string()),
-                ("JUJUD_SINGULAR_HEARTBEAT_MS", "100".to_owned()),
-            ],
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("model")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(JUJU_SIM)
-            .args(args)
-            .env("JUJU_SIM_MODEL", self.path())
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .expect("juju-sim runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "juju-sim {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn status(&self) -> StatusReport {
-        serde_json::from_str(&self.ok(&["status", "--format", "json"])).expect("status JSON")
+        Self(SimModel::new(JUJU_SIM, "jsim-lease-bench-").with_env(&[
+            ("JUJUD_LEASE_DURATION_MS", duration_ms),
+            ("JUJUD_LEASE_EXTEND_MS", extend_ms),
+            ("JUJUD_LEASE_MARGIN_MS", margin_ms),
+            ("JUJUD_SINGULAR_HEARTBEAT_MS", 100),
+        ]))
     }
 
     /// The newest fenced action: (holder, grant start, database time).
@@ -83,15 +47,6 @@ impl Model {
                 Some(((*holder).to_owned(), start.parse().ok()?, at.parse().ok()?))
             }
             _ => None,
-        }
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        if self.path().join("world.json").exists() && !self.run(&["destroy"]).status.success() {
-            let _ = std::fs::remove_file(self.path().join("world.json"));
-            let _ = self.run(&["cleanup"]);
         }
     }
 }

@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use controller_backoff::Backoff;
 use rustix::process::{kill_process, Pid, Signal};
 
-/// The first restart delay; it doubles up to [`MAX_BACKOFF`] and resets after a healthy run.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The restart delays: from 100 ms, doubling up to 5 s, again from 100 ms after a healthy run.
+const RESTART_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// A dbaccessor that ran this long was healthy: its next restart starts from the first delay.
 const HEALTHY_RUN: Duration = Duration::from_secs(10);
 /// How long a dbaccessor gets to hand over and stop after SIGTERM before SIGKILL.
@@ -152,7 +152,7 @@ pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
     }
     let log_path = agent_log(&spec.model_dir, spec.machine);
     let mut model = ModelWatch::new(spec);
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = RESTART_BACKOFF;
     let say = |line: &str| {
         if let Ok(mut log) = open_log(&log_path) {
             // A lost log line must not stop the agent.
@@ -188,17 +188,17 @@ pub fn supervise(spec: &AgentSpec) -> Result<(), AgentError> {
             }
         };
         if started.elapsed() >= HEALTHY_RUN {
-            backoff = FIRST_BACKOFF;
+            backoff.reset();
         }
+        let pause = backoff.next_delay();
         say(&format!(
             "{what} exited ({status}); restarting in {} ms",
-            backoff.as_millis()
+            pause.as_millis()
         ));
-        let until = Instant::now() + backoff;
+        let until = Instant::now() + pause;
         while Instant::now() < until && !stop.load(Ordering::SeqCst) {
             std::thread::sleep(POLL);
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
     say("stopped");
     Ok(())

@@ -3,14 +3,12 @@
 //! and SQL through the go-dqlite `dqlite` shell run inside the model's cloud namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use controller_contract::status::{Health, Member, NodeState, Request, Role, Verdict};
+use controller_contract::status::{client, Health, Member, NodeState, Request, Role, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::world::expected_voters;
@@ -23,11 +21,8 @@ pub const SHELL_TIMEOUT_SECS: u64 = 15;
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("status socket {path} did not answer: {source}")]
-    Status {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Status(#[from] client::ClientError),
     #[error("cannot run the dqlite shell: {0}")]
     ShellSpawn(std::io::Error),
     #[error("the dqlite shell failed ({status}): {stderr}")]
@@ -64,27 +59,7 @@ pub struct Status {
 
 /// Asks the dbaccessor behind `socket` for its status.
 pub fn query_status(socket: &Path) -> Result<Status, ClusterError> {
-    let failed = |source| ClusterError::Status {
-        path: socket.display().to_string(),
-        source,
-    };
-    let mut stream = UnixStream::connect(socket).map_err(failed)?;
-    stream
-        .set_read_timeout(Some(STATUS_TIMEOUT))
-        .map_err(failed)?;
-    stream
-        .set_write_timeout(Some(STATUS_TIMEOUT))
-        .map_err(failed)?;
-    let mut line = serde_json::to_string(&Request::Status).expect("the request serializes");
-    line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(failed)?;
-    let mut answer = String::new();
-    BufReader::new(stream)
-        .take(1024 * 1024)
-        .read_line(&mut answer)
-        .map_err(failed)?;
-    serde_json::from_str(&answer)
-        .map_err(|e| failed(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+    Ok(client::ask(socket, &Request::Status, STATUS_TIMEOUT)?)
 }
 
 /// What the convergence check compares: the published map and each mapped agent's status.

@@ -12,16 +12,17 @@ use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use controller_backoff::Backoff;
+
 use crate::cluster::{self, ClusterView};
 use crate::model::Bag;
 use crate::runner::Prepared;
 use crate::simulation::{machine_data_dir, SimError, Simulation};
 use crate::world::{QueuedHook, APP};
 
-/// The first retry delay of a failed hook (Juju: 5 s doubling to 5 min; scaled down so a
-/// simulated model recovers in test time).
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-const MAX_RETRY: Duration = Duration::from_secs(5);
+/// The retry delays of a failed hook (Juju: 5 s doubling to 5 min; scaled down to 500 ms
+/// doubling to 5 s so a simulated model recovers in test time).
+const HOOK_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
 /// How often the convergence check asks the dbaccessors once the hooks are done.
 const CONVERGE_POLL: Duration = Duration::from_millis(100);
 /// How often a summary progress line is printed while waiting.
@@ -313,9 +314,7 @@ pub fn settle(
             let first_line = stderr.lines().last().unwrap_or_default().to_owned();
             let queue = sim.world.units.get_mut(&unit);
             let failures = queue.as_ref().map_or(0, |q| q.failures);
-            let delay = FIRST_RETRY
-                .saturating_mul(1u32 << failures.min(8))
-                .min(MAX_RETRY);
+            let delay = HOOK_RETRY.delay_after(failures);
             if let Some(queue) = queue {
                 queue.failures += 1;
                 queue.error = Some(format!("hook failed: {:?}", run.hook.name));

@@ -15,83 +15,22 @@
 //! gone. Each wait prints how long the change took to reach every agent.conf.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use controller_contract::agentaddr::{parse_agent_conf, ApiConnection, API_CONNECTION_NAME};
-use juju_sim::world::World;
+use test_support::sim::Model as SimModel;
 
 const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
 
-/// A model dir whose model is destroyed on drop (agents stopped, namespaces deleted).
-struct Model {
-    dir: tempfile::TempDir,
-}
+test_support::sim_model!(
+    /// A model dir whose model is destroyed on drop (agents stopped, namespaces deleted).
+    Model
+);
 
 impl Model {
     fn new() -> Self {
-        let target = Path::new(JUJU_SIM)
-            .parent()
-            .expect("juju-sim lives in a target dir");
-        for needed in ["dispatch", "jujud-controller", "juju-hook-tool"] {
-            assert!(
-                target.join(needed).is_file(),
-                "{} is missing: run `cargo build --workspace --bins` first",
-                target.join(needed).display()
-            );
-        }
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("jsim-agents-")
-                .tempdir()
-                .expect("temp dir"),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("model")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(JUJU_SIM)
-            .args(args)
-            .env("JUJU_SIM_MODEL", self.path())
-            .output()
-            .expect("juju-sim runs")
-    }
-
-    /// Runs `juju-sim <args>`; returns stdout, failing the test when it fails.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(
-            output.status.success(),
-            "juju-sim {args:?} failed:\n{stdout}\n{stderr}\n{}",
-            self.logs_tail()
-        );
-        stdout
-    }
-
-    fn logs_tail(&self) -> String {
-        let mut text = String::new();
-        if let Ok(machines) = std::fs::read_dir(self.path().join("machines")) {
-            for machine in machines.flatten() {
-                let log =
-                    std::fs::read_to_string(machine.path().join("agent.log")).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                text.push_str(&format!("== {}\n", machine.path().display()));
-                text.push_str(&lines[lines.len().saturating_sub(12)..].join("\n"));
-                text.push('\n');
-            }
-        }
-        text
-    }
-
-    fn world(&self) -> World {
-        let text = std::fs::read_to_string(self.path().join("world.json")).expect("world.json");
-        serde_json::from_str(&text).expect("a world")
+        Self(SimModel::new(JUJU_SIM, "jsim-agents-"))
     }
 
     /// Every controller's `ip:17070` in `space` (every space with `None`).
@@ -187,18 +126,6 @@ impl Model {
                 .iter()
                 .any(|nic| format!("{}:17070", nic.address) == endpoint)
         })
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        if !self.path().join("world.json").exists() {
-            return;
-        }
-        if !self.run(&["destroy"]).status.success() {
-            let _ = std::fs::remove_file(self.path().join("world.json"));
-            let _ = self.run(&["cleanup"]);
-        }
     }
 }
 

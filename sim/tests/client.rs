@@ -11,80 +11,31 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use juju_sim::report::StatusReport;
+use test_support::sim::Model as SimModel;
 
 const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
 
-/// A model dir whose model is destroyed on drop (agents stopped, namespaces deleted).
-struct Model {
-    dir: tempfile::TempDir,
-}
+test_support::sim_model!(
+    /// A model dir whose model is destroyed on drop (agents stopped, namespaces deleted).
+    Model
+);
 
 impl Model {
     fn new() -> Self {
-        let target = Path::new(JUJU_SIM)
-            .parent()
-            .expect("juju-sim lives in a target dir");
-        for needed in ["dispatch", "jujud-controller", "juju-hook-tool"] {
-            assert!(
-                target.join(needed).is_file(),
-                "{} is missing: run `cargo build --workspace --bins` first",
-                target.join(needed).display()
-            );
-        }
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("jsim-client-")
-                .tempdir()
-                .expect("temp dir"),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("model")
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path().join("client")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(JUJU_SIM)
-            .args(args)
-            .env("JUJU_SIM_MODEL", self.path())
-            .output()
-            .expect("juju-sim runs")
+        Self(SimModel::new(JUJU_SIM, "jsim-client-"))
     }
 
     /// Runs `juju-sim <args>`; returns stdout and stderr, failing the test when it fails.
     fn ok(&self, args: &[&str]) -> (String, String) {
-        let output = self.run(args);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(
-            output.status.success(),
-            "juju-sim {args:?} failed:\n{stdout}\n{stderr}\n{}",
-            self.logs_tail()
-        );
-        (stdout, stderr)
+        self.0.ok_with_stderr(args)
     }
 
-    fn logs_tail(&self) -> String {
-        let mut text = String::new();
-        if let Ok(machines) = std::fs::read_dir(self.path().join("machines")) {
-            for machine in machines.flatten() {
-                let log =
-                    std::fs::read_to_string(machine.path().join("agent.log")).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                text.push_str(&format!("== {}\n", machine.path().display()));
-                text.push_str(&lines[lines.len().saturating_sub(15)..].join("\n"));
-                text.push('\n');
-            }
-        }
-        text
+    fn store(&self) -> PathBuf {
+        self.path().join("client")
     }
 
     /// `api-endpoints` of the current controller, as stored.
@@ -121,18 +72,6 @@ impl Model {
                 self.logs_tail()
             );
             std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        if !self.path().join("world.json").exists() {
-            return;
-        }
-        if !self.run(&["destroy"]).status.success() {
-            let _ = std::fs::remove_file(self.path().join("world.json"));
-            let _ = self.run(&["cleanup"]);
         }
     }
 }
@@ -288,9 +227,9 @@ fn a_client_follows_the_controllers_through_ha_isolation_and_removal() {
     );
 
     // A client that trusts another CA is refused by TLS at every address, and says so.
-    let other = model.dir.path().join("other-client");
+    let other = model.dir().join("other-client");
     std::fs::create_dir(&other).expect("dir");
-    let ca = other_ca(model.dir.path());
+    let ca = other_ca(model.dir());
     let mut store: serde_yaml_ng::Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(model.store().join("controllers.yaml")).expect("store"),
     )

@@ -8,88 +8,26 @@
 //! test fails.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Mutex;
 
 use juju_sim::report::StatusReport;
 use serde_json::Value;
+use test_support::sim::Model as SimModel;
 
 const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
 
 /// One scenario at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// A model dir whose model is destroyed on drop (agents stopped, namespaces deleted).
-struct Model {
-    dir: tempfile::TempDir,
-}
+test_support::sim_model!(
+    /// A model dir whose model is destroyed on drop (agents stopped, namespaces deleted).
+    Model
+);
 
 impl Model {
     fn new() -> Self {
-        let target = Path::new(JUJU_SIM)
-            .parent()
-            .expect("juju-sim lives in a target dir");
-        for needed in ["dispatch", "jujud-controller", "juju-hook-tool"] {
-            assert!(
-                target.join(needed).is_file(),
-                "{} is missing: run `cargo build --workspace --bins` first",
-                target.join(needed).display()
-            );
-        }
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("jsim-test-")
-                .tempdir()
-                .expect("temp dir"),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("model")
-    }
-
-    /// Runs `juju-sim <args>` on this model.
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(JUJU_SIM)
-            .args(args)
-            .env("JUJU_SIM_MODEL", self.path())
-            .output()
-            .expect("juju-sim runs")
-    }
-
-    /// Runs `juju-sim <args>` and returns its stdout, failing the test with its stderr.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "juju-sim {args:?} failed:\n{stdout}\n{}\nhooks.log tail:\n{}",
-            String::from_utf8_lossy(&output.stderr),
-            self.hooks_tail()
-        );
-        stdout
-    }
-
-    /// The ends of the hook log and of every machine agent's log, for failure messages.
-    fn hooks_tail(&self) -> String {
-        let tail = |path: &Path, n: usize| {
-            let log = std::fs::read_to_string(path).unwrap_or_default();
-            let lines: Vec<&str> = log.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        };
-        let mut text = tail(&self.path().join("hooks.log"), 30);
-        if let Ok(machines) = std::fs::read_dir(self.path().join("machines")) {
-            for machine in machines.flatten() {
-                text.push_str(&format!("\n== {}\n", machine.path().display()));
-                text.push_str(&tail(&machine.path().join("agent.log"), 12));
-            }
-        }
-        text
-    }
-
-    fn status(&self) -> StatusReport {
-        serde_json::from_str(&self.ok(&["status", "--format", "json"])).expect("status JSON")
+        Self(SimModel::new(JUJU_SIM, "jsim-test-"))
     }
 
     /// Writes a row, retrying as a client does while the cluster is unavailable (each try
@@ -126,21 +64,6 @@ impl Model {
             .lines()
             .map(str::to_owned)
             .collect()
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        if !self.path().join("world.json").exists() {
-            return;
-        }
-        let destroyed = self.run(&["destroy"]).status.success();
-        if !destroyed {
-            // The model dir goes with the temp dir; cleanup then finds its namespaces stale
-            // (and the agents end by themselves once world.json is gone).
-            let _ = std::fs::remove_file(self.path().join("world.json"));
-            let _ = self.run(&["cleanup"]);
-        }
     }
 }
 
@@ -294,7 +217,7 @@ fn two_candidate_addresses_block_until_the_endpoint_is_bound() {
 fn a_bundle_with_bindings_deploys_a_three_node_cluster() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let model = Model::new();
-    let bundle = model.dir.path().join("bundle.yaml");
+    let bundle = model.dir().join("bundle.yaml");
     std::fs::write(
         &bundle,
         "applications:\n  controller:\n    charm: ./controller\n    num_units: 3\n    bindings:\n      \"\": alpha\n      db-cluster: internal\n",

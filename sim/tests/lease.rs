@@ -5,12 +5,12 @@
 //! workers before the new holder's first action; the fencing log never shows two holders'
 //! actions overlapping. Needs root and the workspace's binaries built, as `ha.rs`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agent::lease::{check_no_overlap, FencedAction, Token};
-use juju_sim::report::{LeaseReport, StatusReport};
+use juju_sim::report::LeaseReport;
+use test_support::sim::Model as SimModel;
 
 const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
 
@@ -27,57 +27,14 @@ const LEASE_MS: i64 = 3000;
 /// restart of nothing in particular, a claim poll, a loaded 2-core machine.
 const TAKEOVER_BOUND_MS: i64 = 20_000;
 
-/// A model dir whose model is destroyed on drop.
-struct Model {
-    dir: tempfile::TempDir,
-}
+test_support::sim_model!(
+    /// A model dir whose model is destroyed on drop; its agents get [`LEASE_ENV`].
+    Model
+);
 
 impl Model {
     fn new() -> Self {
-        let target = Path::new(JUJU_SIM)
-            .parent()
-            .expect("juju-sim lives in a target dir");
-        for needed in ["dispatch", "jujud-controller", "juju-hook-tool"] {
-            assert!(
-                target.join(needed).is_file(),
-                "{} is missing: run `cargo build --workspace --bins` first",
-                target.join(needed).display()
-            );
-        }
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("jsim-lease-")
-                .tempdir()
-                .expect("temp dir"),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("model")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(JUJU_SIM)
-            .args(args)
-            .env("JUJU_SIM_MODEL", self.path())
-            .envs(LEASE_ENV.iter().copied())
-            .output()
-            .expect("juju-sim runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "juju-sim {args:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-        );
-        stdout
-    }
-
-    fn status(&self) -> StatusReport {
-        serde_json::from_str(&self.ok(&["status", "--format", "json"])).expect("status JSON")
+        Self(SimModel::new(JUJU_SIM, "jsim-lease-").with_env(LEASE_ENV))
     }
 
     /// The `singular-controller` lease while it is held, as status shows it.
@@ -135,23 +92,6 @@ impl Model {
                 self.status()
             );
             std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn agent_log(&self, machine: u32) -> String {
-        std::fs::read_to_string(self.path().join(format!("machines/{machine}/agent.log")))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        if !self.path().join("world.json").exists() {
-            return;
-        }
-        if !self.run(&["destroy"]).status.success() {
-            let _ = std::fs::remove_file(self.path().join("world.json"));
-            let _ = self.run(&["cleanup"]);
         }
     }
 }

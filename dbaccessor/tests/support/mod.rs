@@ -10,9 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use controller_contract::status::{NodeState, Status};
-use dbaccessor::{reload, status_socket};
 use dqlite::client::{Client, Options};
-use dqlite::wire::Value;
 
 /// Raft timing for the tests: fast fail-over, still stable on 2 busy cores.
 pub const LATENCY_MS: &str = "20";
@@ -117,7 +115,11 @@ impl Controller {
         loop {
             if let Ok(Ok((200, id))) = tokio::time::timeout(
                 Duration::from_secs(2),
-                reload::client::request(&self.reload_socket(), hyper::Method::GET, "/agent-id"),
+                test_support::reload::request(
+                    &self.reload_socket(),
+                    hyper::Method::GET,
+                    "/agent-id",
+                ),
             )
             .await
             {
@@ -157,7 +159,7 @@ impl Controller {
     pub async fn reload(&self) {
         let answer = tokio::time::timeout(
             Duration::from_secs(5),
-            reload::client::request(&self.reload_socket(), hyper::Method::POST, "/reload"),
+            test_support::reload::request(&self.reload_socket(), hyper::Method::POST, "/reload"),
         )
         .await
         .expect("reload answered within 5 s")
@@ -172,7 +174,7 @@ impl Controller {
     }
 
     pub async fn status(&self) -> Status {
-        status_socket::client::status(&self.status_socket(), Duration::from_secs(15))
+        test_support::status::status(&self.status_socket(), Duration::from_secs(15))
             .await
             .unwrap_or_else(|e| panic!("status of {}: {e}\n{}", self.agent_id, self.log()))
     }
@@ -280,34 +282,12 @@ pub async fn client(addresses: &[String]) -> Client {
 
 /// Creates the test table and inserts rows `from..to`.
 pub async fn insert_rows(addresses: &[String], from: i64, to: i64) {
-    let mut client = client(addresses).await;
-    client
-        .exec(
-            "test",
-            "CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY)",
-            &[],
-        )
-        .await
-        .expect("create table");
-    for n in from..to {
-        client
-            .exec("test", "INSERT INTO t (n) VALUES (?)", &[Value::Integer(n)])
-            .await
-            .expect("insert");
-    }
+    test_support::rows::insert(&mut client(addresses).await, from..to).await;
 }
 
 /// Every `n` in the test table, in order.
 pub async fn read_rows(addresses: &[String]) -> Vec<i64> {
-    let mut client = client(addresses).await;
-    let rows = client
-        .query("test", "SELECT n FROM t ORDER BY n", &[])
-        .await
-        .expect("select");
-    rows.rows
-        .iter()
-        .map(|row| row[0].as_i64().expect("integer column"))
-        .collect()
+    test_support::rows::read(&mut client(addresses).await).await
 }
 
 /// The go-dqlite shell's `.cluster` output for the cluster at `address`.

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use controller_contract::status::{LogPosition, Probe, Request};
-use dbaccessor::status_socket::client;
 use dqlite::client::{Client, Options};
 use dqlite::wire::Value;
+use test_support::status as client;
 
 use super::netns::Namespace;
 use super::Controller;

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use controller_backoff::Backoff;
+
 use super::AppError;
 use crate::client::{self, Connection, Options};
 use crate::wire::failure_code;
@@ -257,7 +259,7 @@ enum Change<'a> {
 /// may or may not have been made, and only a fresh look at the configuration can tell.
 async fn retry_busy(leader: &mut Leader, change: Change<'_>) -> Result<(), client::Error> {
     let deadline = tokio::time::Instant::now() + BUSY_RETRY;
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(250));
     loop {
         let connection = &mut leader.connection;
         let result = match change {
@@ -274,8 +276,7 @@ async fn retry_busy(leader: &mut Leader, change: Change<'_>) -> Result<(), clien
         if !retry || tokio::time::Instant::now() >= deadline {
             return result;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_millis(250));
+        tokio::time::sleep(backoff.next_delay()).await;
         if result.as_ref().is_err_and(|e| !e.is_busy()) {
             // Not the leader any more: look again (an election may still be under way, in
             // which case the next turn of the loop looks again).

@@ -5,34 +5,34 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use controller_backoff::Backoff;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{ops, roles, store, AppError, MemberState, RoleChange, Shared};
 use crate::{NodeInfo, NodeRole};
 
-/// The first pause between join attempts; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(25);
-/// The longest pause between attempts: a busy configuration change lasts milliseconds.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// The pauses between join attempts: from 25 ms, doubling up to 1 s (a busy configuration
+/// change lasts milliseconds).
+const JOIN_BACKOFF: Backoff = Backoff::new(Duration::from_millis(25), Duration::from_secs(1));
 
 /// Makes sure the cluster knows this node: ADD it as a spare unless it is already a member
 /// (a restart after an interrupted join), retrying with back-off on any failure (another
 /// change in progress, no leader yet). Returns once the node is in the configuration;
 /// the caller bounds the time.
 pub(super) async fn join(shared: &Shared) -> Result<(), AppError> {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = JOIN_BACKOFF;
     loop {
         match join_once(shared).await {
             Ok(()) => return Ok(()),
             Err(error) => {
+                let pause = backoff.next_delay();
                 log::info!(
-                    "node {}: join attempt failed, retrying in {backoff:?}: {}",
+                    "node {}: join attempt failed, retrying in {pause:?}: {}",
                     shared.id,
                     crate::error_chain(&error)
                 );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -196,7 +196,7 @@ async fn apply_checked(
     change: &RoleChange,
 ) -> Result<bool, AppError> {
     let deadline = tokio::time::Instant::now() + ops::BUSY_RETRY;
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(250));
     loop {
         let members = ops::cluster(client).await?;
         if members.iter().find(|m| m.id == change.id).map(|m| m.role) != Some(change.from) {
@@ -218,8 +218,7 @@ async fn apply_checked(
             Err(AppError::Cluster { source, .. })
                 if source.is_busy() && tokio::time::Instant::now() < deadline =>
             {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(250));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             result => return result.map(|()| true),
         }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use controller_backoff::{jitter, Backoff};
 use tokio::time::Instant;
 
 use super::{Connection, Error, ExecResult, Leader, Options, Rows};
@@ -397,7 +398,7 @@ impl Client {
     /// retries as [`next_step`] decides until the retry deadline.
     async fn retry(&mut self, op: Op<'_>) -> Result<Outcome, Error> {
         let deadline = Instant::now() + self.options.retry_timeout;
-        let mut backoff = self.options.initial_backoff;
+        let mut backoff = Backoff::new(self.options.initial_backoff, self.options.max_backoff);
         loop {
             let result = match self.ensure_connected().await {
                 Ok(()) => match self.connection.as_mut() {
@@ -438,18 +439,18 @@ impl Client {
                 Step::Rediscover => self.disconnect(),
                 Step::Backoff => {}
             }
+            let pause = backoff.next_delay();
             let pause = match (step, repeat) {
                 // A locked database frees up within one commit: poll it often.
                 (Step::Backoff, Repeat::Statement | Repeat::Statements) => {
-                    backoff.min(WRITE_BUSY_MAX_BACKOFF)
+                    pause.min(WRITE_BUSY_MAX_BACKOFF)
                 }
-                _ => backoff,
+                _ => pause,
             };
             if Instant::now() + pause > deadline {
                 return Err(error);
             }
             tokio::time::sleep(jitter(pause)).await;
-            backoff = (backoff * 2).min(self.options.max_backoff);
         }
     }
 
@@ -542,18 +543,6 @@ fn write_gate(leader: &str, db: &str) -> Gate {
         .entry((leader.to_owned(), db.to_owned()))
         .or_default()
         .clone()
-}
-
-/// A pause between half and all of `backoff`, so that clients refused together (several
-/// writers finding the database locked) do not retry in lock-step.
-fn jitter(backoff: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    // Each `RandomState` has fresh keys: its hash of nothing is a cheap random number.
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let half = backoff / 2;
-    half + half.mul_f64((random % 1024) as f64 / 1024.0)
 }
 
 /// The id of database `name` on `connection`, opening it on first use.

@@ -4,14 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dqlite::app::{App, AppConfig};
 use dqlite::client::Client;
 use dqlite::wire::Value;
 use dqlite::NodeRole;
+pub use test_support::process::ChildGuard;
+pub use test_support::rows::{integers, read as all_rows};
 
 /// The address of node `host` in scenario `scenario`: 127.11.(128 + scenario).host:9001,
 /// inside the application tests' half (127.11.128.0/17) of the dqlite tests' range, one /24
@@ -126,14 +128,7 @@ pub async fn wait_for_roles(app: &App, expected: &[(&str, NodeRole)]) {
 /// again a write whose first attempt had committed (seen on 2 cores: "UNIQUE constraint
 /// failed"); these scenarios check that no committed row is lost, not exactly-once writes.
 pub async fn insert_rows(client: &mut Client, range: std::ops::Range<i64>) {
-    client
-        .exec(
-            "test",
-            "CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY)",
-            &[],
-        )
-        .await
-        .expect("the table exists");
+    test_support::rows::create_table(client).await;
     for n in range {
         client
             .exec(
@@ -144,14 +139,6 @@ pub async fn insert_rows(client: &mut Client, range: std::ops::Range<i64>) {
             .await
             .unwrap_or_else(|e| panic!("row {n} is not inserted: {e:?}"));
     }
-}
-
-/// The first column of `rows`, as integers.
-pub fn integers(rows: &dqlite::client::Rows) -> Vec<i64> {
-    rows.rows
-        .iter()
-        .map(|row| row[0].as_i64().expect("an integer"))
-        .collect()
 }
 
 /// Waits (at most 10 s) until the test table holds exactly `expected`: a leader elected at
@@ -175,75 +162,13 @@ pub async fn wait_for_rows(client: &mut Client, expected: &[i64]) {
     }
 }
 
-/// Every row of the test table, in order.
-pub async fn all_rows(client: &mut Client) -> Vec<i64> {
-    let rows = client
-        .query("test", "SELECT n FROM t ORDER BY n", &[])
-        .await
-        .expect("the query runs");
-    rows.rows
-        .iter()
-        .map(|row| row[0].as_i64().expect("n is an integer"))
-        .collect()
-}
+/// The `dqlite-node` binary, built by cargo with the tests.
+pub const NODE: &str = env!("CARGO_BIN_EXE_dqlite-node");
 
-/// A child process killed (SIGKILL) and reaped when dropped, so that no test leaves one behind.
-pub struct ChildGuard {
-    pub child: Child,
-    pub name: String,
-}
-
-impl ChildGuard {
-    pub fn spawn(name: &str, command: &mut Command) -> ChildGuard {
-        let child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        ChildGuard {
-            child,
-            name: name.to_owned(),
-        }
-    }
-
-    /// SIGKILL, as `kill -9` does, and wait for the process to be gone.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The compiled `node` example. `cargo test` builds examples, but not when only some test
-/// targets are asked for: then it is built here.
-pub fn node_example() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("tests live in target/<profile>/deps");
-    let example = profile_dir.join("examples").join("node");
-    if !example.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "--package", "dqlite", "--example", "node"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cargo build --example node failed");
-    }
-    example
-}
-
-/// Starts the `node` example for `address` and waits (at most 30 s) for its `ready <id>`
+/// Starts `dqlite-node` for `address` and waits (at most 30 s) for its `ready <id>`
 /// line; returns the process and the node id.
 pub fn spawn_node(dir: &Path, address: &str, peers: &[String]) -> (ChildGuard, u64) {
-    let mut command = Command::new(node_example());
+    let mut command = Command::new(NODE);
     command
         .arg("--data-dir")
         .arg(dir)
@@ -252,26 +177,10 @@ pub fn spawn_node(dir: &Path, address: &str, peers: &[String]) -> (ChildGuard, u
         command.args(["--peer", peer]);
     }
     let mut guard = ChildGuard::spawn(&format!("node {address}"), &mut command);
-    let stdout = guard.child.stdout.take().expect("stdout is piped");
-    let (lines, ready) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let line = ready
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the node prints its ready line");
+    let line = guard.wait_for_line("ready ", Duration::from_secs(30));
     let id = line
-        .strip_prefix("ready ")
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected line from the node: {line:?}"));
+        .parse()
+        .unwrap_or_else(|_| panic!("unexpected ready line from the node: {line:?}"));
     (guard, id)
 }
 

@@ -5,9 +5,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_support::process::ChildGuard;
 
 use dqlite::client::{Connection, Options};
 use dqlite::wire::{Header, Request, Response, HEADER_SIZE};
@@ -29,7 +31,7 @@ pub fn quick_options() -> Options {
 /// A `dqlite-demo` process: a go-dqlite application node speaking the wire protocol on
 /// `db_address`. Killed (SIGKILL) and reaped on drop.
 pub struct DemoNode {
-    child: Child,
+    guard: ChildGuard,
     pub db_address: String,
 }
 
@@ -55,19 +57,15 @@ impl DemoNode {
         let child = command
             .spawn()
             .expect("dqlite-demo runs (apt-get install go-dqlite)");
-        DemoNode { child, db_address }
+        DemoNode {
+            guard: ChildGuard::new(&format!("dqlite-demo {db_address}"), child),
+            db_address,
+        }
     }
 
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for DemoNode {
-    fn drop(&mut self) {
-        self.kill();
+        self.guard.kill();
     }
 }
 
@@ -199,7 +197,7 @@ async fn serve(mut stream: TcpStream, handler: Arc<Handler>) {
 /// One of our application nodes (the `node` example) as a child process, so that a crash of
 /// libdqlite inside it cannot take the test down. Killed (SIGKILL) and reaped on drop.
 pub struct AppNode {
-    child: Child,
+    guard: ChildGuard,
     pub address: String,
     dir: std::path::PathBuf,
     peers: Vec<String>,
@@ -216,57 +214,30 @@ impl AppNode {
         latency_ms: u64,
     ) -> AppNode {
         let mut node = AppNode {
-            child: spawn_app_node(dir, address, peers, latency_ms),
+            guard: spawn_app_node(dir, address, peers, latency_ms),
             address: address.to_owned(),
             dir: dir.to_owned(),
             peers: peers.to_vec(),
             latency_ms,
         };
-        node.wait_ready();
+        node.guard.wait_for_line("ready ", Duration::from_secs(30));
         node
-    }
-
-    fn wait_ready(&mut self) {
-        use std::io::BufRead;
-        let stdout = self.child.stdout.take().expect("stdout is piped");
-        let (lines, ready) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = ready
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("node {} printed no ready line", self.address));
-        assert!(line.starts_with("ready "), "unexpected line {line:?}");
     }
 
     /// Whether the process has exited (for example crashed).
     pub fn has_exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
+        self.guard.has_exited()
     }
 
     /// Starts the process again on the same data directory, without waiting for it.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = spawn_app_node(&self.dir, &self.address, &self.peers, self.latency_ms);
+        self.guard = spawn_app_node(&self.dir, &self.address, &self.peers, self.latency_ms);
     }
 
     /// SIGKILL, as `kill -9` does.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for AppNode {
-    fn drop(&mut self) {
-        self.kill();
+        self.guard.kill();
     }
 }
 
@@ -275,8 +246,8 @@ fn spawn_app_node(
     address: &str,
     peers: &[String],
     latency_ms: u64,
-) -> Child {
-    let mut command = Command::new(node_example());
+) -> ChildGuard {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dqlite-node"));
     command
         .arg("--data-dir")
         .arg(dir)
@@ -285,30 +256,7 @@ fn spawn_app_node(
     for peer in peers {
         command.args(["--peer", peer]);
     }
-    command
-        // Standard input closing stops the node: keep it open (piped) for the node's life.
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start node {address}: {e}"))
-}
-
-/// The compiled `node` example, built here when cargo was asked for only some test targets.
-fn node_example() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    let profile_dir = exe
-        .parent()
-        .and_then(std::path::Path::parent)
-        .expect("tests live in target/<profile>/deps");
-    let example = profile_dir.join("examples").join("node");
-    if !example.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "--package", "dqlite", "--example", "node"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cargo build --example node failed");
-    }
-    example
+    // Standard input closing stops the node: the guard keeps it open (piped) for the
+    // node's life.
+    ChildGuard::spawn_with_stderr(&format!("node {address}"), &mut command, Stdio::null())
 }

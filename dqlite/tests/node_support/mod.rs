@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -49,19 +49,11 @@ pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
-/// A child process killed (and reaped) when the guard drops, whatever the test's outcome.
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use test_support::process::ChildGuard;
 
 /// Starts a go-dqlite `dqlite-demo` node: database address `db`, HTTP API on port 8001 of
 /// the same IP, data in `dir`, joining `join` when given.
-pub fn dqlite_demo(db: &str, dir: &Path, join: Option<&str>) -> KillOnDrop {
+pub fn dqlite_demo(db: &str, dir: &Path, join: Option<&str>) -> ChildGuard {
     let ip = db.split(':').next().expect("an ip:port address");
     let mut command = Command::new("dqlite-demo");
     command
@@ -74,11 +66,10 @@ pub fn dqlite_demo(db: &str, dir: &Path, join: Option<&str>) -> KillOnDrop {
     if let Some(join) = join {
         command.args(["--join", join]);
     }
-    KillOnDrop(
-        command
-            .spawn()
-            .expect("run dqlite-demo (apt-get install go-dqlite)"),
-    )
+    let child = command
+        .spawn()
+        .expect("run dqlite-demo (apt-get install go-dqlite)");
+    ChildGuard::new(&format!("dqlite-demo {db}"), child)
 }
 
 /// Wire message types used here (protocol version 1).

@@ -1,8 +1,9 @@
-//! One application node as its own process: what the kill -9 scenarios run, and a quick way
-//! to try a cluster by hand.
+//! One application node as its own process: what the kill -9 scenarios run (a binary, so
+//! that the tests find it built: `CARGO_BIN_EXE_dqlite-node`), and a quick way to try a
+//! cluster by hand.
 //!
 //! ```text
-//! node --data-dir DIR --address IP:PORT [--peer IP:PORT]... [--latency-ms N]
+//! dqlite-node --data-dir DIR --address IP:PORT [--peer IP:PORT]... [--latency-ms N]
 //!      [--raft-connect bounded|libdqlite] [--connect-timeout-ms N]
 //! ```
 //!
@@ -24,9 +25,9 @@ fn main() -> ExitCode {
     let config = match parse(std::env::args().skip(1)) {
         Ok(config) => config,
         Err(message) => {
-            eprintln!("node: {message}");
+            eprintln!("dqlite-node: {message}");
             eprintln!(
-                "usage: node --data-dir DIR --address IP:PORT [--peer IP:PORT]... [--latency-ms N] \
+                "usage: dqlite-node --data-dir DIR --address IP:PORT [--peer IP:PORT]... [--latency-ms N] \
                  [--raft-connect bounded|libdqlite] [--connect-timeout-ms N]"
             );
             return ExitCode::from(2);
@@ -39,19 +40,14 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("node: cannot start the runtime: {error}");
+            eprintln!("dqlite-node: cannot start the runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("node: {error}");
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
+            eprintln!("dqlite-node: {}", dqlite::error_chain(&error));
             ExitCode::FAILURE
         }
     }
