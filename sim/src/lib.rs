@@ -30,11 +30,13 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod charm;
 pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod engine;
 pub mod model;
+pub mod mounts;
 pub mod netns;
 pub mod report;
 pub mod responder;
