@@ -869,7 +869,9 @@ mod tests {
         let addresses =
             |world: &World| world.network_info(id, APP, PEER_ENDPOINT).ingress_addresses;
         assert_eq!(addresses(&world), vec!["10.131.0.10", "10.132.0.10"]);
-        let bindings = |world: &mut World| &mut world.apps.get_mut(APP).expect("app").bindings;
+        fn bindings(world: &mut World) -> &mut BTreeMap<String, String> {
+            &mut world.apps.get_mut(APP).expect("app").bindings
+        }
         bindings(&mut world).insert("".into(), "alpha".into());
         assert_eq!(addresses(&world), vec!["10.131.0.10"]);
         bindings(&mut world).insert(PEER_ENDPOINT.into(), "internal".into());
