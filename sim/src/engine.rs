@@ -18,8 +18,6 @@ use crate::runner::Prepared;
 use crate::simulation::{machine_data_dir, SimError, Simulation};
 use crate::world::{QueuedHook, APP};
 
-/// A hook whose process runs on a waiting thread.
-
 /// The first retry delay of a failed hook (Juju: 5 s doubling to 5 min; scaled down so a
 /// simulated model recovers in test time).
 const FIRST_RETRY: Duration = Duration::from_millis(500);

@@ -484,12 +484,7 @@ fn tool_output_and_errors_are_jujus() {
         Some("-dashed")
     );
     assert_eq!(
-        state
-            .juju_log
-            .iter()
-            .rev()
-            .nth(0)
-            .map(|l| l.message.as_str()),
+        state.juju_log.last().map(|l| l.message.as_str()),
         Some("hello world")
     );
     assert!(state
