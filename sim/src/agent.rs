@@ -249,11 +249,17 @@ fn spawn_dbaccessor(spec: &AgentSpec, log_path: &Path) -> Result<Child, AgentErr
         path: spec.data_dir.clone(),
         source,
     })?;
+    crate::mounts::ensure_mount_point().map_err(|source| AgentError::Log {
+        path: crate::mounts::JUJU_DATA_DIR.into(),
+        source,
+    })?;
     // `ip netns exec` enters the namespace and execs, so the child's pid is the controller
     // agent's, the process that runs the dbaccessor.
+    // Inside the namespace, /var/lib/juju is the machine's data dir (crate::mounts).
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", &spec.namespace])
+        .args(crate::mounts::bind_prefix(&spec.data_dir))
         .arg(&spec.controller_agent);
     if spec.workload {
         command.arg("--machine-agent");

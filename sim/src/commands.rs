@@ -11,13 +11,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::agent::{self, AgentSpec};
+use crate::charm::Charm;
 use crate::client;
 use crate::cluster;
 use crate::engine::{self, SettleOptions};
 use crate::report;
 use crate::runner::{Invocation, HOOK_TOOL_BINARY};
 use crate::simulation::{self, Binaries, ModelOptions, Simulation};
-use crate::world::{self, APP, PEER_ENDPOINT};
+use crate::world::{self, APP};
 
 /// A local Juju controller model: real charm, real dbaccessors, one network namespace per
 /// machine.
@@ -129,17 +130,61 @@ pub enum Commands {
     AddSpace { name: String, cidr: String },
     /// Gives a machine another NIC in a space (its unit gets config-changed).
     AddNic { machine: u32, space: String },
-    /// Binds an endpoint to a space ("" unbinds); every unit gets config-changed.
-    Bind { endpoint: String, space: String },
-    /// Deploys a bundle: `bindings:` (with "" for every endpoint), `options:`, `num_units:`.
+    /// Binds an endpoint of an application to a space ("" unbinds; endpoint "" is the
+    /// default binding); its units get config-changed.
+    Bind {
+        endpoint: String,
+        space: String,
+        /// The application [default: controller].
+        #[arg(long, default_value = APP)]
+        app: String,
+    },
+    /// Deploys a charm dir (its metadata.yaml or charmcraft.yaml, config.yaml, actions.yaml)
+    /// as an application with -n units, each on a new machine; or, with --bundle, a bundle's
+    /// applications (`charm:` a charm dir relative to the bundle, `num_units:`, `bindings:`
+    /// with "" for every endpoint, `options:`). The application `controller` is the
+    /// built-in controller charm.
     Deploy {
+        /// The charm dir (or a bundle file).
+        charm: Option<PathBuf>,
+        /// The application name [default: the charm's name].
+        application: Option<String>,
+        #[arg(short = 'n', default_value_t = 1)]
+        num_units: usize,
+        /// KEY=VALUE charm options (repeatable).
+        #[arg(long = "config")]
+        config: Vec<String>,
+        /// Bindings: "SPACE" for the default, "ENDPOINT=SPACE" for one (space separated).
         #[arg(long)]
-        bundle: PathBuf,
+        bind: Option<String>,
+        #[arg(long, conflicts_with = "charm")]
+        bundle: Option<PathBuf>,
         #[command(flatten)]
         layout: LayoutArgs,
     },
-    /// Shows the charm config, or sets KEY=VALUE options.
+    /// Adds units to an application (each on a new machine); `enable-ha` for the controller.
+    AddUnit {
+        application: String,
+        #[arg(short = 'n', default_value_t = 1)]
+        num_units: usize,
+    },
+    /// Shows an application's config, or sets KEY=VALUE options:
+    /// `config [APPLICATION] [KEY=VALUE...]` (the controller by default).
     Config { settings: Vec<String> },
+    /// Shows the model config the simulator honours, or sets KEY=VALUE:
+    /// `update-status-hook-interval` (`5m`, `30s`, `0` never), `juju-http-proxy`,
+    /// `juju-https-proxy`, `juju-ftp-proxy`, `juju-no-proxy`.
+    ModelConfig { settings: Vec<String> },
+    /// Prints the hooks' and agents' logs (`hooks.log`, `juju-log` lines, machine agents),
+    /// optionally only those of some units or machines (`--include controller/1`,
+    /// `--include unit-tiny-0`, `--include machine-2`).
+    DebugLog {
+        #[arg(long = "include", short = 'i')]
+        include: Vec<String>,
+        /// Only the last N lines.
+        #[arg(long, short = 'n')]
+        lines: Option<usize>,
+    },
     /// Fault injection: `network-get db-cluster` on UNIT prints RAW (say, truncated JSON)
     /// instead of its real answer, until run again without RAW; the unit gets
     /// config-changed.
@@ -359,31 +404,104 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 )?,
             }
         }
-        Commands::Deploy { bundle, layout } => {
-            let bundle = read_bundle(bundle)?;
+        Commands::Deploy {
+            charm,
+            application,
+            num_units,
+            config,
+            bind,
+            bundle,
+            layout,
+        } => {
+            let bundle_path = match (bundle, charm) {
+                (Some(bundle), _) => Some(bundle.clone()),
+                (None, Some(charm)) if charm.is_file() => Some(charm.clone()),
+                _ => None,
+            };
+            let apps = match (&bundle_path, charm) {
+                (Some(path), _) => read_bundle(path)?,
+                (None, Some(charm)) => {
+                    let name = match application {
+                        Some(name) => name.clone(),
+                        None => Charm::load(charm)?.name,
+                    };
+                    let options = config
+                        .iter()
+                        .map(|s| parse_setting(s))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    vec![BundleApp {
+                        name,
+                        charm: Some(charm.display().to_string()),
+                        num_units: *num_units,
+                        bindings: parse_bind(bind.as_deref().unwrap_or_default())?,
+                        options,
+                    }]
+                }
+                (None, None) => bail!("give a charm dir or --bundle FILE"),
+            };
             let mut sim = if simulation::world_path(&cli.model_dir).exists() {
                 Simulation::open(&cli.model_dir, binaries(cli)?)?
             } else {
                 Simulation::create(&cli.model_dir, binaries(cli)?, &layout.options())?
             };
-            for (endpoint, space) in &bundle.bindings {
-                sim.bind(endpoint, space)?;
+            for app in &apps {
+                deploy_app(&mut sim, app, &mut out)?;
             }
-            if !bundle.options.is_empty() {
-                sim.set_config(&bundle.options)?;
-            }
-            let added = sim.add_controllers(bundle.num_units)?;
-            writeln!(
-                out,
-                "deployed {APP}: {} units (added {})",
-                bundle.num_units,
-                added.join(", ")
-            )?;
             settle(cli, &mut sim, &mut out)?;
+        }
+        Commands::AddUnit {
+            application,
+            num_units,
+        } => {
+            let mut sim = open(cli)?;
+            if application == APP {
+                bail!("use enable-ha to add controllers");
+            }
+            let added = add_units(&mut sim, application, *num_units)?;
+            writeln!(out, "added {}", added.join(", "))?;
+            settle(cli, &mut sim, &mut out)?;
+        }
+        Commands::ModelConfig { settings } => {
+            let mut sim = open(cli)?;
+            if settings.is_empty() {
+                let state = sim.store().load()?;
+                writeln!(
+                    out,
+                    "update-status-hook-interval: {}s",
+                    sim.world.update_status_interval_s
+                )?;
+                for key in PROXY_KEYS {
+                    writeln!(
+                        out,
+                        "{key}: {:?}",
+                        state.charm_proxy.get(key).map_or("", String::as_str)
+                    )?;
+                }
+            } else {
+                for setting in settings {
+                    let (key, value) = setting
+                        .split_once('=')
+                        .with_context(|| format!("{setting:?} is not KEY=VALUE"))?;
+                    set_model_config(&mut sim, key, value)?;
+                }
+                sim.save()?;
+                writeln!(out, "set {}", settings.join(" "))?;
+            }
+        }
+        Commands::DebugLog { include, lines } => {
+            let model_dir = std::path::absolute(&cli.model_dir)?;
+            let world = client::read_world(&model_dir)?;
+            let state = crate::store::Store::new(model_dir.join("state.json")).load()?;
+            let text = report::debug_log(&model_dir, &world, &state, include);
+            let all: Vec<&str> = text.lines().collect();
+            let start = lines.map_or(0, |n| all.len().saturating_sub(n));
+            for line in &all[start..] {
+                writeln!(out, "{line}")?;
+            }
         }
         Commands::EnableHa { n } => {
             let mut sim = open(cli)?;
-            let current = sim.world.live_units().len();
+            let current = sim.world.app_units(APP).len();
             let target = world::enable_ha_target(current, *n)?;
             let maintained: Vec<String> = sim.world.machines.keys().map(u32::to_string).collect();
             let added = sim.add_controllers(target)?;
@@ -397,7 +515,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             settle(cli, &mut sim, &mut out)?;
         }
-        Commands::RemoveMachine { id } if is_workload(cli, *id) => {
+        Commands::RemoveMachine { id } if is_workload(cli, *id) && !hosts_unit(cli, *id) => {
             let mut sim = open(cli)?;
             sim.remove_workload_machine(*id)?;
             let tag = format!("machine-{id}");
@@ -452,31 +570,36 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             writeln!(out, "machine {machine}: added {nic} in space {space:?}")?;
             settle(cli, &mut sim, &mut out)?;
         }
-        Commands::Bind { endpoint, space } => {
+        Commands::Bind {
+            endpoint,
+            space,
+            app,
+        } => {
             let mut sim = open(cli)?;
-            if endpoint != PEER_ENDPOINT && !endpoint.is_empty() {
-                bail!("application {APP:?} has no endpoint {endpoint:?}");
-            }
-            sim.bind(endpoint, space)?;
-            writeln!(out, "bound {APP}:{endpoint} to space {space:?}")?;
+            sim.bind(app, endpoint, space)?;
+            writeln!(out, "bound {app}:{endpoint} to space {space:?}")?;
             settle(cli, &mut sim, &mut out)?;
         }
         Commands::Config { settings } => {
             let mut sim = open(cli)?;
+            let (app, settings) = match settings.split_first() {
+                Some((first, rest)) if !first.contains('=') => (first.clone(), rest),
+                _ => (APP.to_owned(), settings.as_slice()),
+            };
             if settings.is_empty() {
                 let state = sim.store().load()?;
                 let config = state
                     .applications
-                    .get(APP)
+                    .get(&app)
                     .map(|a| a.config.clone())
-                    .unwrap_or_default();
+                    .with_context(|| format!("application {app:?} not found"))?;
                 write!(out, "{}", serde_yaml_ng::to_string(&config)?)?;
             } else {
                 let parsed = settings
                     .iter()
                     .map(|s| parse_setting(s))
                     .collect::<anyhow::Result<Vec<_>>>()?;
-                if sim.set_config(&parsed)? {
+                if sim.set_config(&app, &parsed)? {
                     settle(cli, &mut sim, &mut out)?;
                 }
             }
@@ -505,6 +628,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             if !sim.world.units.contains_key(unit) {
                 bail!("unit {unit:?} not found");
             }
+            let charm = sim.charm(crate::model::State::app_of(unit))?;
+            let map = charm.action_params(unit, action, map)?;
             let outcome = sim
                 .runner
                 .run(unit, &Invocation::action(action, Value::Object(map)))?;
@@ -782,6 +907,139 @@ fn is_workload(cli: &Cli, id: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether machine `id` of the model hosts a unit.
+fn hosts_unit(cli: &Cli, id: u32) -> bool {
+    client::read_world(&cli.model_dir)
+        .ok()
+        .is_some_and(|world| world.unit_on(id).is_some())
+}
+
+/// The model config keys of the charm proxies (`JUJU_CHARM_*_PROXY`).
+const PROXY_KEYS: [&str; 4] = [
+    "juju-http-proxy",
+    "juju-https-proxy",
+    "juju-ftp-proxy",
+    "juju-no-proxy",
+];
+
+/// Sets one model config key the simulator honours.
+fn set_model_config(sim: &mut Simulation, key: &str, value: &str) -> anyhow::Result<()> {
+    match key {
+        "update-status-hook-interval" => {
+            sim.world.update_status_interval_s = parse_duration_s(value)
+                .with_context(|| format!("{value:?} is not a duration (5m, 30s, 1h)"))?;
+        }
+        key if PROXY_KEYS.contains(&key) => {
+            sim.store().update(|state| {
+                if value.is_empty() {
+                    state.charm_proxy.remove(key);
+                } else {
+                    state.charm_proxy.insert(key.to_owned(), value.to_owned());
+                }
+            })?;
+        }
+        other => bail!("unknown model config key {other:?}"),
+    }
+    Ok(())
+}
+
+/// `30s`, `5m`, `1h`, `90` (seconds) as seconds.
+fn parse_duration_s(text: &str) -> Option<u64> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number.parse().ok()?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return None,
+    };
+    number.checked_mul(scale)
+}
+
+/// `--bind "SPACE ENDPOINT=SPACE ..."`: a bare space is the default binding.
+fn parse_bind(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(text
+        .split_whitespace()
+        .map(|part| match part.split_once('=') {
+            Some((endpoint, space)) => (endpoint.to_owned(), space.to_owned()),
+            None => (String::new(), part.to_owned()),
+        })
+        .collect())
+}
+
+/// Deploys one application of a bundle (or of `deploy CHARM`): the charm, bindings,
+/// options, then its units.
+fn deploy_app(sim: &mut Simulation, app: &BundleApp, out: &mut dyn Write) -> anyhow::Result<()> {
+    if app.name == APP {
+        if !sim.world.apps.contains_key(APP) {
+            sim.deploy_app(APP, None)?;
+        }
+    } else {
+        let charm = app
+            .charm
+            .as_deref()
+            .with_context(|| format!("application {:?} has no charm", app.name))?;
+        let dir = Path::new(charm);
+        if !dir.is_dir() {
+            bail!(
+                "application {:?}: charm {charm:?} is not a charm dir (the simulator cannot fetch charms from Charmhub)",
+                app.name
+            );
+        }
+        sim.deploy_app(&app.name, Some(dir))?;
+    }
+    for (endpoint, space) in &app.bindings {
+        sim.bind(&app.name, endpoint, space)?;
+    }
+    if !app.options.is_empty() {
+        sim.set_config(&app.name, &app.options)?;
+    }
+    let added = if app.name == APP {
+        let target = sim.world.app_units(APP).len().max(app.num_units);
+        sim.add_controllers(target)?
+    } else {
+        add_units(sim, &app.name, app.num_units)?
+    };
+    writeln!(
+        out,
+        "deployed {}: {} units (added {})",
+        app.name,
+        app.num_units,
+        added.join(", ")
+    )?;
+    Ok(())
+}
+
+/// Adds `count` units of a (non-controller) application, each on a new machine with a NIC
+/// in each space its endpoints are bound to (the default space first). The machines get
+/// agents when the model has a controller to log in to.
+fn add_units(sim: &mut Simulation, app: &str, count: usize) -> anyhow::Result<Vec<String>> {
+    let spec = sim
+        .world
+        .apps
+        .get(app)
+        .with_context(|| format!("application {app:?} not found"))?;
+    let mut spaces: Vec<String> = Vec::new();
+    let default = spec.bindings.get("").cloned();
+    for space in default.iter().chain(spec.bindings.values()) {
+        if !space.is_empty() && !spaces.contains(space) {
+            spaces.push(space.clone());
+        }
+    }
+    if !spaces.is_empty() && !spaces.contains(&sim.world.default_space) && default.is_none() {
+        spaces.insert(0, sim.world.default_space.clone());
+    }
+    let machines = if sim.controller_ca().is_some() {
+        add_workload_machines(sim, count, &spaces)?
+    } else {
+        sim.add_workload_machines(count, &spaces)?
+    };
+    Ok(sim.add_units_on(app, &machines)?)
+}
+
 /// Writes every space of the model with its subnet into the controller database's `space`
 /// table (the controllers give each API address the space of its subnet).
 fn sync_spaces(sim: &Simulation) -> anyhow::Result<()> {
@@ -947,73 +1205,106 @@ fn parse_setting(text: &str) -> anyhow::Result<(String, Value)> {
     Ok((key.to_owned(), value))
 }
 
-/// What `deploy` takes from a bundle's `controller` application.
+/// What `deploy` takes from one application of a bundle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BundleApp {
+    /// The application name.
+    pub name: String,
+    /// `charm:`: a charm dir (resolved against the bundle's dir); ignored for `controller`,
+    /// which is always the built-in charm.
+    pub charm: Option<String>,
     pub num_units: usize,
     /// Endpoint (`""` for the default) -> space.
     pub bindings: Vec<(String, String)>,
     pub options: Vec<(String, Value)>,
 }
 
-/// Reads the `controller` application of a bundle file.
-pub fn read_bundle(path: &Path) -> anyhow::Result<BundleApp> {
+/// Reads the applications of a bundle file, charm paths resolved against its dir.
+pub fn read_bundle(path: &Path) -> anyhow::Result<Vec<BundleApp>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read bundle {}", path.display()))?;
-    parse_bundle(&text).with_context(|| format!("bundle {}", path.display()))
+    let mut apps = parse_bundle(&text).with_context(|| format!("bundle {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    for app in &mut apps {
+        if let Some(charm) = &mut app.charm {
+            if charm.starts_with('.') || charm.starts_with('/') {
+                *charm = base.join(&*charm).display().to_string();
+            }
+        }
+    }
+    Ok(apps)
 }
 
-/// Parses a bundle's `controller` application (`applications:` or the older `services:`).
-pub fn parse_bundle(text: &str) -> anyhow::Result<BundleApp> {
+/// Parses a bundle's applications (`applications:` or the older `services:`), the
+/// controller first.
+pub fn parse_bundle(text: &str) -> anyhow::Result<Vec<BundleApp>> {
     let document: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).context("not YAML")?;
     let apps = document
         .get("applications")
         .or_else(|| document.get("services"))
+        .and_then(serde_yaml_ng::Value::as_mapping)
         .context("no applications")?;
-    let app = apps
-        .get(APP)
-        .with_context(|| format!("no application {APP:?}"))?;
-    let num_units = app
-        .get("num_units")
-        .map(|n| n.as_u64().context("num_units is not a number"))
-        .transpose()?
-        .unwrap_or(1);
-    let num_units = usize::try_from(num_units).context("num_units is too large")?;
-    world::enable_ha_target(0, num_units)
-        .map_err(|e| anyhow::anyhow!("num_units {num_units}: {e}"))?;
-    let mut bindings = Vec::new();
-    if let Some(map) = app
-        .get("bindings")
-        .and_then(serde_yaml_ng::Value::as_mapping)
-    {
-        for (endpoint, space) in map {
-            let endpoint = endpoint
-                .as_str()
-                .context("a binding's endpoint is not a string")?;
-            let space = space
-                .as_str()
-                .context("a binding's space is not a string")?;
-            if endpoint != PEER_ENDPOINT && !endpoint.is_empty() {
-                bail!("application {APP:?} has no endpoint {endpoint:?}");
+    let mut parsed = Vec::new();
+    for (name, app) in apps {
+        let name = name
+            .as_str()
+            .context("an application name is not a string")?
+            .to_owned();
+        let charm = app
+            .get("charm")
+            .and_then(serde_yaml_ng::Value::as_str)
+            .map(str::to_owned);
+        if name != APP && charm.is_none() {
+            bail!("application {name:?} has no charm");
+        }
+        let num_units = app
+            .get("num_units")
+            .map(|n| n.as_u64().context("num_units is not a number"))
+            .transpose()?
+            .unwrap_or(1);
+        let num_units = usize::try_from(num_units).context("num_units is too large")?;
+        if name == APP {
+            world::enable_ha_target(0, num_units)
+                .map_err(|e| anyhow::anyhow!("num_units {num_units}: {e}"))?;
+        }
+        let mut bindings = Vec::new();
+        if let Some(map) = app
+            .get("bindings")
+            .and_then(serde_yaml_ng::Value::as_mapping)
+        {
+            for (endpoint, space) in map {
+                let endpoint = endpoint
+                    .as_str()
+                    .context("a binding's endpoint is not a string")?;
+                let space = space
+                    .as_str()
+                    .context("a binding's space is not a string")?;
+                if name == APP {
+                    Charm::builtin().check_endpoint(APP, endpoint)?;
+                }
+                bindings.push((endpoint.to_owned(), space.to_owned()));
             }
-            bindings.push((endpoint.to_owned(), space.to_owned()));
         }
-    }
-    let mut options = Vec::new();
-    if let Some(map) = app
-        .get("options")
-        .and_then(serde_yaml_ng::Value::as_mapping)
-    {
-        for (key, value) in map {
-            let key = key.as_str().context("an option name is not a string")?;
-            options.push((key.to_owned(), serde_json::to_value(value)?));
+        let mut options = Vec::new();
+        if let Some(map) = app
+            .get("options")
+            .and_then(serde_yaml_ng::Value::as_mapping)
+        {
+            for (key, value) in map {
+                let key = key.as_str().context("an option name is not a string")?;
+                options.push((key.to_owned(), serde_json::to_value(value)?));
+            }
         }
+        parsed.push(BundleApp {
+            name,
+            charm,
+            num_units,
+            bindings,
+            options,
+        });
     }
-    Ok(BundleApp {
-        num_units,
-        bindings,
-        options,
-    })
+    parsed.sort_by_key(|app| app.name != APP);
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -1022,25 +1313,31 @@ mod tests {
 
     #[test]
     fn bundle_table() {
-        let check = |text: &str, expected: Result<BundleApp, &str>| {
+        let check = |text: &str, expected: Result<Vec<BundleApp>, &str>| {
             let got = parse_bundle(text).map_err(|e| format!("{e:#}"));
             assert_eq!(got, expected.map_err(str::to_owned), "{text}");
         };
+        let controller = |num_units, bindings: Vec<(String, String)>, options| BundleApp {
+            name: "controller".into(),
+            charm: None,
+            num_units,
+            bindings,
+            options,
+        };
         check(
             "applications:\n  controller:\n    charm: ./controller\n    num_units: 3\n    bindings:\n      \"\": alpha\n      db-cluster: internal\n    options:\n      address-family: ipv4\n",
-            Ok(BundleApp {
-                num_units: 3,
-                bindings: vec![("".into(), "alpha".into()), ("db-cluster".into(), "internal".into())],
-                options: vec![("address-family".into(), Value::from("ipv4"))],
-            }),
+            Ok(vec![BundleApp {
+                charm: Some("./controller".into()),
+                ..controller(
+                    3,
+                    vec![("".into(), "alpha".into()), ("db-cluster".into(), "internal".into())],
+                    vec![("address-family".into(), Value::from("ipv4"))],
+                )
+            }]),
         );
         check(
             "services:\n  controller: {}\n",
-            Ok(BundleApp {
-                num_units: 1,
-                bindings: vec![],
-                options: vec![],
-            }),
+            Ok(vec![controller(1, vec![], vec![])]),
         );
         check(
             "applications:\n  controller:\n    num_units: 2\n",
@@ -1052,7 +1349,38 @@ mod tests {
         );
         check(
             "applications:\n  other: {}\n",
-            Err("no application \"controller\""),
+            Err("application \"other\" has no charm"),
+        );
+        // Any other application with a charm dir; the controller comes first; an even
+        // number of units is fine for it.
+        check(
+            "applications:\n  tiny:\n    charm: ./tiny\n    num_units: 2\n    bindings:\n      replicas: beta\n  controller: {}\n",
+            Ok(vec![
+                controller(1, vec![], vec![]),
+                BundleApp {
+                    name: "tiny".into(),
+                    charm: Some("./tiny".into()),
+                    num_units: 2,
+                    bindings: vec![("replicas".into(), "beta".into())],
+                    options: vec![],
+                },
+            ]),
+        );
+    }
+
+    #[test]
+    fn duration_and_bind_table() {
+        assert_eq!(parse_duration_s("5m"), Some(300));
+        assert_eq!(parse_duration_s("30s"), Some(30));
+        assert_eq!(parse_duration_s("90"), Some(90));
+        assert_eq!(parse_duration_s("1h"), Some(3600));
+        assert_eq!(parse_duration_s("soon"), None);
+        assert_eq!(
+            parse_bind("alpha replicas=beta").expect("parses"),
+            vec![
+                ("".to_owned(), "alpha".to_owned()),
+                ("replicas".to_owned(), "beta".to_owned())
+            ]
         );
     }
 

@@ -25,6 +25,8 @@ use crate::world::{QueuedHook, APP};
 const HOOK_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
 /// How often the convergence check asks the dbaccessors once the hooks are done.
 const CONVERGE_POLL: Duration = Duration::from_millis(100);
+/// The model dir's debug log (`juju-sim debug-log` reads it).
+pub const DEBUG_LOG: &str = "debug.log";
 /// How often a summary progress line is printed while waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
@@ -57,18 +59,59 @@ struct Running {
     started: Instant,
 }
 
-/// The bags a hook of `unit` may change: its own unit bag and (as leader) the app bag.
-fn own_bags(
-    sim: &Simulation,
-    relation: &str,
-    unit: &str,
-) -> Result<(Option<Bag>, Option<Bag>), SimError> {
+/// The bags a hook of `unit` may change, per relation it is in: its own unit bag and its
+/// application's bag (which only a leader writes), with the units in scope.
+type OwnBags = BTreeMap<String, (Option<Bag>, Option<Bag>, Vec<String>)>;
+
+fn own_bags(sim: &Simulation, unit: &str) -> Result<OwnBags, SimError> {
     let state = sim.store().load()?;
-    let relation = state.relations.get(relation);
-    Ok((
-        relation.and_then(|r| r.unit_bags.get(unit).cloned()),
-        relation.and_then(|r| r.app_bags.get(APP).cloned()),
-    ))
+    let app = crate::model::State::app_of(unit);
+    Ok(state
+        .relations_of(unit)
+        .into_iter()
+        .filter_map(|id| {
+            let relation = state.relations.get(&id)?;
+            let bags = (
+                relation.unit_bags.get(unit).cloned(),
+                relation.app_bags.get(app).cloned(),
+                relation.units.iter().cloned().collect(),
+            );
+            Some((id, bags))
+        })
+        .collect())
+}
+
+/// Seconds since the epoch.
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// Queues `update-status` on every started unit whose last one is older than the model's
+/// interval (Juju's `update-status-hook-interval`).
+fn queue_update_status(sim: &mut Simulation) {
+    let interval = sim.world.update_status_interval_s;
+    if interval == 0 {
+        return;
+    }
+    let now = now_s();
+    for queue in sim.world.units.values_mut() {
+        if queue.dying || !queue.in_scope {
+            continue;
+        }
+        if queue.last_update_status == 0 {
+            // The timer starts when the unit has started.
+            queue.last_update_status = now;
+        } else if now.saturating_sub(queue.last_update_status) >= interval {
+            queue.last_update_status = now;
+            let hook = QueuedHook::plain("update-status");
+            if !queue.queue.contains(&hook) {
+                queue.queue.push_back(hook);
+            }
+        }
+    }
 }
 
 /// The cluster as the dbaccessors of the mapped agents see it.
@@ -109,7 +152,6 @@ pub fn settle(
 ) -> Result<SettleReport, SimError> {
     let started = Instant::now();
     let deadline = started + options.timeout;
-    let relation = sim.relation_id()?;
     let (done_tx, done_rx) = mpsc::channel::<(String, std::io::Result<Output>)>();
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut retry_at: HashMap<String, Instant> = HashMap::new();
@@ -121,6 +163,7 @@ pub fn settle(
     let mut last_progress = Instant::now();
     let hooks_log = sim.dir.join("hooks.log");
     loop {
+        queue_update_status(sim);
         // Start the next hook of every idle unit whose retry time has come.
         let now = Instant::now();
         let units: Vec<String> = sim.world.units.keys().cloned().collect();
@@ -137,6 +180,10 @@ pub fn settle(
                 continue;
             };
             let Some(mut prepared) = sim.runner.prepare(&unit, &hook.invocation())? else {
+                // No handler: Juju skips the hook, which counts as done.
+                if hook.name == "start" {
+                    sim.enter_scope(&unit)?;
+                }
                 continue;
             };
             let command = std::mem::replace(&mut prepared.command, Command::new("true"));
@@ -228,7 +275,12 @@ pub fn settle(
             continue;
         };
         report.hooks += 1;
-        let before = own_bags(sim, &relation, &unit)?;
+        let before = own_bags(sim, &unit)?;
+        let app = crate::model::State::app_of(&unit).to_owned();
+        let leader_settings = |sim: &Simulation| -> Result<Option<Bag>, SimError> {
+            Ok(sim.store().load()?.leader_settings.get(&app).cloned())
+        };
+        let settings_before = leader_settings(sim)?;
         let (status, stdout, stderr) = match output {
             Ok(output) => (
                 output.status,
@@ -270,6 +322,36 @@ pub fn settle(
                 indent(&stderr)
             );
         }
+        // The debug log: one line per hook with its outcome, then its output (stdout at
+        // DEBUG, stderr at WARNING, as Juju logs them).
+        if let Ok(mut log) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(sim.dir.join(DEBUG_LOG))
+        {
+            let now = crate::tools::now_ms();
+            let entity = format!("unit-{}", unit.replace('/', "-"));
+            let level = if outcome.success() { "INFO" } else { "ERROR" };
+            let mut text = format!(
+                "{now} {entity} {level} juju.worker.uniter.operation ran {:?} hook (exit {:?}, {elapsed_ms} ms)\n",
+                run.hook.label(),
+                outcome.exit_code
+            );
+            for line in stdout.lines() {
+                text.push_str(&format!(
+                    "{now} {entity} DEBUG unit.{unit}.{} {line}\n",
+                    run.hook.name
+                ));
+            }
+            for line in stderr.lines() {
+                text.push_str(&format!(
+                    "{now} {entity} WARNING unit.{unit}.{} {line}\n",
+                    run.hook.name
+                ));
+            }
+            // The debug log is for people; a write error must not stop the model.
+            let _ = log.write_all(text.as_bytes());
+        }
         // Keep the state file small: every tool call rewrites it.
         sim.store().update(|state| {
             let excess = state.calls.len().saturating_sub(200);
@@ -286,27 +368,42 @@ pub fn settle(
                 queue.error = None;
                 queue.failures = 0;
             }
-            let after = own_bags(sim, &relation, &unit)?;
-            let members: Vec<String> = sim
-                .store()
-                .load()?
-                .relations
-                .get(&relation)
-                .map(|r| r.units.iter().cloned().collect())
-                .unwrap_or_default();
-            let others: Vec<&String> = members.iter().filter(|u| *u != &unit).collect();
-            if before.0 != after.0 && members.contains(&unit) {
-                for other in &others {
-                    sim.world.enqueue(
-                        other,
-                        QueuedHook::relation("changed", &relation, Some(&unit)),
-                    );
+            let after = own_bags(sim, &unit)?;
+            for (relation, (unit_bag, app_bag, members)) in &after {
+                let (old_unit_bag, old_app_bag) = before
+                    .get(relation)
+                    .map(|(u, a, _)| (u.clone(), a.clone()))
+                    .unwrap_or_default();
+                let others = members.iter().filter(|u| *u != &unit);
+                if old_unit_bag != *unit_bag && members.contains(&unit) {
+                    for other in others.clone() {
+                        sim.world.enqueue(
+                            other,
+                            QueuedHook::relation("changed", relation, Some(&unit)),
+                        );
+                    }
+                }
+                if old_app_bag != *app_bag {
+                    for other in others {
+                        sim.world
+                            .enqueue(other, QueuedHook::relation("changed", relation, None));
+                    }
                 }
             }
-            if before.1 != after.1 {
-                for other in &others {
-                    sim.world
-                        .enqueue(other, QueuedHook::relation("changed", &relation, None));
+            if settings_before != leader_settings(sim)? {
+                for other in sim.world.app_units(&app) {
+                    if other != unit {
+                        sim.world
+                            .enqueue(&other, QueuedHook::plain("leader-settings-changed"));
+                    }
+                }
+            }
+            if run.hook.name == "start" {
+                sim.enter_scope(&unit)?;
+            }
+            if run.hook.name == "update-status" {
+                if let Some(queue) = sim.world.units.get_mut(&unit) {
+                    queue.last_update_status = now_s();
                 }
             }
         } else {

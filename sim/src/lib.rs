@@ -12,6 +12,9 @@
 //! - [`responder`]: a stand-in for the controller agent's reload socket.
 //!
 //! The HA simulator on top (the `juju-sim` binary):
+//! - [`charm`]: a charm's endpoints, options and actions (metadata.yaml or charmcraft.yaml,
+//!   config.yaml, actions.yaml) and Juju's rules for config values and action parameters.
+//! - [`mounts`]: each machine's private mount namespace, `/var/lib/juju` its data dir.
 //! - [`world`]: spaces, machines, NICs, bindings, hook queues; the pure decisions (addresses,
 //!   `network-get` answers, `enable-ha` rules, which hooks fire).
 //! - [`netns`]: the network namespaces (a cloud namespace with a bridge per space, one per
@@ -30,11 +33,13 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod charm;
 pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod engine;
 pub mod model;
+pub mod mounts;
 pub mod netns;
 pub mod report;
 pub mod responder;

@@ -23,12 +23,17 @@ pub struct State {
     pub juju_version: String,
     /// `JUJU_API_ADDRESSES` (space separated when set).
     pub api_addresses: Vec<String>,
+    /// The model's `juju-http-proxy`, `juju-https-proxy`, `juju-ftp-proxy` and
+    /// `juju-no-proxy`, handed to hooks as `JUJU_CHARM_HTTP_PROXY`, ... (empty: unset).
+    pub charm_proxy: BTreeMap<String, String>,
     /// Every unit by name (`controller/0`).
     pub units: BTreeMap<String, Unit>,
     /// Every application by name, holding its config and application status.
     pub applications: BTreeMap<String, Application>,
     /// The leader unit of each application, by application name.
     pub leaders: BTreeMap<String, String>,
+    /// Each application's leader settings (`leader-set`, `leader-get`).
+    pub leader_settings: BTreeMap<String, Bag>,
     /// Every relation by id (`db-cluster:0`).
     pub relations: BTreeMap<String, Relation>,
     /// The hooks running now, by `JUJU_CONTEXT_ID`: what the tools of that hook act on.
@@ -53,6 +58,12 @@ pub struct Unit {
     pub machine: String,
     /// Where its charm lives: `<data-dir>/agents/unit-<app>-<n>/charm`.
     pub charm_dir: PathBuf,
+    /// Its machine's data dir: when set, its hooks run in a mount namespace in which that
+    /// dir is `/var/lib/juju` (and see their charm dir below it); when empty, they run in
+    /// the caller's (hand-built models, tests).
+    pub data_dir: Option<PathBuf>,
+    /// `JUJU_AVAILABILITY_ZONE` (empty: the cloud has none).
+    pub availability_zone: String,
     /// What `network-get <binding>` prints, per binding, as JSON. A binding missing here
     /// makes `network-get` fail as Juju does for an unknown binding.
     pub network: BTreeMap<String, Value>,
@@ -63,6 +74,9 @@ pub struct Unit {
     pub status: Option<Status>,
     /// The last `application-version-set` of the unit.
     pub workload_version: Option<String>,
+    /// The ports `open-port` opened (`80/tcp`, `1000-2000/udp`, `icmp`), committed when the
+    /// hook succeeds.
+    pub opened_ports: BTreeSet<String>,
 }
 
 /// One application.
@@ -90,6 +104,9 @@ pub struct Status {
 pub struct Relation {
     /// The endpoint name (`db-cluster`); a peer relation has one endpoint for every unit.
     pub endpoint: String,
+    /// The application whose peer relation this is (empty: any unit's, for hand-built
+    /// models).
+    pub app: String,
     /// The units that have joined, whose bags `relation-list` shows.
     pub units: BTreeSet<String>,
     /// Each unit's bag.
@@ -116,6 +133,10 @@ pub struct HookContext {
     pub pending: Vec<PendingWrite>,
     /// The running action, when this is an action.
     pub action: Option<RunningAction>,
+    /// `open-port` (true) and `close-port` (false) calls, applied when the hook exits 0.
+    pub port_changes: Vec<(String, bool)>,
+    /// `leader-set` writes, applied when the hook exits 0.
+    pub leader_writes: Vec<(String, String)>,
 }
 
 /// One buffered `relation-set` key.
@@ -171,6 +192,9 @@ pub struct LogLine {
     pub level: String,
     /// The message.
     pub message: String,
+    /// When, in milliseconds since the epoch (0: unknown).
+    #[serde(default)]
+    pub time_ms: u64,
 }
 
 /// One hook-tool invocation.
@@ -238,9 +262,43 @@ impl State {
         id
     }
 
-    /// Makes `unit` a member of `relation_id`, writing the keys Juju itself writes when a unit
-    /// joins (`private-address`, `ingress-address`, `egress-subnets`) from its network info.
+    /// Adds a peer relation of `app` for `endpoint` and returns its id (`endpoint:N`).
+    pub fn add_peer_relation(&mut self, app: &str, endpoint: &str) -> String {
+        let id = self.add_relation(endpoint);
+        if let Some(relation) = self.relations.get_mut(&id) {
+            relation.app = app.to_owned();
+        }
+        id
+    }
+
+    /// The relations `unit` takes part in (its application's, or any of a hand-built model).
+    pub fn relations_of(&self, unit: &str) -> Vec<String> {
+        let app = Self::app_of(unit);
+        self.relations
+            .iter()
+            .filter(|(_, r)| r.app.is_empty() || r.app == app)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Makes `unit` a member of `relation_id` at once: its bag ([`Self::create_bag`]) and
+    /// its place in scope ([`Self::enter_scope`]).
     pub fn join_relation(&mut self, relation_id: &str, unit: &str) {
+        self.create_bag(relation_id, unit);
+        self.enter_scope(relation_id, unit);
+    }
+
+    /// Puts `unit` in `relation_id`'s scope: the other units see it in `relation-list`.
+    pub fn enter_scope(&mut self, relation_id: &str, unit: &str) {
+        if let Some(relation) = self.relations.get_mut(relation_id) {
+            relation.units.insert(unit.to_owned());
+        }
+    }
+
+    /// Gives `unit` its bag in `relation_id` (from `-relation-created` on it may read and
+    /// write it) with the keys Juju itself writes (`private-address`, `ingress-address`,
+    /// `egress-subnets`) from its network info.
+    pub fn create_bag(&mut self, relation_id: &str, unit: &str) {
         let network = self
             .units
             .get(unit)
@@ -253,7 +311,6 @@ impl State {
         let Some(relation) = self.relations.get_mut(relation_id) else {
             return;
         };
-        relation.units.insert(unit.to_owned());
         let bag = relation.unit_bags.entry(unit.to_owned()).or_default();
         let ingress = network
             .as_ref()

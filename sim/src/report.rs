@@ -359,7 +359,7 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
         model: sim.world.prefix.clone(),
         binding: sim
             .world
-            .binding(PEER_ENDPOINT)
+            .binding(APP, PEER_ENDPOINT)
             .unwrap_or_default()
             .to_owned(),
         map,
@@ -373,6 +373,82 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
         leases,
         leases_error,
     })
+}
+
+/// `debug-log`: the hooks' lines (the engine's debug log) and the charms' `juju-log` lines in
+/// time order, as Juju prints them (`unit-tiny-0: 12:00:01.250 INFO ...`), then each machine
+/// agent's log. `include` keeps only the entities named (`tiny/0`, `unit-tiny-0`,
+/// `machine-2`); empty keeps all.
+pub fn debug_log(
+    model_dir: &std::path::Path,
+    world: &crate::world::World,
+    state: &State,
+    include: &[String],
+) -> String {
+    let wanted: Vec<String> = include
+        .iter()
+        .map(|name| {
+            if name.contains('/') {
+                format!("unit-{}", name.replace('/', "-"))
+            } else {
+                name.clone()
+            }
+        })
+        .collect();
+    let keep = |entity: &str| wanted.is_empty() || wanted.iter().any(|w| w == entity);
+    let mut entries: Vec<(u64, String, String)> = Vec::new();
+    let log = std::fs::read_to_string(model_dir.join(crate::engine::DEBUG_LOG)).unwrap_or_default();
+    for line in log.lines() {
+        let mut parts = line.splitn(3, ' ');
+        let (Some(time), Some(entity), Some(rest)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        entries.push((
+            time.parse().unwrap_or(0),
+            entity.to_owned(),
+            rest.to_owned(),
+        ));
+    }
+    for line in &state.juju_log {
+        entries.push((
+            line.time_ms,
+            format!("unit-{}", line.unit.replace('/', "-")),
+            format!(
+                "{} unit.{}.juju-log {}",
+                line.level, line.unit, line.message
+            ),
+        ));
+    }
+    // A stable sort: a hook's lines keep their order.
+    entries.sort_by_key(|(time, _, _)| *time);
+    let mut out = String::new();
+    for (time, entity, rest) in entries.iter().filter(|(_, e, _)| keep(e)) {
+        let _ = writeln!(out, "{entity}: {} {rest}", clock(*time));
+    }
+    for id in world.machines.keys() {
+        let entity = format!("machine-{id}");
+        if !keep(&entity) {
+            continue;
+        }
+        let log = std::fs::read_to_string(agent::agent_log(model_dir, *id)).unwrap_or_default();
+        for line in log.lines() {
+            let _ = writeln!(out, "{entity}: {line}");
+        }
+    }
+    out
+}
+
+/// `HH:MM:SS.mmm` (UTC) of a time in milliseconds since the epoch.
+fn clock(time_ms: u64) -> String {
+    let day_ms = time_ms % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
 }
 
 /// The status as a table, in the spirit of `juju status`.

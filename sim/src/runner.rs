@@ -310,8 +310,28 @@ impl Runner {
             context_id
         })?;
 
-        let mut command = Command::new(&program);
-        command.current_dir(&charm_dir).env_clear();
+        // On a simulated machine the hook runs in the machine's mount namespace and sees its
+        // charm dir below `/var/lib/juju`, as on a Juju machine.
+        let (mut command, seen_charm_dir) = match unit_state
+            .data_dir
+            .as_ref()
+            .and_then(|data_dir| Some((data_dir, charm_dir.strip_prefix(data_dir).ok()?)))
+        {
+            Some((data_dir, below)) => {
+                let seen = Path::new(crate::mounts::JUJU_DATA_DIR).join(below);
+                let seen_program = seen.join(program.strip_prefix(&charm_dir).unwrap_or(&program));
+                (
+                    crate::mounts::in_machine_mounts(data_dir, &seen_program, &seen),
+                    seen,
+                )
+            }
+            None => {
+                let mut command = Command::new(&program);
+                command.current_dir(&charm_dir);
+                (command, charm_dir.clone())
+            }
+        };
+        command.env_clear();
         let mut path = OsString::from(self.tools_dir.as_os_str());
         path.push(":");
         path.push(&self.base_path);
@@ -321,8 +341,8 @@ impl Runner {
             .env("PATH", path)
             .env("JUJU_DISPATCH_PATH", &dispatch_path)
             .env("JUJU_UNIT_NAME", unit)
-            .env("JUJU_CHARM_DIR", &charm_dir)
-            .env("CHARM_DIR", &charm_dir)
+            .env("JUJU_CHARM_DIR", &seen_charm_dir)
+            .env("CHARM_DIR", &seen_charm_dir)
             .env("JUJU_CONTEXT_ID", &context_id)
             .env("JUJU_MODEL_NAME", or(&state.model_name, "controller"))
             .env(
@@ -334,7 +354,27 @@ impl Runner {
             .env("JUJU_VERSION", or(&state.juju_version, "4.0.0"))
             .env("JUJU_AGENT_SOCKET_ADDRESS", state_path)
             .env("JUJU_AGENT_SOCKET_NETWORK", "unix")
-            .env("LANG", "C.UTF-8");
+            // A principal unit's own name is not repeated here: only a subordinate's
+            // principal is named.
+            .env("JUJU_PRINCIPAL_UNIT", "")
+            .env("JUJU_AVAILABILITY_ZONE", &unit_state.availability_zone)
+            // Only Kubernetes models have a cloud API version.
+            .env("CLOUD_API_VERSION", "")
+            .env("LANG", "C.UTF-8")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("APT_LISTCHANGES_FRONTEND", "none");
+        for (variable, key) in [
+            ("JUJU_CHARM_HTTP_PROXY", "juju-http-proxy"),
+            ("JUJU_CHARM_HTTPS_PROXY", "juju-https-proxy"),
+            ("JUJU_CHARM_FTP_PROXY", "juju-ftp-proxy"),
+            ("JUJU_CHARM_NO_PROXY", "juju-no-proxy"),
+        ] {
+            // Juju exports them even when empty.
+            command.env(
+                variable,
+                state.charm_proxy.get(key).map_or("", String::as_str),
+            );
+        }
         match invocation {
             Invocation::Hook { name, relation } => {
                 command.env("JUJU_HOOK_NAME", name);
@@ -389,6 +429,26 @@ impl Runner {
                 .unwrap_or_default();
             if success {
                 state.commit(&context.pending);
+                if let Some(unit) = state.units.get_mut(&prepared.unit) {
+                    for (port, open) in &context.port_changes {
+                        if *open {
+                            unit.opened_ports.insert(port.clone());
+                        } else {
+                            unit.opened_ports.remove(port);
+                        }
+                    }
+                }
+                if !context.leader_writes.is_empty() {
+                    let app = State::app_of(&prepared.unit).to_owned();
+                    let settings = state.leader_settings.entry(app).or_default();
+                    for (key, value) in &context.leader_writes {
+                        if value.is_empty() {
+                            settings.remove(key);
+                        } else {
+                            settings.insert(key.clone(), value.clone());
+                        }
+                    }
+                }
             }
             if let Some(action) = context.action {
                 let outcome = if success && action.failed.is_none() {

@@ -17,14 +17,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::agent::{self, AgentSpec};
+use crate::charm::{Charm, CharmError};
 use crate::model::{Application, State, Unit};
 use crate::netns;
 use crate::runner::Runner;
 use crate::store::Store;
-use crate::world::{self, QueuedHook, UnitQueue, World, APP, PEER_ENDPOINT};
+use crate::world::{self, AppSpec, QueuedHook, UnitQueue, World, APP, PEER_ENDPOINT};
 
-/// The charm's options and their defaults, read at build time so they never drift.
-const CHARM_CONFIG: &str = include_str!("../../config.yaml");
 /// How long a new machine's agent gets to open its reload socket.
 const AGENT_START_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -56,8 +55,8 @@ pub enum SimError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Run(#[from] crate::runner::RunError),
-    #[error("the charm's config.yaml cannot be read: {0}")]
-    CharmConfig(String),
+    #[error(transparent)]
+    Charm(#[from] CharmError),
     #[error("{0}")]
     Refused(String),
 }
@@ -235,24 +234,33 @@ fn new_prefix(dir: &Path) -> String {
     format!("{:06x}", hasher.finish() & 0xff_ffff)
 }
 
-/// The charm's options with their defaults, as `config-get` prints them.
-pub fn charm_defaults() -> Result<BTreeMap<String, Value>, SimError> {
-    let parsed: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(CHARM_CONFIG).map_err(|e| SimError::CharmConfig(e.to_string()))?;
-    let options = parsed
-        .get("options")
-        .and_then(serde_yaml_ng::Value::as_mapping)
-        .ok_or_else(|| SimError::CharmConfig("no options mapping".into()))?;
-    let mut defaults = BTreeMap::new();
-    for (name, option) in options {
-        let Some(name) = name.as_str() else { continue };
-        let default = option
-            .get("default")
-            .map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null);
-        defaults.insert(name.to_owned(), default);
+/// The controller charm's options with their defaults, as `config-get` prints them.
+pub fn charm_defaults() -> BTreeMap<String, Value> {
+    Charm::builtin().defaults()
+}
+
+/// Copies the charm dir `from` into `to` (files with their modes, symlinks as symlinks), as
+/// Juju unpacks a charm into each unit's charm dir.
+pub fn copy_charm(from: &Path, to: &Path) -> Result<(), SimError> {
+    fs::create_dir_all(to).map_err(io("create", to))?;
+    for entry in fs::read_dir(from).map_err(io("read", from))? {
+        let entry = entry.map_err(io("read", from))?;
+        let source = entry.path();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().map_err(io("stat", &source))?;
+        if kind.is_symlink() {
+            let link = fs::read_link(&source).map_err(io("read the link", &source))?;
+            if fs::symlink_metadata(&target).is_ok() {
+                fs::remove_file(&target).map_err(io("replace", &target))?;
+            }
+            std::os::unix::fs::symlink(&link, &target).map_err(io("link", &target))?;
+        } else if kind.is_dir() {
+            copy_charm(&source, &target)?;
+        } else {
+            fs::copy(&source, &target).map_err(io("copy", &source))?;
+        }
     }
-    Ok(defaults)
+    Ok(())
 }
 
 impl Simulation {
@@ -273,20 +281,12 @@ impl Simulation {
         world.network_latency_ms = options.network_latency_ms;
         world.quorum_timeout_ms = options.quorum_timeout_ms;
 
-        let mut state = State {
+        let state = State {
             model_name: "controller".into(),
             model_uuid: format!("{prefix}00-0bad-400d-8000-4b1d0d06f00d"),
             juju_version: "4.0.0".into(),
             ..State::default()
         };
-        state.applications.insert(
-            APP.into(),
-            Application {
-                config: charm_defaults()?,
-                status: None,
-            },
-        );
-        state.add_relation(PEER_ENDPOINT);
         let store = Store::new(dir.join("state.json"));
         store.save(&state)?;
         let runner = Runner::new(store, &bins.hook_tool, &dir.join("tools"))?;
@@ -343,15 +343,81 @@ impl Simulation {
         self.runner.store()
     }
 
-    /// The peer relation's id.
+    /// The controller application's peer relation id.
     pub fn relation_id(&self) -> Result<String, SimError> {
         let state = self.store().load()?;
         state
             .relations
             .iter()
-            .find(|(_, r)| r.endpoint == PEER_ENDPOINT)
+            .find(|(_, r)| r.endpoint == PEER_ENDPOINT && (r.app.is_empty() || r.app == APP))
             .map(|(id, _)| id.clone())
             .ok_or_else(|| SimError::Refused("the model has no db-cluster relation".into()))
+    }
+
+    /// The charm of `app`: the built-in controller charm, or the one its charm dir holds.
+    pub fn charm(&self, app: &str) -> Result<Charm, SimError> {
+        let spec = self
+            .world
+            .apps
+            .get(app)
+            .ok_or_else(|| SimError::Refused(format!("application {app:?} not found")))?;
+        Ok(match &spec.charm_dir {
+            None => Charm::builtin(),
+            Some(dir) => Charm::load(dir)?,
+        })
+    }
+
+    /// Adds application `name` running the charm in `charm_dir` (`None`: the built-in
+    /// controller charm): its config defaults and one relation per peer endpoint. Returns
+    /// the charm.
+    pub fn deploy_app(&mut self, name: &str, charm_dir: Option<&Path>) -> Result<Charm, SimError> {
+        if self.world.apps.contains_key(name) {
+            return Err(SimError::Refused(format!(
+                "cannot add application {name:?}: application already exists"
+            )));
+        }
+        let charm_dir = charm_dir
+            .map(|dir| std::path::absolute(dir).map_err(io("resolve", dir)))
+            .transpose()?;
+        let charm = match &charm_dir {
+            None => Charm::builtin(),
+            Some(dir) => Charm::load(dir)?,
+        };
+        if name == APP && charm_dir.is_some() {
+            return Err(SimError::Refused(format!(
+                "the application name {APP:?} is the controller's: deploy this charm under another name"
+            )));
+        }
+        self.world.apps.insert(
+            name.to_owned(),
+            AppSpec {
+                charm_dir,
+                endpoints: charm.endpoints.keys().cloned().collect(),
+                ..AppSpec::default()
+            },
+        );
+        self.store().update(|state| {
+            state.applications.insert(
+                name.to_owned(),
+                Application {
+                    config: charm.defaults(),
+                    status: None,
+                },
+            );
+            for peer in charm.peers() {
+                state.add_peer_relation(name, &peer);
+            }
+        })?;
+        self.save()?;
+        Ok(charm)
+    }
+
+    /// Deploys the controller application unless the model has it.
+    fn ensure_controller_app(&mut self) -> Result<(), SimError> {
+        if !self.world.apps.contains_key(APP) {
+            self.deploy_app(APP, None)?;
+        }
+        Ok(())
     }
 
     fn agent_spec(&self, id: u32) -> AgentSpec {
@@ -375,9 +441,10 @@ impl Simulation {
     /// gets its namespace and a running machine agent before its unit is added, as in Juju.
     /// Returns the new units.
     pub fn add_controllers(&mut self, target: usize) -> Result<Vec<String>, SimError> {
+        self.ensure_controller_app()?;
         let mut added = Vec::new();
         let mut pending = Vec::new();
-        while self.world.live_units().len() + pending.len() < target {
+        while self.world.app_units(APP).len() + pending.len() < target {
             let id = self.world.add_machine()?;
             self.save()?;
             netns::create_machine(&self.world, id)?;
@@ -397,9 +464,31 @@ impl Simulation {
         }
         for id in pending {
             agent::wait_until_up(&self.agent_spec(id), AGENT_START_TIMEOUT)?;
-            added.push(self.add_unit(id)?);
+            added.push(self.add_unit(APP, id)?);
+        }
+        self.refresh_api_addresses()?;
+        Ok(added)
+    }
+
+    /// Adds a unit of `app` on each of `machines` (workload machines with their namespaces).
+    pub fn add_units_on(&mut self, app: &str, machines: &[u32]) -> Result<Vec<String>, SimError> {
+        let mut added = Vec::new();
+        for &id in machines {
+            added.push(self.add_unit(app, id)?);
         }
         Ok(added)
+    }
+
+    /// Puts the controllers' API addresses in the hook-tool state (`JUJU_API_ADDRESSES`).
+    pub fn refresh_api_addresses(&self) -> Result<(), SimError> {
+        let addresses = if self.world.controller_machines().is_empty() {
+            Vec::new()
+        } else {
+            crate::client::known_endpoints(&self.world)
+        };
+        self.store()
+            .update(|state| state.api_addresses = addresses)?;
+        Ok(())
     }
 
     /// Adds `count` workload machines with NICs in `spaces` (the default space when empty):
@@ -516,41 +605,64 @@ impl Simulation {
         Ok(true)
     }
 
-    /// Adds a unit on machine `id` (which runs its agent) and queues the hooks of section 1b.
-    fn add_unit(&mut self, id: u32) -> Result<String, SimError> {
-        let number = self.world.next_unit;
-        self.world.next_unit += 1;
-        let unit = format!("{APP}/{number}");
-        let charm_dir = machine_data_dir(&self.dir, id)
-            .join("agents")
-            .join(format!("unit-{APP}-{number}"))
-            .join("charm");
+    /// Adds a unit of `app` on machine `id`: its charm dir (the charm copied in, or the
+    /// `dispatch` binary linked for the controller charm), its `agent.conf`, its bags in its
+    /// application's relations, and the hooks Juju's uniter runs before the unit enters
+    /// relation scope (section 1b).
+    fn add_unit(&mut self, app: &str, id: u32) -> Result<String, SimError> {
+        let spec = self
+            .world
+            .apps
+            .get_mut(app)
+            .ok_or_else(|| SimError::Refused(format!("application {app:?} not found")))?;
+        let number = spec.next_unit;
+        spec.next_unit += 1;
+        let charm_source = spec.charm_dir.clone();
+        let unit = format!("{app}/{number}");
+        let data_dir = machine_data_dir(&self.dir, id);
+        let unit_dir = data_dir.join("agents").join(format!("unit-{app}-{number}"));
+        let charm_dir = unit_dir.join("charm");
         fs::create_dir_all(&charm_dir).map_err(io("create", &charm_dir))?;
-        let dispatch = charm_dir.join("dispatch");
-        if fs::symlink_metadata(&dispatch).is_ok() {
-            fs::remove_file(&dispatch).map_err(io("replace", &dispatch))?;
+        match &charm_source {
+            Some(source) => copy_charm(source, &charm_dir)?,
+            None => {
+                let dispatch = charm_dir.join("dispatch");
+                if fs::symlink_metadata(&dispatch).is_ok() {
+                    fs::remove_file(&dispatch).map_err(io("replace", &dispatch))?;
+                }
+                std::os::unix::fs::symlink(&self.bins.dispatch, &dispatch)
+                    .map_err(io("link", &dispatch))?;
+            }
         }
-        std::os::unix::fs::symlink(&self.bins.dispatch, &dispatch)
-            .map_err(io("link", &dispatch))?;
-        let relation = self.relation_id()?;
-        let network = self.world.unit_network(id);
-        let existing = self.world.live_units();
-        let leader = self.store().update(|state| {
+        crate::mounts::ensure_mount_point().map_err(io(
+            "create the mount point",
+            Path::new(crate::mounts::JUJU_DATA_DIR),
+        ))?;
+        let model_uuid = self.store().load()?.model_uuid;
+        let conf = unit_agent_conf(&unit, &model_uuid, &self.controller_api_addresses());
+        let conf_path = unit_dir.join("agent.conf");
+        fs::write(&conf_path, conf).map_err(io("write", &conf_path))?;
+        let network = self.world.unit_network(id, app);
+        let (leader, relations) = self.store().update(|state| {
             state.units.insert(
                 unit.clone(),
                 Unit {
                     machine: id.to_string(),
                     charm_dir: charm_dir.clone(),
+                    data_dir: Some(data_dir.clone()),
                     network,
                     ..Unit::default()
                 },
             );
-            let leads = !state.leaders.contains_key(APP);
+            let leads = !state.leaders.contains_key(app);
             if leads {
-                state.leaders.insert(APP.into(), unit.clone());
+                state.leaders.insert(app.to_owned(), unit.clone());
             }
-            state.join_relation(&relation, &unit);
-            leads
+            let relations = state.relations_of(&unit);
+            for relation in &relations {
+                state.create_bag(relation, &unit);
+            }
+            (leads, relations)
         })?;
         self.world.units.insert(
             unit.clone(),
@@ -559,21 +671,54 @@ impl Simulation {
                 ..UnitQueue::default()
             },
         );
-        for hook in world::new_unit_hooks(&relation, leader, &existing) {
+        for hook in world::new_unit_hooks(&relations, leader) {
             self.world.enqueue(&unit, hook);
-        }
-        for other in &existing {
-            for hook in world::peer_joined_hooks(&relation, &unit) {
-                self.world.enqueue(other, hook);
-            }
         }
         self.save()?;
         Ok(unit)
     }
 
-    /// Starts removing machine `id`: its unit leaves the peer relation (its departing hooks
-    /// and the others' `-departed` are queued), a new leader is elected if it led. The
-    /// machine itself goes once its unit's hooks have run ([`Self::finish_removal`]).
+    /// Puts `unit` in the scope of its relations (after its `start`, as Juju's uniter does):
+    /// it runs `-joined` and `-changed` for every unit already there, and each of those runs
+    /// them for it.
+    pub fn enter_scope(&mut self, unit: &str) -> Result<(), SimError> {
+        let Some(queue) = self.world.units.get_mut(unit) else {
+            return Ok(());
+        };
+        if queue.in_scope || queue.dying {
+            return Ok(());
+        }
+        queue.in_scope = true;
+        let members = self.store().update(|state| {
+            let mut members = Vec::new();
+            for relation in state.relations_of(unit) {
+                let existing: Vec<String> = state.relations[&relation]
+                    .units
+                    .iter()
+                    .filter(|u| *u != unit)
+                    .cloned()
+                    .collect();
+                state.enter_scope(&relation, unit);
+                members.push((relation, existing));
+            }
+            members
+        })?;
+        for (relation, existing) in members {
+            for other in existing {
+                for hook in world::peer_joined_hooks(&relation, &other) {
+                    self.world.enqueue(unit, hook);
+                }
+                for hook in world::peer_joined_hooks(&relation, unit) {
+                    self.world.enqueue(&other, hook);
+                }
+            }
+        }
+        self.save()
+    }
+
+    /// Starts removing machine `id`: its unit leaves its relations (its departing hooks and
+    /// the others' `-departed` are queued), a new leader is elected if it led. The machine
+    /// itself goes once its unit's hooks have run ([`Self::finish_removal`]).
     pub fn remove_machine(&mut self, id: u32) -> Result<String, SimError> {
         if !self.world.machines.contains_key(&id) {
             return Err(world::WorldError::UnknownMachine(id.to_string()).into());
@@ -582,47 +727,66 @@ impl Simulation {
             .world
             .unit_on(id)
             .map(str::to_owned)
-            .ok_or_else(|| SimError::Refused(format!("machine {id} has no controller unit")))?;
+            .ok_or_else(|| SimError::Refused(format!("machine {id} has no unit")))?;
         if self.world.units.get(&unit).is_some_and(|u| u.dying) {
             return Err(SimError::Refused(format!(
                 "machine {id} is already being removed"
             )));
         }
+        let app = State::app_of(&unit).to_owned();
         let remaining: Vec<String> = self
             .world
-            .live_units()
+            .app_units(&app)
             .into_iter()
             .filter(|u| u != &unit)
             .collect();
-        if remaining.is_empty() {
+        if remaining.is_empty() && app == APP {
             return Err(SimError::Refused(format!(
                 "cannot remove machine {id}: it is the last controller"
             )));
         }
-        let relation = self.relation_id()?;
-        let new_leader = self.store().update(|state| {
-            state.leave_relation(&relation, &unit);
-            if state.is_leader(&unit) {
+        let (new_leader, relations) = self.store().update(|state| {
+            let mut relations = Vec::new();
+            for relation in state.relations_of(&unit) {
+                let was_in = state.relations[&relation].units.contains(&unit);
+                let others: Vec<String> = state.relations[&relation]
+                    .units
+                    .iter()
+                    .filter(|u| *u != &unit)
+                    .cloned()
+                    .collect();
+                state.leave_relation(&relation, &unit);
+                relations.push((relation, if was_in { others } else { Vec::new() }));
+            }
+            let new_leader = if state.is_leader(&unit) {
                 let leader = world::elect_leader(&remaining);
-                if let Some(leader) = &leader {
-                    state.leaders.insert(APP.into(), leader.clone());
+                match &leader {
+                    Some(leader) => {
+                        state.leaders.insert(app.clone(), leader.clone());
+                    }
+                    None => {
+                        state.leaders.remove(&app);
+                    }
                 }
                 leader
             } else {
                 None
-            }
+            };
+            (new_leader, relations)
         })?;
         if let Some(queue) = self.world.units.get_mut(&unit) {
             queue.dying = true;
             // Hooks it had not run yet no longer matter: it is going away.
             queue.queue.clear();
         }
-        for hook in world::leaving_hooks(&relation, &unit, &remaining) {
+        for hook in world::leaving_hooks(&relations, &unit) {
             self.world.enqueue(&unit, hook);
         }
-        for other in &remaining {
-            self.world
-                .enqueue(other, QueuedHook::departed(&relation, &unit, &unit));
+        for (relation, others) in &relations {
+            for other in others {
+                self.world
+                    .enqueue(other, QueuedHook::departed(relation, &unit, &unit));
+            }
         }
         if let Some(leader) = new_leader {
             for other in &remaining {
@@ -650,7 +814,8 @@ impl Simulation {
         })?;
         self.world.units.remove(unit);
         self.world.machines.remove(&queue.machine);
-        self.save()
+        self.save()?;
+        self.refresh_api_addresses()
     }
 
     /// Stops machine `id`'s agent and deletes its namespace.
@@ -671,7 +836,10 @@ impl Simulation {
             .world
             .units
             .iter()
-            .map(|(unit, q)| (unit.clone(), self.world.unit_network(q.machine)))
+            .map(|(unit, q)| {
+                let app = State::app_of(unit);
+                (unit.clone(), self.world.unit_network(q.machine, app))
+            })
             .collect();
         self.store().update(|state| {
             for (unit, network) in networks {
@@ -710,9 +878,9 @@ impl Simulation {
         self.save()
     }
 
-    /// Queues `hook` on every live unit.
-    pub fn enqueue_all(&mut self, hook: &QueuedHook) {
-        for unit in self.world.live_units() {
+    /// Queues `hook` on every live unit of `app`.
+    pub fn enqueue_app(&mut self, app: &str, hook: &QueuedHook) {
+        for unit in self.world.app_units(app) {
             self.world.enqueue(&unit, hook.clone());
         }
     }
@@ -739,46 +907,55 @@ impl Simulation {
         Ok(format!("{} {}", nic.name, nic.address))
     }
 
-    /// Binds `endpoint` (`""`: every endpoint without its own binding) to `space` (`""`:
-    /// unbinds); every unit gets `config-changed`.
-    pub fn bind(&mut self, endpoint: &str, space: &str) -> Result<(), SimError> {
+    /// Binds `app`'s `endpoint` (`""`: every endpoint without its own binding) to `space`
+    /// (`""`: unbinds); every unit of it gets `config-changed`.
+    pub fn bind(&mut self, app: &str, endpoint: &str, space: &str) -> Result<(), SimError> {
+        self.charm(app)?.check_endpoint(app, endpoint)?;
         if !space.is_empty() && !self.world.spaces.contains_key(space) {
             return Err(world::WorldError::UnknownSpace(space.to_owned()).into());
         }
+        let bindings = &mut self
+            .world
+            .apps
+            .get_mut(app)
+            .expect("charm() found the application")
+            .bindings;
         if space.is_empty() {
-            self.world.bindings.remove(endpoint);
+            bindings.remove(endpoint);
         } else {
-            self.world
-                .bindings
-                .insert(endpoint.to_owned(), space.to_owned());
+            bindings.insert(endpoint.to_owned(), space.to_owned());
         }
         self.save()?;
         self.refresh_networks()?;
-        self.enqueue_all(&QueuedHook::plain("config-changed"));
+        self.enqueue_app(app, &QueuedHook::plain("config-changed"));
         self.save()
     }
 
-    /// Sets charm options (`key=value`); every unit gets `config-changed` when one changed.
-    pub fn set_config(&mut self, settings: &[(String, Value)]) -> Result<bool, SimError> {
-        let known = charm_defaults()?;
-        for (key, _) in settings {
-            if !known.contains_key(key) {
-                return Err(SimError::Refused(format!("unknown option {key:?}")));
-            }
+    /// Sets `app`'s charm options (`key=value`, checked against its config.yaml as Juju
+    /// checks them); its units get `config-changed` when one changed.
+    pub fn set_config(
+        &mut self,
+        app: &str,
+        settings: &[(String, Value)],
+    ) -> Result<bool, SimError> {
+        let charm = self.charm(app)?;
+        let mut checked = Vec::new();
+        for (key, value) in settings {
+            checked.push((key.clone(), charm.check_setting(key, value)?));
         }
         let changed = self.store().update(|state| {
-            let app = state.applications.entry(APP.into()).or_default();
+            let config = &mut state.applications.entry(app.to_owned()).or_default().config;
             let mut changed = false;
-            for (key, value) in settings {
-                if app.config.get(key) != Some(value) {
-                    app.config.insert(key.clone(), value.clone());
+            for (key, value) in checked {
+                if config.get(&key) != Some(&value) {
+                    config.insert(key, value);
                     changed = true;
                 }
             }
             changed
         })?;
         if changed {
-            self.enqueue_all(&QueuedHook::plain("config-changed"));
+            self.enqueue_app(app, &QueuedHook::plain("config-changed"));
             self.save()?;
         }
         Ok(changed)
@@ -797,6 +974,34 @@ impl Simulation {
         drop(self);
         fs::remove_dir_all(&dir).map_err(io("remove", &dir))
     }
+}
+
+/// A unit's `agent.conf` (`<data-dir>/agents/unit-<app>-<n>/agent.conf`) in Juju's key
+/// names, with `/var/lib/juju` as the data dir as the unit sees it in its machine's mount
+/// namespace.
+pub fn unit_agent_conf(unit: &str, model_uuid: &str, api_addresses: &[String]) -> String {
+    use serde_yaml_ng::Value as Yaml;
+    let mut map = serde_yaml_ng::Mapping::new();
+    let mut put = |key: &str, value: Yaml| {
+        map.insert(Yaml::from(key), value);
+    };
+    put(
+        "tag",
+        Yaml::from(format!("unit-{}", unit.replace('/', "-"))),
+    );
+    put("datadir", Yaml::from(crate::mounts::JUJU_DATA_DIR));
+    put("upgradedToVersion", Yaml::from("4.0.0"));
+    put("model", Yaml::from(format!("model-{model_uuid}")));
+    put(
+        "apiaddresses",
+        Yaml::Sequence(
+            api_addresses
+                .iter()
+                .map(|a| Yaml::from(a.as_str()))
+                .collect(),
+        ),
+    );
+    serde_yaml_ng::to_string(&Yaml::Mapping(map)).expect("plain data serializes")
 }
 
 /// Removes every `jsim-*` namespace whose model dir is gone (killing what still runs in it)

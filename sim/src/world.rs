@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,7 +13,7 @@ use serde_json::Value;
 use crate::model::{Interface, InterfaceAddress, NetworkInfo};
 use crate::runner::Invocation;
 
-/// The application every unit of the simulator belongs to.
+/// The controller application (the built-in charm, on controller machines).
 pub const APP: &str = "controller";
 /// The peer endpoint whose binding decides the Dqlite address.
 pub const PEER_ENDPOINT: &str = "db-cluster";
@@ -37,17 +38,40 @@ pub struct World {
     pub machines: BTreeMap<u32, Machine>,
     /// The next machine id (Juju never reuses one).
     pub next_machine: u32,
-    /// The next unit number (Juju never reuses one).
-    pub next_unit: u32,
     /// Every unit's hook queue and error state, by unit name.
     pub units: BTreeMap<String, UnitQueue>,
-    /// Explicit endpoint bindings (`db-cluster` -> space); the `""` key binds every endpoint
-    /// without its own entry, as in a bundle. An endpoint with neither is unbound.
-    pub bindings: BTreeMap<String, String>,
+    /// Every application by name: its charm, endpoints and bindings.
+    pub apps: BTreeMap<String, AppSpec>,
+    /// How often each unit runs `update-status`, in seconds (Juju's model config
+    /// `update-status-hook-interval`, 5 minutes by default); 0 never.
+    pub update_status_interval_s: u64,
     /// Raft's expected round trip handed to every dbaccessor (`--network-latency-ms`).
     pub network_latency_ms: u64,
     /// How long a dbaccessor looks for a quorum (`--quorum-timeout-ms`).
     pub quorum_timeout_ms: u64,
+}
+
+/// One application: where its charm comes from, its endpoints and their bindings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppSpec {
+    /// The charm dir each unit gets a copy of; `None` for the built-in controller charm,
+    /// whose program is the `dispatch` binary (and whose units live on controller machines).
+    pub charm_dir: Option<PathBuf>,
+    /// Every endpoint of the charm (`juju-info` included): what `network-get` answers for.
+    pub endpoints: Vec<String>,
+    /// Explicit endpoint bindings (`db-cluster` -> space); the `""` key binds every endpoint
+    /// without its own entry, as in a bundle. An endpoint with neither is unbound.
+    pub bindings: BTreeMap<String, String>,
+    /// The next unit number (Juju never reuses one).
+    pub next_unit: u32,
+}
+
+impl AppSpec {
+    /// Whether this is the controller application (the built-in charm).
+    pub fn is_controller(&self) -> bool {
+        self.charm_dir.is_none()
+    }
 }
 
 /// One space: a name for one subnet of the simulated cloud.
@@ -137,6 +161,11 @@ pub struct UnitQueue {
     pub failures: u32,
     /// The unit is leaving: once its queue is empty it and its machine are removed.
     pub dying: bool,
+    /// The unit has entered the scope of its relations (after its `start`, as Juju's uniter
+    /// does): the others see it in `relation-list` and ran `-relation-joined` for it.
+    pub in_scope: bool,
+    /// When it last ran `update-status` (seconds since the epoch); 0 never.
+    pub last_update_status: u64,
 }
 
 /// One hook waiting in a unit's queue.
@@ -317,6 +346,7 @@ impl World {
             default_space: default_space.to_owned(),
             network_latency_ms: 20,
             quorum_timeout_ms: 3000,
+            update_status_interval_s: 300,
             ..World::default()
         };
         world.add_space(default_space, cidr)?;
@@ -482,24 +512,25 @@ impl World {
             .collect()
     }
 
-    /// The space `endpoint` is bound to, or `None` when it is unbound.
-    pub fn binding(&self, endpoint: &str) -> Option<&str> {
-        self.bindings
+    /// The space `app`'s `endpoint` is bound to, or `None` when it is unbound.
+    pub fn binding(&self, app: &str, endpoint: &str) -> Option<&str> {
+        let bindings = &self.apps.get(app)?.bindings;
+        bindings
             .get(endpoint)
-            .or_else(|| self.bindings.get(""))
+            .or_else(|| bindings.get(""))
             .map(String::as_str)
             .filter(|space| !space.is_empty())
     }
 
-    /// What `network-get <endpoint>` answers on machine `id`: every NIC when the endpoint
-    /// is unbound, only the bound space's NICs when it is bound. Juju's shape: the subnet
-    /// CIDR per address, `/32` egress subnets, lists omitted when empty.
-    pub fn network_info(&self, id: u32, endpoint: &str) -> NetworkInfo {
+    /// What `network-get <endpoint>` answers for a unit of `app` on machine `id`: every NIC
+    /// when the endpoint is unbound, only the bound space's NICs when it is bound. Juju's
+    /// shape: the subnet CIDR per address, `/32` egress subnets, lists omitted when empty.
+    pub fn network_info(&self, id: u32, app: &str, endpoint: &str) -> NetworkInfo {
         let mut info = NetworkInfo::default();
         let Some(machine) = self.machines.get(&id) else {
             return info;
         };
-        let bound = self.binding(endpoint);
+        let bound = self.binding(app, endpoint);
         for nic in &machine.nics {
             if bound.is_some_and(|space| space != nic.space) {
                 continue;
@@ -523,13 +554,28 @@ impl World {
         info
     }
 
-    /// `network-get` answers for every endpoint a unit on machine `id` knows.
-    pub fn unit_network(&self, id: u32) -> BTreeMap<String, Value> {
-        [(
-            PEER_ENDPOINT.to_owned(),
-            self.network_info(id, PEER_ENDPOINT).to_value(),
-        )]
-        .into()
+    /// `network-get` answers for every endpoint of `app` on machine `id`.
+    pub fn unit_network(&self, id: u32, app: &str) -> BTreeMap<String, Value> {
+        let endpoints = self
+            .apps
+            .get(app)
+            .map(|spec| spec.endpoints.clone())
+            .unwrap_or_default();
+        endpoints
+            .into_iter()
+            .map(|endpoint| {
+                let info = self.network_info(id, app, &endpoint).to_value();
+                (endpoint, info)
+            })
+            .collect()
+    }
+
+    /// The units of `app` not leaving, in unit-number order.
+    pub fn app_units(&self, app: &str) -> Vec<String> {
+        self.live_units()
+            .into_iter()
+            .filter(|unit| crate::model::State::app_of(unit) == app)
+            .collect()
     }
 
     /// The units not leaving, in unit-number order.
@@ -570,43 +616,46 @@ pub fn unit_number(unit: &str) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-/// The hooks a new unit runs (section 1b): install, relation-created, leader-elected or
-/// leader-settings-changed, config-changed, start, then joined + changed for each unit
-/// already in the peer relation.
-pub fn new_unit_hooks(relation: &str, leader: bool, existing: &[String]) -> Vec<QueuedHook> {
-    let mut hooks = vec![
-        QueuedHook::plain("install"),
-        QueuedHook::relation("created", relation, None),
-        QueuedHook::plain(if leader {
-            "leader-elected"
-        } else {
-            "leader-settings-changed"
-        }),
-        QueuedHook::plain("config-changed"),
-        QueuedHook::plain("start"),
-    ];
-    for other in existing {
-        hooks.push(QueuedHook::relation("joined", relation, Some(other)));
-        hooks.push(QueuedHook::relation("changed", relation, Some(other)));
+/// The hooks a new unit runs before it enters relation scope (section 1b, and Juju's uniter):
+/// install, `-relation-created` for each of its relations, leader-elected or
+/// leader-settings-changed, config-changed, start. The `-joined` hooks come once it has
+/// started ([`scope_hooks`]).
+pub fn new_unit_hooks(relations: &[String], leader: bool) -> Vec<QueuedHook> {
+    let mut hooks = vec![QueuedHook::plain("install")];
+    for relation in relations {
+        hooks.push(QueuedHook::relation("created", relation, None));
     }
+    hooks.push(QueuedHook::plain(if leader {
+        "leader-elected"
+    } else {
+        "leader-settings-changed"
+    }));
+    hooks.push(QueuedHook::plain("config-changed"));
+    hooks.push(QueuedHook::plain("start"));
     hooks
 }
 
-/// What an existing unit runs when `newcomer` enters the peer relation.
-pub fn peer_joined_hooks(relation: &str, newcomer: &str) -> Vec<QueuedHook> {
+/// What a unit runs for `other` when either of them enters the relation's scope: joined,
+/// then changed, with `other` as the remote unit.
+pub fn peer_joined_hooks(relation: &str, other: &str) -> Vec<QueuedHook> {
     vec![
-        QueuedHook::relation("joined", relation, Some(newcomer)),
-        QueuedHook::relation("changed", relation, Some(newcomer)),
+        QueuedHook::relation("joined", relation, Some(other)),
+        QueuedHook::relation("changed", relation, Some(other)),
     ]
 }
 
-/// What a leaving unit runs: `-departed` for each remaining unit, `-broken`, `stop`, `remove`.
-pub fn leaving_hooks(relation: &str, leaver: &str, remaining: &[String]) -> Vec<QueuedHook> {
-    let mut hooks: Vec<QueuedHook> = remaining
-        .iter()
-        .map(|other| QueuedHook::departed(relation, other, leaver))
-        .collect();
-    hooks.push(QueuedHook::relation("broken", relation, None));
+/// What a leaving unit runs: for each of its relations `-departed` for each remaining unit
+/// in scope and `-broken`; then `stop`, `remove`.
+pub fn leaving_hooks(relations: &[(String, Vec<String>)], leaver: &str) -> Vec<QueuedHook> {
+    let mut hooks = Vec::new();
+    for (relation, remaining) in relations {
+        hooks.extend(
+            remaining
+                .iter()
+                .map(|other| QueuedHook::departed(relation, other, leaver)),
+        );
+        hooks.push(QueuedHook::relation("broken", relation, None));
+    }
     hooks.push(QueuedHook::plain("stop"));
     hooks.push(QueuedHook::plain("remove"));
     hooks
@@ -810,23 +859,48 @@ mod tests {
     fn network_info_follows_the_binding() {
         let mut world = world();
         let id = world.add_machine().expect("room");
-        let addresses = |world: &World| world.network_info(id, PEER_ENDPOINT).ingress_addresses;
+        world.apps.insert(
+            APP.into(),
+            AppSpec {
+                endpoints: vec![PEER_ENDPOINT.into(), "juju-info".into()],
+                ..AppSpec::default()
+            },
+        );
+        let addresses =
+            |world: &World| world.network_info(id, APP, PEER_ENDPOINT).ingress_addresses;
         assert_eq!(addresses(&world), vec!["10.131.0.10", "10.132.0.10"]);
-        world.bindings.insert("".into(), "alpha".into());
+        fn bindings(world: &mut World) -> &mut BTreeMap<String, String> {
+            &mut world.apps.get_mut(APP).expect("app").bindings
+        }
+        bindings(&mut world).insert("".into(), "alpha".into());
         assert_eq!(addresses(&world), vec!["10.131.0.10"]);
-        world
-            .bindings
-            .insert(PEER_ENDPOINT.into(), "internal".into());
+        bindings(&mut world).insert(PEER_ENDPOINT.into(), "internal".into());
         assert_eq!(addresses(&world), vec!["10.132.0.10"]);
-        let json = world.network_info(id, PEER_ENDPOINT).to_value().to_string();
+        // Every endpoint has an answer; one without its own binding follows the default.
+        let network = world.unit_network(id, APP);
+        assert_eq!(
+            network.keys().collect::<Vec<_>>(),
+            vec!["db-cluster", "juju-info"]
+        );
+        assert_eq!(
+            network["juju-info"]["ingress-addresses"],
+            serde_json::json!(["10.131.0.10"])
+        );
+        let json = world
+            .network_info(id, APP, PEER_ENDPOINT)
+            .to_value()
+            .to_string();
         assert_eq!(
             json,
             r#"{"bind-addresses":[{"addresses":[{"cidr":"10.132.0.0/24","hostname":"","value":"10.132.0.10"}],"interface-name":"eth1","mac-address":"00:16:3e:84:00:0a"}],"egress-subnets":["10.132.0.10/32"],"ingress-addresses":["10.132.0.10"]}"#
         );
         // A space with no NIC on the machine: Juju omits every list.
-        world.bindings.insert(PEER_ENDPOINT.into(), "empty".into());
+        bindings(&mut world).insert(PEER_ENDPOINT.into(), "empty".into());
         assert_eq!(
-            world.network_info(id, PEER_ENDPOINT).to_value().to_string(),
+            world
+                .network_info(id, APP, PEER_ENDPOINT)
+                .to_value()
+                .to_string(),
             "{}"
         );
     }
@@ -837,25 +911,29 @@ mod tests {
             |hooks: Vec<QueuedHook>| hooks.iter().map(QueuedHook::label).collect::<Vec<_>>();
         assert_eq!(
             names(new_unit_hooks(
-                "db-cluster:0",
-                false,
-                &["controller/0".into()]
+                &["db-cluster:0".into(), "extra:1".into()],
+                false
             )),
             vec![
                 "install",
                 "db-cluster-relation-created",
+                "extra-relation-created",
                 "leader-settings-changed",
                 "config-changed",
                 "start",
+            ]
+        );
+        assert_eq!(
+            names(peer_joined_hooks("db-cluster:0", "controller/0")),
+            vec![
                 "db-cluster-relation-joined(controller/0)",
                 "db-cluster-relation-changed(controller/0)",
             ]
         );
         assert_eq!(
             names(leaving_hooks(
-                "db-cluster:0",
+                &[("db-cluster:0".into(), vec!["controller/0".into()])],
                 "controller/2",
-                &["controller/0".into()]
             )),
             vec![
                 "db-cluster-relation-departed(controller/0)",

@@ -108,7 +108,16 @@ const ALWAYS: &[&str] = &[
     "JUJU_VERSION",
     "JUJU_AGENT_SOCKET_ADDRESS",
     "JUJU_AGENT_SOCKET_NETWORK",
+    "JUJU_PRINCIPAL_UNIT",
+    "JUJU_AVAILABILITY_ZONE",
+    "CLOUD_API_VERSION",
+    "JUJU_CHARM_HTTP_PROXY",
+    "JUJU_CHARM_HTTPS_PROXY",
+    "JUJU_CHARM_FTP_PROXY",
+    "JUJU_CHARM_NO_PROXY",
     "LANG",
+    "DEBIAN_FRONTEND",
+    "APT_LISTCHANGES_FRONTEND",
 ];
 
 #[test]
@@ -157,7 +166,11 @@ fn the_environment_is_exactly_jujus() {
             ("CHARM_DIR", &charm_dir),
             ("JUJU_MACHINE_ID", "0"),
             ("JUJU_AGENT_SOCKET_NETWORK", "unix"),
+            ("JUJU_PRINCIPAL_UNIT", ""),
+            ("CLOUD_API_VERSION", ""),
+            ("JUJU_CHARM_HTTP_PROXY", ""),
             ("LANG", "C.UTF-8"),
+            ("DEBIAN_FRONTEND", "noninteractive"),
         ],
     );
     check(
@@ -376,7 +389,100 @@ fn tool_output_and_errors_are_jujus() {
         "ERROR no hook context running\n",
         1,
     );
+    // Juju's forms: flags after positionals, `--flag=value` booleans, the three formats.
+    check(&["is-leader"], "True\n", "", 0);
+    check(&["is-leader", "--format=yaml"], "true\n", "", 0);
+    check(
+        &["relation-ids", "--format=yaml", "db-cluster"],
+        "- db-cluster:0\n",
+        "",
+        0,
+    );
+    check(
+        &[
+            "relation-list",
+            "--app=false",
+            "-r",
+            "0",
+            "--format",
+            "json",
+        ],
+        "[\"controller/1\"]\n",
+        "",
+        0,
+    );
+    check(
+        &["relation-list", "-r", "0", "--app=True"],
+        "controller\n",
+        "",
+        0,
+    );
+    check(
+        &["relation-list", "-r", "0", "--app=maybe"],
+        "",
+        "ERROR invalid boolean value \"maybe\" for --app: parse error\n",
+        2,
+    );
+    check(&["config-get", "address-family"], "auto\n", "", 0);
+    check(&["config-get", "missing"], "", "", 0);
+    check(&["config-get"], "address-family: auto\n", "", 0);
+    check(&["status-get"], "unknown\n", "", 0);
+    check(
+        &["status-get", "--include-data", "--format=json"],
+        "{\"message\":\"\",\"status\":\"unknown\",\"status-data\":{}}\n",
+        "",
+        0,
+    );
+    check(
+        &["status-get", "--include-data", "--format=json", "--application=true"],
+        "{\"application-status\":{\"message\":\"\",\"status\":\"unknown\",\"status-data\":{},\"units\":{\"controller/0\":{\"message\":\"\",\"status\":\"unknown\",\"status-data\":{}},\"controller/1\":{\"message\":\"\",\"status\":\"unknown\",\"status-data\":{}}}}}\n",
+        "",
+        0,
+    );
+    check(
+        &[
+            "status-set",
+            "--application=False",
+            "active",
+            "--",
+            "-dashed",
+        ],
+        "",
+        "",
+        0,
+    );
+    check(&["status-get", "--format=json"], "\"active\"\n", "", 0);
+    check(&["storage-list", "--format=json"], "[]\n", "", 0);
+    check(
+        &["storage-get"],
+        "",
+        "ERROR no storage instance specified\n",
+        2,
+    );
+    check(&["secret-ids", "--format=json"], "[]\n", "", 0);
+    check(
+        &["secret-get", "secret:abc"],
+        "",
+        "ERROR secret \"secret:abc\" not found\n",
+        1,
+    );
+    check(&["leader-get", "--format=json"], "{}\n", "", 0);
+    check(&["opened-ports"], "", "", 0);
+    check(
+        &["open-port", "http"],
+        "",
+        "ERROR invalid port range \"http\"\n",
+        2,
+    );
+    check(&["unit-get", "private-address"], "10.0.0.5\n", "", 0);
     let state = fixture.state();
+    assert_eq!(
+        state.units["controller/0"]
+            .status
+            .as_ref()
+            .map(|s| s.message.as_str()),
+        Some("-dashed")
+    );
     assert_eq!(
         state.juju_log.last().map(|l| l.message.as_str()),
         Some("hello world")
@@ -385,6 +491,57 @@ fn tool_output_and_errors_are_jujus() {
         .calls
         .iter()
         .any(|c| c.tool == "status-set" && c.exit_code == 2));
+}
+
+#[test]
+fn relation_set_reads_yaml_from_stdin_and_files() {
+    let fixture = Fixture::new();
+    let file = fixture.dir.path().join("settings.yaml");
+    std::fs::write(&file, "from-file: \"1\"\nnumber: 7\ngone:\n").expect("write");
+    fixture.script(
+        0,
+        &format!(
+            "printf 'a: one\\nb: \"two words\"\\n' | relation-set -r 0 --file - c=three && \
+             relation-set -r 0 --file {} && \
+             echo '{{\"app-key\": \"v\"}}' | relation-set --app=True -r db-cluster:0 --file=- && \
+             relation-set -r 0 --file - < /dev/null && \
+             leader-set --file - <<EOF\nlead: x\nEOF\n\
+             open-port 8080 && open-port 1000-2000/udp && test \"$(opened-ports --format=json)\" = '[\"1000-2000/udp\",\"8080/tcp\"]'",
+            file.display()
+        ),
+    );
+    let outcome = fixture
+        .runner
+        .run("controller/0", &Invocation::hook("update-status"))
+        .expect("run");
+    assert_eq!(outcome.exit_code, Some(0), "{outcome:?}");
+    let state = fixture.state();
+    let relation = &state.relations["db-cluster:0"];
+    let bag = &relation.unit_bags["controller/0"];
+    assert_eq!(bag.get("a").map(String::as_str), Some("one"));
+    assert_eq!(bag.get("b").map(String::as_str), Some("two words"));
+    assert_eq!(bag.get("c").map(String::as_str), Some("three"));
+    assert_eq!(bag.get("from-file").map(String::as_str), Some("1"));
+    assert_eq!(bag.get("number").map(String::as_str), Some("7"));
+    assert_eq!(
+        relation.app_bags["controller"]
+            .get("app-key")
+            .map(String::as_str),
+        Some("v")
+    );
+    assert_eq!(
+        state.leader_settings["controller"]
+            .get("lead")
+            .map(String::as_str),
+        Some("x")
+    );
+    assert_eq!(
+        state.units["controller/0"]
+            .opened_ports
+            .iter()
+            .collect::<Vec<_>>(),
+        ["1000-2000/udp", "8080/tcp"]
+    );
 }
 
 #[test]

@@ -455,12 +455,30 @@ fn a_bind_cidr_typo_and_a_restart_cost_no_voter() {
 
 #[test]
 fn an_invalid_option_and_a_restart_cost_no_voter() {
+    // A value of the wrong type never reaches the charm: juju-sim refuses it as `juju
+    // config` does. A string option with a value the charm does not accept does.
     glitch_and_restart(
-        &[&["config", "run-dbaccessor=yes"]],
+        &[&["config", "address-family=ipv5"]],
         0,
         "controller/0",
-        &[&["config", "run-dbaccessor=false"]],
+        &[&["config", "address-family=auto"]],
     );
+}
+
+#[test]
+fn a_wrongly_typed_option_is_refused_as_juju_refuses_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = Model::new();
+    bootstrap(&model, &[]);
+    let output = model.run(&["config", "run-dbaccessor=yes"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("option \"run-dbaccessor\" expected boolean, got \"yes\""),
+        "{stderr}"
+    );
+    let output = model.run(&["config", "colour=red"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown option \"colour\""));
 }
 
 #[test]

@@ -62,9 +62,23 @@ fn main() -> ExitCode {
         eprintln!("ERROR no model: set JUJU_SIM_STATE to the model's state file");
         return ExitCode::from(1);
     };
+    // `--file -` reads the settings from standard input, before the model is locked.
+    let stdin = if juju_sim::tools::reads_stdin(&tool, &args) {
+        let mut text = String::new();
+        match std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+            Ok(_) => Some(text),
+            Err(e) => {
+                eprintln!("ERROR cannot read standard input: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
     let caller = Caller {
         context_id: std::env::var("JUJU_CONTEXT_ID").ok(),
         unit_name: std::env::var("JUJU_UNIT_NAME").ok(),
+        stdin,
     };
     let store = Store::new(state_path);
     match store.update(|state| run_tool(state, &caller, &tool, &args)) {
