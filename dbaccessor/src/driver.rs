@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use controller_contract::status::LogPosition;
+use dqlite::app::roles::DRAINING_WEIGHT;
 use dqlite::app::{self, App, AppConfig};
 use dqlite::client::{Connection, Options};
 use dqlite::node::{NodeError, NodeIdentity, NodeOptions};
@@ -16,7 +17,7 @@ use crate::decide::{LocalData, Quorum};
 use crate::health::Report;
 use crate::node_tls::NodeTls;
 use crate::progress::Reporter;
-use crate::service::{Driver, DriverError};
+use crate::service::{Absent, Driver, DriverError};
 
 /// How long a cluster request for the status may take before the status falls back to the
 /// persisted membership: the loop waits for it.
@@ -270,7 +271,7 @@ impl Driver for DqliteDriver {
         )
     }
 
-    async fn absent_and_unreachable(&mut self, wanted: &[String]) -> Vec<NodeInfo> {
+    async fn departed(&mut self, wanted: &[String]) -> Vec<Absent> {
         let Some(app) = &self.app else {
             return vec![];
         };
@@ -283,20 +284,27 @@ impl Driver for DqliteDriver {
         for member in departure_candidates(&members, app.id(), wanted) {
             let tls = self.client_tls();
             probes.spawn(async move {
-                let answers = reachable(&member.address, tls).await;
-                (member, answers)
+                let answer = weight_of(&member.address, tls).await;
+                (member, answer)
             });
         }
         let mut gone = vec![];
         while let Some(probe) = probes.join_next().await {
             match probe {
-                Ok((member, false)) => gone.push(member),
-                Ok((_, true)) => {}
+                Ok((member, None)) => gone.push(Absent {
+                    member,
+                    stopping: false,
+                }),
+                Ok((member, Some(DRAINING_WEIGHT))) => gone.push(Absent {
+                    member,
+                    stopping: true,
+                }),
+                Ok((_, Some(_))) => {}
                 // A probe that panicked says nothing about the member: unknown is not gone.
                 Err(e) => log::warn!("a reachability probe failed: {e}"),
             }
         }
-        gone.sort_by_key(|m| m.id);
+        gone.sort_by_key(|a| a.member.id);
         gone
     }
 
@@ -461,16 +469,33 @@ pub(crate) fn departure_candidates(
 /// Whether a member answers a LEADER request within [`PROBE_REQUEST_TIMEOUT`] (connect and
 /// request each): a dead address costs a few hundred ms, never a full request timeout.
 async fn reachable(address: &str, tls: Option<dqlite::tls::Tls>) -> bool {
-    let options = Options {
-        connect_timeout: PROBE_REQUEST_TIMEOUT,
-        request_timeout: PROBE_REQUEST_TIMEOUT,
-        tls,
-        ..Options::default()
-    };
+    let options = probe_options(tls);
     match Connection::connect(address, &options).await {
         Ok(mut connection) => connection.leader().await.is_ok(),
         Err(_) => false,
     }
+}
+
+fn probe_options(tls: Option<dqlite::tls::Tls>) -> Options {
+    Options {
+        connect_timeout: PROBE_REQUEST_TIMEOUT,
+        request_timeout: PROBE_REQUEST_TIMEOUT,
+        tls,
+        ..Options::default()
+    }
+}
+
+/// The weight a member reports (see [`DRAINING_WEIGHT`]) when it answers a DESCRIBE request
+/// within [`PROBE_REQUEST_TIMEOUT`] (connect and request each), `None` when it does not: a
+/// dead address costs a few hundred ms, never a full request timeout.
+async fn weight_of(address: &str, tls: Option<dqlite::tls::Tls>) -> Option<u64> {
+    let options = probe_options(tls);
+    let mut connection = Connection::connect(address, &options).await.ok()?;
+    connection
+        .describe()
+        .await
+        .ok()
+        .map(|metadata| metadata.weight)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod departures;
 mod map;
 mod status;
 
+pub(crate) use departures::Absent;
 pub(crate) use map::{host_has_ip, read_map};
 use status::from_member;
 pub(crate) use status::{availability, classify_membership};
@@ -62,8 +63,8 @@ pub enum DriverError {
 
 /// What the service needs from the local node. The real one runs libdqlite through the
 /// `dqlite` crate's application layer; the tests use a scripted fake. Failures come back
-/// as text with their whole cause chain: they end up in the log and the status and are
-/// never matched on (the decision to retry belongs to the loop, not to the error).
+/// as a [`DriverError`], whose whole cause chain ends up in the log and the status; they
+/// are never matched on (the decision to retry belongs to the loop, not to the error).
 pub(crate) trait Driver {
     /// What the data dir holds: identity and the persisted membership, which the running
     /// node keeps fresh.
@@ -88,9 +89,11 @@ pub(crate) trait Driver {
     fn probe_quorum(&mut self, within: Duration) -> impl Future<Output = Quorum>;
     /// The members and the leader's id as the cluster reports them.
     fn cluster(&mut self) -> impl Future<Output = Option<(Vec<NodeInfo>, Option<u64>)>>;
-    /// Members other than this node that are absent from `wanted` (the map's addresses)
-    /// and answer nobody.
-    fn absent_and_unreachable(&mut self, wanted: &[String]) -> impl Future<Output = Vec<NodeInfo>>;
+    /// The members other than this node that `wanted` (the map's addresses) lacks and that
+    /// are going: they do not answer, or they answer as stopping (draining, see
+    /// `dqlite::app::roles::DRAINING_WEIGHT`). Members that answer otherwise are not listed:
+    /// unknown is not gone.
+    fn departed(&mut self, wanted: &[String]) -> impl Future<Output = Vec<Absent>>;
     /// Removes a member from the cluster (never the last voter).
     fn remove(&mut self, id: u64) -> impl Future<Output = Result<(), DriverError>>;
     /// Stops the node (it is outside the configuration: nothing to hand over) and moves its
@@ -156,10 +159,11 @@ pub(crate) struct Service<D> {
     reason: String,
     /// Events that arrived while an operation ran (status queries are answered at once).
     deferred: VecDeque<Event>,
-    /// Members absent from the map and unreachable, and since when: removed once that has
+    /// Members absent from the map that went silent, and since when, and those seen stopping
+    /// (see `departures::due_for_removal`): a silent voter is removed once its silence has
     /// lasted a whole quorum timeout, so that a blip never removes anyone.
-    absent_since: BTreeMap<u64, Instant>,
-    /// When the last departure probe was sent (the `absent_since` of members it found
+    absence: departures::AbsenceMemory,
+    /// When the last departure probe was sent (the silence start of members it found
     /// silent for the first time).
     last_probe: Option<Instant>,
     /// Absent voters kept because the map dropped several voters at once (warned once).
@@ -197,7 +201,7 @@ impl<D: Driver> Service<D> {
             retry_at: None,
             leaderless_since: None,
             last_decision: None,
-            absent_since: BTreeMap::new(),
+            absence: departures::AbsenceMemory::default(),
             last_probe: None,
             kept_absent: BTreeSet::new(),
             departure_watch: None,
@@ -454,7 +458,7 @@ mod tests {
         async fn cluster(&mut self) -> Option<(Vec<NodeInfo>, Option<u64>)> {
             None
         }
-        async fn absent_and_unreachable(&mut self, _wanted: &[String]) -> Vec<NodeInfo> {
+        async fn departed(&mut self, _wanted: &[String]) -> Vec<Absent> {
             vec![]
         }
         async fn remove(&mut self, id: u64) -> Result<(), DriverError> {

@@ -33,21 +33,22 @@ impl<D: Driver> Service<D> {
         }
         self.departure_watch = Some((
             until,
-            next_departure_check(&self.absent_since, self.last_probe, Instant::now()),
+            next_departure_check(&self.absence.silent_since, self.last_probe, Instant::now()),
         ));
     }
 
-    /// On the leader: removes members that have been absent from a usable map, and
-    /// unreachable, for a whole quorum timeout (spares: see [`SPARE_GRACE`]). Returns
+    /// On the leader: removes members absent from a usable map that handed over (stopping
+    /// spares) at once, and those unreachable for a whole quorum timeout (spares and
+    /// stand-bys: see [`SPARE_GRACE`]). Returns
     /// whether a member the map lacks is still in the configuration (not one of the
     /// absent voters it keeps).
     pub(super) async fn remove_departed(&mut self) -> bool {
         let (MapRead::Map(map), _) = read_map(&self.config.controller_conf) else {
-            self.absent_since.clear();
+            self.absence = AbsenceMemory::default();
             return false;
         };
         if !map.contains_key(&self.config.agent_id) {
-            self.absent_since.clear();
+            self.absence = AbsenceMemory::default();
             return false;
         }
         let wanted: Vec<String> = map
@@ -58,13 +59,8 @@ impl<D: Driver> Service<D> {
         // its whole bound, which is time the member was already silent.
         let now = Instant::now();
         self.last_probe = Some(now);
-        let absent = self.driver.absent_and_unreachable(&wanted).await;
-        let due = due_for_removal(
-            &mut self.absent_since,
-            &absent,
-            now,
-            self.timings.quorum_timeout,
-        );
+        let absent = self.driver.departed(&wanted).await;
+        let due = due_for_removal(&mut self.absence, &absent, now, self.timings.quorum_timeout);
         let members: Vec<NodeInfo> = self.status.members.iter().map(from_member).collect();
         let own = self.status.node_id.unwrap_or_default();
         let (due, kept) = removable(&members, own, &wanted, due);
@@ -80,18 +76,24 @@ impl<D: Driver> Service<D> {
         }
         self.kept_absent = kept_ids;
         let removing = !due.is_empty();
+        let handed_over = &self.absence.seen_stopping;
         for member in due {
             let waited = self
-                .absent_since
+                .absence
+                .silent_since
                 .get(&member.id)
                 .map_or(0, |since| now.duration_since(*since).as_millis());
             match self.driver.remove(member.id).await {
                 Ok(()) => log::info!(
-                    "removed departed member {} at {} ({}): absent from the map and unreachable \
-                     (for {waited} ms)",
+                    "removed departed member {} at {} ({}): absent from the map and {}",
                     member.id,
                     member.address,
                     member.role,
+                    if handed_over.contains(&member.id) {
+                        "handed over (it said it was stopping)".to_owned()
+                    } else {
+                        format!("unreachable (for {waited} ms)")
+                    }
                 ),
                 Err(e) => log::warn!(
                     "cannot remove departed member {} at {}: {}",
@@ -166,26 +168,63 @@ pub(crate) fn next_departure_check(
         .unwrap_or(regular)
 }
 
-/// Tracks since when each member has been absent (and unreachable); returns those absent
-/// for at least `grace`, and spares and stand-bys absent for [`SPARE_GRACE`] (one that was
-/// only cut off and is removed finds itself outside the configuration and rejoins). Members no
-/// longer absent are forgotten.
+/// A member the map lacks that a probe found going.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Absent {
+    pub(crate) member: NodeInfo,
+    /// It answered as stopping (draining weight): a departing controller's dbaccessor, which
+    /// hands its role over and then stops. `false`: it did not answer.
+    pub(crate) stopping: bool,
+}
+
+/// Which absent members may be removed now, tracking since when each has been silent and
+/// which were seen stopping. The map dropped every one of them; on top of that:
+/// - a spare or stand-by that says it is stopping, or that was seen stopping and is now
+///   silent, has departed and handed over (positive knowledge): it goes at once;
+/// - a voter that says it is stopping is still handing over: it stays;
+/// - a silent voter goes after `grace`, a silent spare or stand-by never seen stopping after
+///   [`SPARE_GRACE`] (one that was only cut off and is removed finds itself outside the
+///   configuration and rejoins).
+///
+/// Members no longer absent are forgotten.
 pub(crate) fn due_for_removal(
-    absent_since: &mut BTreeMap<u64, Instant>,
-    absent: &[NodeInfo],
+    memory: &mut AbsenceMemory,
+    absent: &[Absent],
     now: Instant,
     grace: Duration,
 ) -> Vec<NodeInfo> {
-    absent_since.retain(|id, _| absent.iter().any(|m| m.id == *id));
+    memory
+        .silent_since
+        .retain(|id, _| absent.iter().any(|a| a.member.id == *id && !a.stopping));
+    memory
+        .seen_stopping
+        .retain(|id| absent.iter().any(|a| a.member.id == *id));
     absent
         .iter()
-        .filter(|member| {
-            let since = *absent_since.entry(member.id).or_insert(now);
+        .filter(|absent| {
+            let member = &absent.member;
+            let holds_vote = member.role == NodeRole::Voter;
+            if absent.stopping {
+                memory.seen_stopping.insert(member.id);
+                return !holds_vote;
+            }
+            let since = *memory.silent_since.entry(member.id).or_insert(now);
             let waited = now.duration_since(since);
-            waited >= grace || (member.role != NodeRole::Voter && waited >= SPARE_GRACE)
+            (!holds_vote && memory.seen_stopping.contains(&member.id))
+                || waited >= grace
+                || (!holds_vote && waited >= SPARE_GRACE)
         })
-        .cloned()
+        .map(|absent| absent.member.clone())
         .collect()
+}
+
+/// What the leader remembers of absent members between departure checks.
+#[derive(Debug, Default)]
+pub(crate) struct AbsenceMemory {
+    /// Since when each silent member has been silent (from when the probe was sent).
+    pub(crate) silent_since: BTreeMap<u64, Instant>,
+    /// Members that answered as stopping.
+    pub(crate) seen_stopping: BTreeSet<u64>,
 }
 
 #[cfg(test)]
@@ -248,17 +287,16 @@ mod tests {
             address: format!("127.21.0.{id}:17666"),
             role: NodeRole::Voter,
         };
-        let mut since = BTreeMap::new();
-        let check =
-            |since: &mut BTreeMap<u64, Instant>, absent: &[u64], at_ms: u64, due: &[u64]| {
-                let absent: Vec<NodeInfo> = absent.iter().map(|id| node(*id)).collect();
-                let got: Vec<u64> =
-                    due_for_removal(since, &absent, t0 + Duration::from_millis(at_ms), grace)
-                        .iter()
-                        .map(|m| m.id)
-                        .collect();
-                assert_eq!(got, due, "absent {absent:?} at {at_ms} ms");
-            };
+        let mut since = AbsenceMemory::default();
+        let check = |since: &mut AbsenceMemory, absent: &[u64], at_ms: u64, due: &[u64]| {
+            let absent: Vec<Absent> = absent.iter().map(|id| silent(node(*id))).collect();
+            let got: Vec<u64> =
+                due_for_removal(since, &absent, t0 + Duration::from_millis(at_ms), grace)
+                    .iter()
+                    .map(|m| m.id)
+                    .collect();
+            assert_eq!(got, due, "absent {absent:?} at {at_ms} ms");
+        };
         check(&mut since, &[2, 3], 0, &[]);
         check(&mut since, &[2, 3], 1_000, &[]);
         // 3 came back: its clock restarts when it goes again.
@@ -267,7 +305,7 @@ mod tests {
         check(&mut since, &[2, 3], 3_900, &[2]);
         check(&mut since, &[2, 3], 4_000, &[2, 3]);
         check(&mut since, &[], 5_000, &[]);
-        assert!(since.is_empty());
+        assert!(since.silent_since.is_empty());
         // A spare (a departed controller that handed its vote over) or a stand-by (one that
         // had no spare to hand its role to) is due at its second failed check, not at the
         // first silence; a voter waits out the quorum timeout.
@@ -282,7 +320,11 @@ mod tests {
         let mut due_at = |ms: u64| {
             due_for_removal(
                 &mut since,
-                &[spare.clone(), stand_by.clone(), node(2)],
+                &[
+                    silent(spare.clone()),
+                    silent(stand_by.clone()),
+                    silent(node(2)),
+                ],
                 t0 + Duration::from_millis(ms),
                 grace,
             )
@@ -295,6 +337,81 @@ mod tests {
         let at = 6_000 + SPARE_GRACE.as_millis() as u64;
         assert_eq!(due_at(at - 1), Vec::<u64>::new());
         assert_eq!(due_at(at), [4, 5]);
+    }
+
+    #[test]
+    fn a_departed_member_that_handed_over_goes_at_once() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(2);
+        let member = |id: u64, role: NodeRole| NodeInfo {
+            id,
+            address: format!("127.21.0.{id}:17666"),
+            role,
+        };
+        let stopping = |member: NodeInfo| Absent {
+            member,
+            stopping: true,
+        };
+        let mut memory = AbsenceMemory::default();
+        let mut due_at = |ms: u64, absent: &[Absent]| -> Vec<u64> {
+            due_for_removal(&mut memory, absent, t0 + Duration::from_millis(ms), grace)
+                .iter()
+                .map(|m| m.id)
+                .collect()
+        };
+        // A voter that says it is stopping is still handing over: it stays, and its
+        // answer starts no silence clock.
+        assert_eq!(
+            due_at(0, &[stopping(member(2, NodeRole::Voter))]),
+            [0u64; 0]
+        );
+        // Once a spare (handed over) it goes at the first check, beside a silent voter
+        // that still waits out the grace.
+        assert_eq!(
+            due_at(
+                100,
+                &[
+                    stopping(member(2, NodeRole::Spare)),
+                    silent(member(3, NodeRole::Voter))
+                ]
+            ),
+            [2]
+        );
+        // Seen stopping, then silent (it stopped before the next check): at once too.
+        let mut memory = AbsenceMemory::default();
+        let mut due_at = |ms: u64, absent: &[Absent]| -> Vec<u64> {
+            due_for_removal(&mut memory, absent, t0 + Duration::from_millis(ms), grace)
+                .iter()
+                .map(|m| m.id)
+                .collect()
+        };
+        assert_eq!(
+            due_at(0, &[stopping(member(4, NodeRole::Voter))]),
+            [0u64; 0]
+        );
+        assert_eq!(due_at(150, &[silent(member(4, NodeRole::Spare))]), [4]);
+        // A silent spare never seen stopping waits for its second failed check.
+        assert_eq!(
+            due_at(300, &[silent(member(5, NodeRole::Spare))]),
+            [0u64; 0]
+        );
+        // A member that answers normally again is forgotten: seen stopping no longer counts.
+        assert_eq!(
+            due_at(400, &[stopping(member(6, NodeRole::Voter))]),
+            [0u64; 0]
+        );
+        assert_eq!(due_at(500, &[]), [0u64; 0]);
+        assert_eq!(
+            due_at(600, &[silent(member(6, NodeRole::Spare))]),
+            [0u64; 0]
+        );
+    }
+
+    fn silent(member: NodeInfo) -> Absent {
+        Absent {
+            member,
+            stopping: false,
+        }
     }
 
     #[test]
