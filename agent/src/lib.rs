@@ -13,6 +13,8 @@
 //! - [`identity`]: the CA, the controller UUID and the bootstrap admin, each written once.
 //! - [`lease`]: the lease store (claim, extend, revoke, expire, pin) on the database's
 //!   clock, and fenced writes.
+//! - [`provisioner`]: the compute provisioner, a singular worker that starts and stops
+//!   workload machines' instances through the cloud command, every write fenced.
 //! - [`publisher`]: this controller's API addresses into `controller_api_address`.
 //! - [`schema`]: the controller database's tables, by migrations applied exactly once.
 //! - [`singular`]: the lease manager and singular runner (the `singular-controller`
@@ -29,6 +31,7 @@ pub mod database;
 pub mod host;
 pub mod identity;
 pub mod lease;
+pub mod provisioner;
 pub mod publisher;
 pub mod schema;
 pub mod singular;

@@ -257,6 +257,18 @@ fn spawn_dbaccessor(spec: &AgentSpec, log_path: &Path) -> Result<Child, AgentErr
         .arg(&spec.controller_agent);
     if spec.workload {
         command.arg("--machine-agent");
+    } else {
+        // The compute provisioner reaches the simulated cloud through this executable.
+        let juju_sim = std::env::current_exe().map_err(|source| AgentError::Spawn {
+            program: PathBuf::from("juju-sim"),
+            source,
+        })?;
+        command
+            .arg("--cloud-command")
+            .arg(juju_sim)
+            .arg("--cloud-arg=--model-dir")
+            .arg(format!("--cloud-arg={}", spec.model_dir.display()))
+            .arg("--cloud-arg=cloud");
     }
     command
         .arg("--agent-id")

@@ -402,24 +402,6 @@ impl Simulation {
         Ok(added)
     }
 
-    /// Adds `count` workload machines with NICs in `spaces` (the default space when empty):
-    /// each gets its namespace; its agent starts with [`Self::start_workload_agent`].
-    /// Returns their ids.
-    pub fn add_workload_machines(
-        &mut self,
-        count: usize,
-        spaces: &[String],
-    ) -> Result<Vec<u32>, SimError> {
-        let mut added = Vec::new();
-        for _ in 0..count {
-            let id = self.world.add_workload_machine(spaces)?;
-            self.save()?;
-            netns::create_machine(&self.world, id)?;
-            added.push(id);
-        }
-        Ok(added)
-    }
-
     /// Writes workload machine `id`'s `agent.conf` (mode 0600) and starts its agent.
     pub fn start_workload_agent(
         &mut self,
