@@ -9,6 +9,8 @@
 //!   address watch.
 //! - [`ca`]: the controller CA and the certificates it signs (the dbaccessor's module,
 //!   since its Dqlite node needs the CA before the API server runs).
+//! - [`cleanup`]: the controller-member clean-up, a singular worker that removes departed
+//!   controllers' rows (fenced; only on positive knowledge: their node left the cluster).
 //! - [`database`]: a worker's way to the database: wait for "available", connect, migrate.
 //! - [`identity`]: the CA, the controller UUID and the bootstrap admin, each written once.
 //! - [`lease`]: the lease store (claim, extend, revoke, expire, pin) on the database's
@@ -27,6 +29,7 @@ pub mod addresses;
 pub mod apicaller;
 pub mod apiserver;
 pub use dbaccessor::ca;
+pub mod cleanup;
 pub mod database;
 pub mod host;
 pub mod identity;

@@ -160,6 +160,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     timing.validate().context("invalid lease timings")?;
     let heartbeat_every = Duration::from_millis(args.singular_heartbeat_ms);
+    // As often as the publisher rounds that used to sweep on every controller.
+    let cleanup_every = Duration::from_millis(args.address_poll_ms);
     let singular_available = available.subscribe();
     let running = Arc::new(tokio::sync::watch::Sender::new(None));
     let holder = format!("controller-{}", config.agent_id);
@@ -188,12 +190,15 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         holder,
         timing,
         workers: Arc::new(move |fence| {
-            let mut workers = vec![agent::singular::heartbeat(
-                fence.clone(),
-                singular_available.clone(),
-                heartbeat_every,
-                Duration::from_secs(600),
-            )];
+            let mut workers = vec![
+                agent::singular::heartbeat(
+                    fence.clone(),
+                    singular_available.clone(),
+                    heartbeat_every,
+                    Duration::from_secs(600),
+                ),
+                agent::cleanup::worker(fence.clone(), cleanup_every, singular_available.clone()),
+            ];
             if let Some(settings) = &provisioner {
                 workers.push(agent::provisioner::worker(
                     fence,

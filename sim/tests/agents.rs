@@ -57,6 +57,14 @@ impl Model {
         Command::new(JUJU_SIM)
             .args(args)
             .env("JUJU_SIM_MODEL", self.path())
+            // Short leases: a killed controller that held the singular-controller lease
+            // (the compute provisioner, which starts and removes workload machines) is
+            // replaced within seconds rather than a minute.
+            .envs([
+                ("JUJUD_LEASE_DURATION_MS", "3000"),
+                ("JUJUD_LEASE_EXTEND_MS", "1000"),
+                ("JUJUD_LEASE_MARGIN_MS", "1000"),
+            ])
             .output()
             .expect("juju-sim runs")
     }
