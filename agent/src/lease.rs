@@ -79,6 +79,9 @@ pub const SINGULAR_CONTROLLER: &str = "singular-controller";
 /// The model of controller-wide leases.
 pub const CONTROLLER_MODEL: &str = "controller";
 
+/// The lease type whose holder (a unit) is its application's leader.
+pub const APPLICATION_LEADERSHIP: &str = "application-leadership";
+
 /// Which lease: Juju's (type, model, name).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LeaseKey {
@@ -97,6 +100,15 @@ impl LeaseKey {
             kind: SINGULAR_CONTROLLER.into(),
             model: CONTROLLER_MODEL.into(),
             name: CONTROLLER_MODEL.into(),
+        }
+    }
+
+    /// Application `application`'s leadership (in the controller's model, the only one).
+    pub fn application_leadership(application: &str) -> Self {
+        Self {
+            kind: APPLICATION_LEADERSHIP.into(),
+            model: CONTROLLER_MODEL.into(),
+            name: application.into(),
         }
     }
 
@@ -270,6 +282,27 @@ pub async fn claim(
         }
         other => Ok(Claim::Taken(other)),
     }
+}
+
+/// Claims `key` for `holder`, or extends it when `holder` already holds it (Juju's
+/// `ClaimLeadership`: a unit asks again and again and stays leader while it does). The
+/// holder's name is its identity here: a unit is one agent, so its grant is its own to
+/// extend, whichever process of it asks.
+pub async fn claim_or_extend(
+    client: &mut impl Transport,
+    key: &LeaseKey,
+    holder: &str,
+    duration: Duration,
+) -> Result<Claim, LeaseError> {
+    if let Some(lease) = read(client, key).await? {
+        if lease.token.holder == holder && lease.is_held() && !lease.pinned {
+            if let Some(held) = extend(client, key, &lease.token, duration).await? {
+                return Ok(Claim::Held(held));
+            }
+            // It lapsed between the read and the extension: claim afresh.
+        }
+    }
+    claim(client, key, holder, duration).await
 }
 
 /// Extends the grant `token` of `key` to `duration` from the database's now, if it still
