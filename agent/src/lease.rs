@@ -693,6 +693,19 @@ pub struct FencedAction {
 /// action after the previous run's last, by the database's clock). `Err` names the first
 /// overlap.
 pub fn check_no_overlap(actions: &[FencedAction]) -> Result<usize, String> {
+    check_runs(actions, true)
+}
+
+/// The commit-order half of [`check_no_overlap`]: each token's actions form one unbroken
+/// run, and a later grant's token has a later start. The database's clock is not compared
+/// across runs: when the Dqlite leader moves to a controller whose wall clock is behind,
+/// the next run's times can be earlier than the last ones, which is no overlap (the commit
+/// order is the proof).
+pub fn check_commit_order(actions: &[FencedAction]) -> Result<usize, String> {
+    check_runs(actions, false)
+}
+
+fn check_runs(actions: &[FencedAction], by_time: bool) -> Result<usize, String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut runs: Vec<(&Token, i64, i64)> = Vec::new();
     for action in actions {
@@ -706,10 +719,16 @@ pub fn check_no_overlap(actions: &[FencedAction]) -> Result<usize, String> {
                     ));
                 }
                 if let Some((previous, _, last)) = runs.last() {
-                    if action.at_ms < *last {
+                    if by_time && action.at_ms < *last {
                         return Err(format!(
                             "{} acted at {} before {}'s last action at {}",
                             action.token, action.at_ms, previous, last
+                        ));
+                    }
+                    if !by_time && action.token.start_ms <= previous.start_ms {
+                        return Err(format!(
+                            "{} (action {}) follows {} but did not start later",
+                            action.token, action.id, previous
                         ));
                     }
                 }
@@ -823,6 +842,21 @@ mod tests {
             &[action(1, "a", 10, 15), action(2, "b", 20, 14)],
             Err("before"),
         );
+        // By commit order only, that is no overlap; a later grant with an earlier start is.
+        let later_run_earlier_clock = [action(1, "a", 10, 15), action(2, "b", 20, 14)];
+        assert_eq!(check_commit_order(&later_run_earlier_clock), Ok(2));
+        let earlier_start = [action(1, "a", 10, 15), action(2, "b", 9, 16)];
+        assert!(check_commit_order(&earlier_start)
+            .expect_err("a token's start goes back")
+            .contains("did not start later"));
+        let interleaved = [
+            action(1, "a", 10, 11),
+            action(2, "b", 20, 21),
+            action(3, "a", 10, 22),
+        ];
+        assert!(check_commit_order(&interleaved)
+            .expect_err("interleaved")
+            .contains("acted again"));
     }
 
     #[test]

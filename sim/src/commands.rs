@@ -139,6 +139,13 @@ pub enum Commands {
     /// Fault injection: the simulated cloud answers each instance start this many
     /// milliseconds after starting it (0: at once), so a provisioner can die in between.
     FaultCloudDelay { ms: u64 },
+    /// Fault injection: controller MACHINE's agent runs with its wall clock MS milliseconds
+    /// off (negative: behind; 0: true again), through libfaketime; its agent is restarted.
+    FaultClockSkew {
+        machine: u32,
+        #[arg(allow_negative_numbers = true)]
+        ms: i64,
+    },
     /// The simulated cloud (run by the controllers' compute provisioner): one JSON request
     /// on stdin, one JSON reply on stdout.
     #[command(hide = true)]
@@ -475,6 +482,33 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             sim.world.cloud_start_reply_delay_ms = *ms;
             sim.save()?;
             writeln!(out, "the cloud answers each start {ms} ms after it")?;
+        }
+        Commands::FaultClockSkew { machine, ms } => {
+            let mut sim = open(cli)?;
+            match sim.world.machines.get(machine) {
+                None => bail!("machine {machine} not found"),
+                Some(m) if m.workload => {
+                    bail!("machine {machine} is a workload machine: only controllers are skewed")
+                }
+                Some(_) => {}
+            }
+            if *ms != 0 && agent::libfaketime().is_none() {
+                bail!("a clock skew needs libfaketime (apt-get install libfaketime)");
+            }
+            if *ms == 0 {
+                sim.world.clock_skew_ms.remove(machine);
+            } else {
+                sim.world.clock_skew_ms.insert(*machine, *ms);
+            }
+            sim.save()?;
+            // Its supervisor starts it again at once, with the new clock.
+            if let Some(pid) = agent::dbaccessor_pid(&sim.dir, *machine) {
+                agent::signal(pid, rustix::process::Signal::TERM);
+            }
+            writeln!(
+                out,
+                "machine {machine}: the agent's wall clock is {ms} ms off (restarting it)"
+            )?;
         }
         Commands::Cloud => {
             let request: controller_contract::cloud::CloudRequest =

@@ -53,6 +53,9 @@ pub struct World {
     pub cloud_fences: BTreeMap<u32, controller_contract::cloud::CloudFence>,
     /// Fault injection: the cloud answers a start this long after it started the instance.
     pub cloud_start_reply_delay_ms: u64,
+    /// Fault injection: controller machines whose agent runs with its wall clock this many
+    /// milliseconds off (libfaketime; the monotonic clock stays true).
+    pub clock_skew_ms: BTreeMap<u32, i64>,
 }
 
 /// One space: a name for one subnet of the simulated cloud.
