@@ -792,7 +792,7 @@ pub fn leadership_refusal(
         .unit
         .strip_prefix(request.application.as_str())
         .and_then(|rest| rest.strip_prefix('/'));
-    if request.application.is_empty() || !number.is_some_and(|n| n.parse::<u32>().is_ok()) {
+    if request.application.is_empty() || number.is_none_or(|n| n.parse::<u32>().is_err()) {
         return Some((
             StatusCode::BAD_REQUEST,
             format!(
