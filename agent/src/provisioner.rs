@@ -158,7 +158,8 @@ async fn run(
     }
 }
 
-/// One pass over the machines that need the provisioner.
+/// One pass over the machines that need the provisioner. A machine whose step fails is
+/// logged and left for the next round; only reading the machines fails the round.
 pub async fn round(
     client: &mut Client,
     fence: &Fence,
@@ -168,9 +169,18 @@ pub async fn round(
     let mut stopped = Vec::new();
     for machine in machines_to_do(client).await? {
         let outcome = if machine.status == "dying" {
-            remove(client, fence, settings, machine.id).await?
+            remove(client, fence, settings, machine.id).await
         } else {
-            provision(client, fence, settings, &machine).await?
+            provision(client, fence, settings, &machine).await
+        };
+        // One machine the cloud cannot start (say, a space it does not have) must not hold
+        // up the others: it is tried again next round.
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                log::warn!("machine {}: {e:#}; trying again next round", machine.id);
+                continue;
+            }
         };
         match outcome {
             Step::Done => {

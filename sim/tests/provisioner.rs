@@ -215,7 +215,19 @@ fn machines_are_started_once_by_the_holder_even_when_it_dies_midway() {
         machine_of(&holder.holder),
         "the holder provisions: {first:?}, {holder:?}"
     );
+    // While the holder waits for the cloud's late answer, status shows the machine as
+    // requested and being provisioned by the holder's grant, the others still pending.
     let status = model.status();
+    let shown: Vec<(u32, &str, &str)> = status
+        .requested
+        .iter()
+        .map(|m| (m.id, m.status.as_str(), m.provisioned_by.as_str()))
+        .collect();
+    assert!(
+        shown.contains(&(first.machine, "provisioning", starter.as_str())),
+        "{shown:?}"
+    );
+    assert!(shown.iter().all(|(id, _, _)| ids.contains(id)), "{shown:?}");
     let machine = status
         .machines
         .iter()
