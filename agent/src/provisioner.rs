@@ -63,6 +63,28 @@ pub struct Settings {
     pub cloud_timeout: Duration,
 }
 
+/// The cloud as the provisioner sees it: one request, one reply. [`CommandCloud`] in
+/// production; a test's in-memory cloud otherwise.
+pub trait Cloud: Sync {
+    fn call(
+        &self,
+        request: &CloudRequest,
+    ) -> impl std::future::Future<Output = anyhow::Result<CloudReply>> + Send;
+}
+
+/// The cloud behind a command ([`call_cloud`]).
+#[derive(Debug, Clone)]
+pub struct CommandCloud<'a>(pub &'a Settings);
+
+impl Cloud for CommandCloud<'_> {
+    fn call(
+        &self,
+        request: &CloudRequest,
+    ) -> impl std::future::Future<Output = anyhow::Result<CloudReply>> + Send {
+        call_cloud(self.0, request)
+    }
+}
+
 /// The provisioner as a singular worker of one grant.
 pub fn worker(
     fence: Fence,
@@ -132,9 +154,10 @@ async fn run(
     let Some(mut client) = database::open(&mut available, &mut stop, &who).await? else {
         return Ok(());
     };
+    let cloud = CommandCloud(&settings);
     loop {
         let outcome = tokio::select! {
-            outcome = round(&mut client, &fence, &settings) => outcome,
+            outcome = round(&mut client, &fence, &cloud) => outcome,
             () = stop.requested() => return Ok(()),
         };
         match outcome {
@@ -163,15 +186,15 @@ async fn run(
 pub async fn round(
     client: &mut Client,
     fence: &Fence,
-    settings: &Settings,
+    cloud: &impl Cloud,
 ) -> anyhow::Result<Round> {
     let mut started = Vec::new();
     let mut stopped = Vec::new();
     for machine in machines_to_do(client).await? {
         let outcome = if machine.status == "dying" {
-            remove(client, fence, settings, machine.id).await
+            remove(client, fence, cloud, machine.id).await
         } else {
-            provision(client, fence, settings, &machine).await
+            provision(client, fence, cloud, &machine).await
         };
         // One machine the cloud cannot start (say, a space it does not have) must not hold
         // up the others: it is tried again next round.
@@ -228,7 +251,7 @@ fn cloud_fence(fence: &Fence) -> CloudFence {
 async fn provision(
     client: &mut Client,
     fence: &Fence,
-    settings: &Settings,
+    cloud: &impl Cloud,
     machine: &MachineRow,
 ) -> anyhow::Result<Step> {
     let id = machine.id;
@@ -254,7 +277,7 @@ async fn provision(
         machine: id,
         fence: cloud_fence(fence),
     };
-    let instance = match call_cloud(settings, &lookup).await? {
+    let instance = match cloud.call(&lookup).await? {
         CloudReply::Instance {
             instance: Some(instance),
         } => {
@@ -291,7 +314,7 @@ async fn provision(
                 spaces: machine.spaces.clone(),
                 agent,
             };
-            match call_cloud(settings, &start).await? {
+            match cloud.call(&start).await? {
                 CloudReply::Started { instance, existing } => {
                     log::info!(
                         "machine {id}: instance {} {} by {token}",
@@ -348,14 +371,14 @@ async fn record(
 async fn remove(
     client: &mut Client,
     fence: &Fence,
-    settings: &Settings,
+    cloud: &impl Cloud,
     id: u32,
 ) -> anyhow::Result<Step> {
     let request = CloudRequest::StopInstance {
         machine: id,
         fence: cloud_fence(fence),
     };
-    match call_cloud(settings, &request).await? {
+    match cloud.call(&request).await? {
         CloudReply::Stopped { existed } => {
             log::info!(
                 "machine {id}: {}",
