@@ -127,6 +127,9 @@ pub fn serve(
                     existing: true,
                 });
             }
+            if sim.world.machines.get(&id).is_some_and(|m| !m.workload) {
+                anyhow::bail!("machine {id} is a controller, not a workload machine");
+            }
             // A start that failed midway left the machine without an agent: start again
             // on the NICs it already has.
             if !sim.world.machines.contains_key(&id) {
