@@ -7,6 +7,8 @@ set -euo pipefail
 packages=(libdqlite-dev go-dqlite pkg-config gcc libc6-dev iproute2 procps
   # sim/tests/client.rs: a CA certificate from outside the model (openssl req -x509).
   openssl
+  # sim/tests/clock_skew.rs: controllers whose wall clock is off (juju-sim fault-clock-skew).
+  libfaketime
   # build-charm.sh: the zip tool, objdump, and the static C libraries bin/dbaccessor links.
   zip binutils libraft-dev libuv1-dev liblz4-dev libsqlite3-dev)
 missing=()

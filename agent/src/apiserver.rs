@@ -20,6 +20,12 @@
 //! per server reads them from the database every [`WATCH_POLL`] and wakes the waiting
 //! requests only when they changed; a failed read keeps the last known list.
 //!
+//! `POST /leadership` (`{"application", "unit", "duration-ms"}`) claims an application's
+//! `application-leadership` lease for a unit, or extends it when that unit holds it; a user
+//! may claim for any unit, a unit agent (`unit-<app>-<n>`) only for itself, a machine agent
+//! not at all (403). `GET /leadership?application=<name>` reads it. Both answer the leader,
+//! whether the named unit is it, and how long the lease still runs by the database's clock.
+//!
 //! Bounded everywhere: the body size, the number of connections (accepting waits for a
 //! free slot), the TLS handshake, each request, each connection's lifetime, the password
 //! hashes computed at once. Every request is logged with its outcome. An oversized body is
@@ -48,6 +54,7 @@ use tokio::time::Instant;
 use crate::database;
 use crate::host::{Stop, WorkerSpec};
 use crate::identity;
+use crate::lease::{self, Lease, LeaseKey};
 use crate::publisher::AddressSource;
 use crate::schema::{quote, DATABASE};
 use crate::workers::DBACCESSOR;
@@ -111,8 +118,8 @@ impl Default for Limits {
 }
 
 pub use controller_contract::api::{
-    ApiAddressesResult, ControllerConfigRequest, ControllerNode, ErrorBody, HostPort, LoginRequest,
-    LoginResult, StatusResult,
+    ApiAddressesResult, ControllerConfigRequest, ControllerNode, ErrorBody, HostPort,
+    LeadershipRequest, LeadershipResult, LoginRequest, LoginResult, StatusResult,
 };
 
 /// The rows of `controller_api_address` as a login answer's `servers`; rows that do not
@@ -513,6 +520,19 @@ async fn route(
             };
         }
         "/controller-config" => return error(StatusCode::METHOD_NOT_ALLOWED, "only POST"),
+        "/leadership" if request.method() == Method::POST => {
+            return match logged_in_as(session) {
+                Some(session) => claim_leadership_answer(state, &session, request).await,
+                None => error(StatusCode::UNAUTHORIZED, "not logged in on this connection"),
+            };
+        }
+        "/leadership" if request.method() == Method::GET => {
+            return match logged_in(session) {
+                Some(name) => read_leadership_answer(state, &name, request.uri().query()).await,
+                None => error(StatusCode::UNAUTHORIZED, "not logged in on this connection"),
+            };
+        }
+        "/leadership" => return error(StatusCode::METHOD_NOT_ALLOWED, "only GET or POST"),
         _ => return error(StatusCode::NOT_FOUND, "no such route"),
     }
     let max = state.limits.max_body;
@@ -754,6 +774,164 @@ async fn set_config_answer(state: &State, name: &str, request: Request<Incoming>
         body,
         format!("controller config {} set by {name:?}", keys.join(", ")),
     )
+}
+
+/// The default and the bounds of a leadership claim's duration.
+pub const LEADERSHIP_DURATION: Duration = Duration::from_secs(60);
+const LEADERSHIP_DURATION_RANGE: std::ops::RangeInclusive<u64> = 1_000..=300_000;
+
+/// Why a leadership claim is refused before the database is asked (`None`: it may go
+/// ahead), with its status: a unit not of the application, a duration out of range, or an
+/// agent claiming for a unit other than itself (a user may claim for any unit).
+pub fn leadership_refusal(
+    caller: &str,
+    caller_is_agent: bool,
+    request: &LeadershipRequest,
+) -> Option<(StatusCode, String)> {
+    let number = request
+        .unit
+        .strip_prefix(request.application.as_str())
+        .and_then(|rest| rest.strip_prefix('/'));
+    if request.application.is_empty() || number.is_none_or(|n| n.parse::<u32>().is_err()) {
+        return Some((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{:?} is not a unit of application {:?}",
+                request.unit, request.application
+            ),
+        ));
+    }
+    if let Some(ms) = request.duration_ms {
+        if !LEADERSHIP_DURATION_RANGE.contains(&ms) {
+            return Some((
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "a leadership duration of {ms} ms is out of range ({} to {} ms)",
+                    LEADERSHIP_DURATION_RANGE.start(),
+                    LEADERSHIP_DURATION_RANGE.end()
+                ),
+            ));
+        }
+    }
+    let own_tag = format!("unit-{}", request.unit.replace('/', "-"));
+    if caller_is_agent && caller != own_tag {
+        return Some((
+            StatusCode::FORBIDDEN,
+            format!("{caller} may not claim leadership for {}", request.unit),
+        ));
+    }
+    None
+}
+
+fn leadership_result(
+    application: &str,
+    unit: Option<&str>,
+    lease: Option<&Lease>,
+) -> LeadershipResult {
+    let leader = lease
+        .filter(|l| l.is_held())
+        .map(|l| l.token.holder.clone());
+    LeadershipResult {
+        application: application.to_owned(),
+        is_leader: unit.is_some() && leader.as_deref() == unit,
+        remaining_ms: lease.filter(|l| l.is_held()).map_or(0, |l| {
+            u64::try_from(l.remaining().as_millis()).unwrap_or(u64::MAX)
+        }),
+        leader,
+    }
+}
+
+/// `POST /leadership`: claims or extends the application's `application-leadership`
+/// lease for the unit; answers who leads now.
+async fn claim_leadership_answer(
+    state: &State,
+    session: &Session,
+    request: Request<Incoming>,
+) -> Answer {
+    let body = match read_body(request.into_body(), state.limits.max_body).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+        Err(BodyError::Read(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            )
+        }
+    };
+    let claim: LeadershipRequest = match serde_json::from_slice(&body) {
+        Ok(claim) => claim,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("malformed leadership claim: {e}"),
+            )
+        }
+    };
+    if let Some((status, why)) = leadership_refusal(&session.name, session.agent, &claim) {
+        return error(status, &why);
+    }
+    let key = LeaseKey::application_leadership(&claim.application);
+    let duration = claim
+        .duration_ms
+        .map_or(LEADERSHIP_DURATION, Duration::from_millis);
+    let mut client = state.client.lock().await;
+    let outcome = lease::claim_or_extend(&mut *client, &key, &claim.unit, duration).await;
+    let lease = match outcome {
+        Ok(lease::Claim::Held(_)) | Ok(lease::Claim::Taken(_)) => {
+            lease::read(&mut *client, &key).await
+        }
+        Err(e) => Err(e),
+    };
+    match lease {
+        Ok(lease) => {
+            let result = leadership_result(&claim.application, Some(&claim.unit), lease.as_ref());
+            let body = serde_json::to_vec(&result).expect("a leadership result serializes");
+            (
+                StatusCode::OK,
+                body,
+                format!(
+                    "leadership of {} for {} by {:?}: leader {:?}",
+                    claim.application, claim.unit, session.name, result.leader
+                ),
+            )
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot claim leadership: {e}"),
+        ),
+    }
+}
+
+/// `GET /leadership?application=<name>`: the application's leader.
+async fn read_leadership_answer(state: &State, name: &str, query: Option<&str>) -> Answer {
+    let application = match query.unwrap_or_default().split_once('=') {
+        Some(("application", application))
+            if !application.is_empty() && !application.contains('&') =>
+        {
+            application.to_owned()
+        }
+        _ => return error(StatusCode::BAD_REQUEST, "want ?application=<name>"),
+    };
+    let key = LeaseKey::application_leadership(&application);
+    let read = {
+        let mut client = state.client.lock().await;
+        lease::read(&mut *client, &key).await
+    };
+    match read {
+        Ok(lease) => {
+            let result = leadership_result(&application, None, lease.as_ref());
+            let body = serde_json::to_vec(&result).expect("a leadership result serializes");
+            (
+                StatusCode::OK,
+                body,
+                format!("leader of {application} for {name:?}: {:?}", result.leader),
+            )
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot read leadership: {e}"),
+        ),
+    }
 }
 
 /// `after=<version>` from a query string: `Ok(None)` without it, an error for a value
@@ -1007,6 +1185,37 @@ mod tests {
             ),
             Err("cannot set juju-mgmt-space: space \"a\" not found (known spaces: none)".into())
         );
+    }
+
+    #[test]
+    fn leadership_refusal_table() {
+        let check =
+            |caller: &str, agent: bool, unit: &str, ms: Option<u64>, expected: Option<u16>| {
+                let request = LeadershipRequest {
+                    application: "my-app".into(),
+                    unit: unit.into(),
+                    duration_ms: ms,
+                };
+                assert_eq!(
+                    leadership_refusal(caller, agent, &request).map(|(status, _)| status.as_u16()),
+                    expected,
+                    "{caller} {agent} {unit} {ms:?}"
+                );
+            };
+        check("admin", false, "my-app/0", None, None);
+        check("admin", false, "my-app/12", Some(1000), None);
+        check("unit-my-app-3", true, "my-app/3", Some(300_000), None);
+        // An agent claims only for itself; machine agents not at all.
+        check("unit-my-app-3", true, "my-app/4", None, Some(403));
+        check("machine-3", true, "my-app/3", None, Some(403));
+        // Not a unit of the application.
+        check("admin", false, "other/0", None, Some(400));
+        check("admin", false, "my-app/x", None, Some(400));
+        check("admin", false, "my-app", None, Some(400));
+        check("admin", false, "my-app-0", None, Some(400));
+        // Durations out of range.
+        check("admin", false, "my-app/0", Some(999), Some(400));
+        check("admin", false, "my-app/0", Some(300_001), Some(400));
     }
 
     #[test]

@@ -19,13 +19,55 @@
 //! Dqlite leader's clock is behind; a token (holder, start) is therefore never granted
 //! twice while the row exists.
 
+use std::future::Future;
 use std::time::Duration;
 
-use dqlite::client::{Client, Error as ClientError};
+use dqlite::client::{Client, Error as ClientError, ExecResult, Rows};
 use dqlite::wire::Value;
 use tokio::time::Instant;
 
 use crate::schema::DATABASE;
+
+/// What the lease store sends its statements through: the Dqlite [`Client`], or a test's
+/// wrapper that loses a reply (an unknown outcome after the write ran, or before it was
+/// sent) to show that such a write is read back, never assumed.
+pub trait Transport: Send {
+    /// Runs one write; see [`Client::exec`].
+    fn exec(
+        &mut self,
+        database: &str,
+        sql: &str,
+        params: &[Value],
+    ) -> impl Future<Output = Result<ExecResult, ClientError>> + Send;
+
+    /// Runs one read; see [`Client::query`].
+    fn query(
+        &mut self,
+        database: &str,
+        sql: &str,
+        params: &[Value],
+    ) -> impl Future<Output = Result<Rows, ClientError>> + Send;
+}
+
+impl Transport for Client {
+    fn exec(
+        &mut self,
+        database: &str,
+        sql: &str,
+        params: &[Value],
+    ) -> impl Future<Output = Result<ExecResult, ClientError>> + Send {
+        Client::exec(self, database, sql, params)
+    }
+
+    fn query(
+        &mut self,
+        database: &str,
+        sql: &str,
+        params: &[Value],
+    ) -> impl Future<Output = Result<Rows, ClientError>> + Send {
+        Client::query(self, database, sql, params)
+    }
+}
 
 /// The database's now, in milliseconds since the Unix epoch, as SQL. SQLite evaluates
 /// `'now'` once per statement, so every use in one statement is the same instant.
@@ -36,6 +78,9 @@ pub const SINGULAR_CONTROLLER: &str = "singular-controller";
 
 /// The model of controller-wide leases.
 pub const CONTROLLER_MODEL: &str = "controller";
+
+/// The lease type whose holder (a unit) is its application's leader.
+pub const APPLICATION_LEADERSHIP: &str = "application-leadership";
 
 /// Which lease: Juju's (type, model, name).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,6 +100,15 @@ impl LeaseKey {
             kind: SINGULAR_CONTROLLER.into(),
             model: CONTROLLER_MODEL.into(),
             name: CONTROLLER_MODEL.into(),
+        }
+    }
+
+    /// Application `application`'s leadership (in the controller's model, the only one).
+    pub fn application_leadership(application: &str) -> Self {
+        Self {
+            kind: APPLICATION_LEADERSHIP.into(),
+            model: CONTROLLER_MODEL.into(),
+            name: application.into(),
         }
     }
 
@@ -165,7 +219,7 @@ fn millis(duration: Duration) -> Result<i64, LeaseError> {
 /// unpinned one). The grant's start is read back, as is the outcome of a claim whose
 /// outcome is unknown.
 pub async fn claim(
-    client: &mut Client,
+    client: &mut impl Transport,
     key: &LeaseKey,
     holder: &str,
     duration: Duration,
@@ -230,10 +284,31 @@ pub async fn claim(
     }
 }
 
+/// Claims `key` for `holder`, or extends it when `holder` already holds it (Juju's
+/// `ClaimLeadership`: a unit asks again and again and stays leader while it does). The
+/// holder's name is its identity here: a unit is one agent, so its grant is its own to
+/// extend, whichever process of it asks.
+pub async fn claim_or_extend(
+    client: &mut impl Transport,
+    key: &LeaseKey,
+    holder: &str,
+    duration: Duration,
+) -> Result<Claim, LeaseError> {
+    if let Some(lease) = read(client, key).await? {
+        if lease.token.holder == holder && lease.is_held() && !lease.pinned {
+            if let Some(held) = extend(client, key, &lease.token, duration).await? {
+                return Ok(Claim::Held(held));
+            }
+            // It lapsed between the read and the extension: claim afresh.
+        }
+    }
+    claim(client, key, holder, duration).await
+}
+
 /// Extends the grant `token` of `key` to `duration` from the database's now, if it still
 /// holds. `Ok(None)`: the grant is gone (expired, revoked, taken over).
 pub async fn extend(
-    client: &mut Client,
+    client: &mut impl Transport,
     key: &LeaseKey,
     token: &Token,
     duration: Duration,
@@ -281,7 +356,7 @@ pub async fn extend(
 /// still greater). `Ok(false)`: it had already ended. Idempotent, so an unknown outcome is
 /// settled by sending it again.
 pub async fn revoke(
-    client: &mut Client,
+    client: &mut impl Transport,
     key: &LeaseKey,
     token: &Token,
 ) -> Result<bool, LeaseError> {
@@ -303,7 +378,7 @@ pub async fn revoke(
 
 /// Removes `key`'s row if it has expired and is not pinned (housekeeping; a claim does not
 /// need it). `Ok(false)`: no such row.
-pub async fn expire(client: &mut Client, key: &LeaseKey) -> Result<bool, LeaseError> {
+pub async fn expire(client: &mut impl Transport, key: &LeaseKey) -> Result<bool, LeaseError> {
     let sql = format!(
         "DELETE FROM lease WHERE type = ?1 AND model = ?2 AND name = ?3 \
            AND expiry_ms <= {NOW_MS} AND pinned = 0"
@@ -315,7 +390,7 @@ pub async fn expire(client: &mut Client, key: &LeaseKey) -> Result<bool, LeaseEr
 /// and its holder's fenced writes still pass. Only a lease that holds can be pinned.
 /// `Ok(false)`: nothing changed (not held, or already so).
 pub async fn set_pinned(
-    client: &mut Client,
+    client: &mut impl Transport,
     key: &LeaseKey,
     pinned: bool,
 ) -> Result<bool, LeaseError> {
@@ -335,7 +410,7 @@ pub async fn set_pinned(
 /// A write whose repetition is harmless: sent again once when its outcome is unknown (the
 /// second answer then says where the row is; `false` after a first try that committed).
 async fn write_idempotent(
-    client: &mut Client,
+    client: &mut impl Transport,
     key: &LeaseKey,
     operation: &'static str,
     sql: &str,
@@ -388,7 +463,10 @@ fn lease_from_row(row: Vec<Value>) -> Result<Lease, LeaseError> {
 }
 
 /// `key`'s row with the database's now, if there is one.
-pub async fn read(client: &mut Client, key: &LeaseKey) -> Result<Option<Lease>, LeaseError> {
+pub async fn read(
+    client: &mut impl Transport,
+    key: &LeaseKey,
+) -> Result<Option<Lease>, LeaseError> {
     let sql =
         format!("{SELECT_LEASE}, {NOW_MS} FROM lease WHERE type = ?1 AND model = ?2 AND name = ?3");
     let rows = client
@@ -402,7 +480,7 @@ pub async fn read(client: &mut Client, key: &LeaseKey) -> Result<Option<Lease>, 
 }
 
 /// Every lease row, in key order, with the database's now.
-pub async fn list(client: &mut Client) -> Result<Vec<Lease>, LeaseError> {
+pub async fn list(client: &mut impl Transport) -> Result<Vec<Lease>, LeaseError> {
     let sql = format!("{SELECT_LEASE}, {NOW_MS} FROM lease ORDER BY type, model, name");
     let rows = client
         .query(DATABASE, &sql, &[])
@@ -412,7 +490,7 @@ pub async fn list(client: &mut Client) -> Result<Vec<Lease>, LeaseError> {
 }
 
 /// The database's clock now (milliseconds since the epoch).
-pub async fn database_now(client: &mut Client) -> Result<i64, LeaseError> {
+pub async fn database_now(client: &mut impl Transport) -> Result<i64, LeaseError> {
     let rows = client
         .query(DATABASE, &format!("SELECT {NOW_MS}"), &[])
         .await
@@ -451,6 +529,83 @@ pub enum FenceError {
         #[source]
         source: ClientError,
     },
+    #[error("fenced statement of {token}: {source}")]
+    Statement {
+        token: Token,
+        #[source]
+        source: ClientError,
+    },
+    #[error("fenced statement of {token}: cannot read the lease: {source}")]
+    Check {
+        token: Token,
+        #[source]
+        source: LeaseError,
+    },
+}
+
+/// The outcome of [`exec_fenced`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FencedWrite {
+    /// Committed while the grant held, changing this many rows (0: the statement's own
+    /// condition matched nothing; the state it writes was already there, say).
+    Applied(u64),
+    /// Refused: the token no longer holds the lease.
+    Stale,
+}
+
+/// Runs one statement of a singular worker, fenced: `sql` must carry [`holds_condition`]
+/// in its `WHERE` (parameters `?1..?5`: the key and `token`), its own parameters being
+/// `?6` on (`params`). Changed rows mean the grant held when it ran. No changed row is told
+/// apart by reading the lease: still held by `token`, the statement's own condition
+/// matched nothing ([`FencedWrite::Applied`]`(0)`); not held, [`FencedWrite::Stale`].
+///
+/// `sql` must be idempotent (a state it moves rows to, a delete): an unknown outcome is
+/// settled by sending it again, and the answer to the resend is the outcome.
+pub async fn exec_fenced(
+    client: &mut impl Transport,
+    key: &LeaseKey,
+    token: &Token,
+    sql: &str,
+    params: &[Value],
+) -> Result<FencedWrite, FenceError> {
+    let [kind, model, name] = key.params();
+    let mut all = vec![
+        kind,
+        model,
+        name,
+        Value::Text(token.holder.clone()),
+        Value::Integer(token.start_ms),
+    ];
+    all.extend_from_slice(params);
+    let mut tries = 0;
+    let changed = loop {
+        tries += 1;
+        match client.exec(DATABASE, sql, &all).await {
+            Ok(result) => break result.rows_affected,
+            Err(e) if e.outcome_unknown() && tries < 3 => {
+                log::warn!("fenced statement of {token} on {key}: {e}; sending it again");
+            }
+            Err(source) => {
+                return Err(FenceError::Statement {
+                    token: token.clone(),
+                    source,
+                })
+            }
+        }
+    };
+    if changed > 0 {
+        return Ok(FencedWrite::Applied(changed));
+    }
+    let lease = read(client, key)
+        .await
+        .map_err(|source| FenceError::Check {
+            token: token.clone(),
+            source,
+        })?;
+    Ok(match lease {
+        Some(lease) if lease.token == *token && lease.is_held() => FencedWrite::Applied(0),
+        _ => FencedWrite::Stale,
+    })
 }
 
 /// The SQL condition (for a `WHERE`) that `?1..?5` (type, model, name, holder, start) is a
@@ -466,7 +621,7 @@ pub fn holds_condition() -> String {
 /// only if `token` still holds `key` when the statement runs, with the database's time. An
 /// unknown outcome is read back by (token, seq).
 pub async fn log_fenced(
-    client: &mut Client,
+    client: &mut impl Transport,
     key: &LeaseKey,
     token: &Token,
     seq: i64,
@@ -538,6 +693,19 @@ pub struct FencedAction {
 /// action after the previous run's last, by the database's clock). `Err` names the first
 /// overlap.
 pub fn check_no_overlap(actions: &[FencedAction]) -> Result<usize, String> {
+    check_runs(actions, true)
+}
+
+/// The commit-order half of [`check_no_overlap`]: each token's actions form one unbroken
+/// run, and a later grant's token has a later start. The database's clock is not compared
+/// across runs: when the Dqlite leader moves to a controller whose wall clock is behind,
+/// the next run's times can be earlier than the last ones, which is no overlap (the commit
+/// order is the proof).
+pub fn check_commit_order(actions: &[FencedAction]) -> Result<usize, String> {
+    check_runs(actions, false)
+}
+
+fn check_runs(actions: &[FencedAction], by_time: bool) -> Result<usize, String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut runs: Vec<(&Token, i64, i64)> = Vec::new();
     for action in actions {
@@ -551,10 +719,16 @@ pub fn check_no_overlap(actions: &[FencedAction]) -> Result<usize, String> {
                     ));
                 }
                 if let Some((previous, _, last)) = runs.last() {
-                    if action.at_ms < *last {
+                    if by_time && action.at_ms < *last {
                         return Err(format!(
                             "{} acted at {} before {}'s last action at {}",
                             action.token, action.at_ms, previous, last
+                        ));
+                    }
+                    if !by_time && action.token.start_ms <= previous.start_ms {
+                        return Err(format!(
+                            "{} (action {}) follows {} but did not start later",
+                            action.token, action.id, previous
                         ));
                     }
                 }
@@ -567,7 +741,7 @@ pub fn check_no_overlap(actions: &[FencedAction]) -> Result<usize, String> {
 
 /// Every fenced action in commit order, from id `after` on.
 pub async fn fencing_log(
-    client: &mut Client,
+    client: &mut impl Transport,
     after: i64,
 ) -> Result<Vec<FencedAction>, ClientError> {
     let rows = client
@@ -599,7 +773,10 @@ pub async fn fencing_log(
 
 /// Deletes fenced actions older than `keep` by the database's clock (the log would grow
 /// without end). Idempotent.
-pub async fn prune_fencing_log(client: &mut Client, keep: Duration) -> Result<u64, ClientError> {
+pub async fn prune_fencing_log(
+    client: &mut impl Transport,
+    keep: Duration,
+) -> Result<u64, ClientError> {
     let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
     let result = client
         .exec(
@@ -665,6 +842,21 @@ mod tests {
             &[action(1, "a", 10, 15), action(2, "b", 20, 14)],
             Err("before"),
         );
+        // By commit order only, that is no overlap; a later grant with an earlier start is.
+        let later_run_earlier_clock = [action(1, "a", 10, 15), action(2, "b", 20, 14)];
+        assert_eq!(check_commit_order(&later_run_earlier_clock), Ok(2));
+        let earlier_start = [action(1, "a", 10, 15), action(2, "b", 9, 16)];
+        assert!(check_commit_order(&earlier_start)
+            .expect_err("a token's start goes back")
+            .contains("did not start later"));
+        let interleaved = [
+            action(1, "a", 10, 11),
+            action(2, "b", 20, 21),
+            action(3, "a", 10, 22),
+        ];
+        assert!(check_commit_order(&interleaved)
+            .expect_err("interleaved")
+            .contains("acted again"));
     }
 
     #[test]

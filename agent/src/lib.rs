@@ -9,10 +9,14 @@
 //!   address watch.
 //! - [`ca`]: the controller CA and the certificates it signs (the dbaccessor's module,
 //!   since its Dqlite node needs the CA before the API server runs).
+//! - [`cleanup`]: the controller-member clean-up, a singular worker that removes departed
+//!   controllers' rows (fenced; only on positive knowledge: their node left the cluster).
 //! - [`database`]: a worker's way to the database: wait for "available", connect, migrate.
 //! - [`identity`]: the CA, the controller UUID and the bootstrap admin, each written once.
 //! - [`lease`]: the lease store (claim, extend, revoke, expire, pin) on the database's
 //!   clock, and fenced writes.
+//! - [`provisioner`]: the compute provisioner, a singular worker that starts and stops
+//!   workload machines' instances through the cloud command, every write fenced.
 //! - [`publisher`]: this controller's API addresses into `controller_api_address`.
 //! - [`schema`]: the controller database's tables, by migrations applied exactly once.
 //! - [`singular`]: the lease manager and singular runner (the `singular-controller`
@@ -25,10 +29,12 @@ pub mod addresses;
 pub mod apicaller;
 pub mod apiserver;
 pub use dbaccessor::ca;
+pub mod cleanup;
 pub mod database;
 pub mod host;
 pub mod identity;
 pub mod lease;
+pub mod provisioner;
 pub mod publisher;
 pub mod schema;
 pub mod singular;

@@ -55,6 +55,20 @@ struct AgentArgs {
     #[arg(long)]
     machine_agent: bool,
 
+    /// The cloud, for the compute provisioner: a program that takes one JSON request on
+    /// stdin and answers on stdout. Without it, no provisioner runs and requested machines
+    /// stay pending.
+    #[arg(long, env = "JUJUD_CLOUD_COMMAND")]
+    cloud_command: Option<std::path::PathBuf>,
+
+    /// An argument of the cloud command (repeatable).
+    #[arg(long = "cloud-arg", allow_hyphen_values = true)]
+    cloud_args: Vec<String>,
+
+    /// How often the compute provisioner reads the requested machines, in milliseconds.
+    #[arg(long, env = "JUJUD_PROVISIONER_POLL_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..))]
+    provisioner_poll_ms: u64,
+
     /// How often the singular heartbeat worker records a fenced action, in milliseconds.
     #[arg(long, env = "JUJUD_SINGULAR_HEARTBEAT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     singular_heartbeat_ms: u64,
@@ -146,6 +160,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     timing.validate().context("invalid lease timings")?;
     let heartbeat_every = Duration::from_millis(args.singular_heartbeat_ms);
+    // As often as the publisher rounds that used to sweep on every controller.
+    let cleanup_every = Duration::from_millis(args.address_poll_ms);
     let singular_available = available.subscribe();
     let running = Arc::new(tokio::sync::watch::Sender::new(None));
     let holder = format!("controller-{}", config.agent_id);
@@ -156,16 +172,41 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         running.subscribe(),
         available.subscribe(),
     );
+    let provisioner = args
+        .cloud_command
+        .clone()
+        .map(|program| agent::provisioner::Settings {
+            cloud: agent::provisioner::CloudCommand {
+                program,
+                args: args.cloud_args.clone(),
+            },
+            poll: Duration::from_millis(args.provisioner_poll_ms),
+            cloud_timeout: Duration::from_secs(120),
+        });
+    if provisioner.is_none() {
+        log::info!("no --cloud-command: the compute provisioner does not run");
+    }
     let singular = agent::singular::Settings {
         holder,
         timing,
         workers: Arc::new(move |fence| {
-            vec![agent::singular::heartbeat(
-                fence,
-                singular_available.clone(),
-                heartbeat_every,
-                Duration::from_secs(600),
-            )]
+            let mut workers = vec![
+                agent::singular::heartbeat(
+                    fence.clone(),
+                    singular_available.clone(),
+                    heartbeat_every,
+                    Duration::from_secs(600),
+                ),
+                agent::cleanup::worker(fence.clone(), cleanup_every, singular_available.clone()),
+            ];
+            if let Some(settings) = &provisioner {
+                workers.push(agent::provisioner::worker(
+                    fence,
+                    settings.clone(),
+                    singular_available.clone(),
+                ));
+            }
+            workers
         }),
         running,
     };

@@ -5,12 +5,8 @@
 //!
 //! The host's addresses are polled (a fixed interval); netlink would be quicker to notice.
 //!
-//! Each round also sweeps away the rows of controllers that left: a controller whose
-//! `controller_node` row names a Dqlite node id that is no longer in the cluster
-//! configuration. That is positive knowledge (the dbaccessor removes a node only when its
-//! controller departed), so "unknown is not gone" holds. The rows are read before the
-//! configuration, and each delete is conditional on the node id read, so a controller
-//! that joined (or re-joined with a new node id) meanwhile keeps its rows.
+//! The rows of controllers that left are removed by the singular controller-member
+//! clean-up ([`crate::cleanup`]), not here: one controller does it, fenced by its lease.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -25,7 +21,6 @@ use crate::database;
 use crate::host::{Stop, WorkerSpec};
 use crate::schema::{quote, DATABASE};
 use crate::workers::DBACCESSOR;
-use dqlite::wire::Value;
 
 /// The worker's name.
 pub const NAME: &str = "api-address-publisher";
@@ -81,58 +76,6 @@ pub fn replace_text(controller_id: &str, database: &Database, rows: &[ApiAddress
         quote(&database.own_address)
     ));
     text
-}
-
-/// The `(controller id, Dqlite node id)` rows of `controller_node` whose node id is not
-/// among `members` (the cluster configuration's node ids).
-pub fn departed(rows: &[(String, i64)], members: &[u64]) -> Vec<(String, i64)> {
-    rows.iter()
-        // The node id is stored as the bits of the u64 (see `replace_text`).
-        .filter(|(_, node_id)| !members.contains(&(*node_id as u64)))
-        .cloned()
-        .collect()
-}
-
-/// The one transaction that removes the rows of departed controllers, each only while its
-/// `controller_node` row still names the departed node id.
-pub fn sweep_text(departed: &[(String, i64)]) -> String {
-    let mut text = String::from("BEGIN;\n");
-    for (controller_id, node_id) in departed {
-        let id = quote(controller_id);
-        text.push_str(&format!(
-            "DELETE FROM controller_api_address WHERE controller_id = {id} AND EXISTS (SELECT 1 FROM controller_node WHERE controller_id = {id} AND dqlite_node_id = {node_id});\n\
-             DELETE FROM controller_node WHERE controller_id = {id} AND dqlite_node_id = {node_id};\n"
-        ));
-    }
-    text.push_str("COMMIT;");
-    text
-}
-
-/// Removes the rows of controllers whose node left the cluster configuration; returns the
-/// controller ids removed.
-async fn sweep(client: &mut dqlite::client::Client) -> Result<Vec<String>, dqlite::client::Error> {
-    // Rows first, configuration second: see the module doc.
-    let rows: Vec<(String, i64)> = client
-        .query(
-            DATABASE,
-            "SELECT controller_id, dqlite_node_id FROM controller_node",
-            &[],
-        )
-        .await?
-        .rows
-        .into_iter()
-        .filter_map(|row| match row.as_slice() {
-            [Value::Text(id), Value::Integer(node_id)] => Some((id.clone(), *node_id)),
-            _ => None,
-        })
-        .collect();
-    let members: Vec<u64> = client.cluster().await?.iter().map(|n| n.id).collect();
-    let gone = departed(&rows, &members);
-    if gone.is_empty() {
-        return Ok(Vec::new());
-    }
-    client.exec(DATABASE, &sweep_text(&gone), &[]).await?;
-    Ok(gone.into_iter().map(|(id, _)| id).collect())
 }
 
 /// Where the machine's addresses come from (the real host, or a test's script).
@@ -213,15 +156,6 @@ pub async fn run(
             // Unknown is not gone: the rows already published stay.
             Err(e) => log::warn!("cannot read this machine's addresses: {e}"),
         }
-        match sweep(&mut client).await {
-            Ok(gone) if gone.is_empty() => {}
-            Ok(gone) => log::info!(
-                "removed the API addresses of departed controllers {}",
-                gone.join(", ")
-            ),
-            // Whatever happened, the next round reads again; nothing is removed on doubt.
-            Err(e) => log::warn!("cannot sweep departed controllers' API addresses: {e}"),
-        }
         tokio::select! {
             () = tokio::time::sleep(settings.poll) => {}
             () = stop.requested() => return Ok(()),
@@ -273,33 +207,6 @@ mod tests {
                 ("169.254.3.4:17070", "link-local", false),
             ],
         );
-    }
-
-    #[test]
-    fn departed_table() {
-        let check = |rows: &[(&str, i64)], members: &[u64], expected: &[(&str, i64)]| {
-            let rows: Vec<(String, i64)> = rows.iter().map(|(i, n)| ((*i).into(), *n)).collect();
-            let expected: Vec<(String, i64)> =
-                expected.iter().map(|(i, n)| ((*i).into(), *n)).collect();
-            assert_eq!(departed(&rows, members), expected, "{rows:?} {members:?}");
-        };
-        check(&[], &[1], &[]);
-        check(&[("0", 1), ("1", 22)], &[1, 22], &[]);
-        check(&[("0", 1), ("1", 22), ("2", 33)], &[1, 33], &[("1", 22)]);
-        // A node id above i64::MAX is stored as its bits and still matches.
-        check(&[("3", -2)], &[u64::MAX - 1], &[]);
-        check(&[("3", -2)], &[], &[("3", -2)]);
-    }
-
-    #[test]
-    fn the_sweep_deletes_only_while_the_node_id_is_the_departed_one() {
-        let text = sweep_text(&[("1".into(), 22)]);
-        assert!(text.starts_with("BEGIN;\n"));
-        assert!(text.contains("DELETE FROM controller_api_address WHERE controller_id = '1' AND EXISTS (SELECT 1 FROM controller_node WHERE controller_id = '1' AND dqlite_node_id = 22);"));
-        assert!(text.contains(
-            "DELETE FROM controller_node WHERE controller_id = '1' AND dqlite_node_id = 22;"
-        ));
-        assert!(text.ends_with("COMMIT;"));
     }
 
     #[test]

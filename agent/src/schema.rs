@@ -113,6 +113,21 @@ CREATE TABLE space (
 );
 ",
     },
+    Migration {
+        version: 5,
+        description: "workload machines for the compute provisioner",
+        sql: "
+CREATE TABLE machine (
+    id INTEGER PRIMARY KEY,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'provisioning', 'started', 'dying')),
+    spaces TEXT NOT NULL DEFAULT '',
+    instance_id TEXT NOT NULL DEFAULT '',
+    addresses TEXT NOT NULL DEFAULT '',
+    provisioned_by TEXT NOT NULL DEFAULT ''
+);
+",
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -2,7 +2,8 @@
 //! addresses; wrong passwords, malformed and oversized bodies are refused with the right
 //! status; a client trusting another CA is refused by TLS; a second controller serves with
 //! the first one's CA (read from the database); thousands of generated malformed bodies
-//! never crash or wedge the server.
+//! never crash or wedge the server; application leadership claimed, extended, lapsed and
+//! read through `/leadership`.
 
 mod support;
 
@@ -14,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent::apiserver::{self, ApiAddressesResult, Limits, LoginResult, Settings, StatusResult};
+use agent::apiserver::{
+    self, ApiAddressesResult, LeadershipResult, Limits, LoginResult, Settings, StatusResult,
+};
 use agent::ca::Ca;
 use agent::host::Stop;
 use agent::publisher;
@@ -613,6 +616,118 @@ async fn thousands_of_malformed_bodies_never_crash_or_wedge_the_server() {
         .login(serde_json::json!({"user": "admin", "password": password}))
         .await;
     assert_eq!(status, 200, "still serving logins");
+    controller.stop().await;
+    cluster.stop().await;
+}
+
+async fn leadership(
+    client: &mut ApiClient,
+    unit: &str,
+    duration_ms: Option<u64>,
+) -> (u16, Option<LeadershipResult>) {
+    let mut body = serde_json::json!({"application": "my-app", "unit": unit});
+    if let Some(ms) = duration_ms {
+        body["duration-ms"] = ms.into();
+    }
+    let (status, answer) = client
+        .request("POST", "/leadership", body.to_string().into_bytes())
+        .await
+        .expect("an answer");
+    (status, serde_json::from_slice(&answer).ok())
+}
+
+async fn leader(client: &mut ApiClient) -> LeadershipResult {
+    let (status, answer) = client
+        .request("GET", "/leadership?application=my-app", Vec::new())
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    serde_json::from_slice(&answer).expect("a leadership result")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_leadership_is_claimed_extended_and_lapses_through_the_api() {
+    let cluster = support::Cluster::start(7, 1).await;
+    let available = available_for(&cluster).await;
+    let controller = Controller::start("0", "127.60.7.11", &available.subscribe());
+    controller.wait_listening().await;
+    let password = std::fs::read_to_string(controller.path("admin-password"))
+        .expect("admin password")
+        .trim()
+        .to_owned();
+    let mut client = ApiClient::new(&controller.ca_pem(), controller.address);
+    let (status, _) = leadership(&mut client, "my-app/0", None).await;
+    assert_eq!(status, 401, "not logged in");
+    let (status, _) = client
+        .login(serde_json::json!({"user": "admin", "password": password}))
+        .await;
+    assert_eq!(status, 200);
+
+    // Nobody leads; my-app/0 claims; my-app/1 is refused while it holds.
+    assert_eq!(leader(&mut client).await.leader, None);
+    let (status, first) = leadership(&mut client, "my-app/0", Some(1500)).await;
+    assert_eq!(status, 200);
+    let first = first.expect("a result");
+    assert_eq!(
+        (first.leader.as_deref(), first.is_leader),
+        (Some("my-app/0"), true)
+    );
+    let (_, other) = leadership(&mut client, "my-app/1", None).await;
+    let other = other.expect("a result");
+    assert_eq!(
+        (other.leader.as_deref(), other.is_leader),
+        (Some("my-app/0"), false)
+    );
+    // The leader asks again: extended (a minute now), still the leader.
+    let (_, again) = leadership(&mut client, "my-app/0", Some(60_000)).await;
+    let again = again.expect("a result");
+    assert!(again.is_leader && again.remaining_ms > 30_000, "{again:?}");
+    let seen = leader(&mut client).await;
+    assert_eq!(seen.leader.as_deref(), Some("my-app/0"));
+    assert!(!seen.is_leader, "a read names no unit");
+
+    // A unit agent claims only for itself.
+    let mut db = cluster.client().await;
+    let unit_password = "unit-password";
+    let hash = agent::identity::hash_password(unit_password).expect("hash");
+    db.exec(
+        agent::schema::DATABASE,
+        "INSERT INTO credential (name, password_hash) VALUES ('unit-my-app-1', ?)",
+        &[dqlite::wire::Value::Text(hash)],
+    )
+    .await
+    .expect("credential");
+    let mut unit = ApiClient::new(&controller.ca_pem(), controller.address);
+    let (status, _) = unit
+        .login(serde_json::json!({"tag": "unit-my-app-1", "password": unit_password}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = leadership(&mut unit, "my-app/2", None).await;
+    assert_eq!(status, 403);
+    let (status, own) = leadership(&mut unit, "my-app/1", Some(1000)).await;
+    assert_eq!(status, 200);
+    assert!(!own.expect("a result").is_leader, "my-app/0 still leads");
+
+    // The leader stops asking: once its grant lapses (by the database's clock), another
+    // unit's claim wins.
+    let (_, short) = leadership(&mut client, "my-app/0", Some(1000)).await;
+    assert!(short.expect("a result").is_leader);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(leader(&mut client).await.leader, None);
+    let (_, taken) = leadership(&mut unit, "my-app/1", Some(1000)).await;
+    let taken = taken.expect("a result");
+    assert_eq!(
+        (taken.leader.as_deref(), taken.is_leader),
+        (Some("my-app/1"), true)
+    );
+    // Malformed claims and reads.
+    let (status, _) = leadership(&mut client, "other/0", None).await;
+    assert_eq!(status, 400);
+    let (status, _) = client
+        .request("GET", "/leadership?app=my-app", Vec::new())
+        .await
+        .expect("an answer");
+    assert_eq!(status, 400);
     controller.stop().await;
     cluster.stop().await;
 }

@@ -1,15 +1,18 @@
 //! The lease store against a real one-node Dqlite cluster: claim, extend, revoke, expire,
-//! pin and unpin, fenced writes refused after a grant ends, and claimants racing for one
-//! lease. Expiry is only ever waited for (sleeping past it), never raced: a "still held"
+//! pin and unpin, fenced writes refused after a grant ends, claimants racing for one
+//! lease, and writes whose outcome is unknown (a reply lost after the write ran, or the
+//! request lost before it was sent) read back to the right answer both ways. Expiry is only ever waited for (sleeping past it), never raced: a "still held"
 //! check uses a lease of a minute.
 
 mod support;
 
 use std::time::Duration;
 
-use agent::lease::{self, Claim, Fenced, LeaseKey, Token};
+use agent::lease::{self, Claim, Fenced, FencedWrite, LeaseKey, Token, Transport};
 use agent::schema;
-use dqlite::client::Client;
+use dqlite::client::{Client, Error as ClientError, ExecResult, Rows};
+use dqlite::wire::Value;
+use tokio::time::Instant;
 
 const LONG: Duration = Duration::from_secs(60);
 const SHORT: Duration = Duration::from_millis(300);
@@ -266,5 +269,295 @@ async fn claimants_racing_for_one_lease_get_one_grant() {
     }
     let log = lease::fencing_log(&mut client, 0).await.expect("log");
     assert_eq!(lease::check_no_overlap(&log), Ok(5));
+    cluster.stop().await;
+}
+
+/// Which part of the next write is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lose {
+    /// The write runs on the leader; its reply never arrives.
+    Reply,
+    /// The write is never sent (the connection died on the way out).
+    Request,
+}
+
+/// The lease store's transport with a fault switch: the next write (and only it) loses its
+/// reply or its request, and the caller sees `OutcomeUnknown`, as when the connection to
+/// the leader dies mid-request. Reads pass untouched.
+struct Lossy<'a> {
+    client: &'a mut Client,
+    next: Option<Lose>,
+    /// Writes whose outcome this transport made unknown.
+    lost: usize,
+}
+
+impl<'a> Lossy<'a> {
+    fn new(client: &'a mut Client) -> Self {
+        Self {
+            client,
+            next: None,
+            lost: 0,
+        }
+    }
+
+    fn arm(&mut self, lose: Lose) -> &mut Self {
+        self.next = Some(lose);
+        self
+    }
+}
+
+impl Transport for Lossy<'_> {
+    async fn exec(
+        &mut self,
+        database: &str,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<ExecResult, ClientError> {
+        let Some(lose) = self.next.take() else {
+            return self.client.exec(database, sql, params).await;
+        };
+        if lose == Lose::Reply {
+            self.client
+                .exec(database, sql, params)
+                .await
+                .expect("the write whose reply is lost runs");
+        }
+        self.lost += 1;
+        Err(ClientError::OutcomeUnknown {
+            reason: "test: the connection died mid-request",
+            source: Box::new(ClientError::Broken {
+                address: "lossy transport".into(),
+            }),
+        })
+    }
+
+    async fn query(
+        &mut self,
+        database: &str,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Rows, ClientError> {
+        self.client.query(database, sql, params).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_outcome_is_unknown_is_read_back_never_assumed() {
+    let cluster = support::Cluster::start(44, 1).await;
+    let mut client = cluster.client().await;
+    schema::migrate(&mut client, "test", Duration::from_secs(30))
+        .await
+        .expect("schema");
+    let mut observer = cluster.client().await;
+    let mut lossy = Lossy::new(&mut client);
+
+    // A claim that ran, its reply lost: read back as held, with the start the database gave.
+    let ran = key("claim-ran");
+    let sent = Instant::now();
+    let claim = lease::claim(lossy.arm(Lose::Reply), &ran, "a", LONG)
+        .await
+        .expect("claim");
+    let row = lease::read(&mut observer, &ran)
+        .await
+        .expect("read")
+        .expect("the claim committed");
+    match claim {
+        Claim::Held(held) => {
+            assert_eq!(held.token, row.token);
+            // Acting is bounded by what the read-back saw, never by a guess.
+            assert!(held.until <= Instant::now() + row.remaining() + Duration::from_secs(1));
+            assert!(held.until > sent, "{held:?}");
+        }
+        Claim::Taken(other) => panic!("a committed claim read back as taken: {other:?}"),
+    }
+
+    // A claim never sent: read back as not held (no row), and nothing was written.
+    let lost = key("claim-lost");
+    let claim = lease::claim(lossy.arm(Lose::Request), &lost, "a", LONG)
+        .await
+        .expect("claim");
+    assert_eq!(claim, Claim::Taken(None));
+    assert_eq!(lease::read(&mut observer, &lost).await.expect("read"), None);
+    // ... and the lease is still free for the next claim.
+    held(&mut observer, &lost, "b", LONG).await;
+
+    // A claim of a lease somebody else holds: taken, whether its reply or its request was
+    // lost (the statement ran and changed nothing, or never ran).
+    for lose in [Lose::Reply, Lose::Request] {
+        let claim = lease::claim(lossy.arm(lose), &lost, "a", LONG)
+            .await
+            .expect("claim");
+        match claim {
+            Claim::Taken(Some(other)) => assert_eq!(other.token.holder, "b", "{lose:?}"),
+            other => panic!("{lose:?}: {other:?}"),
+        }
+    }
+
+    // A short grant lapsed, then claimed again by its old holder with the reply lost: the
+    // read-back gives the new grant (a new start), never the old token.
+    let again = key("claim-again");
+    let old = held(&mut observer, &again, "a", SHORT).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    match lease::claim(lossy.arm(Lose::Reply), &again, "a", LONG)
+        .await
+        .expect("claim")
+    {
+        Claim::Held(held) => assert!(held.token.start_ms > old.start_ms, "{old} {held:?}"),
+        other => panic!("{other:?}"),
+    }
+    // The same after a lapse with the request lost: the old grant is over, so not held.
+    let lapsed = key("claim-lapsed");
+    held(&mut observer, &lapsed, "a", SHORT).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    match lease::claim(lossy.arm(Lose::Request), &lapsed, "a", LONG)
+        .await
+        .expect("claim")
+    {
+        Claim::Taken(Some(row)) => assert!(!row.is_held(), "{row:?}"),
+        other => panic!("a lapsed grant read back as held: {other:?}"),
+    }
+
+    // Extensions: a lost reply after the extension ran, and a lost request, both still hold
+    // (the grant is not over), each only as long as the row read back says.
+    let ext = key("extend");
+    let token = held(&mut observer, &ext, "a", Duration::from_secs(5)).await;
+    let before = lease::read(&mut observer, &ext)
+        .await
+        .expect("read")
+        .expect("row");
+    let extended = lease::extend(lossy.arm(Lose::Reply), &ext, &token, LONG)
+        .await
+        .expect("extend")
+        .expect("still held");
+    let after = lease::read(&mut observer, &ext)
+        .await
+        .expect("read")
+        .expect("row");
+    assert!(after.expiry_ms > before.expiry_ms + 30_000, "{after:?}");
+    assert_eq!(extended.token, token);
+    let not_extended = lease::read(&mut observer, &ext)
+        .await
+        .expect("read")
+        .expect("row");
+    let held_until = lease::extend(lossy.arm(Lose::Request), &ext, &token, SHORT)
+        .await
+        .expect("extend")
+        .expect("still held")
+        .until;
+    let unchanged = lease::read(&mut observer, &ext)
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(unchanged.expiry_ms, not_extended.expiry_ms);
+    assert!(
+        held_until <= Instant::now() + SHORT,
+        "bounded by the request's own duration"
+    );
+    // A lost extension of a grant that lapsed meanwhile is not held.
+    let gone = key("extend-lapsed");
+    let token = held(&mut observer, &gone, "a", SHORT).await;
+    tokio::time::sleep(PAST_SHORT).await;
+    for lose in [Lose::Reply, Lose::Request] {
+        assert_eq!(
+            lease::extend(lossy.arm(lose), &gone, &token, LONG)
+                .await
+                .expect("extend"),
+            None,
+            "{lose:?}"
+        );
+    }
+
+    // Fenced actions: a lost reply is found by (token, seq) and is done; a lost request is
+    // not there and is not done.
+    let fence = key("fence");
+    let token = held(&mut observer, &fence, "a", LONG).await;
+    let done = lease::log_fenced(lossy.arm(Lose::Reply), &fence, &token, 1, "ran")
+        .await
+        .expect("fenced");
+    assert_eq!(done, Fenced::Done);
+    let not_done = lease::log_fenced(lossy.arm(Lose::Request), &fence, &token, 2, "lost")
+        .await
+        .expect("fenced");
+    assert_eq!(not_done, Fenced::Stale);
+    let log = lease::fencing_log(&mut observer, 0).await.expect("log");
+    let seqs: Vec<(i64, &str)> = log.iter().map(|a| (a.seq, a.action.as_str())).collect();
+    assert_eq!(seqs, [(1, "ran")]);
+
+    // A fenced statement (idempotent by contract) is sent again: after a lost reply its
+    // resend changes nothing, and the lease read tells that apart from a stale token.
+    observer
+        .exec(
+            schema::DATABASE,
+            "CREATE TABLE item (id INTEGER PRIMARY KEY, state TEXT NOT NULL)",
+            &[],
+        )
+        .await
+        .expect("table");
+    observer
+        .exec(
+            schema::DATABASE,
+            "INSERT INTO item (id, state) VALUES (1, 'new'), (2, 'new')",
+            &[],
+        )
+        .await
+        .expect("rows");
+    let delete = format!(
+        "DELETE FROM item WHERE id = ?6 AND {}",
+        lease::holds_condition()
+    );
+    let outcome = lease::exec_fenced(
+        lossy.arm(Lose::Reply),
+        &fence,
+        &token,
+        &delete,
+        &[Value::Integer(1)],
+    )
+    .await
+    .expect("fenced delete");
+    assert_eq!(
+        outcome,
+        FencedWrite::Applied(0),
+        "the resend found it deleted"
+    );
+    let outcome = lease::exec_fenced(
+        lossy.arm(Lose::Request),
+        &fence,
+        &token,
+        &delete,
+        &[Value::Integer(2)],
+    )
+    .await
+    .expect("fenced delete");
+    assert_eq!(outcome, FencedWrite::Applied(1), "the resend deleted it");
+    let rows = observer
+        .query(schema::DATABASE, "SELECT COUNT(*) FROM item", &[])
+        .await
+        .expect("count");
+    assert_eq!(rows.rows, vec![vec![Value::Integer(0)]]);
+    // A stale token: refused, with or without a lost reply.
+    assert!(lease::revoke(&mut observer, &fence, &token)
+        .await
+        .expect("revoke"));
+    observer
+        .exec(
+            schema::DATABASE,
+            "INSERT INTO item (id, state) VALUES (3, 'new')",
+            &[],
+        )
+        .await
+        .expect("row");
+    for lose in [Lose::Reply, Lose::Request] {
+        let outcome = lease::exec_fenced(
+            lossy.arm(lose),
+            &fence,
+            &token,
+            &delete,
+            &[Value::Integer(3)],
+        )
+        .await
+        .expect("fenced delete");
+        assert_eq!(outcome, FencedWrite::Stale, "{lose:?}");
+    }
+    assert_eq!(lossy.lost, 16, "every armed fault was hit");
     cluster.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The API address publisher against a real node: each controller's rows replaced when its
 //! machine's addresses change, the others' left alone, nothing published before the
-//! database is available.
+//! database is available. And the singular controller-member clean-up: departed
+//! controllers' rows removed by the lease holder only, a member's rows kept.
 
 mod support;
 
@@ -8,9 +9,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agent::cleanup;
 use agent::host::Stop;
+use agent::lease::{self, Claim, LeaseKey};
 use agent::publisher::{self, Settings};
 use agent::schema::DATABASE;
+use agent::singular::Fence;
 use dbaccessor::Database;
 use dqlite::client::Client;
 use dqlite::wire::Value;
@@ -140,8 +144,69 @@ async fn each_controller_replaces_only_its_own_rows_when_its_addresses_change() 
         .expect("controller_node");
     assert_eq!(nodes.rows.len(), 2);
 
-    // Controller 9's node left the Dqlite configuration: a round sweeps its rows away. A
-    // row naming a member's node id stays, whoever wrote it.
+    stop0_tx.send_replace(true);
+    stop1_tx.send_replace(true);
+    first.await.expect("task").expect("stops cleanly");
+    second.await.expect("task").expect("stops cleanly");
+    cluster.stop().await;
+}
+
+/// The controller ids of `controller_node`.
+async fn node_ids(client: &mut Client) -> Vec<String> {
+    let nodes = client
+        .query(
+            DATABASE,
+            "SELECT controller_id FROM controller_node ORDER BY controller_id",
+            &[],
+        )
+        .await
+        .expect("controller_node");
+    nodes
+        .rows
+        .iter()
+        .filter_map(|row| match row.first() {
+            Some(Value::Text(id)) => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn departed_controllers_rows_go_by_the_lease_holder_only() {
+    let cluster = support::Cluster::start(6, 1).await;
+    let database = Database {
+        node_id: cluster.apps[0].id(),
+        own_address: cluster.addresses[0].clone(),
+        members: cluster.addresses.clone(),
+        tls: None,
+    };
+    let (_available_tx, available) = tokio::sync::watch::channel(Some(database));
+    let mut client = cluster.client().await;
+    agent::schema::migrate(&mut client, "test", Duration::from_secs(30))
+        .await
+        .expect("schema");
+    let key = LeaseKey::singular_controller();
+    let token = match lease::claim(&mut client, &key, "controller-0", Duration::from_secs(60))
+        .await
+        .expect("claim")
+    {
+        Claim::Held(held) => held.token,
+        Claim::Taken(other) => panic!("taken: {other:?}"),
+    };
+    let fence = Fence {
+        key: key.clone(),
+        token: token.clone(),
+    };
+    let (stop_tx, stop) = Stop::new();
+    let worker = tokio::spawn(cleanup::run(
+        fence,
+        Duration::from_millis(50),
+        available,
+        stop,
+    ));
+
+    // Controller 9's node left the Dqlite configuration: the holder's clean-up sweeps its
+    // rows away. A row naming a member's node id stays, whoever wrote it.
     let member = cluster.apps[0].id() as i64;
     client
         .exec(
@@ -160,35 +225,33 @@ async fn each_controller_replaces_only_its_own_rows_when_its_addresses_change() 
         .expect("rows of controllers 8 and 9");
     wait_for_rows(
         &mut client,
-        &vec![
-            row("0", "10.0.0.20:17070", "local-cloud", true),
-            row("0", "127.0.0.1:17070", "local-machine", false),
-            row("1", "10.0.0.11:17070", "local-cloud", true),
-            row("8", "10.0.0.18:17070", "local-cloud", true),
-        ],
+        &vec![row("8", "10.0.0.18:17070", "local-cloud", true)],
     )
     .await;
-    let nodes = client
-        .query(
+    assert_eq!(node_ids(&mut client).await, ["8"]);
+
+    // The grant ends (revoked: another controller may hold it now): the worker's next
+    // delete is refused and it acts no more; a departed controller's rows stay for the
+    // next holder.
+    assert!(lease::revoke(&mut client, &key, &token)
+        .await
+        .expect("revoke"));
+    client
+        .exec(
             DATABASE,
-            "SELECT controller_id FROM controller_node ORDER BY controller_id",
+            "BEGIN;
+             INSERT INTO controller_node VALUES ('7', 123456789, '10.0.0.17:17666');
+             INSERT INTO controller_api_address VALUES ('7', '10.0.0.17:17070', 'local-cloud', '', 1);
+             COMMIT;",
             &[],
         )
         .await
-        .expect("controller_node");
-    let ids: Vec<String> = nodes
-        .rows
-        .iter()
-        .filter_map(|row| match row.first() {
-            Some(dqlite::wire::Value::Text(id)) => Some(id.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(ids, ["0", "1", "8"]);
-
-    stop0_tx.send_replace(true);
-    stop1_tx.send_replace(true);
-    first.await.expect("task").expect("stops cleanly");
-    second.await.expect("task").expect("stops cleanly");
+        .expect("rows of controller 7");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(node_ids(&mut client).await, ["7", "8"]);
+    assert_eq!(rows(&mut client).await.len(), 2);
+    assert!(!worker.is_finished(), "a stale worker waits to be stopped");
+    stop_tx.send_replace(true);
+    worker.await.expect("task").expect("stops cleanly");
     cluster.stop().await;
 }

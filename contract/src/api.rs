@@ -83,6 +83,38 @@ pub struct ControllerConfigRequest {
     pub settings: std::collections::BTreeMap<String, String>,
 }
 
+/// `POST /leadership`: claim (or, for its holder, extend) an application's leadership for
+/// one of its units. A user may ask for any unit; a unit agent (`unit-<app>-<n>`) only for
+/// itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadershipRequest {
+    pub application: String,
+    /// `<application>/<number>`.
+    pub unit: String,
+    /// How long the claim or extension grants [default: 60000].
+    #[serde(
+        rename = "duration-ms",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub duration_ms: Option<u64>,
+}
+
+/// The answer to `POST /leadership` and `GET /leadership?application=<name>`: the
+/// application's leader as the `application-leadership` lease says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadershipResult {
+    pub application: String,
+    /// The unit holding the lease (none: nobody holds it now).
+    pub leader: Option<String>,
+    /// Whether the unit the request named is the leader (`false` for a `GET`).
+    #[serde(rename = "is-leader")]
+    pub is_leader: bool,
+    /// How long the lease still runs by the database's clock (0 without a leader).
+    #[serde(rename = "remaining-ms")]
+    pub remaining_ms: u64,
+}
+
 /// An error answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {

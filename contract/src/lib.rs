@@ -12,6 +12,8 @@
 //!   machine agent's connection-status file.
 //! - [`api`]: the controller API's JSON bodies (login, status, the address watch), shared
 //!   with the client.
+//! - [`cloud`]: the compute provisioner's requests to the cloud (a command's stdin and
+//!   stdout), each fenced by the lease token.
 //! - [`conf`]: `controller.conf`, the map of every controller's Dqlite bind address.
 //! - [`lease`]: `lease-status.json`, the leases as the agent last read them.
 //! - [`paths`]: where Juju (or the simulator) keeps the files and sockets.
@@ -23,6 +25,7 @@
 
 pub mod agentaddr;
 pub mod api;
+pub mod cloud;
 pub mod conf;
 pub mod lease;
 pub mod paths;

@@ -5,7 +5,10 @@
 //! 1 s margin; `LEASE_BENCH_SHORT_RUNS`, 3 by default) and with the defaults (60 s, 30 s,
 //! 10 s; `LEASE_BENCH_DEFAULT_RUNS`, 1 by default, 0 to skip). The takeover is at most the
 //! lease's remaining time at the kill plus a claim poll; the remaining time is between
-//! `duration - extend` and `duration`. Prints numbers; asserts no timing.
+//! `duration - extend` and `duration`. Right after each kill a workload machine is requested
+//! (`add-machine --no-wait`): the time from the kill until the new holder's compute
+//! provisioner has started and recorded it is printed too, and `cloud.log` must show one
+//! start per machine. Prints numbers; asserts no timing.
 //!
 //! The times are dominated by the lease durations, so a debug build measures the same:
 //! `flock /tmp/net-tests.lock cargo test -p juju-sim --bench lease`.
@@ -57,9 +60,11 @@ fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Kills the holder `runs` times; returns each takeover in milliseconds.
-fn takeovers(model: &Model, runs: usize, give_up: Duration) -> Vec<i64> {
+/// Kills the holder `runs` times; returns each takeover and each provisioning of a machine
+/// requested right after the kill, in milliseconds from the kill.
+fn takeovers(model: &Model, runs: usize, give_up: Duration) -> (Vec<i64>, Vec<i64>) {
     let mut times = Vec::new();
+    let mut provisioned = Vec::new();
     for _ in 0..runs {
         model.ok(&["wait"]);
         // A grant that has acted, and the holder's agent.
@@ -84,31 +89,64 @@ fn takeovers(model: &Model, runs: usize, give_up: Duration) -> Vec<i64> {
             .expect("the holder's agent runs");
         let killed_at = wall_ms();
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let requested = model.ok(&["add-machine", "--no-wait"]);
+        let machine: u32 = requested
+            .split_whitespace()
+            .nth(2)
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("no machine id in {requested:?}"));
         let until = Instant::now() + give_up;
+        let mut taken_over = false;
         loop {
             match model.last_action() {
-                Some((h, s, at)) if (h.as_str(), s) != (holder.as_str(), start) => {
+                Some((h, s, at)) if !taken_over && (h.as_str(), s) != (holder.as_str(), start) => {
                     times.push(at - killed_at);
-                    break;
+                    taken_over = true;
                 }
                 _ => {}
             }
-            assert!(Instant::now() < until, "no takeover within {give_up:?}");
+            let status = model.run(&[
+                "sql",
+                "--database",
+                "controller",
+                &format!("SELECT status FROM machine WHERE id = {machine}"),
+            ]);
+            if taken_over && String::from_utf8_lossy(&status.stdout).trim() == "started" {
+                provisioned.push(wall_ms() - killed_at);
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "no takeover and provisioning within {give_up:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    times
+    let starts = juju_sim::cloud::read_log(&model.path())
+        .into_iter()
+        .filter(|line| line.outcome == "started")
+        .count();
+    assert_eq!(starts, runs, "one instance start per requested machine");
+    (times, provisioned)
 }
 
-fn report(label: &str, duration_ms: u64, extend_ms: u64, times: &[i64]) {
+fn median(times: &[i64]) -> i64 {
     let mut sorted = times.to_vec();
     sorted.sort_unstable();
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+}
+
+fn report(label: &str, duration_ms: u64, extend_ms: u64, times: &[i64], provisioned: &[i64]) {
+    let median_takeover = median(times);
     println!(
-        "{label:<8} lease {duration_ms:>6} ms, extend {extend_ms:>6} ms: takeover after kill -9 {:?} ms, median {median} ms ({:.2} x the lease; bound {} ms + poll)",
+        "{label:<8} lease {duration_ms:>6} ms, extend {extend_ms:>6} ms: takeover after kill -9 {:?} ms, median {median_takeover} ms ({:.2} x the lease; bound {} ms + poll)",
         times,
-        median as f64 / duration_ms as f64,
+        median_takeover as f64 / duration_ms as f64,
         duration_ms
+    );
+    println!(
+        "{label:<8} a machine requested at the kill started and recorded after {provisioned:?} ms, median {} ms",
+        median(provisioned)
     );
 }
 
@@ -147,7 +185,7 @@ fn main() {
         model.ok(&["bootstrap", "--quorum-timeout-ms", "2000"]);
         model.ok(&["enable-ha"]);
         let give_up = Duration::from_millis(duration * 3) + Duration::from_secs(60);
-        let times = takeovers(&model, count, give_up);
-        report(label, duration, extend, &times);
+        let (times, provisioned) = takeovers(&model, count, give_up);
+        report(label, duration, extend, &times, &provisioned);
     }
 }

@@ -263,6 +263,35 @@ fn spawn_dbaccessor(spec: &AgentSpec, log_path: &Path) -> Result<Child, AgentErr
         .arg(&spec.controller_agent);
     if spec.workload {
         command.arg("--machine-agent");
+    } else {
+        // The compute provisioner reaches the simulated cloud through this executable.
+        let juju_sim = std::env::current_exe().map_err(|source| AgentError::Spawn {
+            program: PathBuf::from("juju-sim"),
+            source,
+        })?;
+        command
+            .arg("--cloud-command")
+            .arg(juju_sim)
+            .arg("--cloud-arg=--model-dir")
+            .arg(format!("--cloud-arg={}", spec.model_dir.display()))
+            .arg("--cloud-arg=cloud");
+        let skew = clock_skew_ms(spec);
+        if skew != 0 {
+            match libfaketime() {
+                Some(library) => {
+                    command.envs(skew_env(&library, skew));
+                }
+                None => {
+                    return Err(AgentError::Spawn {
+                        program: PathBuf::from("libfaketime"),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "a clock skew needs libfaketime (apt-get install libfaketime)",
+                        ),
+                    })
+                }
+            }
+        }
     }
     command
         .arg("--agent-id")
@@ -281,6 +310,43 @@ fn spawn_dbaccessor(spec: &AgentSpec, log_path: &Path) -> Result<Child, AgentErr
             program: spec.controller_agent.clone(),
             source,
         })
+}
+
+/// Where libfaketime's multi-threaded library may be.
+const LIBFAKETIME: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/faketime/libfaketimeMT.so.1",
+];
+
+/// libfaketime's library, if it is installed.
+pub fn libfaketime() -> Option<PathBuf> {
+    LIBFAKETIME.iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+/// The environment that runs a program with its wall clock `skew_ms` off (libfaketime's
+/// relative offset; the monotonic clock, which the lease deadlines use, stays true).
+pub fn skew_env(library: &Path, skew_ms: i64) -> Vec<(String, String)> {
+    let sign = if skew_ms < 0 { '-' } else { '+' };
+    let abs = skew_ms.unsigned_abs();
+    vec![
+        ("LD_PRELOAD".into(), library.display().to_string()),
+        (
+            "FAKETIME".into(),
+            format!("{sign}{}.{:03}", abs / 1000, abs % 1000),
+        ),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]
+}
+
+/// The clock skew the world gives machine `spec.machine` now (0 without one, or when the
+/// world cannot be read).
+fn clock_skew_ms(spec: &AgentSpec) -> i64 {
+    fs::read_to_string(spec.model_dir.join("world.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<crate::world::World>(&text).ok())
+        .and_then(|world| world.clock_skew_ms.get(&spec.machine).copied())
+        .unwrap_or(0)
 }
 
 /// SIGTERM, then SIGKILL after the grace period; reaps the child.
@@ -421,5 +487,24 @@ pub fn stop(model_dir: &Path, machine: u32, pid: u32) {
     }
     if let Some(dbaccessor) = dbaccessor.filter(|p| alive(*p)) {
         signal(dbaccessor, Signal::KILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skew_env_table() {
+        let check = |skew_ms: i64, expected: &str| {
+            let env = skew_env(Path::new("/lib/f.so"), skew_ms);
+            assert_eq!(env[0], ("LD_PRELOAD".to_owned(), "/lib/f.so".to_owned()));
+            assert_eq!(env[1], ("FAKETIME".to_owned(), expected.to_owned()));
+            assert_eq!(env[2].0, "FAKETIME_DONT_FAKE_MONOTONIC");
+        };
+        check(6000, "+6.000");
+        check(-6000, "-6.000");
+        check(1500, "+1.500");
+        check(-5, "-0.005");
     }
 }

@@ -114,18 +114,43 @@ pub enum Commands {
         n: usize,
     },
     /// Removes a machine: a controller's unit departs, then its agent stops; a workload
-    /// machine's agent stops and its credential is deleted.
-    RemoveMachine { id: u32 },
-    /// Adds workload machines (`-n`, 1 by default), each with a NIC per `--space` (the
-    /// default space when none is given) and a machine agent that logs in with its own
-    /// credential and keeps its agent.conf's API addresses current.
+    /// machine is marked dying in the controller database, and the controllers' compute
+    /// provisioner stops its instance and deletes its credential (waited for).
+    RemoveMachine {
+        id: u32,
+        /// Workload machines: return once it is marked dying.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Requests workload machines (`-n`, 1 by default) in the controller database, each
+    /// with a NIC per `--space` (the default space when none is given); the controllers'
+    /// compute provisioner (on the `singular-controller` lease holder) starts each through
+    /// the simulated cloud with a machine agent that logs in with its own credential and
+    /// keeps its agent.conf's API addresses current. Waits until they are started.
     AddMachine {
         #[arg(short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         n: u16,
         /// A space the machine gets a NIC in (repeatable).
         #[arg(long = "space")]
         spaces: Vec<String>,
+        /// Return once the machines are requested (pending).
+        #[arg(long)]
+        no_wait: bool,
     },
+    /// Fault injection: the simulated cloud answers each instance start this many
+    /// milliseconds after starting it (0: at once), so a provisioner can die in between.
+    FaultCloudDelay { ms: u64 },
+    /// Fault injection: controller MACHINE's agent runs with its wall clock MS milliseconds
+    /// off (negative: behind; 0: true again), through libfaketime; its agent is restarted.
+    FaultClockSkew {
+        machine: u32,
+        #[arg(allow_negative_numbers = true)]
+        ms: i64,
+    },
+    /// The simulated cloud (run by the controllers' compute provisioner): one JSON request
+    /// on stdin, one JSON reply on stdout.
+    #[command(hide = true)]
+    Cloud,
     /// Adds a space; machines added later get a NIC in it.
     AddSpace { name: String, cidr: String },
     /// Gives a machine another NIC in a space (its unit gets config-changed).
@@ -445,7 +470,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 Simulation::create(&cli.model_dir, binaries(cli)?, &layout.options())?
             };
             for app in &apps {
-                deploy_app(&mut sim, app, &mut out)?;
+                deploy_app(cli, &mut sim, app, &mut out)?;
             }
             settle(cli, &mut sim, &mut out)?;
         }
@@ -457,7 +482,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             if application == APP {
                 bail!("use enable-ha to add controllers");
             }
-            let added = add_units(&mut sim, application, *num_units)?;
+            let added = add_units(cli, &mut sim, application, *num_units)?;
             writeln!(out, "added {}", added.join(", "))?;
             settle(cli, &mut sim, &mut out)?;
         }
@@ -515,38 +540,102 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             settle(cli, &mut sim, &mut out)?;
         }
-        Commands::RemoveMachine { id } if is_workload(cli, *id) && !hosts_unit(cli, *id) => {
-            let mut sim = open(cli)?;
-            sim.remove_workload_machine(*id)?;
-            let tag = format!("machine-{id}");
-            // The machine is gone either way; a credential left behind is named.
-            match sql_shell(
+        Commands::RemoveMachine { id, no_wait } if is_workload(cli, *id) && !hosts_unit(cli, *id) => {
+            let sim = open(cli)?;
+            let known = sql_shell(
                 &sim,
                 "controller",
-                &format!("DELETE FROM credential WHERE name = {}", sql_quote(&tag)),
+                &format!("SELECT COUNT(*) FROM machine WHERE id = {id}"),
                 false,
-            ) {
-                Ok(_) => writeln!(out, "removed machine {id} and the credential of {tag}")?,
-                Err(e) => {
-                    writeln!(out, "removed machine {id}")?;
-                    eprintln!("WARNING: cannot delete the credential of {tag}: {e:#}");
+            )
+            .context("cannot read the machine from the controller database")?;
+            if known.trim() != "1" {
+                bail!("machine {id} not found in the controller database");
+            }
+            sql_shell(
+                &sim,
+                "controller",
+                &format!("UPDATE machine SET status = 'dying' WHERE id = {id}"),
+                false,
+            )
+            .context("cannot mark the machine dying in the controller database")?;
+            drop(sim);
+            if *no_wait {
+                writeln!(out, "machine {id} is dying")?;
+            } else {
+                wait_for_machines(cli, &[*id], MachineWait::Gone)?;
+                writeln!(
+                    out,
+                    "removed machine {id} and the credential of machine-{id}"
+                )?;
+            }
+        }
+        Commands::AddMachine { n, spaces, no_wait } => {
+            let ids = request_machines(cli, usize::from(*n), spaces)?;
+            if *no_wait {
+                for id in &ids {
+                    writeln!(out, "requested machine {id} (pending)")?;
+                }
+            } else {
+                wait_for_machines(cli, &ids, MachineWait::Started)?;
+                let world = client::read_world(&cli.model_dir)?;
+                for id in &ids {
+                    let addresses: Vec<String> = world
+                        .machines
+                        .get(id)
+                        .map(|machine| {
+                            machine
+                                .nics
+                                .iter()
+                                .map(|nic| format!("{}({})", nic.address, nic.space))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    writeln!(out, "added machine {id}: {}", addresses.join(" "))?;
                 }
             }
         }
-        Commands::AddMachine { n, spaces } => {
+        Commands::FaultCloudDelay { ms } => {
             let mut sim = open(cli)?;
-            let added = add_workload_machines(&mut sim, usize::from(*n), spaces)?;
-            for id in &added {
-                let machine = &sim.world.machines[id];
-                let addresses: Vec<String> = machine
-                    .nics
-                    .iter()
-                    .map(|nic| format!("{}({})", nic.address, nic.space))
-                    .collect();
-                writeln!(out, "added machine {id}: {}", addresses.join(" "))?;
-            }
+            sim.world.cloud_start_reply_delay_ms = *ms;
+            sim.save()?;
+            writeln!(out, "the cloud answers each start {ms} ms after it")?;
         }
-        Commands::RemoveMachine { id } => {
+        Commands::FaultClockSkew { machine, ms } => {
+            let mut sim = open(cli)?;
+            match sim.world.machines.get(machine) {
+                None => bail!("machine {machine} not found"),
+                Some(m) if m.workload => {
+                    bail!("machine {machine} is a workload machine: only controllers are skewed")
+                }
+                Some(_) => {}
+            }
+            if *ms != 0 && agent::libfaketime().is_none() {
+                bail!("a clock skew needs libfaketime (apt-get install libfaketime)");
+            }
+            if *ms == 0 {
+                sim.world.clock_skew_ms.remove(machine);
+            } else {
+                sim.world.clock_skew_ms.insert(*machine, *ms);
+            }
+            sim.save()?;
+            // Its supervisor starts it again at once, with the new clock.
+            if let Some(pid) = agent::dbaccessor_pid(&sim.dir, *machine) {
+                agent::signal(pid, rustix::process::Signal::TERM);
+            }
+            writeln!(
+                out,
+                "machine {machine}: the agent's wall clock is {ms} ms off (restarting it)"
+            )?;
+        }
+        Commands::Cloud => {
+            let request: controller_contract::cloud::CloudRequest =
+                serde_json::from_reader(std::io::stdin().lock())
+                    .context("the cloud request on stdin")?;
+            let reply = crate::cloud::serve(&cli.model_dir, binaries(cli)?, &request)?;
+            writeln!(out, "{}", serde_json::to_string(&reply)?)?;
+        }
+        Commands::RemoveMachine { id, .. } => {
             let mut sim = open(cli)?;
             let unit = sim.remove_machine(*id)?;
             writeln!(out, "removing machine {id} ({unit})")?;
@@ -900,11 +989,17 @@ pub fn check_controller_setting(
 }
 
 /// Whether machine `id` of the model is a workload machine (false when it cannot be told).
+/// A machine the model does not have yet but whose id was handed out is a requested
+/// workload machine (the controller database knows).
 fn is_workload(cli: &Cli, id: u32) -> bool {
     client::read_world(&cli.model_dir)
         .ok()
-        .and_then(|world| world.machines.get(&id).map(|m| m.workload))
-        .unwrap_or(false)
+        .is_some_and(|world| {
+            world
+                .machines
+                .get(&id)
+                .map_or(id < world.next_machine, |m| m.workload)
+        })
 }
 
 /// Whether machine `id` of the model hosts a unit.
@@ -972,7 +1067,12 @@ fn parse_bind(text: &str) -> anyhow::Result<Vec<(String, String)>> {
 
 /// Deploys one application of a bundle (or of `deploy CHARM`): the charm, bindings,
 /// options, then its units.
-fn deploy_app(sim: &mut Simulation, app: &BundleApp, out: &mut dyn Write) -> anyhow::Result<()> {
+fn deploy_app(
+    cli: &Cli,
+    sim: &mut Simulation,
+    app: &BundleApp,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     if app.name == APP {
         if !sim.world.apps.contains_key(APP) {
             sim.deploy_app(APP, None)?;
@@ -1001,7 +1101,7 @@ fn deploy_app(sim: &mut Simulation, app: &BundleApp, out: &mut dyn Write) -> any
         let target = sim.world.app_units(APP).len().max(app.num_units);
         sim.add_controllers(target)?
     } else {
-        add_units(sim, &app.name, app.num_units)?
+        add_units(cli, sim, &app.name, app.num_units)?
     };
     writeln!(
         out,
@@ -1016,7 +1116,12 @@ fn deploy_app(sim: &mut Simulation, app: &BundleApp, out: &mut dyn Write) -> any
 /// Adds `count` units of a (non-controller) application, each on a new machine with a NIC
 /// in each space its endpoints are bound to (the default space first). The machines get
 /// agents when the model has a controller to log in to.
-fn add_units(sim: &mut Simulation, app: &str, count: usize) -> anyhow::Result<Vec<String>> {
+fn add_units(
+    cli: &Cli,
+    sim: &mut Simulation,
+    app: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
     let spec = sim
         .world
         .apps
@@ -1033,7 +1138,14 @@ fn add_units(sim: &mut Simulation, app: &str, count: usize) -> anyhow::Result<Ve
         spaces.insert(0, sim.world.default_space.clone());
     }
     let machines = if sim.controller_ca().is_some() {
-        add_workload_machines(sim, count, &spaces)?
+        // As in Juju, a unit's machine comes from the controllers' provisioner: requested
+        // in the controller database, started by the lease holder through the simulated
+        // cloud, which needs the model unlocked meanwhile.
+        sim.unlocked(|| -> anyhow::Result<Vec<u32>> {
+            let ids = request_machines(cli, count, &spaces)?;
+            wait_for_machines(cli, &ids, MachineWait::Started)?;
+            Ok(ids)
+        })??
     } else {
         sim.add_workload_machines(count, &spaces)?
     };
@@ -1064,85 +1176,89 @@ fn sync_spaces(sim: &Simulation) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A fresh agent password: 128 bits from the OS, in hex.
-fn new_agent_password() -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("cannot read /dev/urandom")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The Argon2id PHC string the API server checks a password against (the agent's own
-/// parameters: `Argon2::default()`).
-fn hash_agent_password(password: &str) -> anyhow::Result<String> {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let salt = SaltString::generate(&mut OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))
-}
-
-/// Adds `count` workload machines: namespaces and NICs, one credential each (written in
-/// one statement), `agent.conf` with the controllers' current addresses, the agents.
-pub fn add_workload_machines(
-    sim: &mut Simulation,
-    count: usize,
-    spaces: &[String],
-) -> anyhow::Result<Vec<u32>> {
-    let ca_cert = sim
-        .controller_ca()
-        .context("no controller CA in the model yet (bootstrap first)")?;
-    let controller_uuid = sql_shell(
-        sim,
-        "controller",
-        "SELECT value FROM controller_config WHERE key = 'controller-uuid'",
-        false,
-    )
-    .context("cannot read the controller UUID")?
-    .trim()
-    .to_owned();
-    if controller_uuid.is_empty() {
-        bail!("the controller has no UUID yet (is it settled?)");
-    }
-    sync_spaces(sim).context("cannot write the model's spaces")?;
-    let model_uuid = sim.store().load()?.model_uuid;
-    let ids = sim.add_workload_machines(count, spaces)?;
-    let mut passwords = Vec::new();
-    let mut rows = Vec::new();
-    for id in &ids {
-        let password = new_agent_password()?;
-        rows.push(format!(
-            "({}, {})",
-            sql_quote(&format!("machine-{id}")),
-            sql_quote(&hash_agent_password(&password)?)
-        ));
-        passwords.push(password);
-    }
+/// Requests `count` workload machines: reserves their ids in the model and records each
+/// as a `pending` row of the controller database's `machine` table, for the controllers'
+/// compute provisioner. The spaces are checked first.
+pub fn request_machines(cli: &Cli, count: usize, spaces: &[String]) -> anyhow::Result<Vec<u32>> {
+    let mut sim = open(cli)?;
+    let spaces = sim.world.workload_spaces(spaces)?;
+    // The controllers give API addresses the space of their subnet from this table.
+    sync_spaces(&sim).context("cannot write the model's spaces")?;
+    let ids = sim.world.reserve_machine_ids(count);
+    sim.save()?;
+    let rows: Vec<String> = ids
+        .iter()
+        .map(|id| format!("({id}, 'pending', {})", sql_quote(&spaces.join(","))))
+        .collect();
     sql_shell(
-        sim,
+        &sim,
         "controller",
         &format!(
-            "INSERT OR REPLACE INTO credential (name, password_hash) VALUES {}",
+            "INSERT INTO machine (id, status, spaces) VALUES {}",
             rows.join(", ")
         ),
         false,
     )
-    .context("cannot write the machine agents' credentials")?;
-    let api_addresses = sim.controller_api_addresses();
-    for (id, password) in ids.iter().zip(passwords) {
-        let conf = simulation::WorkloadAgentConf {
-            controller_uuid: controller_uuid.clone(),
-            model_uuid: model_uuid.clone(),
-            ca_cert: ca_cert.clone(),
-            password,
-            api_addresses: api_addresses.clone(),
-        };
-        sim.start_workload_agent(*id, &conf)?;
-    }
+    .context("cannot request the machines in the controller database")?;
     Ok(ids)
+}
+
+/// What [`wait_for_machines`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineWait {
+    /// Every machine's row says `started`.
+    Started,
+    /// Every machine's row is gone.
+    Gone,
+}
+
+/// Polls the controller database (without holding the model, which the cloud needs) until
+/// the machines are where `want` says, for up to the command's `--timeout`.
+pub fn wait_for_machines(cli: &Cli, ids: &[u32], want: MachineWait) -> anyhow::Result<()> {
+    let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+    let query = format!(
+        "SELECT id, status FROM machine WHERE id IN ({}) ORDER BY id",
+        list.join(", ")
+    );
+    let started = std::time::Instant::now();
+    let timeout = Duration::from_secs(cli.timeout);
+    loop {
+        // The members can change meanwhile (a controller removed): asked again each time.
+        let answer = open(cli).and_then(|sim| sql_shell(&sim, "controller", &query, false));
+        let last = match answer {
+            Ok(rows) => {
+                let rows: Vec<(String, String)> = rows
+                    .lines()
+                    .filter_map(|line| line.split_once('|'))
+                    .map(|(id, status)| (id.trim().to_owned(), status.trim().to_owned()))
+                    .collect();
+                let done = match want {
+                    MachineWait::Started => {
+                        rows.len() == ids.len() && rows.iter().all(|(_, s)| s == "started")
+                    }
+                    MachineWait::Gone => rows.is_empty(),
+                };
+                if done {
+                    return Ok(());
+                }
+                format!("{rows:?}")
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        if started.elapsed() >= timeout {
+            bail!(
+                "machines {} not {} after {} s (last seen: {last}); is a controller holding \
+                 the singular-controller lease and running its provisioner?",
+                list.join(", "),
+                match want {
+                    MachineWait::Started => "started",
+                    MachineWait::Gone => "removed",
+                },
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Runs `statement` through the go-dqlite shell against the current members.

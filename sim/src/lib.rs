@@ -20,6 +20,8 @@
 //! - [`netns`]: the network namespaces (a cloud namespace with a bridge per space, one per
 //!   machine, one for the API client with a NIC in the default space).
 //! - [`agent`]: the machine agent supervising each machine's `dbaccessor`.
+//! - [`cloud`]: the simulated cloud the controllers' compute provisioner starts and stops
+//!   workload machines through (fenced by the lease token, idempotent per machine).
 //! - [`simulation`]: a model dir and the operator's changes to it.
 //! - [`engine`]: runs the queued hooks until the model settles.
 //! - [`cluster`]: the dbaccessors' status sockets, convergence, the `dqlite` shell.
@@ -35,6 +37,7 @@
 pub mod agent;
 pub mod charm;
 pub mod client;
+pub mod cloud;
 pub mod cluster;
 pub mod commands;
 pub mod engine;

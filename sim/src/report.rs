@@ -29,6 +29,10 @@ pub struct StatusReport {
     /// The workload machines and their agents' API connections.
     #[serde(default)]
     pub workload: Vec<WorkloadReport>,
+    /// Workload machines the controller database has that are not started (requested,
+    /// being provisioned, dying), for the compute provisioner.
+    #[serde(default)]
+    pub requested: Vec<RequestedMachine>,
     /// The Dqlite members as the leader's dbaccessor (or the first that answers) reports them.
     pub dqlite: Vec<MemberReport>,
     /// The Dqlite leader's node id.
@@ -85,6 +89,40 @@ impl LeaseReport {
     }
 }
 
+/// A `machine` row of the controller database that is not `started`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestedMachine {
+    pub id: u32,
+    /// `pending`, `provisioning` or `dying`.
+    pub status: String,
+    /// The token of the grant that last moved it (empty: none yet).
+    pub provisioned_by: String,
+}
+
+const REQUESTED_SQL: &str =
+    "SELECT id, status, provisioned_by FROM machine WHERE status != 'started' ORDER BY id";
+
+/// Parses the go-dqlite shell's rows of the requested machines.
+pub fn parse_requested(output: &str) -> Result<Vec<RequestedMachine>, String> {
+    output
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(
+            |line| match line.split('|').collect::<Vec<&str>>().as_slice() {
+                [id, status, by] => Ok(RequestedMachine {
+                    id: id
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("machine row {line:?}: {id:?} is not an id"))?,
+                    status: (*status).to_owned(),
+                    provisioned_by: (*by).to_owned(),
+                }),
+                _ => Err(format!("machine row {line:?} does not have 3 columns")),
+            },
+        )
+        .collect()
+}
+
 /// The leases query: the database's now is the agent's `agent::lease::NOW_MS` expression.
 const LEASES_SQL: &str = "SELECT type, model, name, holder, start_ms, expiry_ms, pinned, \
      expiry_ms - CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) \
@@ -133,6 +171,21 @@ pub fn leases(sim: &Simulation, servers: &[String]) -> Result<Vec<LeaseReport>, 
     )
     .map_err(|e| e.to_string())?;
     parse_leases(&output)
+}
+
+/// The requested machines, through the go-dqlite shell in the cloud namespace.
+pub fn requested(sim: &Simulation, servers: &[String]) -> Result<Vec<RequestedMachine>, String> {
+    let certificate = crate::simulation::shell_certificate(&sim.dir, &sim.world);
+    let output = cluster::shell(
+        &sim.world.net_namespace(),
+        servers,
+        certificate.as_ref(),
+        "controller",
+        REQUESTED_SQL,
+        false,
+    )
+    .map_err(|e| e.to_string())?;
+    parse_requested(&output)
 }
 
 /// One unit.
@@ -355,6 +408,12 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
             Err(error) => (Vec::new(), Some(error)),
         }
     };
+    // Only with leases read (the same database): a status without them says why already.
+    let requested = if leases_error.is_none() {
+        requested(sim, &servers).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     Ok(StatusReport {
         model: sim.world.prefix.clone(),
         binding: sim
@@ -366,6 +425,7 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
         units,
         machines,
         workload,
+        requested,
         dqlite,
         dqlite_leader: leader,
         health,
@@ -590,6 +650,24 @@ pub fn render_status(report: &StatusReport) -> String {
             lease.start_ms
         );
     }
+    if !report.requested.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Machines requested (the compute provisioner's):");
+        let _ = writeln!(out, "  {:<8} {:<13} Last moved by", "Machine", "Status");
+        for machine in &report.requested {
+            let _ = writeln!(
+                out,
+                "  {:<8} {:<13} {}",
+                machine.id,
+                machine.status,
+                if machine.provisioned_by.is_empty() {
+                    "-"
+                } else {
+                    &machine.provisioned_by
+                }
+            );
+        }
+    }
     if let Some(api) = &report.api {
         let _ = writeln!(out);
         match (&api.status, &api.error) {
@@ -721,6 +799,23 @@ mod tests {
             }]
         );
         assert!(parsed[0].held());
+        assert_eq!(
+            parse_requested("3|pending|\n4|provisioning|controller-1@5\n").expect("rows"),
+            vec![
+                RequestedMachine {
+                    id: 3,
+                    status: "pending".into(),
+                    provisioned_by: String::new()
+                },
+                RequestedMachine {
+                    id: 4,
+                    status: "provisioning".into(),
+                    provisioned_by: "controller-1@5".into()
+                },
+            ]
+        );
+        assert!(parse_requested("x|pending|").is_err());
+        assert!(parse_requested("3|pending").is_err());
         let expired = parse_leases("t|m|n|h|1|2|0|-5").expect("row");
         assert!(!expired[0].held());
         let pinned = parse_leases("t|m|n|h|1|2|1|-5").expect("row");

@@ -119,7 +119,8 @@ pub struct Simulation {
     /// The programs it runs.
     pub bins: Binaries,
     /// The held lock on `<dir>/cli.lock`; released on drop.
-    _lock: File,
+    /// The model lock; `None` only inside [`Simulation::unlocked`].
+    lock: Option<File>,
 }
 
 /// `<dir>/world.json`.
@@ -298,7 +299,7 @@ impl Simulation {
             world,
             runner,
             bins,
-            _lock: lock,
+            lock: Some(lock),
         };
         sim.save()?;
         Ok(sim)
@@ -325,8 +326,23 @@ impl Simulation {
             world,
             runner,
             bins,
-            _lock: lock,
+            lock: Some(lock),
         })
+    }
+
+    /// Runs `work` with the model saved and unlocked, so that other `juju-sim` processes
+    /// (the simulated cloud the controllers' provisioner calls) can change it; then locks it
+    /// again and reads the world back.
+    pub fn unlocked<T>(&mut self, work: impl FnOnce() -> T) -> Result<T, SimError> {
+        self.save()?;
+        self.lock = None;
+        let output = work();
+        self.lock = Some(lock(&self.dir)?);
+        let path = world_path(&self.dir);
+        let text = fs::read_to_string(&path).map_err(io("read", &path))?;
+        self.world =
+            serde_json::from_str(&text).map_err(|source| SimError::WorldFile { path, source })?;
+        Ok(output)
     }
 
     /// Writes the world file (by rename, so a reader never sees half of it).

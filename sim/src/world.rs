@@ -49,6 +49,14 @@ pub struct World {
     pub network_latency_ms: u64,
     /// How long a dbaccessor looks for a quorum (`--quorum-timeout-ms`).
     pub quorum_timeout_ms: u64,
+    /// The cloud's fence per machine: the newest lease token a provisioner's request about
+    /// it carried; an older one is refused (see `controller_contract::cloud`).
+    pub cloud_fences: BTreeMap<u32, controller_contract::cloud::CloudFence>,
+    /// Fault injection: the cloud answers a start this long after it started the instance.
+    pub cloud_start_reply_delay_ms: u64,
+    /// Fault injection: controller machines whose agent runs with its wall clock this many
+    /// milliseconds off (libfaketime; the monotonic clock stays true).
+    pub clock_skew_ms: BTreeMap<u32, i64>,
 }
 
 /// One application: where its charm comes from, its endpoints and their bindings.
@@ -266,6 +274,8 @@ pub enum WorldError {
     Overlap { cidr: String, space: String },
     #[error("machine {0} not found")]
     UnknownMachine(String),
+    #[error("machine {0} already exists")]
+    MachineExists(u32),
     #[error("no free address left in space {0:?}")]
     SpaceFull(String),
 }
@@ -463,6 +473,13 @@ impl World {
     /// empty), in that order, and returns its id. An unknown space or a repeated one is
     /// refused before anything changes.
     pub fn add_workload_machine(&mut self, spaces: &[String]) -> Result<u32, WorldError> {
+        let id = self.next_machine;
+        self.add_workload_machine_as(id, spaces)
+    }
+
+    /// Checks `spaces` for a workload machine (the default space when empty): each known,
+    /// none repeated. Returns the spaces it gets.
+    pub fn workload_spaces(&self, spaces: &[String]) -> Result<Vec<String>, WorldError> {
         let spaces: Vec<String> = if spaces.is_empty() {
             vec![self.default_space.clone()]
         } else {
@@ -476,7 +493,30 @@ impl World {
                 return Err(WorldError::RepeatedSpace(space.clone()));
             }
         }
-        let id = self.next_machine;
+        Ok(spaces)
+    }
+
+    /// Reserves `count` machine ids for machines requested from the controller (the
+    /// provisioner starts them later, under those ids).
+    pub fn reserve_machine_ids(&mut self, count: usize) -> Vec<u32> {
+        let ids: Vec<u32> = (0..count)
+            .map(|i| self.next_machine + u32::try_from(i).unwrap_or(u32::MAX))
+            .collect();
+        self.next_machine += u32::try_from(count).unwrap_or(u32::MAX);
+        ids
+    }
+
+    /// Adds workload machine `id` (a reserved id, or the next) with one NIC per space of
+    /// `spaces` (see [`Self::workload_spaces`]).
+    pub fn add_workload_machine_as(
+        &mut self,
+        id: u32,
+        spaces: &[String],
+    ) -> Result<u32, WorldError> {
+        if self.machines.contains_key(&id) {
+            return Err(WorldError::MachineExists(id));
+        }
+        let spaces = self.workload_spaces(spaces)?;
         self.machines.insert(
             id,
             Machine {
@@ -490,7 +530,7 @@ impl World {
                 return Err(error);
             }
         }
-        self.next_machine += 1;
+        self.next_machine = self.next_machine.max(id + 1);
         Ok(id)
     }
 

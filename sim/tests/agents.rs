@@ -30,7 +30,14 @@ test_support::sim_model!(
 
 impl Model {
     fn new() -> Self {
-        Self(SimModel::new(JUJU_SIM, "jsim-agents-"))
+        // Short leases: a killed controller that held the singular-controller lease (the
+        // compute provisioner, which starts and removes workload machines) is replaced
+        // within seconds rather than a minute.
+        Self(SimModel::new(JUJU_SIM, "jsim-agents-").with_env(&[
+            ("JUJUD_LEASE_DURATION_MS", "3000"),
+            ("JUJUD_LEASE_EXTEND_MS", "1000"),
+            ("JUJUD_LEASE_MARGIN_MS", "1000"),
+        ]))
     }
 
     /// Every controller's `ip:17070` in `space` (every space with `None`).

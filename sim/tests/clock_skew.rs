@@ -1,0 +1,275 @@
+//! Leases with skewed controller clocks: three controllers with short leases (3 s, extended
+//! every second, stopped 1 s early), two of them with their wall clock 6 s off (one ahead,
+//! one behind, through libfaketime; the monotonic clock stays true). A skew twice the
+//! lease would hand the lease to two controllers at once if any decision read a
+//! controller's wall clock; the store decides by the database's clock and the holders stop
+//! by their monotonic clocks, so holders killed one after another (-9) still hand over one
+//! at a time: in commit order each grant's fenced actions form one run, and each later
+//! grant has a later start, even when the Dqlite leader (whose clock is the database's)
+//! moves to a controller whose clock is behind. Needs root, libfaketime and the
+//! workspace's binaries built, as `lease.rs`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use agent::lease::{check_commit_order, FencedAction, Token};
+use juju_sim::report::StatusReport;
+
+const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
+
+const LEASE_ENV: &[(&str, &str)] = &[
+    ("JUJUD_LEASE_DURATION_MS", "3000"),
+    ("JUJUD_LEASE_EXTEND_MS", "1000"),
+    ("JUJUD_LEASE_MARGIN_MS", "1000"),
+    ("JUJUD_SINGULAR_HEARTBEAT_MS", "200"),
+];
+const LEASE_MS: u128 = 3000;
+/// How much longer than the lease a takeover may take (an election, a loaded machine).
+const TAKEOVER_BOUND_MS: u128 = 20_000;
+const SKEW_MS: i64 = 6000;
+
+struct Model {
+    dir: tempfile::TempDir,
+}
+
+impl Model {
+    fn new() -> Self {
+        let target = Path::new(JUJU_SIM)
+            .parent()
+            .expect("juju-sim lives in a target dir");
+        for needed in ["dispatch", "jujud-controller", "juju-hook-tool"] {
+            assert!(
+                target.join(needed).is_file(),
+                "{} is missing: run `cargo build --workspace --bins` first",
+                target.join(needed).display()
+            );
+        }
+        assert!(
+            juju_sim::agent::libfaketime().is_some(),
+            "libfaketime is missing: run scripts/setup.sh"
+        );
+        Self {
+            dir: tempfile::Builder::new()
+                .prefix("jsim-skew-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("model")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(JUJU_SIM)
+            .args(args)
+            .env("JUJU_SIM_MODEL", self.path())
+            .envs(LEASE_ENV.iter().copied())
+            .output()
+            .expect("juju-sim runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "juju-sim {args:?} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+        );
+        stdout
+    }
+
+    fn status(&self) -> StatusReport {
+        serde_json::from_str(&self.ok(&["status", "--format", "json"])).expect("status JSON")
+    }
+
+    fn fencing_log(&self) -> Option<Vec<FencedAction>> {
+        let output = self.run(&[
+            "sql",
+            "--database",
+            "controller",
+            "SELECT id, holder, lease_start_ms, seq, at_ms FROM fencing_log ORDER BY id",
+        ]);
+        if !output.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut actions = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let columns: Vec<&str> = line.split('|').collect();
+            assert_eq!(columns.len(), 5, "{line:?}");
+            let number = |i: usize| columns[i].trim().parse::<i64>().expect("a number");
+            actions.push(FencedAction {
+                id: number(0),
+                token: Token {
+                    holder: columns[1].to_owned(),
+                    start_ms: number(2),
+                },
+                seq: number(3),
+                action: "heartbeat".into(),
+                at_ms: number(4),
+            });
+        }
+        Some(actions)
+    }
+
+    /// Waits until a fenced action of a token not in `seen` appears; returns the log then.
+    fn wait_for_new_token(&self, seen: &[Token], within: Duration) -> Vec<FencedAction> {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(log) = self.fencing_log() {
+                if log.iter().any(|a| !seen.contains(&a.token)) {
+                    return log;
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "no new holder acted within {within:?}; status: {:#?}",
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// How far machine `id`'s agent's wall clock is from this host's: its lease-status
+    /// file's own time (the agent's clock) against the file's modification time (the
+    /// kernel's, which libfaketime does not touch). `None` until a fresh file is there.
+    fn clock_offset_ms(&self, id: u32) -> Option<i64> {
+        let path = controller_contract::paths::lease_status(
+            &juju_sim::simulation::machine_data_dir(&self.path(), id),
+        );
+        let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+        let modified_ms =
+            i64::try_from(modified.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
+        let text = std::fs::read_to_string(&path).ok()?;
+        let status: controller_contract::lease::LeaseStatus = serde_json::from_str(&text).ok()?;
+        Some(status.written_unix_ms - modified_ms)
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        if !self.path().join("world.json").exists() {
+            return;
+        }
+        if !self.run(&["destroy"]).status.success() {
+            let _ = std::fs::remove_file(self.path().join("world.json"));
+            let _ = self.run(&["cleanup"]);
+        }
+    }
+}
+
+fn machine_of(holder: &str) -> u32 {
+    holder
+        .strip_prefix("controller-")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("holder {holder:?} is not controller-<id>"))
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+fn tokens(log: &[FencedAction]) -> Vec<Token> {
+    let mut tokens: Vec<Token> = Vec::new();
+    for action in log {
+        if !tokens.contains(&action.token) {
+            tokens.push(action.token.clone());
+        }
+    }
+    tokens
+}
+
+#[test]
+fn skewed_controller_clocks_never_give_the_lease_to_two_holders() {
+    let model = Model::new();
+    model.ok(&["bootstrap", "--quorum-timeout-ms", "2000"]);
+    model.ok(&["enable-ha"]);
+    model.ok(&["wait"]);
+    let skews = [(1u32, SKEW_MS), (2u32, -SKEW_MS)];
+    for (machine, skew) in skews {
+        model.ok(&["fault-clock-skew", &machine.to_string(), &skew.to_string()]);
+    }
+    // The skew is real: each restarted agent writes its own (skewed) time.
+    for (machine, skew) in skews {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let offset = model.clock_offset_ms(machine);
+            if offset.is_some_and(|o| (o - skew).abs() < 1500) {
+                eprintln!("machine {machine}: agent clock {offset:?} ms off");
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "machine {machine}'s agent clock is {offset:?} ms off, not {skew}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    model.ok(&["wait"]);
+
+    // Kill holders one after another until a skewed controller has held the lease and
+    // been killed too (at least 3 rounds): every takeover within the lease plus a bound.
+    let mut killed_holders = BTreeSet::new();
+    let mut rounds = 0;
+    while rounds < 3 || !killed_holders.iter().any(|m| *m != 0) {
+        rounds += 1;
+        assert!(
+            rounds <= 4,
+            "no skewed controller held the lease in 4 rounds"
+        );
+        let seen = tokens(&model.wait_for_new_token(&[], Duration::from_secs(60)));
+        let holder = seen.last().expect("a token").clone();
+        let machine = machine_of(&holder.holder);
+        let status = model.status();
+        let victim = status
+            .machines
+            .iter()
+            .find(|m| m.id == machine)
+            .expect("the holder's machine");
+        let pid = victim
+            .dbaccessor_pid
+            .expect("the holder's controller agent");
+        // The unskewed controller is held down until another grant acts, so that the lease
+        // surely reaches a skewed one (a restarted agent may win its own lease back).
+        let held_down = (machine == 0).then(|| victim.agent_pid.expect("a supervisor"));
+        if let Some(supervisor) = held_down {
+            signal(supervisor, "STOP");
+        }
+        let killed = Instant::now();
+        signal(pid, "KILL");
+        killed_holders.insert(machine);
+        let log = model.wait_for_new_token(&seen, Duration::from_secs(60));
+        let took = killed.elapsed().as_millis();
+        if let Some(supervisor) = held_down {
+            signal(supervisor, "CONT");
+        }
+        let next = tokens(&log)
+            .into_iter()
+            .find(|t| !seen.contains(t))
+            .expect("a new token");
+        eprintln!("round {rounds}: {holder} killed, {next} acting {took} ms later");
+        assert!(
+            took < LEASE_MS + TAKEOVER_BOUND_MS,
+            "takeover took {took} ms"
+        );
+        check_commit_order(&log).expect("one holder at a time");
+        // The killed agent restarts and rejoins before the next round.
+        model.ok(&["wait"]);
+    }
+    let log = model.fencing_log().expect("the fencing log");
+    let grants = check_commit_order(&log).expect("one holder at a time");
+    assert!(grants > rounds, "{grants} grants after {rounds} kills");
+    let holders: BTreeSet<&str> = log.iter().map(|a| a.token.holder.as_str()).collect();
+    assert!(
+        holders.contains("controller-1") || holders.contains("controller-2"),
+        "a skewed controller held the lease: {holders:?}"
+    );
+}
