@@ -540,7 +540,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             settle(cli, &mut sim, &mut out)?;
         }
-        Commands::RemoveMachine { id, no_wait } if is_workload(cli, *id) && !hosts_unit(cli, *id) => {
+        Commands::RemoveMachine { id, no_wait }
+            if is_workload(cli, *id) && !hosts_unit(cli, *id) =>
+        {
             let sim = open(cli)?;
             let known = sql_shell(
                 &sim,

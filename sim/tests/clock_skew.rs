@@ -10,12 +10,11 @@
 //! workspace's binaries built, as `lease.rs`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use agent::lease::{check_commit_order, FencedAction, Token};
-use juju_sim::report::StatusReport;
+use test_support::sim::Model as SimModel;
 
 const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
 
@@ -30,90 +29,18 @@ const LEASE_MS: u128 = 3000;
 const TAKEOVER_BOUND_MS: u128 = 20_000;
 const SKEW_MS: i64 = 6000;
 
-struct Model {
-    dir: tempfile::TempDir,
-}
+test_support::sim_model!(
+    /// A model dir whose model is destroyed on drop (agents stopped, namespaces deleted).
+    Model
+);
 
 impl Model {
     fn new() -> Self {
-        let target = Path::new(JUJU_SIM)
-            .parent()
-            .expect("juju-sim lives in a target dir");
-        for needed in ["dispatch", "jujud-controller", "juju-hook-tool"] {
-            assert!(
-                target.join(needed).is_file(),
-                "{} is missing: run `cargo build --workspace --bins` first",
-                target.join(needed).display()
-            );
-        }
         assert!(
             juju_sim::agent::libfaketime().is_some(),
             "libfaketime is missing: run scripts/setup.sh"
         );
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("jsim-skew-")
-                .tempdir()
-                .expect("temp dir"),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("model")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(JUJU_SIM)
-            .args(args)
-            .env("JUJU_SIM_MODEL", self.path())
-            .envs(LEASE_ENV.iter().copied())
-            .output()
-            .expect("juju-sim runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "juju-sim {args:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-        );
-        stdout
-    }
-
-    fn status(&self) -> StatusReport {
-        serde_json::from_str(&self.ok(&["status", "--format", "json"])).expect("status JSON")
-    }
-
-    fn fencing_log(&self) -> Option<Vec<FencedAction>> {
-        let output = self.run(&[
-            "sql",
-            "--database",
-            "controller",
-            "SELECT id, holder, lease_start_ms, seq, at_ms FROM fencing_log ORDER BY id",
-        ]);
-        if !output.status.success() {
-            return None;
-        }
-        let text = String::from_utf8_lossy(&output.stdout);
-        let mut actions = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let columns: Vec<&str> = line.split('|').collect();
-            assert_eq!(columns.len(), 5, "{line:?}");
-            let number = |i: usize| columns[i].trim().parse::<i64>().expect("a number");
-            actions.push(FencedAction {
-                id: number(0),
-                token: Token {
-                    holder: columns[1].to_owned(),
-                    start_ms: number(2),
-                },
-                seq: number(3),
-                action: "heartbeat".into(),
-                at_ms: number(4),
-            });
-        }
-        Some(actions)
+        Self(SimModel::new(JUJU_SIM, "jsim-skew-").with_env(LEASE_ENV))
     }
 
     /// Waits until a fenced action of a token not in `seen` appears; returns the log then.
@@ -147,18 +74,6 @@ impl Model {
         let text = std::fs::read_to_string(&path).ok()?;
         let status: controller_contract::lease::LeaseStatus = serde_json::from_str(&text).ok()?;
         Some(status.written_unix_ms - modified_ms)
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        if !self.path().join("world.json").exists() {
-            return;
-        }
-        if !self.run(&["destroy"]).status.success() {
-            let _ = std::fs::remove_file(self.path().join("world.json"));
-            let _ = self.run(&["cleanup"]);
-        }
     }
 }
 

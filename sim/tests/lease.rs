@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agent::lease::{check_no_overlap, FencedAction, Token};
-use juju_sim::report::LeaseReport;
 use test_support::sim::Model as SimModel;
 
 const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
@@ -35,45 +34,6 @@ test_support::sim_model!(
 impl Model {
     fn new() -> Self {
         Self(SimModel::new(JUJU_SIM, "jsim-lease-").with_env(LEASE_ENV))
-    }
-
-    /// The `singular-controller` lease while it is held, as status shows it.
-    fn singular_holder(&self) -> Option<LeaseReport> {
-        self.status()
-            .leases
-            .into_iter()
-            .find(|l| l.kind == "singular-controller" && l.held())
-    }
-
-    /// Every fenced action (a failed read, while the cluster elects, is `None`).
-    fn fencing_log(&self) -> Option<Vec<FencedAction>> {
-        let output = self.run(&[
-            "sql",
-            "--database",
-            "controller",
-            "SELECT id, holder, lease_start_ms, seq, at_ms FROM fencing_log ORDER BY id",
-        ]);
-        if !output.status.success() {
-            return None;
-        }
-        let text = String::from_utf8_lossy(&output.stdout);
-        let mut actions = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let columns: Vec<&str> = line.split('|').collect();
-            let number = |i: usize| columns[i].trim().parse::<i64>().expect("a number");
-            assert_eq!(columns.len(), 5, "{line:?}");
-            actions.push(FencedAction {
-                id: number(0),
-                token: Token {
-                    holder: columns[1].to_owned(),
-                    start_ms: number(2),
-                },
-                seq: number(3),
-                action: "heartbeat".into(),
-                at_ms: number(4),
-            });
-        }
-        Some(actions)
     }
 
     /// Waits until a fenced action of a token other than those in `seen` appears; returns

@@ -7,14 +7,13 @@
 //! Needs root and the workspace's binaries built, as `ha.rs`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent::lease::{check_no_overlap, FencedAction, Token};
+use agent::lease::check_no_overlap;
 use controller_contract::agentaddr::{ApiConnection, API_CONNECTION_NAME};
 use juju_sim::cloud::CloudLogLine;
-use juju_sim::report::{LeaseReport, StatusReport};
+use test_support::sim::Model as SimModel;
 
 const JUJU_SIM: &str = env!("CARGO_BIN_EXE_juju-sim");
 
@@ -31,84 +30,18 @@ const LEASE_ENV: &[(&str, &str)] = &[
 /// How late the cloud answers a start while the holder is to die waiting for it.
 const START_REPLY_DELAY_MS: &str = "6000";
 
-struct Model {
-    dir: tempfile::TempDir,
-}
+test_support::sim_model!(
+    /// A model dir whose model is destroyed on drop (agents stopped, namespaces deleted).
+    Model
+);
 
 impl Model {
     fn new() -> Self {
-        let target = Path::new(JUJU_SIM)
-            .parent()
-            .expect("juju-sim lives in a target dir");
-        for needed in ["dispatch", "jujud-controller", "juju-hook-tool"] {
-            assert!(
-                target.join(needed).is_file(),
-                "{} is missing: run `cargo build --workspace --bins` first",
-                target.join(needed).display()
-            );
-        }
-        Self {
-            dir: tempfile::Builder::new()
-                .prefix("jsim-prov-")
-                .tempdir()
-                .expect("temp dir"),
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("model")
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(JUJU_SIM)
-            .args(args)
-            .env("JUJU_SIM_MODEL", self.path())
-            .envs(LEASE_ENV.iter().copied())
-            .output()
-            .expect("juju-sim runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "juju-sim {args:?} failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr),
-        );
-        stdout
-    }
-
-    fn status(&self) -> StatusReport {
-        serde_json::from_str(&self.ok(&["status", "--format", "json"])).expect("status JSON")
-    }
-
-    fn singular_holder(&self) -> Option<LeaseReport> {
-        self.status()
-            .leases
-            .into_iter()
-            .find(|l| l.kind == "singular-controller" && l.held())
-    }
-
-    /// `sql` rows split on `|` (a failed read, while the cluster elects, is `None`).
-    fn rows(&self, sql: &str) -> Option<Vec<Vec<String>>> {
-        let output = self.run(&["sql", "--database", "controller", sql]);
-        output.status.success().then(|| {
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| l.split('|').map(str::to_owned).collect())
-                .collect()
-        })
+        Self(SimModel::new(JUJU_SIM, "jsim-prov-").with_env(LEASE_ENV))
     }
 
     fn cloud_log(&self) -> Vec<CloudLogLine> {
         juju_sim::cloud::read_log(&self.path())
-    }
-
-    fn agent_log(&self, machine: u32) -> String {
-        std::fs::read_to_string(self.path().join(format!("machines/{machine}/agent.log")))
-            .unwrap_or_default()
     }
 
     fn connection(&self, machine: u32) -> Option<ApiConnection> {
@@ -117,40 +50,6 @@ impl Model {
         std::fs::read(path)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-    }
-
-    fn fencing_log(&self) -> Option<Vec<FencedAction>> {
-        let rows = self
-            .rows("SELECT id, holder, lease_start_ms, seq, at_ms FROM fencing_log ORDER BY id")?;
-        Some(
-            rows.into_iter()
-                .map(|columns| {
-                    let number = |i: usize| columns[i].trim().parse::<i64>().expect("a number");
-                    FencedAction {
-                        id: number(0),
-                        token: Token {
-                            holder: columns[1].clone(),
-                            start_ms: number(2),
-                        },
-                        seq: number(3),
-                        action: "heartbeat".into(),
-                        at_ms: number(4),
-                    }
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        if !self.path().join("world.json").exists() {
-            return;
-        }
-        if !self.run(&["destroy"]).status.success() {
-            let _ = std::fs::remove_file(self.path().join("world.json"));
-            let _ = self.run(&["cleanup"]);
-        }
     }
 }
 
@@ -246,7 +145,7 @@ fn machines_are_started_once_by_the_holder_even_when_it_dies_midway() {
     // The next holder finishes: every machine started, and recorded.
     let rows = wait_until("every machine started", Duration::from_secs(90), || {
         let rows = model
-            .rows("SELECT id, status, instance_id, provisioned_by FROM machine ORDER BY id")?;
+            .sql_rows("SELECT id, status, instance_id, provisioned_by FROM machine ORDER BY id")?;
         (rows.len() == 3 && rows.iter().all(|r| r[1] == "started")).then_some(rows)
     });
     eprintln!(
@@ -321,7 +220,7 @@ fn machines_are_started_once_by_the_holder_even_when_it_dies_midway() {
         "{removed}"
     );
     let credentials = model
-        .rows("SELECT name FROM credential ORDER BY name")
+        .sql_rows("SELECT name FROM credential ORDER BY name")
         .expect("credentials");
     let names: Vec<&str> = credentials.iter().map(|r| r[0].as_str()).collect();
     assert!(

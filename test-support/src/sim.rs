@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use juju_sim::report::StatusReport;
+use agent::lease::{FencedAction, Token};
+use juju_sim::report::{LeaseReport, StatusReport};
 use juju_sim::world::World;
 
 /// A model dir whose model is destroyed on drop.
@@ -91,6 +92,53 @@ impl Model {
     /// Runs `juju-sim <args>`; returns stdout, failing the test when it fails.
     pub fn ok(&self, args: &[&str]) -> String {
         self.ok_with_stderr(args).0
+    }
+
+    /// `juju-sim sql --database controller` rows split on `|`; `None` when the read fails
+    /// (while the cluster elects, say).
+    pub fn sql_rows(&self, sql: &str) -> Option<Vec<Vec<String>>> {
+        let output = self.run(&["sql", "--database", "controller", sql]);
+        output.status.success().then(|| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.split('|').map(|c| c.trim().to_owned()).collect())
+                .collect()
+        })
+    }
+
+    /// Every fenced action of the singular workers, in commit order (`None` while the
+    /// database cannot be read).
+    pub fn fencing_log(&self) -> Option<Vec<FencedAction>> {
+        let rows = self.sql_rows(
+            "SELECT id, holder, lease_start_ms, seq, at_ms FROM fencing_log ORDER BY id",
+        )?;
+        Some(
+            rows.into_iter()
+                .map(|columns| {
+                    assert_eq!(columns.len(), 5, "{columns:?}");
+                    let number = |i: usize| columns[i].parse::<i64>().expect("a number");
+                    FencedAction {
+                        id: number(0),
+                        token: Token {
+                            holder: columns[1].clone(),
+                            start_ms: number(2),
+                        },
+                        seq: number(3),
+                        action: "heartbeat".into(),
+                        at_ms: number(4),
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    /// The `singular-controller` lease while it is held, as status shows it.
+    pub fn singular_holder(&self) -> Option<LeaseReport> {
+        self.status()
+            .leases
+            .into_iter()
+            .find(|l| l.kind == "singular-controller" && l.held())
     }
 
     /// `juju-sim status --format json`.
