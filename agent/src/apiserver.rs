@@ -545,19 +545,9 @@ async fn route(
         // Not worth reading: the client gets its answer when it reads (the connection closes).
         return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
-    let body = match read_body(request.into_body(), max).await {
-        Ok(body) => body,
-        Err(BodyError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
-        Err(BodyError::Read(e)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the body: {e}"),
-            )
-        }
-    };
-    let login: LoginRequest = match serde_json::from_slice(&body) {
+    let login: LoginRequest = match read_json(request, max, "login").await {
         Ok(login) => login,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed login: {e}")),
+        Err(answer) => return answer,
     };
     let (name, agent) = match (&login.user, &login.tag) {
         (Some(user), None) if !user.is_empty() => (user.clone(), false),
@@ -579,6 +569,29 @@ async fn route(
 /// The most of an oversized body read (and thrown away) before answering 413, so that a
 /// client still writing it reads the answer instead of a reset connection.
 const DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// The body as JSON of `T`, or the answer to give: 413 when over `max` bytes, 400 when it
+/// cannot be read or is not a `what` ("malformed login: ...").
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+    max: usize,
+    what: &str,
+) -> Result<T, Answer> {
+    let body = match read_body(request.into_body(), max).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"))
+        }
+        Err(BodyError::Read(e)) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            ))
+        }
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("malformed {what}: {e}")))
+}
 
 enum BodyError {
     TooLarge,
@@ -692,20 +705,11 @@ pub fn check_config(
 /// `POST /controller-config` with `{"settings": {key: value}}`: checked (see
 /// [`check_config`]), then written in one statement; answers the whole config.
 async fn set_config_answer(state: &State, name: &str, request: Request<Incoming>) -> Answer {
-    let body = match read_body(request.into_body(), state.limits.max_body).await {
-        Ok(body) => body,
-        Err(BodyError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
-        Err(BodyError::Read(e)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the body: {e}"),
-            )
-        }
-    };
-    let change: ControllerConfigRequest = match serde_json::from_slice(&body) {
-        Ok(change) => change,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed config: {e}")),
-    };
+    let change: ControllerConfigRequest =
+        match read_json(request, state.limits.max_body, "config").await {
+            Ok(change) => change,
+            Err(answer) => return answer,
+        };
     let mut client = state.client.lock().await;
     let spaces = match client
         .query(DATABASE, "SELECT DISTINCT name FROM space LIMIT 1000", &[])
@@ -848,25 +852,11 @@ async fn claim_leadership_answer(
     session: &Session,
     request: Request<Incoming>,
 ) -> Answer {
-    let body = match read_body(request.into_body(), state.limits.max_body).await {
-        Ok(body) => body,
-        Err(BodyError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
-        Err(BodyError::Read(e)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the body: {e}"),
-            )
-        }
-    };
-    let claim: LeadershipRequest = match serde_json::from_slice(&body) {
-        Ok(claim) => claim,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("malformed leadership claim: {e}"),
-            )
-        }
-    };
+    let claim: LeadershipRequest =
+        match read_json(request, state.limits.max_body, "leadership claim").await {
+            Ok(claim) => claim,
+            Err(answer) => return answer,
+        };
     if let Some((status, why)) = leadership_refusal(&session.name, session.agent, &claim) {
         return error(status, &why);
     }
