@@ -64,6 +64,29 @@ pub struct Status {
     /// (`None` while the node is not running).
     #[serde(default)]
     pub health: Option<Health>,
+    /// The daemon's most recent convergence decisions, oldest first (at most
+    /// [`DECISIONS_KEPT`]): what it was woken by, what it decided and why. A retry that
+    /// decides what the one before it decided is not added again.
+    #[serde(default)]
+    pub decisions: Vec<Decided>,
+}
+
+/// How many decisions [`Status::decisions`] keeps.
+pub const DECISIONS_KEPT: usize = 16;
+
+/// One convergence decision of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decided {
+    /// What started the round: `start-up`, `POST /reload`, `file watch`, `node failed`,
+    /// `retry`, `recover-cluster`.
+    pub trigger: String,
+    /// The action: `wait`, `keep`, `fail`, `bootstrap`, `join`, `restart`, `re-bind`,
+    /// `probe quorum`, `shrink to one`, `set aside and rejoin`, `outside the configuration`.
+    pub action: String,
+    /// Why, in the words the status gives.
+    pub reason: String,
+    /// When, by the daemon's wall clock (milliseconds since the Unix epoch).
+    pub at_unix_ms: u64,
 }
 
 /// The cluster's health as one daemon sees it. A voter counts towards fault tolerance only
@@ -329,6 +352,7 @@ mod tests {
                 error: None,
             }),
             health: None,
+            decisions: Vec::new(),
         }
     }
 

@@ -190,6 +190,7 @@ impl<D: Driver> Service<D> {
             leader_id: None,
             config: None,
             health: None,
+            decisions: Vec::new(),
         };
         Self {
             backoff: Backoff::new(timings.retry_initial, timings.retry_max),

@@ -199,6 +199,7 @@ mod tests {
             leader_id: None,
             config: None,
             health: None,
+            decisions: Vec::new(),
         }
     }
 

@@ -7,7 +7,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use controller_contract::status::{NodeState, Role, Verdict};
+use controller_contract::status::{NodeState, Role, Status, Verdict};
 use dqlite::NodeRole;
 use support::{insert_rows, read_rows, shell_cluster, Controller};
 
@@ -101,7 +101,7 @@ async fn a_loopback_bootstrapped_node_rebinds_and_keeps_its_data() {
         })
         .await;
     assert_eq!(status.node_id, Some(1), "the same node, moved");
-    assert!(first.log().contains("re-bind"), "{}", first.log());
+    assert!(decided(&status, None, "re-bind"), "{:#?}", status.decisions);
     let second_status = second
         .wait_for(
             "a member of the re-bound cluster",
@@ -169,8 +169,11 @@ async fn two_of_three_killed_and_the_map_reduced_shrinks_to_one_with_every_row()
         .await;
     assert_eq!(status.members[0].address, "127.21.4.1:17666");
     assert_eq!(status.members[0].role, Role::Voter);
-    let log = survivor.log();
-    assert!(log.contains("decided shrink to one"), "{log}");
+    assert!(
+        decided(&status, None, "shrink to one"),
+        "{:#?}",
+        status.decisions
+    );
     let alone = vec![survivor.address()];
     assert_eq!(read_rows(&alone).await, (0..50).collect::<Vec<_>>());
     insert_rows(&alone, 50, 51).await;
@@ -192,8 +195,11 @@ async fn a_reduced_map_while_quorum_holds_does_not_recover() {
         .await;
     assert_eq!(status.state, NodeState::Member);
     assert_eq!(status.members.len(), 3, "{status:#?}");
-    let log = controllers[0].log();
-    assert!(!log.contains("decided shrink to one"), "{log}");
+    assert!(
+        !decided(&status, None, "shrink to one"),
+        "{:#?}",
+        status.decisions
+    );
     for controller in &controllers[1..] {
         controller.wait_voters(3).await;
     }
@@ -204,19 +210,17 @@ async fn a_reduced_map_while_quorum_holds_does_not_recover() {
     // reload: the health check sees the leader gone and the round probes the voters.
     // (The file watch also answers that write; wait for its round so that only the
     // health check is left to notice the deaths.)
-    let settled = std::time::Instant::now();
-    while !controllers[0]
-        .log()
-        .lines()
-        .any(|l| l.contains("[file watch]") && l.contains("a leader answers"))
-    {
-        assert!(
-            settled.elapsed() < Duration::from_secs(10),
-            "{}",
-            controllers[0].log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    controllers[0]
+        .wait_for(
+            "the file watch's round past its quorum probe",
+            Duration::from_secs(10),
+            |s| {
+                s.decisions
+                    .iter()
+                    .any(|d| d.trigger == "file watch" && d.reason.contains("a leader answers"))
+            },
+        )
+        .await;
     let mut controllers = controllers;
     controllers[1].kill();
     controllers[2].kill();
@@ -226,8 +230,11 @@ async fn a_reduced_map_while_quorum_holds_does_not_recover() {
         })
         .await;
     assert_eq!(status.members[0].role, Role::Voter);
-    let log = controllers[0].log();
-    assert!(log.contains("[node failed]"), "{log}");
+    assert!(
+        status.decisions.iter().any(|d| d.trigger == "node failed"),
+        "{:#?}",
+        status.decisions
+    );
     let alone = vec![controllers[0].address()];
     assert_eq!(read_rows(&alone).await, (0..6).collect::<Vec<_>>());
 }
@@ -378,10 +385,10 @@ async fn a_survivor_restarted_after_its_peers_died_recovers_on_start() {
         })
         .await;
     assert_eq!(status.node_id, Some(1));
-    let log = controllers[0].log();
     assert!(
-        log.contains("[start-up]") && log.contains("decided shrink to one"),
-        "{log}"
+        decided(&status, Some("start-up"), "shrink to one"),
+        "{:#?}",
+        status.decisions
     );
     let alone = vec![controllers[0].address()];
     assert_eq!(read_rows(&alone).await, (0..7).collect::<Vec<_>>());
@@ -432,7 +439,11 @@ async fn a_killed_daemon_restarts_and_rejoins() {
     insert_rows(&all[..2], 4, 6).await;
     controllers[2].start().await;
     let status = controllers[2].wait_voters(3).await;
-    assert!(controllers[2].log().contains("decided restart"));
+    assert!(
+        decided(&status, Some("start-up"), "restart"),
+        "{:#?}",
+        status.decisions
+    );
     assert_eq!(status.bind_address.as_deref(), Some("127.21.11.3:17666"));
     assert_eq!(read_rows(&all).await, (0..6).collect::<Vec<_>>());
 }
@@ -686,8 +697,11 @@ async fn a_member_removed_behind_its_back_rejoins_as_a_new_member() {
         })
         .await;
     let new_id = rejoined.node_id.expect("an id");
-    let log = controllers[2].log();
-    assert!(log.contains("set aside and rejoin"), "{log}");
+    assert!(
+        decided(&rejoined, None, "set aside and rejoin"),
+        "{:#?}",
+        rejoined.decisions
+    );
     let aside: Vec<String> = std::fs::read_dir(controllers[2].data_dir())
         .expect("list the data dir")
         .flatten()
@@ -747,4 +761,13 @@ async fn a_live_member_missing_from_the_map_is_never_removed() {
     }
     insert_rows(&all, 0, 5).await;
     assert_eq!(read_rows(&all).await, (0..5).collect::<Vec<_>>());
+}
+
+/// Whether the daemon decided `action` (in a round `trigger` started, when given), as its
+/// status lists its recent decisions.
+fn decided(status: &Status, trigger: Option<&str>, action: &str) -> bool {
+    status
+        .decisions
+        .iter()
+        .any(|d| d.action == action && trigger.is_none_or(|t| d.trigger == t))
 }

@@ -243,6 +243,14 @@ pub fn describe_probe(probe: &Probe) -> Results {
             (None, None) => "unknown".into(),
         },
     );
+    if let Some(last) = status.decisions.last() {
+        // What the daemon last decided, and what woke it: the first thing to read when
+        // the cluster is not what the map says.
+        results.insert(
+            "dbaccessor.last-decision".into(),
+            format!("[{}] {}: {}", last.trigger, last.action, last.reason),
+        );
+    }
     if let Some(config) = &status.config {
         results.insert(
             "dbaccessor.map-read".into(),
@@ -370,6 +378,34 @@ mod tests {
         assert_eq!(
             describe_leases(&holding, 0)["leases.singular-workers-here"],
             "controller-0@1000"
+        );
+    }
+
+    #[test]
+    fn the_last_decision_is_shown_when_there_is_one() {
+        let mut probe: Probe = serde_json::from_value(serde_json::json!({
+            "status": {
+                "agent_id": "0", "node_id": 1, "bind_address": "10.0.0.1:17666",
+                "state": "member", "reason": "", "members": [], "leader_id": 1,
+                "config": null
+            }
+        }))
+        .expect("a probe from an older daemon, without decisions");
+        assert!(!describe_probe(&probe).contains_key("dbaccessor.last-decision"));
+        for (trigger, action) in [("start-up", "restart"), ("POST /reload", "keep")] {
+            probe
+                .status
+                .decisions
+                .push(controller_contract::status::Decided {
+                    trigger: trigger.into(),
+                    action: action.into(),
+                    reason: format!("{action} because"),
+                    at_unix_ms: 1,
+                });
+        }
+        assert_eq!(
+            describe_probe(&probe)["dbaccessor.last-decision"],
+            "[POST /reload] keep: keep because"
         );
     }
 

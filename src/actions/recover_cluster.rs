@@ -256,6 +256,7 @@ mod tests {
                 leader_id: leader,
                 config: None,
                 health: None,
+                decisions: Vec::new(),
             },
             log_position: own.map(|(term, index)| LogPosition { term, index }),
             log_position_error: None,

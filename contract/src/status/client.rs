@@ -128,6 +128,7 @@ mod tests {
             leader_id: Some(1),
             config: None,
             health: None,
+            decisions: Vec::new(),
         };
         let answer = serde_json::to_string(&status).expect("a status serializes");
         let (result, request) = exchange(Some(&format!("{answer}\n")));

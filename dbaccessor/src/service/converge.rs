@@ -2,7 +2,9 @@
 //! its action through the [`Driver`]; and the `recover-cluster` action, which stops the node,
 //! rewrites membership and converges again.
 
-use controller_contract::status::{LogPosition, NodeState, Recovered};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use controller_contract::status::{Decided, LogPosition, NodeState, Recovered, DECISIONS_KEPT};
 use tokio::time::Instant;
 
 use crate::decide::{decide, Action, Decision, LocalData, MapRead, Membership, Observed, Quorum};
@@ -241,6 +243,18 @@ impl<D: Driver> Service<D> {
             log::debug!("{message}");
         } else {
             log::info!("{message}");
+            let decisions = &mut self.status.decisions;
+            if decisions.len() == DECISIONS_KEPT {
+                decisions.remove(0);
+            }
+            decisions.push(Decided {
+                trigger: trigger.to_string(),
+                action: action_name(&decision.action).to_owned(),
+                reason: decision.reason.clone(),
+                at_unix_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            });
         }
         self.last_decision = Some(decision.clone());
     }
