@@ -343,7 +343,7 @@ fn main() {
         mib(startup.iter().map(|u| u.maxrss).max().unwrap_or_default())
     );
     println!("the charm's own work includes spawning and waiting for each hook tool (pipes, poll,");
-    println!("reader threads, posix_spawn) besides parsing, deciding and writing.");
+    println!("posix_spawn) besides parsing, deciding and writing.");
     println!();
     println!(
         "reloads answered: {} (one per changing run)",
