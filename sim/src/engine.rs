@@ -374,12 +374,18 @@ pub fn settle(
                 String::from_utf8_lossy(&output.stderr).into_owned(),
             ),
             // The program could not start: the hook failed, as Juju would report it.
-            Err(error) => (Some(1), String::new(), format!("cannot run the hook: {error}")),
+            Err(error) => (
+                Some(1),
+                String::new(),
+                format!("cannot run the hook: {error}"),
+            ),
         };
         let success = exit_code == Some(0);
         let (before, after) = commit(sim, &run.prepared, exit_code, span)?;
         let elapsed_ms = run.started.elapsed().as_millis();
-        log_hook(sim, &hooks_log, &unit, &run.hook, exit_code, elapsed_ms, &stdout, &stderr);
+        log_hook(
+            sim, &hooks_log, &unit, &run.hook, exit_code, elapsed_ms, &stdout, &stderr,
+        );
         if success {
             if options.verbose {
                 writeln!(out, "  {unit}: {} ok ({elapsed_ms} ms)", run.hook.label()).ok();
@@ -438,10 +444,8 @@ fn queue_consequences(sim: &mut Simulation, unit: &str, before: &Shared, after: 
         let others = members.iter().filter(|u| *u != unit);
         if old_unit_bag != *unit_bag && members.iter().any(|u| u == unit) {
             for other in others.clone() {
-                sim.world.enqueue(
-                    other,
-                    QueuedHook::relation("changed", relation, Some(unit)),
-                );
+                sim.world
+                    .enqueue(other, QueuedHook::relation("changed", relation, Some(unit)));
             }
         }
         if old_app_bag != *app_bag {
@@ -492,13 +496,20 @@ fn log_hook(
     {
         let now = crate::tools::now_ms();
         let entity = format!("unit-{}", unit.replace('/', "-"));
-        let level = if exit_code == Some(0) { "INFO" } else { "ERROR" };
+        let level = if exit_code == Some(0) {
+            "INFO"
+        } else {
+            "ERROR"
+        };
         let mut text = format!(
             "{now} {entity} {level} juju.worker.uniter.operation ran {:?} hook (exit {exit_code:?}, {elapsed_ms} ms)\n",
             hook.label(),
         );
         for line in stdout.lines() {
-            text.push_str(&format!("{now} {entity} DEBUG unit.{unit}.{} {line}\n", hook.name));
+            text.push_str(&format!(
+                "{now} {entity} DEBUG unit.{unit}.{} {line}\n",
+                hook.name
+            ));
         }
         for line in stderr.lines() {
             text.push_str(&format!(

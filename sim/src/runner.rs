@@ -250,10 +250,22 @@ impl Runner {
         unit: &str,
         invocation: &Invocation,
     ) -> Result<Option<Prepared>, RunError> {
-        let state = self.store.load()?;
+        // One locked pass over the model: the checks, the context and the command's
+        // environment all come from the state the context is registered in.
+        self.store
+            .update(|state| self.prepare_in(state, unit, invocation))?
+    }
+
+    fn prepare_in(
+        &self,
+        state: &mut State,
+        unit: &str,
+        invocation: &Invocation,
+    ) -> Result<Option<Prepared>, RunError> {
         let unit_state = state
             .units
             .get(unit)
+            .cloned()
             .ok_or_else(|| RunError::UnknownUnit(unit.to_owned()))?;
         let charm_dir = unit_state.charm_dir.clone();
         let dispatch_path = invocation.dispatch_path();
@@ -278,7 +290,7 @@ impl Runner {
         }
 
         let app = State::app_of(unit).to_owned();
-        let context_id = self.store.update(|state| {
+        let context_id = {
             state.next_id += 1;
             let context_id = format!(
                 "{unit}-{}-{}",
@@ -311,7 +323,7 @@ impl Runner {
             }
             state.running.insert(context_id.clone(), context);
             context_id
-        })?;
+        };
 
         // On a simulated machine the hook runs in the machine's mount namespace and sees its
         // charm dir below `/var/lib/juju`, as on a Juju machine.

@@ -51,7 +51,9 @@ fn write_charm(dir: &Path) {
          esac\n",
     )
     .expect("dispatch");
-    let mut permissions = std::fs::metadata(&dispatch).expect("dispatch").permissions();
+    let mut permissions = std::fs::metadata(&dispatch)
+        .expect("dispatch")
+        .permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
     std::fs::set_permissions(&dispatch, permissions).expect("chmod dispatch");
 }
