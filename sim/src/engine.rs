@@ -245,7 +245,7 @@ pub fn settle(
             .filter(|(unit, queue)| {
                 !queue.queue.is_empty()
                     && !running.contains_key(*unit)
-                    && !retry_at.get(*unit).is_some_and(|t| *t > now)
+                    && retry_at.get(*unit).is_none_or(|t| *t <= now)
             })
             .map(|(unit, queue)| (queue.queue.len(), unit.clone()))
             .collect();
