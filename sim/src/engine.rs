@@ -8,15 +8,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use controller_backoff::Backoff;
 
 use crate::cluster::{self, ClusterView};
-use crate::model::Bag;
-use crate::runner::Prepared;
+use crate::model::{Bag, Span, State};
+use crate::runner::{Prepared, Runner};
 use crate::simulation::{machine_data_dir, SimError, Simulation};
 use crate::world::{QueuedHook, APP};
 
@@ -52,6 +52,26 @@ pub struct SettleReport {
     pub elapsed: Duration,
 }
 
+/// How many of the model's hooks run at once at most. Juju's unit agents are independent, one
+/// hook at a time each, so the natural bound is the number of units; here every unit's hooks
+/// share the host's CPUs and the one state-file lock their tool processes take in turn. A few
+/// hooks per CPU keep the CPUs busy while others wait on that lock or on a child process;
+/// more would not end the set sooner but stretch every hook (each a process tree: the mount
+/// wrapper, the charm, its tool calls) and fork a model's worth of process trees at once.
+/// The floor keeps a three-controller model's units running side by side on a one-CPU host;
+/// the ceiling keeps a large model (dozens of units) from forking hundreds of processes.
+fn hook_slots() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus * 4).clamp(4, 16)
+}
+
+/// How many hook-tool calls and `juju-log` lines the state file keeps (every tool call
+/// rewrites it, so it is kept small).
+const KEEP_CALLS: usize = 200;
+const KEEP_LOG_LINES: usize = 1000;
+/// How many hook runs the history keeps.
+const KEEP_HISTORY: usize = 500;
+
 /// A hook whose process runs on a waiting thread.
 struct Running {
     hook: QueuedHook,
@@ -59,26 +79,70 @@ struct Running {
     started: Instant,
 }
 
+/// What the waiting thread reports when a hook's process has ended.
+struct Done {
+    unit: String,
+    output: std::io::Result<Output>,
+    span: Span,
+}
+
 /// The bags a hook of `unit` may change, per relation it is in: its own unit bag and its
 /// application's bag (which only a leader writes), with the units in scope.
 type OwnBags = BTreeMap<String, (Option<Bag>, Option<Bag>, Vec<String>)>;
 
-fn own_bags(sim: &Simulation, unit: &str) -> Result<OwnBags, SimError> {
-    let state = sim.store().load()?;
-    let app = crate::model::State::app_of(unit);
-    Ok(state
-        .relations_of(unit)
-        .into_iter()
-        .filter_map(|id| {
-            let relation = state.relations.get(&id)?;
-            let bags = (
-                relation.unit_bags.get(unit).cloned(),
-                relation.app_bags.get(app).cloned(),
-                relation.units.iter().cloned().collect(),
-            );
-            Some((id, bags))
-        })
-        .collect())
+/// What a hook of one unit can change that other units are told about: its bags and its
+/// application's leader settings.
+#[derive(Debug, Clone, PartialEq)]
+struct Shared {
+    bags: OwnBags,
+    leader_settings: Option<Bag>,
+}
+
+impl Shared {
+    fn of(state: &State, unit: &str) -> Self {
+        let app = State::app_of(unit);
+        let bags = state
+            .relations_of(unit)
+            .into_iter()
+            .filter_map(|id| {
+                let relation = state.relations.get(&id)?;
+                let bags = (
+                    relation.unit_bags.get(unit).cloned(),
+                    relation.app_bags.get(app).cloned(),
+                    relation.units.iter().cloned().collect(),
+                );
+                Some((id, bags))
+            })
+            .collect();
+        Self {
+            bags,
+            leader_settings: state.leader_settings.get(app).cloned(),
+        }
+    }
+}
+
+/// Ends a hook in one locked update of the model: what its unit shares before, the commit
+/// (or discard) of its writes with its run in the history, and what it shares after. Both
+/// views come from the same state the commit changed, so the hooks queued from their
+/// difference answer exactly this hook's writes, whatever other units' tools do meanwhile.
+fn commit(
+    sim: &Simulation,
+    prepared: &Prepared,
+    exit_code: Option<i32>,
+    span: Span,
+) -> Result<(Shared, Shared), SimError> {
+    Ok(sim.store().update(|state| {
+        let before = Shared::of(state, &prepared.unit);
+        Runner::commit(state, prepared, exit_code, span);
+        let excess = state.calls.len().saturating_sub(KEEP_CALLS);
+        state.calls.drain(..excess);
+        let excess = state.juju_log.len().saturating_sub(KEEP_LOG_LINES);
+        state.juju_log.drain(..excess);
+        let excess = state.history.len().saturating_sub(KEEP_HISTORY);
+        state.history.drain(..excess);
+        let after = Shared::of(state, &prepared.unit);
+        (before, after)
+    })?)
 }
 
 /// Seconds since the epoch.
@@ -145,6 +209,11 @@ pub fn cluster_view(sim: &Simulation) -> Result<ClusterView, SimError> {
 }
 
 /// Runs hooks until the model settles or `options.timeout` passes, printing progress to `out`.
+///
+/// The hooks of different units run at the same time (up to [`hook_slots`]), each unit's one
+/// after the other. This thread alone changes the queues and commits hooks, one ended hook
+/// at a time, so every decision (which hooks to queue, when a unit enters scope or goes)
+/// is made from the model as that hook left it.
 pub fn settle(
     sim: &mut Simulation,
     options: &SettleOptions,
@@ -152,7 +221,8 @@ pub fn settle(
 ) -> Result<SettleReport, SimError> {
     let started = Instant::now();
     let deadline = started + options.timeout;
-    let (done_tx, done_rx) = mpsc::channel::<(String, std::io::Result<Output>)>();
+    let slots = hook_slots();
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut retry_at: HashMap<String, Instant> = HashMap::new();
     let mut report = SettleReport {
@@ -164,12 +234,25 @@ pub fn settle(
     let hooks_log = sim.dir.join("hooks.log");
     loop {
         queue_update_status(sim);
-        // Start the next hook of every idle unit whose retry time has come.
+        // Start the next hook of idle units whose retry time has come, the longest queues
+        // first: when the slots are fewer than the units, the unit with the most hooks to
+        // run is the one the model waits for.
         let now = Instant::now();
-        let units: Vec<String> = sim.world.units.keys().cloned().collect();
-        for unit in units {
-            if running.contains_key(&unit) || retry_at.get(&unit).is_some_and(|t| *t > now) {
-                continue;
+        let mut idle: Vec<(usize, String)> = sim
+            .world
+            .units
+            .iter()
+            .filter(|(unit, queue)| {
+                !queue.queue.is_empty()
+                    && !running.contains_key(*unit)
+                    && retry_at.get(*unit).is_none_or(|t| *t <= now)
+            })
+            .map(|(unit, queue)| (queue.queue.len(), unit.clone()))
+            .collect();
+        idle.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        for (_, unit) in idle {
+            if running.len() >= slots {
+                break;
             }
             let Some(hook) = sim
                 .world
@@ -186,14 +269,22 @@ pub fn settle(
                 }
                 continue;
             };
-            let command = std::mem::replace(&mut prepared.command, Command::new("true"));
+            let mut command = std::mem::replace(&mut prepared.command, Command::new("true"));
             let tx = done_tx.clone();
             let name = unit.clone();
             std::thread::spawn(move || {
-                let mut command = command;
-                let output = command.stdin(std::process::Stdio::null()).output();
+                let started_ms = crate::tools::now_ms();
+                let output = command.stdin(Stdio::null()).output();
+                let span = Span {
+                    started_ms,
+                    ended_ms: crate::tools::now_ms(),
+                };
                 // The receiver lives until every running hook has reported.
-                let _ = tx.send((name, output));
+                let _ = tx.send(Done {
+                    unit: name,
+                    output,
+                    span,
+                });
             });
             running.insert(
                 unit,
@@ -268,98 +359,34 @@ pub fn settle(
             last_progress = Instant::now();
         }
 
-        let Ok((unit, output)) = done_rx.recv_timeout(Duration::from_millis(20)) else {
+        let Ok(Done { unit, output, span }) = done_rx.recv_timeout(Duration::from_millis(20))
+        else {
             continue;
         };
         let Some(run) = running.remove(&unit) else {
             continue;
         };
         report.hooks += 1;
-        let before = own_bags(sim, &unit)?;
-        let app = crate::model::State::app_of(&unit).to_owned();
-        let leader_settings = |sim: &Simulation| -> Result<Option<Bag>, SimError> {
-            Ok(sim.store().load()?.leader_settings.get(&app).cloned())
-        };
-        let settings_before = leader_settings(sim)?;
-        let (status, stdout, stderr) = match output {
+        let (exit_code, stdout, stderr) = match output {
             Ok(output) => (
-                output.status,
+                output.status.code(),
                 String::from_utf8_lossy(&output.stdout).into_owned(),
                 String::from_utf8_lossy(&output.stderr).into_owned(),
             ),
-            Err(error) => {
-                // The program could not start: the hook failed, as Juju would report it.
-                let status = Command::new("false")
-                    .status()
-                    .map_err(|source| SimError::Io {
-                        action: "run",
-                        path: "false".into(),
-                        source,
-                    })?;
-                (
-                    status,
-                    String::new(),
-                    format!("cannot run the hook: {error}"),
-                )
-            }
+            // The program could not start: the hook failed, as Juju would report it.
+            Err(error) => (
+                Some(1),
+                String::new(),
+                format!("cannot run the hook: {error}"),
+            ),
         };
-        let outcome = sim
-            .runner
-            .finish(&run.prepared, status, stdout.clone(), stderr.clone())?;
+        let success = exit_code == Some(0);
+        let (before, after) = commit(sim, &run.prepared, exit_code, span)?;
         let elapsed_ms = run.started.elapsed().as_millis();
-        if let Ok(mut log) = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&hooks_log)
-        {
-            // The hook log is for people; a write error must not stop the model.
-            let _ = writeln!(
-                log,
-                "{unit} {} exit {:?} {elapsed_ms} ms\n{}{}",
-                run.hook.label(),
-                outcome.exit_code,
-                indent(&stdout),
-                indent(&stderr)
-            );
-        }
-        // The debug log: one line per hook with its outcome, then its output (stdout at
-        // DEBUG, stderr at WARNING, as Juju logs them).
-        if let Ok(mut log) = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(sim.dir.join(DEBUG_LOG))
-        {
-            let now = crate::tools::now_ms();
-            let entity = format!("unit-{}", unit.replace('/', "-"));
-            let level = if outcome.success() { "INFO" } else { "ERROR" };
-            let mut text = format!(
-                "{now} {entity} {level} juju.worker.uniter.operation ran {:?} hook (exit {:?}, {elapsed_ms} ms)\n",
-                run.hook.label(),
-                outcome.exit_code
-            );
-            for line in stdout.lines() {
-                text.push_str(&format!(
-                    "{now} {entity} DEBUG unit.{unit}.{} {line}\n",
-                    run.hook.name
-                ));
-            }
-            for line in stderr.lines() {
-                text.push_str(&format!(
-                    "{now} {entity} WARNING unit.{unit}.{} {line}\n",
-                    run.hook.name
-                ));
-            }
-            // The debug log is for people; a write error must not stop the model.
-            let _ = log.write_all(text.as_bytes());
-        }
-        // Keep the state file small: every tool call rewrites it.
-        sim.store().update(|state| {
-            let excess = state.calls.len().saturating_sub(200);
-            state.calls.drain(..excess);
-            let excess = state.juju_log.len().saturating_sub(1000);
-            state.juju_log.drain(..excess);
-        })?;
-        if outcome.success() {
+        log_hook(
+            sim, &hooks_log, &unit, &run.hook, exit_code, elapsed_ms, &stdout, &stderr,
+        );
+        if success {
             if options.verbose {
                 writeln!(out, "  {unit}: {} ok ({elapsed_ms} ms)", run.hook.label()).ok();
             }
@@ -368,36 +395,7 @@ pub fn settle(
                 queue.error = None;
                 queue.failures = 0;
             }
-            let after = own_bags(sim, &unit)?;
-            for (relation, (unit_bag, app_bag, members)) in &after {
-                let (old_unit_bag, old_app_bag) = before
-                    .get(relation)
-                    .map(|(u, a, _)| (u.clone(), a.clone()))
-                    .unwrap_or_default();
-                let others = members.iter().filter(|u| *u != &unit);
-                if old_unit_bag != *unit_bag && members.contains(&unit) {
-                    for other in others.clone() {
-                        sim.world.enqueue(
-                            other,
-                            QueuedHook::relation("changed", relation, Some(&unit)),
-                        );
-                    }
-                }
-                if old_app_bag != *app_bag {
-                    for other in others {
-                        sim.world
-                            .enqueue(other, QueuedHook::relation("changed", relation, None));
-                    }
-                }
-            }
-            if settings_before != leader_settings(sim)? {
-                for other in sim.world.app_units(&app) {
-                    if other != unit {
-                        sim.world
-                            .enqueue(&other, QueuedHook::plain("leader-settings-changed"));
-                    }
-                }
-            }
+            queue_consequences(sim, &unit, &before, &after);
             if run.hook.name == "start" {
                 sim.enter_scope(&unit)?;
             }
@@ -420,9 +418,8 @@ pub fn settle(
             retry_at.insert(unit.clone(), Instant::now() + delay);
             writeln!(
                 out,
-                "  {unit}: {} failed (exit {:?}): {first_line}; retrying in {} ms",
+                "  {unit}: {} failed (exit {exit_code:?}): {first_line}; retrying in {} ms",
                 run.hook.label(),
-                outcome.exit_code,
                 delay.as_millis()
             )
             .ok();
@@ -431,6 +428,97 @@ pub fn settle(
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Queues what a successful hook of `unit` tells the others: `-relation-changed` (with it as
+/// the remote unit) on the units in scope when its bag changed, `-relation-changed` of the
+/// application bag when that changed, `leader-settings-changed` on its application's other
+/// units when the leader settings changed.
+fn queue_consequences(sim: &mut Simulation, unit: &str, before: &Shared, after: &Shared) {
+    for (relation, (unit_bag, app_bag, members)) in &after.bags {
+        let (old_unit_bag, old_app_bag) = before
+            .bags
+            .get(relation)
+            .map(|(u, a, _)| (u.clone(), a.clone()))
+            .unwrap_or_default();
+        let others = members.iter().filter(|u| *u != unit);
+        if old_unit_bag != *unit_bag && members.iter().any(|u| u == unit) {
+            for other in others.clone() {
+                sim.world
+                    .enqueue(other, QueuedHook::relation("changed", relation, Some(unit)));
+            }
+        }
+        if old_app_bag != *app_bag {
+            for other in others {
+                sim.world
+                    .enqueue(other, QueuedHook::relation("changed", relation, None));
+            }
+        }
+    }
+    if before.leader_settings != after.leader_settings {
+        let app = State::app_of(unit);
+        for other in sim.world.app_units(app) {
+            if other != unit {
+                sim.world
+                    .enqueue(&other, QueuedHook::plain("leader-settings-changed"));
+            }
+        }
+    }
+}
+
+/// Appends a hook's run to `hooks.log` and to the debug log: one line with its outcome, then
+/// its output (stdout at DEBUG, stderr at WARNING, as Juju logs them). Both logs are for
+/// people: a write error must not stop the model.
+#[allow(clippy::too_many_arguments)]
+fn log_hook(
+    sim: &Simulation,
+    hooks_log: &std::path::Path,
+    unit: &str,
+    hook: &QueuedHook,
+    exit_code: Option<i32>,
+    elapsed_ms: u128,
+    stdout: &str,
+    stderr: &str,
+) {
+    if let Ok(mut log) = OpenOptions::new().create(true).append(true).open(hooks_log) {
+        let _ = writeln!(
+            log,
+            "{unit} {} exit {exit_code:?} {elapsed_ms} ms\n{}{}",
+            hook.label(),
+            indent(stdout),
+            indent(stderr)
+        );
+    }
+    if let Ok(mut log) = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(sim.dir.join(DEBUG_LOG))
+    {
+        let now = crate::tools::now_ms();
+        let entity = format!("unit-{}", unit.replace('/', "-"));
+        let level = if exit_code == Some(0) {
+            "INFO"
+        } else {
+            "ERROR"
+        };
+        let mut text = format!(
+            "{now} {entity} {level} juju.worker.uniter.operation ran {:?} hook (exit {exit_code:?}, {elapsed_ms} ms)\n",
+            hook.label(),
+        );
+        for line in stdout.lines() {
+            text.push_str(&format!(
+                "{now} {entity} DEBUG unit.{unit}.{} {line}\n",
+                hook.name
+            ));
+        }
+        for line in stderr.lines() {
+            text.push_str(&format!(
+                "{now} {entity} WARNING unit.{unit}.{} {line}\n",
+                hook.name
+            ));
+        }
+        let _ = log.write_all(text.as_bytes());
+    }
 }
 
 fn indent(text: &str) -> String {

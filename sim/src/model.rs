@@ -221,6 +221,29 @@ pub struct HookRecord {
     pub exit_code: Option<i32>,
     /// Whether the buffered relation writes were committed.
     pub committed: bool,
+    /// `JUJU_REMOTE_UNIT` of a relation hook (none for the others).
+    #[serde(default)]
+    pub remote_unit: Option<String>,
+    /// When its process started and ended (wall clock, so that the runs of different units
+    /// can be compared; zero in a history written before they were kept).
+    #[serde(default)]
+    pub span: Span,
+}
+
+/// When a hook ran, in milliseconds since the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// Just before its process was started.
+    pub started_ms: u64,
+    /// Just after its process was reaped.
+    pub ended_ms: u64,
+}
+
+impl Span {
+    /// Whether the two runs were under way at the same time.
+    pub fn overlaps(&self, other: &Span) -> bool {
+        self.started_ms < other.ended_ms && other.started_ms < self.ended_ms
+    }
 }
 
 impl State {

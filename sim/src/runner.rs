@@ -14,7 +14,7 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use serde_json::Value;
 
-use crate::model::{ActionRecord, HookContext, HookRecord, RunningAction, State};
+use crate::model::{ActionRecord, HookContext, HookRecord, RunningAction, Span, State};
 use crate::store::{Store, StoreError};
 use crate::tools::TOOL_NAMES;
 
@@ -134,6 +134,9 @@ pub struct Prepared {
     pub unit: String,
     /// `hooks/<name>` or `actions/<name>`.
     pub dispatch_path: String,
+    /// When it was prepared (milliseconds since the epoch): the start of its run for
+    /// [`Runner::finish`], which has no better one.
+    pub prepared_ms: u64,
 }
 
 /// How a hook or action ended.
@@ -247,10 +250,22 @@ impl Runner {
         unit: &str,
         invocation: &Invocation,
     ) -> Result<Option<Prepared>, RunError> {
-        let state = self.store.load()?;
+        // One locked pass over the model: the checks, the context and the command's
+        // environment all come from the state the context is registered in.
+        self.store
+            .update(|state| self.prepare_in(state, unit, invocation))?
+    }
+
+    fn prepare_in(
+        &self,
+        state: &mut State,
+        unit: &str,
+        invocation: &Invocation,
+    ) -> Result<Option<Prepared>, RunError> {
         let unit_state = state
             .units
             .get(unit)
+            .cloned()
             .ok_or_else(|| RunError::UnknownUnit(unit.to_owned()))?;
         let charm_dir = unit_state.charm_dir.clone();
         let dispatch_path = invocation.dispatch_path();
@@ -275,7 +290,7 @@ impl Runner {
         }
 
         let app = State::app_of(unit).to_owned();
-        let context_id = self.store.update(|state| {
+        let context_id = {
             state.next_id += 1;
             let context_id = format!(
                 "{unit}-{}-{}",
@@ -308,7 +323,7 @@ impl Runner {
             }
             state.running.insert(context_id.clone(), context);
             context_id
-        })?;
+        };
 
         // On a simulated machine the hook runs in the machine's mount namespace and sees its
         // charm dir below `/var/lib/juju`, as on a Juju machine.
@@ -408,11 +423,13 @@ impl Runner {
             context_id,
             unit: unit.to_owned(),
             dispatch_path,
+            prepared_ms: crate::tools::now_ms(),
         }))
     }
 
     /// Ends a prepared hook: commits its relation writes when it exited 0, discards them
-    /// otherwise, and records the run (and the action's results) in the model.
+    /// otherwise, and records the run (and the action's results) in the model. The run is
+    /// taken to have lasted from [`Prepared::prepared_ms`] until now.
     pub fn finish(
         &self,
         prepared: &Prepared,
@@ -421,61 +438,81 @@ impl Runner {
         stderr: String,
     ) -> Result<Outcome, RunError> {
         let exit_code = status.code();
-        let success = exit_code == Some(0);
-        self.store.update(|state| {
-            let context = state
-                .running
-                .remove(&prepared.context_id)
-                .unwrap_or_default();
-            if success {
-                state.commit(&context.pending);
-                if let Some(unit) = state.units.get_mut(&prepared.unit) {
-                    for (port, open) in &context.port_changes {
-                        if *open {
-                            unit.opened_ports.insert(port.clone());
-                        } else {
-                            unit.opened_ports.remove(port);
-                        }
-                    }
-                }
-                if !context.leader_writes.is_empty() {
-                    let app = State::app_of(&prepared.unit).to_owned();
-                    let settings = state.leader_settings.entry(app).or_default();
-                    for (key, value) in &context.leader_writes {
-                        if value.is_empty() {
-                            settings.remove(key);
-                        } else {
-                            settings.insert(key.clone(), value.clone());
-                        }
-                    }
-                }
-            }
-            if let Some(action) = context.action {
-                let outcome = if success && action.failed.is_none() {
-                    "completed"
-                } else {
-                    "failed"
-                };
-                state.actions.push(ActionRecord {
-                    unit: prepared.unit.clone(),
-                    action,
-                    outcome: outcome.into(),
-                });
-            }
-            state.history.push(HookRecord {
-                unit: prepared.unit.clone(),
-                dispatch_path: prepared.dispatch_path.clone(),
-                exit_code,
-                committed: success,
-            });
-        })?;
+        let span = Span {
+            started_ms: prepared.prepared_ms,
+            ended_ms: crate::tools::now_ms(),
+        };
+        let committed = self
+            .store
+            .update(|state| Self::commit(state, prepared, exit_code, span))?;
         Ok(Outcome {
             exit_code,
             skipped: false,
-            committed: success,
+            committed,
             stdout,
             stderr,
         })
+    }
+
+    /// What [`Self::finish`] does to the model, for a caller that holds the state already (the
+    /// engine, which reads the bags before and after in the same locked update): removes the
+    /// hook's context, commits its buffered writes when `exit_code` is 0, records an action's
+    /// outcome and appends the run to the history. Returns whether the writes were committed.
+    pub fn commit(
+        state: &mut State,
+        prepared: &Prepared,
+        exit_code: Option<i32>,
+        span: Span,
+    ) -> bool {
+        let success = exit_code == Some(0);
+        let context = state
+            .running
+            .remove(&prepared.context_id)
+            .unwrap_or_default();
+        if success {
+            state.commit(&context.pending);
+            if let Some(unit) = state.units.get_mut(&prepared.unit) {
+                for (port, open) in &context.port_changes {
+                    if *open {
+                        unit.opened_ports.insert(port.clone());
+                    } else {
+                        unit.opened_ports.remove(port);
+                    }
+                }
+            }
+            if !context.leader_writes.is_empty() {
+                let app = State::app_of(&prepared.unit).to_owned();
+                let settings = state.leader_settings.entry(app).or_default();
+                for (key, value) in &context.leader_writes {
+                    if value.is_empty() {
+                        settings.remove(key);
+                    } else {
+                        settings.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        if let Some(action) = context.action {
+            let outcome = if success && action.failed.is_none() {
+                "completed"
+            } else {
+                "failed"
+            };
+            state.actions.push(ActionRecord {
+                unit: prepared.unit.clone(),
+                action,
+                outcome: outcome.into(),
+            });
+        }
+        state.history.push(HookRecord {
+            unit: prepared.unit.clone(),
+            dispatch_path: prepared.dispatch_path.clone(),
+            exit_code,
+            committed: success,
+            remote_unit: context.remote_unit,
+            span,
+        });
+        success
     }
 
     /// Forgets a prepared hook that never ran.

@@ -128,7 +128,9 @@ impl Store {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(write_error)?;
-        let text = serde_json::to_string_pretty(state).expect("the model is plain serde data");
+        // Compact, not pretty: every tool call of every running hook reads and rewrites the
+        // whole file under the lock, so its size is time every other hook waits.
+        let text = serde_json::to_string(state).expect("the model is plain serde data");
         temp.write_all(text.as_bytes()).map_err(write_error)?;
         temp.persist(&self.path).map_err(|e| write_error(e.error))?;
         Ok(())
