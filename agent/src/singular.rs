@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use controller_backoff::Backoff;
 use dbaccessor::Database;
+use dqlite::client::Client;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -283,14 +284,7 @@ pub async fn run(
                     }
                     () = stop.requested() => {
                         let fence = holding.stop("the agent is stopping").await;
-                        // Hand over at once rather than after the expiry; a failure only
-                        // delays the next holder until then.
-                        let revoke = lease::revoke(&mut client, &fence.key, &fence.token);
-                        match tokio::time::timeout(Duration::from_secs(2), revoke).await {
-                            Ok(Ok(_)) => log::info!("revoked lease {} of {}", fence.key, fence.token),
-                            Ok(Err(e)) => log::warn!("cannot revoke lease {}: {e}", fence.key),
-                            Err(_) => log::warn!("revoking lease {} timed out", fence.key),
-                        }
+                        revoke_on_stop(&mut client, &fence).await;
                         return Ok(());
                     }
                 }
@@ -308,7 +302,10 @@ pub async fn run(
                         continue;
                     }
                     () = stop.requested() => {
-                        holding.stop("the agent is stopping").await;
+                        // The extension is abandoned; whether it ran or not, the token is
+                        // the same, so the revocation below hands over either way.
+                        let fence = holding.stop("the agent is stopping").await;
+                        revoke_on_stop(&mut client, &fence).await;
                         return Ok(());
                     }
                 };
@@ -330,6 +327,18 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// Revokes the grant of a holder that is stopping (its workers already stopped), so that
+/// the next holder takes over at once rather than after the expiry; a failure only delays
+/// the next holder until then.
+async fn revoke_on_stop(client: &mut Client, fence: &Fence) {
+    let revoke = lease::revoke(client, &fence.key, &fence.token);
+    match tokio::time::timeout(Duration::from_secs(2), revoke).await {
+        Ok(Ok(_)) => log::info!("revoked lease {} of {}", fence.key, fence.token),
+        Ok(Err(e)) => log::warn!("cannot revoke lease {}: {e}", fence.key),
+        Err(_) => log::warn!("revoking lease {} timed out", fence.key),
     }
 }
 
