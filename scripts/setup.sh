@@ -15,6 +15,11 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# sim/tests/ops_charm.rs makes a venv with pip's `ops`: Debian's python3 needs python3-venv
+# (a python3 of another origin, with venv built in, needs nothing).
+if ! python3 -m venv --help >/dev/null 2>&1; then
+  missing+=(python3 python3-venv)
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   # Debian's own toolchain is the only one a machine without rustup can get; it may be older
   # than this workspace's rust-version, in which case cargo says so plainly.
