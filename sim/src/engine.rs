@@ -274,7 +274,7 @@ pub fn settle(
             let name = unit.clone();
             std::thread::spawn(move || {
                 let started_ms = crate::tools::now_ms();
-                let output = command.stdin(Stdio::null()).output();
+                let output = crate::runner::output_retrying_busy(command.stdin(Stdio::null()));
                 let span = Span {
                     started_ms,
                     ended_ms: crate::tools::now_ms(),

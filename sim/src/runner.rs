@@ -222,10 +222,7 @@ impl Runner {
             });
         };
         let program = PathBuf::from(prepared.command.get_program());
-        let output = prepared
-            .command
-            .stdin(Stdio::null())
-            .output()
+        let output = output_retrying_busy(prepared.command.stdin(Stdio::null()))
             .map_err(|source| RunError::Spawn { program, source });
         let output = match output {
             Ok(output) => output,
@@ -553,4 +550,21 @@ pub fn locate_hook_tool() -> Result<PathBuf, String> {
          (or `cargo build --release -p juju-sim` for benchmarks) first",
         exe.display()
     ))
+}
+
+/// `command.output()`, tried again for a moment while exec fails with "text file busy": a
+/// hook file just written by this process is still open for writing in any child another
+/// thread forked meanwhile and has not yet exec'd (its copy of the descriptor closes at its
+/// exec), so the error says nothing about the hook and passes within microseconds.
+pub fn output_retrying_busy(command: &mut Command) -> std::io::Result<std::process::Output> {
+    let mut tries = 0;
+    loop {
+        match command.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            result => return result,
+        }
+    }
 }
