@@ -12,6 +12,7 @@ benches=(
   "controller-charm hook Cargo.toml"
   "dqlite client dqlite/Cargo.toml"
   "dqlite node_failover dqlite/Cargo.toml"
+  "dqlite formation_failover dqlite/Cargo.toml"
   "dqlite cluster_sizes dqlite/Cargo.toml"
   "dqlite tls_cost dqlite/Cargo.toml"
   "dbaccessor converge dbaccessor/Cargo.toml"

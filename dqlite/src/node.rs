@@ -88,6 +88,14 @@ pub struct NodeOptions {
     /// or on an IPv6 address, the node listens through the crate's forwarding listener
     /// (`node::forward`) and libdqlite itself on an abstract unix socket.
     pub tls: Option<Tls>,
+    /// Leave raft's timers as `dqlite_node_create` sets them (libdqlite 1.11: 3000 ms
+    /// election timeout, 500 ms heartbeat) instead of deriving them from `network_latency`,
+    /// as go-dqlite does when no latency is given. No latency gives that pair (15x and 1.5x
+    /// of one value), so this is the only way to run at go-dqlite's default timers; it is
+    /// here to compare with `dqlite-demo` (`benches/formation_failover.rs`), not for
+    /// production. `network_latency` is still checked, and the application layer still
+    /// sizes its waits by it.
+    pub libdqlite_timers: bool,
 }
 
 impl Default for NodeOptions {
@@ -98,6 +106,7 @@ impl Default for NodeOptions {
             snapshot: None,
             raft_connect: RaftConnect::default(),
             tls: None,
+            libdqlite_timers: false,
         }
     }
 }
@@ -277,9 +286,11 @@ impl Node {
                     message: error.message,
                 }
             })?;
-        created
-            .set_network_latency_ms(latency_ms)
-            .map_err(|error| set_option_error("network latency", error))?;
+        if !options.libdqlite_timers {
+            created
+                .set_network_latency_ms(latency_ms)
+                .map_err(|error| set_option_error("network latency", error))?;
+        }
         if let Some(domain) = options.failure_domain {
             created
                 .set_failure_domain(domain)

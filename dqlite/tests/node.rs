@@ -431,6 +431,18 @@ fn options_reach_the_node_and_snapshots_count_in_the_log_position() {
         matches!(error, NodeError::InvalidSnapshotParams { .. }),
         "{error}"
     );
+    // Keeping libdqlite's raft timers still checks the latency the app layer sizes by.
+    let unchecked = NodeOptions {
+        libdqlite_timers: true,
+        network_latency: Duration::ZERO,
+        ..NodeOptions::default()
+    };
+    let error = Node::new(BOOTSTRAP_ID, &address, temp.path(), &unchecked)
+        .expect_err("a zero latency with libdqlite's timers");
+    assert!(
+        matches!(error, NodeError::InvalidNetworkLatency { .. }),
+        "{error}"
+    );
     let mut node = Node::new(BOOTSTRAP_ID, &address, temp.path(), &options).expect("create");
     node.start().expect("start");
     wait_for(Duration::from_secs(10), || {
