@@ -77,6 +77,7 @@ impl<D: Driver> Service<D> {
         self.kept_absent = kept_ids;
         let removing = !due.is_empty();
         let handed_over = &self.absence.seen_stopping;
+        let mapped = &self.absence.mapped;
         for member in due {
             let waited = self
                 .absence
@@ -91,6 +92,10 @@ impl<D: Driver> Service<D> {
                     member.role,
                     if handed_over.contains(&member.id) {
                         "handed over (it said it was stopping)".to_owned()
+                    } else if member.role != NodeRole::Voter && mapped.contains(&member.id) {
+                        "handed over (the map named it before, it holds no vote and it \
+                         does not answer)"
+                            .to_owned()
                     } else {
                         format!("unreachable (for {waited} ms)")
                     }
@@ -181,8 +186,12 @@ pub(crate) struct Absent {
 /// which were seen stopping. The map dropped every one of them; on top of that:
 /// - a spare or stand-by that says it is stopping, or that was seen stopping and is now
 ///   silent, has departed and handed over (positive knowledge): it goes at once;
+/// - so does a silent spare or stand-by that the map named before ([`AbsenceMemory::mapped`]):
+///   a controller that the map dropped and that no longer holds a vote has handed over,
+///   even when it stopped before this node could see it stopping;
 /// - a voter that says it is stopping is still handing over: it stays;
-/// - a silent voter goes after `grace`, a silent spare or stand-by never seen stopping after
+/// - a silent voter goes after `grace`, a silent spare or stand-by never seen stopping nor
+///   mapped (a joiner the map does not name yet, as far as this node knows) after
 ///   [`SPARE_GRACE`] (one that was only cut off and is removed finds itself outside the
 ///   configuration and rejoins).
 ///
@@ -210,7 +219,9 @@ pub(crate) fn due_for_removal(
             }
             let since = *memory.silent_since.entry(member.id).or_insert(now);
             let waited = now.duration_since(since);
-            (!holds_vote && memory.seen_stopping.contains(&member.id))
+            let handed_over = memory.seen_stopping.contains(&member.id)
+                || memory.mapped.contains(&member.id);
+            (!holds_vote && handed_over)
                 || waited >= grace
                 || (!holds_vote && waited >= SPARE_GRACE)
         })
@@ -225,6 +236,13 @@ pub(crate) struct AbsenceMemory {
     pub(crate) silent_since: BTreeMap<u64, Instant>,
     /// Members that answered as stopping.
     pub(crate) seen_stopping: BTreeSet<u64>,
+    /// Members this node saw in the configuration while the map named their address:
+    /// controllers it knew, unlike a joiner that the map does not name yet. Once the map
+    /// drops one (the charm's positive knowledge of its departure), it holds no vote (it
+    /// handed its vote over) and it does not answer, it has gone: no second probe is
+    /// needed to tell it from a joiner. Kept up to date on every refresh of the cluster,
+    /// on every node, so that a node that has just become leader knows them too.
+    pub(crate) mapped: BTreeSet<u64>,
 }
 
 #[cfg(test)]
@@ -395,6 +413,22 @@ mod tests {
             due_at(300, &[silent(member(5, NodeRole::Spare))]),
             [0u64; 0]
         );
+        // A silent spare that the map named before (a controller that handed over and
+        // stopped before any check saw it stopping) goes at its first silence; a voter
+        // the map named before still waits out the grace.
+        let mut known = AbsenceMemory::default();
+        known.mapped.extend([7, 8]);
+        let due = due_for_removal(
+            &mut known,
+            &[
+                silent(member(7, NodeRole::Spare)),
+                silent(member(8, NodeRole::Voter)),
+                silent(member(9, NodeRole::StandBy)),
+            ],
+            t0,
+            grace,
+        );
+        assert_eq!(due.iter().map(|m| m.id).collect::<Vec<_>>(), [7]);
         // A member that answers normally again is forgotten: seen stopping no longer counts.
         assert_eq!(
             due_at(400, &[stopping(member(6, NodeRole::Voter))]),

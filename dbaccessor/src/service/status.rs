@@ -28,6 +28,7 @@ impl<D: Driver> Service<D> {
             Some((members, leader)) => {
                 self.status.members = members.iter().map(to_member).collect();
                 self.status.leader_id = leader;
+                self.note_mapped_members(&members);
             }
             None => {
                 self.status.members.clear();
@@ -42,6 +43,26 @@ impl<D: Driver> Service<D> {
             ),
             _ => self.reason.clone(),
         };
+    }
+
+    /// Remembers which members the map named while they were in the configuration (see
+    /// [`super::departures::AbsenceMemory::mapped`]), and forgets those no longer members.
+    fn note_mapped_members(&mut self, members: &[NodeInfo]) {
+        let mapped = &mut self.absence.mapped;
+        mapped.retain(|id| members.iter().any(|m| m.id == *id));
+        let Some(map) = self.status.config.as_ref().and_then(|c| c.bind_addresses.as_ref()) else {
+            return;
+        };
+        let addresses: Vec<String> = map
+            .values()
+            .map(|ip| self.config.dqlite_address(*ip))
+            .collect();
+        mapped.extend(
+            members
+                .iter()
+                .filter(|m| addresses.contains(&m.address))
+                .map(|m| m.id),
+        );
     }
 
     /// The health verdict from the members, the leader, the progress reports and the map

@@ -14,7 +14,9 @@
 //! This one keeps that contract and changes five things:
 //! - the connect is non-blocking and bounded by a timeout, so an address that drops SYNs
 //!   holds a pool thread (shared with raft's disk work) for the timeout, not the kernel's
-//!   two minutes of SYN retries, and `dqlite_node_stop` no longer waits those out;
+//!   two minutes of SYN retries, and `dqlite_node_stop` no longer waits those out; within
+//!   the bound a fresh SYN goes every [`RESEND_EVERY`], so a peer whose network heals is
+//!   reached at once rather than at raft's next attempt;
 //! - `TCP_NODELAY` is set: raft sends a few small messages per commit and waits for the
 //!   answers, so Nagle's algorithm against the peer's delayed ACK (40 ms on Linux) would
 //!   hold most commits of a multi-node cluster back by tens of milliseconds;
@@ -134,50 +136,65 @@ pub fn parse_raft_address(address: &str) -> Option<SocketAddr> {
     Some(SocketAddr::new(IpAddr::V4(ip), port))
 }
 
+/// How often, while a raft connect waits, a fresh attempt (a new socket, a new SYN) joins
+/// the ones under way. The kernel resends a lost SYN only after 1 s, longer than a whole
+/// [`DEFAULT_CONNECT_TIMEOUT`]: without fresh attempts, a peer whose network heals while an
+/// attempt waits is not reached by that attempt at all, and raft waits a fixed second before
+/// the next one, so the healed peer hears from its leader up to 1.5 s after the heal
+/// (`dbaccessor/tests/partition.rs`). With a SYN every 100 ms it is reached within about
+/// 100 ms of a heal during an attempt. A live peer answers the first SYN, so only an
+/// unreachable one sees more than one (at most `timeout / RESEND_EVERY` per attempt).
+pub const RESEND_EVERY: Duration = Duration::from_millis(100);
+
 /// Connects to the raft member at `address` within `timeout` and returns the connected
 /// socket as libdqlite expects it: blocking, with `TCP_NODELAY` and `FD_CLOEXEC`, nothing
 /// written yet. Blocks the calling thread (a libuv pool thread, when libdqlite calls it)
-/// for at most about `timeout`.
+/// for at most about `timeout`. While no attempt has ended, a fresh one starts every
+/// [`RESEND_EVERY`]; the first to connect wins and the others are closed. An attempt that
+/// fails outright (refused: the host is up but nothing listens) ends the connect at once.
 pub fn raft_connect(address: &str, timeout: Duration) -> Result<OwnedFd, ConnectError> {
     let target = parse_raft_address(address).ok_or_else(|| ConnectError::Address {
         address: address.to_owned(),
     })?;
-    let deadline = Instant::now() + timeout;
-    let family = match target {
-        SocketAddr::V4(_) => AddressFamily::INET,
-        SocketAddr::V6(_) => AddressFamily::INET6,
-    };
-    let socket = rustix::net::socket_with(
-        family,
-        SocketType::STREAM,
-        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(|errno| ConnectError::Socket {
-        address: target,
-        source: errno.into(),
-    })?;
+    let started = Instant::now();
+    let deadline = started + timeout;
     let connect_error = |errno: Errno| ConnectError::Connect {
         address: target,
         source: errno.into(),
     };
-    match rustix::net::connect(&socket, &target) {
-        Ok(()) => {}
-        Err(Errno::INPROGRESS) => {
-            wait_writable(&socket, deadline).map_err(|error| match error {
-                None => ConnectError::Timeout {
+    let mut pending: Vec<OwnedFd> = Vec::new();
+    let mut next_attempt = started;
+    let socket = loop {
+        let now = Instant::now();
+        if now >= next_attempt {
+            next_attempt = now + RESEND_EVERY;
+            match start_connect(target)? {
+                Attempt::Connected(socket) => break socket,
+                Attempt::Pending(socket) => pending.push(socket),
+                Attempt::Failed(errno) => return Err(connect_error(errno)),
+            }
+        }
+        let wake = next_attempt.min(deadline);
+        match wait_any_writable(&pending, wake).map_err(|errno| connect_error(errno))? {
+            Some(index) => {
+                let socket = pending.swap_remove(index);
+                // Writable means the handshake ended, well or not: SO_ERROR says which.
+                sockopt::socket_error(&socket)
+                    .map_err(connect_error)?
+                    .map_err(connect_error)?;
+                break socket;
+            }
+            None if Instant::now() >= deadline => {
+                return Err(ConnectError::Timeout {
                     address: target,
                     timeout,
-                },
-                Some(errno) => connect_error(errno),
-            })?;
-            // Writable means the handshake ended, well or not: SO_ERROR says which.
-            sockopt::socket_error(&socket)
-                .map_err(connect_error)?
-                .map_err(connect_error)?;
+                })
+            }
+            None => {}
         }
-        Err(errno) => return Err(connect_error(errno)),
-    }
+    };
+    // The attempts still under way close here, unanswered.
+    drop(pending);
     let set_option = |option: &'static str| {
         move |errno: Errno| ConnectError::SetOption {
             option,
@@ -193,21 +210,57 @@ pub fn raft_connect(address: &str, timeout: Duration) -> Result<OwnedFd, Connect
     Ok(socket)
 }
 
-/// Waits until `socket` is writable (its connect ended) or `deadline` passes (`Err(None)`).
-fn wait_writable(socket: &OwnedFd, deadline: Instant) -> Result<(), Option<Errno>> {
+/// One non-blocking connect, as it stands right after `connect()`.
+enum Attempt {
+    Connected(OwnedFd),
+    Pending(OwnedFd),
+    Failed(Errno),
+}
+
+/// Opens a non-blocking, close-on-exec socket and starts connecting it to `target`.
+fn start_connect(target: SocketAddr) -> Result<Attempt, ConnectError> {
+    let family = match target {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let socket = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|errno| ConnectError::Socket {
+        address: target,
+        source: errno.into(),
+    })?;
+    Ok(match rustix::net::connect(&socket, &target) {
+        Ok(()) => Attempt::Connected(socket),
+        Err(Errno::INPROGRESS) => Attempt::Pending(socket),
+        Err(errno) => Attempt::Failed(errno),
+    })
+}
+
+/// Waits until one of `sockets` is writable (its connect ended, well or not: the index) or
+/// `until` passes (`None`).
+fn wait_any_writable(sockets: &[OwnedFd], until: Instant) -> Result<Option<usize>, Errno> {
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(None);
+            return Ok(None);
         }
         // A timeout beyond `Timespec`'s range cannot happen (at most an hour is accepted).
-        let wait = Timespec::try_from(left).map_err(|_| Some(Errno::INVAL))?;
-        let mut fds = [PollFd::new(socket, PollFlags::OUT)];
+        let wait = Timespec::try_from(left).map_err(|_| Errno::INVAL)?;
+        let mut fds: Vec<PollFd<'_>> = sockets
+            .iter()
+            .map(|socket| PollFd::new(socket, PollFlags::OUT))
+            .collect();
         match poll(&mut fds, Some(&wait)) {
             // Writable, or an error or hang-up: SO_ERROR tells which.
-            Ok(ready) if ready > 0 => return Ok(()),
+            Ok(ready) if ready > 0 => {
+                return Ok(fds.iter().position(|fd| !fd.revents().is_empty()));
+            }
             Ok(_) | Err(Errno::INTR) => continue,
-            Err(errno) => return Err(Some(errno)),
+            Err(errno) => return Err(errno),
         }
     }
 }
@@ -215,6 +268,50 @@ fn wait_writable(socket: &OwnedFd, deadline: Instant) -> Result<(), Option<Errno
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer that drops SYNs and then takes them again is reached by a fresh attempt well
+    /// before the kernel's first SYN retransmission (1 s). The SYNs are dropped by a full
+    /// accept queue (a listener with backlog 0 holding one connection nobody accepted),
+    /// which the test empties 150 ms in.
+    #[test]
+    fn a_peer_that_starts_answering_mid_connect_is_reached_by_a_fresh_attempt() {
+        let listener = rustix::net::socket_with(
+            AddressFamily::INET,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        rustix::net::bind(&listener, &loopback).expect("bind");
+        rustix::net::listen(&listener, 0).expect("listen");
+        let Some(SocketAddr::V4(bound)) = rustix::net::getsockname(&listener)
+            .ok()
+            .and_then(|a| SocketAddr::try_from(a).ok())
+        else {
+            panic!("the listener has no IPv4 address");
+        };
+        let address = format!("127.0.0.1:{}", bound.port());
+        // Fills the accept queue: from now on the listener drops SYNs.
+        let _filler = std::net::TcpStream::connect(bound).expect("first connection");
+        let listener = std::net::TcpListener::from(listener);
+        let began = Instant::now();
+        let freer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            let accepted = listener.accept().expect("accept the filler");
+            (listener, accepted)
+        });
+        let socket = raft_connect(&address, Duration::from_secs(3)).expect("connected");
+        let took = began.elapsed();
+        let _keep = freer.join().expect("the freer thread");
+        drop(socket);
+        // The kernel would resend the first SYN only after 1 s; a fresh attempt goes every
+        // 100 ms, so the connect ends well before.
+        assert!(
+            took < Duration::from_millis(900),
+            "connected after {took:?}: no fresh attempt reached the peer"
+        );
+    }
 
     #[test]
     fn raft_addresses_are_read_as_libdqlite_reads_them() {
