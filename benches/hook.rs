@@ -14,6 +14,7 @@
 
 use std::fs;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -62,7 +63,56 @@ fn measure(mut command: Command) -> Usage {
     }
 }
 
+/// The dispatch measured: `CONTROLLER_CHARM_DISPATCH` when set (scripts/bench.sh sets it to
+/// the statically linked build that scripts/build-charm.sh packs), else cargo's own build.
+fn dispatch_path() -> PathBuf {
+    std::env::var_os("CONTROLLER_CHARM_DISPATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dispatch")))
+}
+
+/// Whether the ELF file at `path` is linked statically (no `PT_INTERP` program header: no
+/// dynamic loader runs before it) or dynamically.
+fn linkage(path: &Path) -> &'static str {
+    const PT_INTERP: u32 = 3;
+    let Ok(elf) = fs::read(path) else {
+        return "unreadable";
+    };
+    let u16_at = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        elf.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |at: usize| {
+        elf.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    // ELF64, little-endian: e_phoff at 0x20, e_phentsize at 0x36, e_phnum at 0x38.
+    if elf.get(..4) != Some(b"\x7fELF".as_slice()) || elf.get(4) != Some(&2) {
+        return "not an ELF64 file";
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return "not an ELF64 file";
+    };
+    let interp = (0..usize::from(phnum)).any(|i| {
+        let at = usize::try_from(phoff).unwrap_or(usize::MAX) + i * usize::from(phentsize);
+        u32_at(at) == Some(PT_INTERP)
+    });
+    if interp {
+        "dynamic"
+    } else {
+        "static"
+    }
+}
+
 fn main() {
+    let dispatch = dispatch_path();
+    let linked = linkage(&dispatch);
     let hook_tool = match locate_hook_tool() {
         Ok(path) => path,
         Err(error) => {
@@ -100,8 +150,7 @@ fn main() {
             .path()
             .join(format!("m{n}/agents/unit-controller-{n}/charm"));
         fs::create_dir_all(&charm_dir).expect("charm dir");
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_dispatch"), charm_dir.join("dispatch"))
-            .expect("dispatch link");
+        std::os::unix::fs::symlink(&dispatch, charm_dir.join("dispatch")).expect("dispatch link");
         let address = format!("10.0.0.{}/24", 5 + n);
         state.units.insert(
             format!("controller/{n}"),
@@ -179,6 +228,10 @@ fn main() {
 
     println!("benchmark: dispatch for db-cluster-relation-changed as leader with two peers");
     println!("            {RUNS} runs per scenario, release build, under the hook-tool emulator");
+    println!(
+        "            dispatch: {} ({linked}ally linked)",
+        dispatch.display()
+    );
     for (scenario, changed, with_memo) in [
         ("map changes (rewrite + reload)", true, true),
         ("steady state (no writes)", false, true),
@@ -313,10 +366,10 @@ fn main() {
         );
         let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
         println!(
-            "summary: leader relation-changed, 2 peers, {scenario}: tool calls | {tool_calls} | - | -"
+            "summary: leader relation-changed, 2 peers, {scenario}, {linked} dispatch: tool calls | {tool_calls} | - | -"
         );
         println!(
-            "summary: leader relation-changed, 2 peers, {scenario}: dispatch's own CPU ms | {:.2} | - | target <= 2 ms",
+            "summary: leader relation-changed, 2 peers, {scenario}, {linked} dispatch: dispatch's own CPU ms | {:.2} | - | target <= 2 ms",
             own_cpu.as_secs_f64() * 1e3
         );
         println!(
@@ -330,14 +383,14 @@ fn main() {
     // at once (with an error), so this is exec, dynamic loading and Rust start-up.
     let startup: Vec<Usage> = (0..RUNS)
         .map(|_| {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_dispatch"));
+            let mut command = Command::new(&dispatch);
             command.env_clear();
             measure(command)
         })
         .collect();
     println!();
     println!(
-        "process start-up alone (dispatch exiting at once): wall {}  cpu {}  peak RSS {}",
+        "process start-up alone ({linked} dispatch exiting at once): wall {}  cpu {}  peak RSS {}",
         ms(median(startup.iter().map(|u| u.wall).collect())),
         ms(median(startup.iter().map(|u| u.cpu).collect())),
         mib(startup.iter().map(|u| u.maxrss).max().unwrap_or_default())

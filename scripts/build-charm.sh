@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds controller.charm (the `make charm` recipe): the release binaries, dispatch and
-# bin/dbaccessor (libdqlite and its C dependencies linked statically), checked to need no
-# glibc newer than Ubuntu 22.04's (2.35), staged in target/charm/ with hooks/, the YAML files
+# Builds controller.charm (the `make charm` recipe): the release binaries, dispatch (linked
+# statically: scripts/build-dispatch.sh) and bin/dbaccessor (libdqlite and its C dependencies
+# linked statically), checked to need no glibc newer than Ubuntu 22.04's (2.35), staged in target/charm/ with hooks/, the YAML files
 # and the systemd unit, and zipped.
 #
 #   scripts/build-charm.sh [OUTPUT]     (default: controller.charm in the repository root)
@@ -29,15 +29,21 @@ done
 if [ -n "${CHARM_BINARIES:-}" ]; then
   target=$CHARM_BINARIES
 else
-  echo "build-charm: building release binaries (dbaccessor with DQLITE_STATIC=1)" >&2
-  cargo build --release --locked -p controller-charm --bin dispatch
+  echo "build-charm: building release binaries (dispatch static, dbaccessor with DQLITE_STATIC=1)" >&2
   DQLITE_STATIC=1 cargo build --release --locked -p dbaccessor --bin dbaccessor
   target=${CARGO_TARGET_DIR:-$root/target}/release
+  dispatch=$(bash scripts/build-dispatch.sh)
 fi
+dispatch=${dispatch:-$target/dispatch}
 
-# Every versioned glibc symbol a binary needs must exist in the oldest base's glibc.
+# Every versioned glibc symbol a binary needs must exist in the oldest base's glibc. A
+# statically linked binary (no program interpreter) needs none.
 check_glibc() {
   local binary=$1 newest
+  if ! objdump -p "$binary" | grep -q 'INTERP'; then
+    echo "build-charm: $(basename "$binary") is statically linked: it needs no glibc" >&2
+    return
+  fi
   newest=$(objdump -T "$binary" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n1)
   if [ -z "$newest" ]; then
     echo "build-charm: $binary has no versioned glibc symbols (not a dynamic glibc binary?)" >&2
@@ -54,13 +60,13 @@ check_glibc() {
   fi
   echo "build-charm: $(basename "$binary") needs glibc $newest at most (limit $max_glibc)" >&2
 }
-check_glibc "$target/dispatch"
+check_glibc "$dispatch"
 check_glibc "$target/dbaccessor"
 
 stage=${CHARM_STAGE:-${CARGO_TARGET_DIR:-$root/target}/charm}
 rm -rf "$stage"
 mkdir -p "$stage/bin" "$stage/hooks" "$stage/packaging"
-install -m 0755 "$target/dispatch" "$stage/dispatch"
+install -m 0755 "$dispatch" "$stage/dispatch"
 install -m 0755 "$target/dbaccessor" "$stage/bin/dbaccessor"
 for hook in hooks/*; do
   install -m 0755 "$hook" "$stage/hooks/"
