@@ -219,8 +219,8 @@ pub(crate) fn due_for_removal(
             }
             let since = *memory.silent_since.entry(member.id).or_insert(now);
             let waited = now.duration_since(since);
-            let handed_over = memory.seen_stopping.contains(&member.id)
-                || memory.mapped.contains(&member.id);
+            let handed_over =
+                memory.seen_stopping.contains(&member.id) || memory.mapped.contains(&member.id);
             (!holds_vote && handed_over)
                 || waited >= grace
                 || (!holds_vote && waited >= SPARE_GRACE)

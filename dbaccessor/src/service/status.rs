@@ -50,7 +50,12 @@ impl<D: Driver> Service<D> {
     fn note_mapped_members(&mut self, members: &[NodeInfo]) {
         let mapped = &mut self.absence.mapped;
         mapped.retain(|id| members.iter().any(|m| m.id == *id));
-        let Some(map) = self.status.config.as_ref().and_then(|c| c.bind_addresses.as_ref()) else {
+        let Some(map) = self
+            .status
+            .config
+            .as_ref()
+            .and_then(|c| c.bind_addresses.as_ref())
+        else {
             return;
         };
         let addresses: Vec<String> = map

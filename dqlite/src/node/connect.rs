@@ -175,7 +175,7 @@ pub fn raft_connect(address: &str, timeout: Duration) -> Result<OwnedFd, Connect
             }
         }
         let wake = next_attempt.min(deadline);
-        match wait_any_writable(&pending, wake).map_err(|errno| connect_error(errno))? {
+        match wait_any_writable(&pending, wake).map_err(connect_error)? {
             Some(index) => {
                 let socket = pending.swap_remove(index);
                 // Writable means the handshake ended, well or not: SO_ERROR says which.
