@@ -213,6 +213,10 @@ async fn run(
 struct Tracker {
     path: PathBuf,
     file: UnitLeadership,
+    /// Whether the file is there: it is written only once the API has answered a claim, so
+    /// that a reader tells "the lease decides" (the file exists) from "no controller API
+    /// yet" (it does not; the simulator keeps its own pick then).
+    answered: bool,
 }
 
 impl Tracker {
@@ -220,16 +224,24 @@ impl Tracker {
         let path = unit_dir.join(controller_contract::leadership::FILE_NAME);
         // A previous run's file keeps its grants (the record) and its deadline, which holds
         // whoever writes next.
-        let mut file: UnitLeadership = std::fs::read(&path)
+        let previous: Option<UnitLeadership> = std::fs::read(&path)
             .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let answered = previous.is_some();
+        let mut file = previous.unwrap_or_default();
         file.unit = unit.to_owned();
         file.application = unit.split_once('/').map_or(unit, |(app, _)| app).to_owned();
-        Tracker { path, file }
+        Tracker {
+            path,
+            file,
+            answered,
+        }
     }
 
     fn write(&mut self) {
+        if !self.answered {
+            return;
+        }
         self.file.written_unix_ms = wall_ms();
         let json = serde_json::to_vec_pretty(&self.file).expect("plain data serializes");
         if let Err(e) = addresses::write_atomically(&self.path, &json) {
@@ -244,6 +256,7 @@ impl Tracker {
         sent: Instant,
         answer: &LeadershipResult,
     ) -> Option<Instant> {
+        self.answered = true;
         self.file.error.clear();
         self.file.leader_unit = answer.leader.clone();
         let now_mono = monotonic_ms();
@@ -477,6 +490,10 @@ mod tests {
         };
         let mut tracker = Tracker::new("app/0", dir.path());
         assert_eq!(tracker.file.application, "app");
+        // No file until the API has answered a claim.
+        tracker.file.error = "cannot log in".into();
+        tracker.write();
+        assert!(!tracker.path.exists());
         let sent = Instant::now();
         let deadline = tracker
             .answered(&timing, sent, &answer(true, 3000, Some(7)))
