@@ -166,6 +166,29 @@ fn stopping_the_leaders_agent_moves_leadership_and_no_two_units_ever_lead() {
         "{table}"
     );
 
+    // The cluster-status action shows it too (from the agent's lease-status file, written
+    // every 5 s here).
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let result = model.ok(&["run", "controller/2", "cluster-status", "--format", "json"]);
+        let result: serde_json::Value = serde_json::from_str(&result).expect("action JSON");
+        let lease = &result["controller/2"]["results"]["leases"]["application-leadership"];
+        if lease["holder"] == first.as_str() {
+            assert!(
+                lease["token"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(&format!("{first}@"))),
+                "{result}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "cluster-status shows no leader: {result}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // Sample every file throughout: never two leaders.
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampler = {
