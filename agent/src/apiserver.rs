@@ -841,6 +841,7 @@ fn leadership_result(
         remaining_ms: lease.filter(|l| l.is_held()).map_or(0, |l| {
             u64::try_from(l.remaining().as_millis()).unwrap_or(u64::MAX)
         }),
+        start_ms: lease.filter(|l| l.is_held()).map(|l| l.token.start_ms),
         leader,
     }
 }

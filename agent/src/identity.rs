@@ -165,6 +165,34 @@ pub async fn password_hash(client: &mut Client, name: &str) -> anyhow::Result<Op
     Ok(text(row.as_ref().and_then(|r| r.first())))
 }
 
+/// Makes sure agent `name` (a unit's tag) logs in with `password`: stores its hash unless
+/// the stored one already verifies it. What Juju's deployer does when it sets a new unit
+/// agent's password; here the controller agent does it for the units on its own machine,
+/// whose `agent.conf` it can read (it is that machine's root). Returns whether it wrote.
+/// An error (an unknown outcome included) is the caller's to try again.
+pub async fn ensure_agent_credential(
+    client: &mut Client,
+    name: &str,
+    password: &str,
+) -> anyhow::Result<bool> {
+    if let Some(hash) = password_hash(client, name).await? {
+        let password = password.to_owned();
+        if tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await? {
+            return Ok(false);
+        }
+    }
+    let owned = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&owned)).await??;
+    client
+        .exec(
+            DATABASE,
+            "INSERT OR REPLACE INTO credential (name, password_hash) VALUES (?, ?)",
+            &[Value::Text(name.to_owned()), Value::Text(hash)],
+        )
+        .await?;
+    Ok(true)
+}
+
 /// Makes the bootstrap admin if there is none: the password goes into `dir` (0600) first,
 /// its hash into the database; a controller whose hash lost the race removes its file.
 /// Returns whether this call made the admin.

@@ -13,6 +13,9 @@
 //!   controllers' rows (fenced; only on positive knowledge: their node left the cluster).
 //! - [`database`]: a worker's way to the database: wait for "available", connect, migrate.
 //! - [`identity`]: the CA, the controller UUID and the bootstrap admin, each written once.
+//! - [`leadership`]: application leadership for this machine's units: a tracker per unit
+//!   claims and extends the `application-leadership` lease through the API and writes the
+//!   unit's `leadership.json` (leader until a monotonic deadline).
 //! - [`lease`]: the lease store (claim, extend, revoke, expire, pin) on the database's
 //!   clock, and fenced writes.
 //! - [`provisioner`]: the compute provisioner, a singular worker that starts and stops
@@ -33,6 +36,7 @@ pub mod cleanup;
 pub mod database;
 pub mod host;
 pub mod identity;
+pub mod leadership;
 pub mod lease;
 pub mod provisioner;
 pub mod publisher;

@@ -49,6 +49,25 @@ struct AgentArgs {
     #[arg(long, env = "JUJUD_LEASE_MARGIN_MS", default_value_t = 10_000)]
     lease_margin_ms: u64,
 
+    /// How long a unit's claim or extension of its application's `application-leadership`
+    /// lease grants, in milliseconds (the API takes 1000 to 300000).
+    #[arg(long, env = "JUJUD_LEADERSHIP_DURATION_MS", default_value_t = 60_000)]
+    leadership_duration_ms: u64,
+
+    /// How often a leader unit's tracker extends, in milliseconds.
+    #[arg(long, env = "JUJUD_LEADERSHIP_EXTEND_MS", default_value_t = 30_000)]
+    leadership_extend_ms: u64,
+
+    /// How long before the grant's end (by the monotonic clock, from before the claim was
+    /// sent) a unit stops being leader, in milliseconds.
+    #[arg(long, env = "JUJUD_LEADERSHIP_MARGIN_MS", default_value_t = 10_000)]
+    leadership_margin_ms: u64,
+
+    /// How often a non-leader unit's tracker asks again at most, and how often the
+    /// machine's units are looked for, in milliseconds.
+    #[arg(long, env = "JUJUD_LEADERSHIP_POLL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(50..))]
+    leadership_poll_ms: u64,
+
     /// Run as a workload machine's agent: no dbaccessor, no API server; only the API caller
     /// (logs in as `machine-<agent-id>` from `<data-dir>/agents/machine-<agent-id>/agent.conf`)
     /// and its address updater.
@@ -210,6 +229,21 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }),
         running,
     };
+    let leadership = agent::leadership::Settings {
+        data_dir: config.data_dir.clone(),
+        controller_dir: apiserver.dir.clone(),
+        timing: agent::singular::Timing {
+            duration: Duration::from_millis(args.leadership_duration_ms),
+            extend_every: Duration::from_millis(args.leadership_extend_ms),
+            margin: Duration::from_millis(args.leadership_margin_ms),
+        },
+        poll: Duration::from_millis(args.leadership_poll_ms),
+        dial: juju_client::DialOptions::default(),
+    };
+    leadership
+        .timing
+        .validate()
+        .context("invalid leadership timings")?;
     let controller_conf = apiserver.dir.join("agent.conf");
     let mut host = Host::new(RestartPolicy::default());
     host.add(agent::addresses::controller_worker(
@@ -220,7 +254,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         .add(agent::publisher::worker(publisher, available.subscribe()))
         .add(agent::apiserver::worker(apiserver, available.subscribe()))
         .add(agent::singular::worker(singular, available.subscribe()))
-        .add(lease_status);
+        .add(lease_status)
+        .add(agent::leadership::worker(leadership, available.subscribe()));
     host.run(shutdown).await.context("cannot run the workers")?;
     log::info!("stopped cleanly");
     Ok(())
@@ -247,6 +282,9 @@ mod tests {
         assert_eq!(args.lease_duration_ms, 60_000);
         assert_eq!(args.lease_extend_ms, 30_000);
         assert_eq!(args.lease_margin_ms, 10_000);
+        assert_eq!(args.leadership_duration_ms, 60_000);
+        assert_eq!(args.leadership_extend_ms, 30_000);
+        assert_eq!(args.leadership_poll_ms, 2000);
         assert_eq!(
             args.api_listen,
             Some("127.0.0.1:17071".parse().expect("address"))

@@ -682,8 +682,12 @@ async fn application_leadership_is_claimed_extended_and_lapses_through_the_api()
     let (_, again) = leadership(&mut client, "my-app/0", Some(60_000)).await;
     let again = again.expect("a result");
     assert!(again.is_leader && again.remaining_ms > 30_000, "{again:?}");
+    // An extension keeps the grant: the same token (unit + start).
+    assert!(first.start_ms.is_some(), "{first:?}");
+    assert_eq!(again.start_ms, first.start_ms);
     let seen = leader(&mut client).await;
     assert_eq!(seen.leader.as_deref(), Some("my-app/0"));
+    assert_eq!(seen.start_ms, first.start_ms);
     assert!(!seen.is_leader, "a read names no unit");
 
     // A unit agent claims only for itself.
@@ -720,6 +724,8 @@ async fn application_leadership_is_claimed_extended_and_lapses_through_the_api()
         (taken.leader.as_deref(), taken.is_leader),
         (Some("my-app/1"), true)
     );
+    // A new grant: a later start.
+    assert!(taken.start_ms > first.start_ms, "{taken:?} after {first:?}");
     // Malformed claims and reads.
     let (status, _) = leadership(&mut client, "other/0", None).await;
     assert_eq!(status, 400);

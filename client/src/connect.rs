@@ -159,6 +159,43 @@ impl Connection {
         }
     }
 
+    /// `POST /leadership` on this connection (a unit agent's login: for its own unit):
+    /// claims the application's leadership for the unit, or extends it when the unit holds
+    /// it, and answers who leads now.
+    pub async fn claim_leadership(
+        &mut self,
+        claim: &controller_contract::api::LeadershipRequest,
+        timeout: Duration,
+    ) -> Result<controller_contract::api::LeadershipResult, RequestError> {
+        let body = serde_json::to_vec(claim).expect("a leadership claim serializes");
+        self.post("/leadership", Bytes::from(body), timeout).await
+    }
+
+    /// A `POST` of `body` on this connection and its JSON answer.
+    async fn post<T: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<T, RequestError> {
+        let failed = |why: String| RequestError::Failed {
+            endpoint: self.endpoint.clone(),
+            why,
+        };
+        let answer = tokio::time::timeout(
+            timeout,
+            request(&mut self.sender, &self.endpoint, "POST", path, body),
+        )
+        .await
+        .map_err(|_| failed(format!("no answer to {path} within {timeout:?}")))?
+        .map_err(failed)?;
+        match answer {
+            (200, body) => serde_json::from_slice(&body)
+                .map_err(|e| failed(format!("malformed answer to {path}: {e}"))),
+            (status, body) => Err(failed(refusal(status, &body))),
+        }
+    }
+
     /// `GET /status` on this connection.
     pub async fn status(&mut self, timeout: Duration) -> Result<StatusResult, RequestError> {
         self.get("/status", timeout).await

@@ -113,6 +113,10 @@ pub struct LeadershipResult {
     /// How long the lease still runs by the database's clock (0 without a leader).
     #[serde(rename = "remaining-ms")]
     pub remaining_ms: u64,
+    /// The leader's grant's start by the database's clock (with the leader, the lease
+    /// token; none without a leader).
+    #[serde(rename = "start-ms", default, skip_serializing_if = "Option::is_none")]
+    pub start_ms: Option<i64>,
 }
 
 /// An error answer.

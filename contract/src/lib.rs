@@ -27,6 +27,7 @@ pub mod agentaddr;
 pub mod api;
 pub mod cloud;
 pub mod conf;
+pub mod leadership;
 pub mod lease;
 pub mod paths;
 pub mod reload;

@@ -38,6 +38,19 @@ pub fn lease_status(data_dir: &Path) -> PathBuf {
     data_dir.join(LEASE_STATUS_NAME)
 }
 
+/// `unit-<app>-<n>` for unit `<app>/<n>`: its agent's tag and dir name.
+pub fn unit_tag(unit: &str) -> String {
+    format!("unit-{}", unit.replace('/', "-"))
+}
+
+/// `<data-dir>/agents/unit-<app>-<n>/leadership.json` (see [`crate::leadership`]).
+pub fn unit_leadership(data_dir: &Path, unit: &str) -> PathBuf {
+    data_dir
+        .join("agents")
+        .join(unit_tag(unit))
+        .join(crate::leadership::FILE_NAME)
+}
+
 /// `<data-dir>/dqlite`: the local Dqlite node's data (mode 0700).
 pub fn dqlite_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("dqlite")

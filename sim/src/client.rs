@@ -74,7 +74,7 @@ pub fn known_endpoints(world: &World) -> Vec<String> {
         .filter(|machine| !machine.workload)
         .flat_map(|machine| machine.nics.iter())
         .filter(|nic| nic.space == world.default_space)
-        .map(|nic| format!("{}:{API_PORT}", nic.address))
+        .map(|nic| controller_contract::ip_port(nic.address, API_PORT))
         .collect()
 }
 

@@ -273,7 +273,12 @@ pub enum Commands {
         json: bool,
     },
     /// Runs queued hooks until the model settles.
-    Wait,
+    Wait {
+        /// Run the hooks until none is queued, without waiting for the Dqlite cluster to
+        /// converge (a model with a stopped or cut-off controller).
+        #[arg(long)]
+        hooks_only: bool,
+    },
     /// Stops every agent, deletes the namespaces and the model dir.
     Destroy,
     /// Deletes `jsim-*` namespaces whose model dir is gone.
@@ -338,12 +343,21 @@ pub fn main() -> anyhow::Result<()> {
 }
 
 fn settle(cli: &Cli, sim: &mut Simulation, out: &mut dyn Write) -> anyhow::Result<()> {
+    settle_with(cli, sim, out, true)
+}
+
+fn settle_with(
+    cli: &Cli,
+    sim: &mut Simulation,
+    out: &mut dyn Write,
+    wait_for_cluster: bool,
+) -> anyhow::Result<()> {
     let report = engine::settle(
         sim,
         &SettleOptions {
             timeout: Duration::from_secs(cli.timeout),
             verbose: cli.verbose,
-            wait_for_cluster: true,
+            wait_for_cluster,
         },
         out,
     )?;
@@ -950,9 +964,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             )?;
             writeln!(out, "{}", serde_json::to_string(&outcome)?)?;
         }
-        Commands::Wait => {
+        Commands::Wait { hooks_only } => {
             let mut sim = open(cli)?;
-            settle(cli, &mut sim, &mut out)?;
+            settle_with(cli, &mut sim, &mut out, !hooks_only)?;
         }
         Commands::Destroy => {
             let sim = open(cli)?;

@@ -25,6 +25,8 @@ use crate::world::{QueuedHook, APP};
 const HOOK_RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
 /// How often the convergence check asks the dbaccessors once the hooks are done.
 const CONVERGE_POLL: Duration = Duration::from_millis(100);
+/// How often the units' leadership files are read for a changed leader while settling.
+const LEADERSHIP_POLL: Duration = Duration::from_millis(200);
 /// The model dir's debug log (`juju-sim debug-log` reads it).
 pub const DEBUG_LOG: &str = "debug.log";
 /// How often a summary progress line is printed while waiting.
@@ -178,6 +180,33 @@ fn queue_update_status(sim: &mut Simulation) {
     }
 }
 
+/// Queues `leader-elected` on a new leader of a lease-governed application and
+/// `leader-settings-changed` on its other units, as Juju's uniter does when its unit gains
+/// leadership and when the leader changes ([`crate::leadership`]).
+fn queue_leader_changes(sim: &mut Simulation, out: &mut dyn Write) -> Result<(), SimError> {
+    // Read first: the state file is rewritten only when a leader changed.
+    let mut seen = sim.store().load()?;
+    if crate::leadership::changed_leaders(&mut seen).is_empty() {
+        return Ok(());
+    }
+    let changed = sim.store().update(crate::leadership::changed_leaders)?;
+    for (app, leader) in changed {
+        writeln!(out, "  {leader}: elected leader of {app} (its lease)").ok();
+        for unit in sim.world.app_units(&app) {
+            if sim.world.units.get(&unit).is_some_and(|q| q.dying) {
+                continue;
+            }
+            let hook = if unit == leader {
+                "leader-elected"
+            } else {
+                "leader-settings-changed"
+            };
+            sim.world.enqueue(&unit, QueuedHook::plain(hook));
+        }
+    }
+    Ok(())
+}
+
 /// The cluster as the dbaccessors of the mapped agents see it.
 pub fn cluster_view(sim: &Simulation) -> Result<ClusterView, SimError> {
     let state = sim.store().load()?;
@@ -232,8 +261,13 @@ pub fn settle(
     };
     let mut last_progress = Instant::now();
     let hooks_log = sim.dir.join("hooks.log");
+    let mut leadership_read = Instant::now() - LEADERSHIP_POLL;
     loop {
         queue_update_status(sim);
+        if leadership_read.elapsed() >= LEADERSHIP_POLL {
+            leadership_read = Instant::now();
+            queue_leader_changes(sim, out)?;
+        }
         // Start the next hook of idle units whose retry time has come, the longest queues
         // first: when the slots are fewer than the units, the unit with the most hooks to
         // run is the one the model waits for.

@@ -24,6 +24,8 @@
 //!   workload machines through (fenced by the lease token, idempotent per machine).
 //! - [`simulation`]: a model dir and the operator's changes to it.
 //! - [`engine`]: runs the queued hooks until the model settles.
+//! - [`leadership`]: who leads an application: the units' trackers' `leadership.json`
+//!   (the `application-leadership` lease) once they report, the fixed pick until then.
 //! - [`cluster`]: the dbaccessors' status sockets, convergence, the `dqlite` shell.
 //! - [`report`]: `status` and `juju run` output.
 //! - [`client`]: the API client commands (`login`, `controllers`, `show-controller`, the API
@@ -41,6 +43,7 @@ pub mod cloud;
 pub mod cluster;
 pub mod commands;
 pub mod engine;
+pub mod leadership;
 pub mod model;
 pub mod mounts;
 pub mod netns;

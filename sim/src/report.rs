@@ -329,7 +329,7 @@ pub fn status(sim: &Simulation) -> Result<StatusReport, SimError> {
         units.push(UnitReport {
             name: name.clone(),
             machine: queue.machine,
-            leader: state.is_leader(name),
+            leader: crate::leadership::is_leader(&state, name),
             workload,
             message,
             agent: if queue.dying {

@@ -655,9 +655,15 @@ impl Simulation {
             Path::new(crate::mounts::JUJU_DATA_DIR),
         ))?;
         let model_uuid = self.store().load()?.model_uuid;
-        let conf = unit_agent_conf(&unit, &model_uuid, &self.controller_api_addresses());
+        let conf = unit_agent_conf(
+            &unit,
+            &model_uuid,
+            &self.controller_api_addresses(),
+            &new_password()?,
+            self.controller_ca().as_deref(),
+        );
         let conf_path = unit_dir.join("agent.conf");
-        fs::write(&conf_path, conf).map_err(io("write", &conf_path))?;
+        write_private(&conf_path, conf.as_bytes())?;
         let network = self.world.unit_network(id, app);
         let (leader, relations) = self.store().update(|state| {
             state.units.insert(
@@ -774,7 +780,12 @@ impl Simulation {
                 state.leave_relation(&relation, &unit);
                 relations.push((relation, if was_in { others } else { Vec::new() }));
             }
-            let new_leader = if state.is_leader(&unit) {
+            // A lease-governed application's next leader is whoever claims once the
+            // leaver's grant is revoked ([`Self::finish_removal`]); the engine notices.
+            let governed =
+                crate::leadership::lease_leader(state, &app, crate::leadership::monotonic_ms())
+                    .is_some();
+            let new_leader = if !governed && state.is_leader(&unit) {
                 let leader = world::elect_leader(&remaining);
                 match &leader {
                     Some(leader) => {
@@ -824,7 +835,19 @@ impl Simulation {
         let Some(queue) = self.world.units.get(unit).cloned() else {
             return Ok(());
         };
+        let governed = {
+            let state = self.store().load()?;
+            crate::leadership::lease_leader(
+                &state,
+                State::app_of(unit),
+                crate::leadership::monotonic_ms(),
+            )
+            .is_some()
+        };
         self.stop_machine(queue.machine)?;
+        if governed {
+            self.revoke_leadership(unit);
+        }
         self.store().update(|state| {
             state.units.remove(unit);
         })?;
@@ -832,6 +855,35 @@ impl Simulation {
         self.world.machines.remove(&queue.machine);
         self.save()?;
         self.refresh_api_addresses()
+    }
+
+    /// Ends removed `unit`'s grant of its application's leadership, if it holds one (the
+    /// controller's part of a unit's removal, as Juju revokes a removed leader's lease), so
+    /// that another unit claims at once. A failure is logged: the grant then runs out.
+    fn revoke_leadership(&self, unit: &str) {
+        let statement = crate::leadership::revoke_statement(State::app_of(unit), unit);
+        let servers: Vec<String> = match crate::engine::cluster_view(self) {
+            Ok(view) => view
+                .map
+                .values()
+                .map(|ip| controller_contract::dqlite_address(*ip))
+                .collect(),
+            Err(e) => {
+                log::warn!("cannot revoke {unit}'s leadership: {e}");
+                return;
+            }
+        };
+        let certificate = shell_certificate(&self.dir, &self.world);
+        if let Err(e) = crate::cluster::shell(
+            &self.world.net_namespace(),
+            &servers,
+            certificate.as_ref(),
+            "controller",
+            &statement,
+            false,
+        ) {
+            log::warn!("cannot revoke {unit}'s leadership: {e}");
+        }
     }
 
     /// Stops machine `id`'s agent and deletes its namespace.
@@ -995,7 +1047,15 @@ impl Simulation {
 /// A unit's `agent.conf` (`<data-dir>/agents/unit-<app>-<n>/agent.conf`) in Juju's key
 /// names, with `/var/lib/juju` as the data dir as the unit sees it in its machine's mount
 /// namespace.
-pub fn unit_agent_conf(unit: &str, model_uuid: &str, api_addresses: &[String]) -> String {
+/// `password` is the unit agent's (`apipassword`; the controller agent of the unit's machine
+/// registers it as the unit's credential), `ca_cert` the controller CA when there is one.
+pub fn unit_agent_conf(
+    unit: &str,
+    model_uuid: &str,
+    api_addresses: &[String],
+    password: &str,
+    ca_cert: Option<&str>,
+) -> String {
     use serde_yaml_ng::Value as Yaml;
     let mut map = serde_yaml_ng::Mapping::new();
     let mut put = |key: &str, value: Yaml| {
@@ -1017,7 +1077,40 @@ pub fn unit_agent_conf(unit: &str, model_uuid: &str, api_addresses: &[String]) -
                 .collect(),
         ),
     );
+    put("apipassword", Yaml::from(password));
+    if let Some(ca_cert) = ca_cert {
+        put("cacert", Yaml::from(ca_cert));
+    }
     serde_yaml_ng::to_string(&Yaml::Mapping(map)).expect("plain data serializes")
+}
+
+/// A new agent password: 32 hex characters from the kernel's random source.
+fn new_password() -> Result<String, SimError> {
+    let path = Path::new("/dev/urandom");
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(
+        &mut fs::File::open(path).map_err(io("open", path))?,
+        &mut bytes,
+    )
+    .map_err(io("read", path))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `bytes` to `path` with mode 0600 (a temp file renamed over it).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SimError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".new");
+    let temp = PathBuf::from(temp);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(io("create", &temp))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(io("write", &temp))?;
+    fs::rename(&temp, path).map_err(io("rename", &temp))
 }
 
 /// Removes every `jsim-*` namespace whose model dir is gone (killing what still runs in it)

@@ -555,7 +555,7 @@ impl Call<'_> {
         let parsed = parse(args, &["r", "relation", "file", "format"], &["app"])?;
         let relation_id = self.relation(&parsed)?;
         let app = parsed.has("app");
-        if app && !self.state.is_leader(&self.unit) {
+        if app && !crate::leadership::is_leader(self.state, &self.unit) {
             return Err(Failure::Runtime("cannot write relation settings".into()));
         }
         let mut settings = self.settings_file(&parsed)?;
@@ -588,7 +588,7 @@ impl Call<'_> {
         let parsed = parse(args, &["format", "o", "output"], &[])?;
         no_extra(&parsed, 0)?;
         Ok(render(
-            &Value::Bool(self.state.is_leader(&self.unit)),
+            &Value::Bool(crate::leadership::is_leader(self.state, &self.unit)),
             &parsed,
         ))
     }
@@ -629,7 +629,7 @@ impl Call<'_> {
             message: parsed.positional.get(1).cloned().unwrap_or_default(),
         };
         if parsed.has("application") {
-            if !self.state.is_leader(&self.unit) {
+            if !crate::leadership::is_leader(self.state, &self.unit) {
                 return Err(Failure::Runtime(
                     "setting application status: this unit is not the leader".into(),
                 ));
@@ -666,7 +666,7 @@ impl Call<'_> {
             Value::Object(map)
         };
         let value = if parsed.has("application") {
-            if !self.state.is_leader(&self.unit) {
+            if !crate::leadership::is_leader(self.state, &self.unit) {
                 return Err(Failure::Runtime(
                     "finding application status: this unit is not the leader".into(),
                 ));
@@ -874,7 +874,7 @@ impl Call<'_> {
                 .ok_or_else(|| Failure::Usage(format!("expected \"key=value\", got {pair:?}")))?;
             settings.push((key.to_owned(), value.to_owned()));
         }
-        if !self.state.is_leader(&self.unit) {
+        if !crate::leadership::is_leader(self.state, &self.unit) {
             return Err(Failure::Runtime(
                 "cannot write leadership settings: cannot write settings: not the leader".into(),
             ));
