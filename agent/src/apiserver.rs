@@ -70,7 +70,8 @@ pub const API_PORT: u16 = 17070;
 pub struct Settings {
     /// This controller's id (the agent id).
     pub controller_id: String,
-    /// Where to listen (`0.0.0.0:17070` in production).
+    /// Where to listen (`[::]:17070` in production: every IPv4 and IPv6 address, see
+    /// [`bind_listener`]).
     pub listen: SocketAddr,
     /// This controller's dir (beside controller.conf): the CA files and the admin password.
     pub dir: PathBuf,
@@ -210,11 +211,8 @@ pub async fn run(
         ips.push(settings.listen.ip());
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config(&ca, &ips)?);
-    let listener = TcpListener::bind(settings.listen).await?;
-    log::info!(
-        "API server for controller {controller_uuid} listening on https://{}",
-        settings.listen
-    );
+    let (listener, listening) = bind_listener(settings.listen)?;
+    log::info!("API server for controller {controller_uuid} listening on https://{listening}");
     let state = Arc::new(State {
         controller_id: settings.controller_id.clone(),
         client: Mutex::new(client),
@@ -227,6 +225,46 @@ pub async fn run(
     serve(listener, acceptor, state, stop).await;
     watch.abort();
     Ok(())
+}
+
+/// Binds the API listener. The unspecified IPv6 address (`[::]`, the default) is bound
+/// dual-stack, so that agents and clients reach the server over IPv4 and IPv6 alike (an
+/// IPv6-only model has no IPv4 address to dial): `IPV6_V6ONLY` is turned off explicitly,
+/// since `net.ipv6.bindv6only=1` would otherwise make it IPv6 only. A host without IPv6
+/// (`ipv6.disable=1`) cannot open that socket at all; it listens on `0.0.0.0` then, and the
+/// log says so. Any other address is bound as given. Returns the listener and the address
+/// it listens on.
+pub fn bind_listener(listen: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
+    let dual_stack = matches!(listen, SocketAddr::V6(v6) if v6.ip().is_unspecified());
+    if !dual_stack {
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let bound = listener.local_addr()?;
+        return Ok((TcpListener::from_std(listener)?, bound));
+    }
+    let socket = match rustix::net::socket_with(
+        AddressFamily::INET6,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    ) {
+        Ok(socket) => socket,
+        Err(rustix::io::Errno::AFNOSUPPORT) => {
+            let fallback = SocketAddr::from(([0, 0, 0, 0], listen.port()));
+            log::warn!("this host has no IPv6: the API server listens on {fallback} only");
+            return bind_listener(fallback);
+        }
+        Err(errno) => return Err(errno.into()),
+    };
+    sockopt::set_ipv6_v6only(&socket, false)?;
+    // As std's own listeners do: a restarted server binds at once despite TIME_WAIT.
+    sockopt::set_socket_reuseaddr(&socket, true)?;
+    rustix::net::bind(&socket, &listen)?;
+    rustix::net::listen(&socket, 1024)?;
+    let listener = std::net::TcpListener::from(socket);
+    let bound = listener.local_addr()?;
+    Ok((TcpListener::from_std(listener)?, bound))
 }
 
 /// Reads the address tables every [`WATCH_POLL`] and publishes them when they changed; a
@@ -1176,6 +1214,26 @@ mod tests {
             ),
             Err("cannot set juju-mgmt-space: space \"a\" not found (known spaces: none)".into())
         );
+    }
+
+    /// The default listener takes IPv4 and IPv6 connections alike; a specific address only
+    /// its own family.
+    #[tokio::test]
+    async fn the_unspecified_ipv6_listener_is_dual_stack() {
+        let (listener, bound) =
+            bind_listener(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))).expect("bind");
+        assert!(bound.is_ipv6() && bound.port() != 0, "{bound}");
+        for ip in ["127.0.0.1", "::1"] {
+            let ip: std::net::IpAddr = ip.parse().expect("ip");
+            let dial = tokio::net::TcpStream::connect((ip, bound.port()));
+            let (dialled, accepted) = tokio::join!(dial, listener.accept());
+            dialled.unwrap_or_else(|e| panic!("dial {ip}: {e}"));
+            accepted.unwrap_or_else(|e| panic!("accept from {ip}: {e}"));
+        }
+        let (_v4_only, bound) =
+            bind_listener(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind IPv4");
+        let refused = tokio::net::TcpStream::connect(("::1", bound.port())).await;
+        assert!(refused.is_err(), "an IPv4 listener answered on ::1");
     }
 
     #[test]

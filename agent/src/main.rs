@@ -25,7 +25,7 @@ struct AgentArgs {
     #[arg(long, default_value_t = agent::apiserver::API_PORT)]
     api_port: u16,
 
-    /// Where the API server listens [default: 0.0.0.0:<api-port>].
+    /// Where the API server listens [default: [::]:<api-port>, every IPv4 and IPv6 address].
     #[arg(long)]
     api_listen: Option<std::net::SocketAddr>,
 
@@ -161,9 +161,9 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let apiserver = agent::apiserver::Settings {
         addresses: addresses.clone(),
         controller_id: config.agent_id.clone(),
-        listen: args
-            .api_listen
-            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], args.api_port))),
+        listen: args.api_listen.unwrap_or_else(|| {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, args.api_port))
+        }),
         dir: config
             .controller_conf
             .parent()
