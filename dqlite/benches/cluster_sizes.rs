@@ -50,23 +50,33 @@ const VALUE_SIZE: usize = 1024;
 const PORT: u16 = 9001;
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS model (key TEXT, value TEXT, UNIQUE(key))";
 const WRITE_SQL: &str = "INSERT OR REPLACE INTO model(key, value) VALUES(?, ?)";
-/// Set (to `bounded` or `libdqlite`) when this binary runs as one of our nodes.
+/// Set (to `bounded`, `demo-settings` or `libdqlite`) when this binary runs as one of our nodes.
 const NODE_MODE: &str = "DQLITE_BENCH_NODE";
 
 /// The three kinds of cluster, in the order each size runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Ours,
+    /// Ours with libdqlite's own raft timers (3 s election timeout, 500 ms heartbeat), as
+    /// dqlite-demo runs, and the App's default role review (1 s): the same raft settings, so
+    /// that a difference is the code's, not the timers'.
+    OursDemoSettings,
     OursLibdqliteConnect,
     GoDemo,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Ours, Kind::GoDemo, Kind::OursLibdqliteConnect];
+    const ALL: [Kind; 4] = [
+        Kind::Ours,
+        Kind::GoDemo,
+        Kind::OursDemoSettings,
+        Kind::OursLibdqliteConnect,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Kind::Ours => "ours (bounded connect)",
+            Kind::OursDemoSettings => "ours (dqlite-demo's timers)",
             Kind::OursLibdqliteConnect => "ours (libdqlite connect)",
             Kind::GoDemo => "go-dqlite dqlite-demo",
         }
@@ -76,6 +86,7 @@ impl Kind {
     fn subnet(self, size: usize) -> usize {
         let base = match self {
             Kind::Ours => 10,
+            Kind::OursDemoSettings => 40,
             Kind::OursLibdqliteConnect => 20,
             Kind::GoDemo => 30,
         };
@@ -365,13 +376,13 @@ fn spawn_node(kind: Kind, dir: &Path, address: &str, peers: &[String]) -> Result
             command.stdout(log.try_clone().context("clone the log")?);
             command
         }
-        Kind::Ours | Kind::OursLibdqliteConnect => {
+        Kind::Ours | Kind::OursDemoSettings | Kind::OursLibdqliteConnect => {
             let exe = std::env::current_exe().context("the benchmark knows its path")?;
             let mut command = Command::new(exe);
-            let mode = if kind == Kind::Ours {
-                "bounded"
-            } else {
-                "libdqlite"
+            let mode = match kind {
+                Kind::OursDemoSettings => "demo-settings",
+                Kind::OursLibdqliteConnect => "libdqlite",
+                _ => "bounded",
             };
             command
                 .env(NODE_MODE, mode)
@@ -412,8 +423,15 @@ fn node_process(mode: &str) -> i32 {
     let mut config = AppConfig::new(dir, address);
     config.peers = peers.to_vec();
     config.role_interval = Duration::from_millis(200);
-    if mode == "libdqlite" {
-        config.node.raft_connect = RaftConnect::Libdqlite;
+    match mode {
+        "libdqlite" => config.node.raft_connect = RaftConnect::Libdqlite,
+        "demo-settings" => {
+            config.node.libdqlite_timers = true;
+            // The App's default review period (go-dqlite's app: 30 s, plus a review on
+            // every join, which a short period stands in for here).
+            config.role_interval = AppConfig::new(dir, address).role_interval;
+        }
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -623,7 +641,14 @@ fn print_table(rows: &[Row], seconds: u64) {
     }
     // The lines scripts/bench.sh gathers: our nodes (bounded connect) against dqlite-demo's,
     // both driven by dqlite-benchmark.
-    for row in rows.iter().filter(|row| row.kind == Kind::Ours) {
+    for row in rows
+        .iter()
+        .filter(|row| matches!(row.kind, Kind::Ours | Kind::OursDemoSettings))
+    {
+        let ours = match row.kind {
+            Kind::OursDemoSettings => "our nodes at dqlite-demo's timers",
+            _ => "our nodes",
+        };
         let Some(anchor) = rows
             .iter()
             .find(|other| other.kind == Kind::GoDemo && other.size == row.size)
@@ -631,14 +656,14 @@ fn print_table(rows: &[Row], seconds: u64) {
             continue;
         };
         println!(
-            "summary: kvwrite writes/s, {} node(s), our nodes vs dqlite-demo (dqlite-benchmark) | {:.0} | {:.0} | {:.2}x (target >= 1.0x)",
+            "summary: kvwrite writes/s, {} node(s), {ours} vs dqlite-demo (dqlite-benchmark) | {:.0} | {:.0} | {:.2}x (target >= 1.0x)",
             row.size,
             row.go.per_second(),
             anchor.go.per_second(),
             row.go.per_second() / anchor.go.per_second()
         );
         println!(
-            "summary: kvwrite p50/p99 ms, {} node(s), our nodes vs dqlite-demo (dqlite-benchmark) | {:.2}/{:.2} | {:.2}/{:.2} | p99 {:.2}x (target <= 1.0x)",
+            "summary: kvwrite p50/p99 ms, {} node(s), {ours} vs dqlite-demo (dqlite-benchmark) | {:.2}/{:.2} | {:.2}/{:.2} | p99 {:.2}x (target <= 1.0x)",
             row.size,
             row.go.percentile_ms(0.50),
             row.go.percentile_ms(0.99),
@@ -648,8 +673,9 @@ fn print_table(rows: &[Row], seconds: u64) {
         );
     }
     println!(
-        "settings that differ: our nodes 20 ms network latency (300 ms election timeout), role \
-         review every 200 ms; dqlite-demo libdqlite's default latency (3 s election timeout), \
+        "settings that differ: our nodes 20 ms network latency (300 ms election timeout, 30 ms \
+         heartbeat), role review every 200 ms (\"ours (dqlite-demo's timers)\": libdqlite's \
+         default timers, as dqlite-demo, and a 1 s role review); dqlite-demo libdqlite's default latency (3 s election timeout), \
          go-dqlite's Go dialer as raft connect (TCP_NODELAY, 5 s timeout, connects serialized \
          by a lock). dqlite-benchmark is a member during its run; our client is not."
     );
