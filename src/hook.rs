@@ -135,6 +135,9 @@ pub fn observe(
     };
     let relation = match membership {
         Membership::Member => observe_relation(tools, env, relation_event, is_leader)?,
+        // A leader that leaves publishes the map without itself (plan_membership), so it
+        // reads the application bag once more.
+        Membership::Departing if is_leader => observe_app_bag(tools, env, relation_event),
         // The relation is going away: its bags no longer matter to this unit.
         Membership::Departing | Membership::Broken => None,
     };
@@ -229,6 +232,33 @@ fn observe_relation(
     }))
 }
 
+/// The application bag alone, for a leader that is leaving (see `plan::depart_as_leader`).
+/// Best effort: the relation is going away and the next leader rewrites the map anyway,
+/// so a bag that cannot be read leaves the map alone rather than failing the hook (a failed
+/// `-departed` would hold the unit's removal up until it succeeds).
+fn observe_app_bag(
+    tools: &HookTools,
+    env: &HookEnv,
+    relation_event: Option<&RelationEvent>,
+) -> Option<PeerView> {
+    let id = relation_event?.relation_id.clone();
+    let app_name = env
+        .unit
+        .split_once('/')
+        .map_or(env.unit.as_str(), |(app, _)| app);
+    match tools.relation_get(&id, app_name, true) {
+        Ok(app) => Some(PeerView {
+            id,
+            app,
+            ..PeerView::default()
+        }),
+        Err(e) => {
+            eprintln!("WARNING leaving as the leader: cannot read the application bag: {e}");
+            None
+        }
+    }
+}
+
 /// Carries out the plan. The order puts what can fail before what cannot be taken back:
 /// the relation writes (held by Juju until the hook exits 0), the decisions printed, and
 /// the status (its message made printable first, so `status-set` has nothing to refuse)
@@ -240,7 +270,15 @@ pub fn apply(tools: &HookTools, env: &HookEnv, world: &World, plan: Plan) -> Res
             tools.relation_set(&relation.id, false, &plan.unit_writes)?;
         }
         if !plan.app_writes.is_empty() {
-            tools.relation_set(&relation.id, true, &plan.app_writes)?;
+            let written = tools.relation_set(&relation.id, true, &plan.app_writes);
+            match written {
+                // A leaving leader's map is a head start, not a duty (observe_app_bag).
+                Err(e) if world.observed.membership == Membership::Departing => eprintln!(
+                    "WARNING leaving as the leader: cannot publish the map without this \
+                     controller ({e}); the next leader will"
+                ),
+                written => written?,
+            }
         }
     }
     // Juju logs a hook's stdout at DEBUG and its stderr at WARNING: printing there records

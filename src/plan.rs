@@ -217,6 +217,35 @@ fn publish_log_position(observed: &Observed, plan: &mut Plan) {
     }
 }
 
+/// A leader that is leaving (its own `-departed`: positive knowledge of its own departure)
+/// publishes the map without itself, so that the remaining controllers drop it now, from
+/// this hook, rather than once a new leader has been elected and has run its own hooks (in
+/// Juju, a removed leader's lease is revoked only after its hooks ran). Nothing else
+/// changes: a map it cannot read, or one that would be left empty, is not touched, and a
+/// non-leader leaves the map to the leader.
+fn depart_as_leader(observed: &Observed, plan: &mut Plan) {
+    let (true, Some(relation), Some(Ok(id))) =
+        (observed.is_leader, &observed.relation, &observed.agent_id)
+    else {
+        return;
+    };
+    let Some(Ok(mut map)) = relation.app.get(BIND_ADDRESSES_KEY).map(|t| parse_map(t)) else {
+        return;
+    };
+    if map.remove(id).is_none() || map.is_empty() {
+        return;
+    }
+    plan.app_writes
+        .insert(BIND_ADDRESSES_KEY.to_owned(), render_map(&map));
+    plan.log.push((
+        Level::Info,
+        format!(
+            "leaving as the leader: published {BIND_ADDRESSES_KEY} without controller {id}, \
+             so that the others drop it now rather than after a new leader is elected"
+        ),
+    ));
+}
+
 /// Decides the relation writes, controller.conf and the status from the membership.
 fn plan_membership(observed: &Observed) -> Plan {
     let mut plan = Plan {
@@ -233,6 +262,7 @@ fn plan_membership(observed: &Observed) -> Plan {
                 StatusKind::Maintenance,
                 "leaving the db-cluster relation; the remaining controllers drop this one",
             );
+            depart_as_leader(observed, &mut plan);
             return plan;
         }
         Membership::Broken => {
@@ -896,6 +926,44 @@ mod tests {
         }));
         assert!(!departing.contains_key(LOG_POSITION_KEY), "{departing:?}");
         assert!(!position(base()).contains_key(LOG_POSITION_KEY));
+    }
+
+    /// A leaving leader publishes the map without itself; a leaving non-leader, a map it
+    /// cannot read, a map without it and a map it would empty are left alone.
+    #[test]
+    fn a_departing_leader_publishes_the_map_without_itself() {
+        let three = r#"{"0": "10.0.0.5", "1": "10.0.0.6", "2": "10.0.0.7"}"#;
+        let leaving = |is_leader: bool, published: Option<&str>| {
+            plan(&with(|o| {
+                o.membership = Membership::Departing;
+                o.is_leader = is_leader;
+                if let (Some(relation), Some(text)) = (o.relation.as_mut(), published) {
+                    relation.app.insert(BIND_ADDRESSES_KEY.into(), text.into());
+                }
+            }))
+        };
+        let got = leaving(true, Some(three));
+        let published = got
+            .app_writes
+            .get(BIND_ADDRESSES_KEY)
+            .map(|text| parse_map(text).expect("a valid map"));
+        let expected = parse_map(r#"{"1": "10.0.0.6", "2": "10.0.0.7"}"#).expect("valid");
+        assert_eq!(published, Some(expected), "{got:?}");
+        assert!(got.unit_writes.is_empty() && got.conf.is_none(), "{got:?}");
+        assert_eq!(got.status.kind, StatusKind::Maintenance);
+        for (is_leader, published) in [
+            (false, Some(three)),
+            (true, None),
+            (true, Some("{not a map")),
+            (true, Some(r#"{"1": "10.0.0.6"}"#)),
+            (true, Some(r#"{"0": "10.0.0.5"}"#)),
+        ] {
+            let got = leaving(is_leader, published);
+            assert!(
+                got.app_writes.is_empty(),
+                "leader {is_leader}, published {published:?}: {got:?}"
+            );
+        }
     }
 
     #[test]

@@ -586,3 +586,28 @@ async fn writers_of_one_process_take_turns_at_the_leader() {
         "writes overlapped at the leader"
     );
 }
+
+/// Discovery asks every address at once: a node that accepts connections and never answers
+/// (a hung or black-holed machine) costs nothing while another names itself the leader, rather
+/// than one whole request timeout per silent address in front of it.
+#[tokio::test]
+async fn a_silent_node_does_not_delay_discovery() {
+    let silent = FakeNode::start("127.12.1.77", |_| async { Reply::Silence }).await;
+    let (leader, _) = fake_member("127.12.1.78", Names::Itself, 0).await;
+    let patient = Options {
+        connect_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(10),
+        ..options()
+    };
+    let began = std::time::Instant::now();
+    let client = Client::connect_leader(&[&silent.address, &leader.address], patient)
+        .await
+        .expect("finds the leader beside the silent node");
+    assert_eq!(client.leader_address(), Some(leader.address.as_str()));
+    // Asked in turn, the silent node would have held discovery for its 10 s request timeout.
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "discovery took {:?}",
+        began.elapsed()
+    );
+}
