@@ -844,10 +844,13 @@ impl Simulation {
             )
             .is_some()
         };
-        self.stop_machine(queue.machine)?;
+        // Juju removes the unit (revoking its leadership) before its machine: the lease goes
+        // while the departing controller's node still answers, and the others' trackers can
+        // claim it while the machine stops.
         if governed {
             self.revoke_leadership(unit);
         }
+        self.stop_machine(queue.machine)?;
         self.store().update(|state| {
             state.units.remove(unit);
         })?;
