@@ -17,9 +17,13 @@
 //! length), then the entries' data (each a multiple of 8 bytes). All little-endian; the
 //! CRC is the non-reflected CRC-32 (polynomial 0x04c11db7, initial value 0, no final xor).
 
+use std::collections::HashMap;
 use std::fs;
-use std::io;
-use std::path::Path;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use super::NodeError;
 
@@ -297,6 +301,144 @@ pub fn plan_load(files: &RaftFiles) -> Result<LoadPlan, String> {
     })
 }
 
+/// A segment file's identity and last change, as `stat` tells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(metadata: &fs::Metadata) -> FileStamp {
+        let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        FileStamp {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            len: metadata.len(),
+            mtime_ns: ns(metadata.mtime(), metadata.mtime_nsec()),
+            ctime_ns: ns(metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
+}
+
+/// How long a segment must have been left unchanged before its scan is reused. File
+/// timestamps move in clock ticks (a few milliseconds), so a write in the same tick as the
+/// last one may leave them as they were; once a file's last change is this far in the past,
+/// any later write gives it a newer time.
+const SETTLED: Duration = Duration::from_secs(1);
+
+/// The scans of segments that had settled when they were read, by path. Reading and
+/// checksumming whole segments (libraft preallocates open ones: 8 MiB each, mostly zeros)
+/// every progress report was about a fifth of an idle controller agent's CPU.
+static SCANS: Mutex<Option<HashMap<PathBuf, (FileStamp, SegmentScan)>>> = Mutex::new(None);
+
+/// The scans kept at most (a node has a handful of segments; several nodes may share a
+/// process): beyond this the cache starts afresh.
+const MAX_SCANS: usize = 1024;
+
+/// The part of the open segment at `path` that its batches' lengths cover: the format word,
+/// then batch after batch as far as each one's header says, stopping at the first header
+/// that claims no entries (libraft preallocates open segments with zeros, 8 MiB each) or
+/// runs past the end of the file. [`scan_segment`] checks every checksum on these bytes and
+/// finds the same entries and last term as in the whole file; only `complete` may differ,
+/// which says nothing about an open segment. A segment whose format word is zero (unused,
+/// or corrupt) is read whole, so that the scan can tell which.
+fn read_open_segment(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    // Appends up to `n` more bytes; whether all `n` were there.
+    let mut more = |bytes: &mut Vec<u8>, n: usize| -> io::Result<bool> {
+        let before = bytes.len();
+        let wanted = u64::try_from(n).unwrap_or(u64::MAX);
+        (&mut file).take(wanted).read_to_end(bytes)?;
+        Ok(bytes.len() - before == n)
+    };
+    if !more(&mut bytes, 8)? {
+        return Ok(bytes);
+    }
+    if read_u64(&bytes, 0) == Some(0) {
+        file.read_to_end(&mut bytes)?;
+        return Ok(bytes);
+    }
+    loop {
+        let offset = bytes.len();
+        // Two checksums and the entry count.
+        if !more(&mut bytes, 16)? {
+            return Ok(bytes);
+        }
+        let count = read_u64(&bytes, offset + 8).unwrap_or(0);
+        let Some(count) = (1..=MAX_BATCH_ENTRIES)
+            .contains(&count)
+            .then(|| usize::try_from(count).ok())
+            .flatten()
+        else {
+            return Ok(bytes);
+        };
+        // Each entry's term, type and data length.
+        if !more(&mut bytes, 16 * count)? {
+            return Ok(bytes);
+        }
+        let mut data_len: usize = 0;
+        for entry in 0..count {
+            let len = read_u32(&bytes, offset + 16 + 16 * entry + 12).unwrap_or(0);
+            data_len = data_len.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+        }
+        if !more(&mut bytes, data_len)? {
+            return Ok(bytes);
+        }
+    }
+}
+
+/// [`scan_segment`] of the file at `path` (an open segment when `open`, see
+/// [`read_open_segment`]), reusing the last scan of it when the file has
+/// not changed since and had settled (see [`SETTLED`]) when it was read. `Err`: the file
+/// cannot be read; `Ok(Err)`: its bytes are not a segment.
+fn scan_segment_file(path: &Path, open: bool) -> io::Result<Result<SegmentScan, String>> {
+    let before = FileStamp::of(&fs::metadata(path)?);
+    let cached = {
+        let scans = SCANS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        scans
+            .as_ref()
+            .and_then(|scans| scans.get(path))
+            .filter(|(stamp, _)| *stamp == before)
+            .map(|(_, scan)| *scan)
+    };
+    if let Some(scan) = cached {
+        return Ok(Ok(scan));
+    }
+    let bytes = if open {
+        read_open_segment(path)?
+    } else {
+        fs::read(path)?
+    };
+    let scan = match scan_segment(&bytes) {
+        Ok(scan) => scan,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    let metadata = fs::metadata(path)?;
+    let changed = metadata
+        .modified()
+        .ok()
+        .and_then(|modified| SystemTime::now().duration_since(modified).ok());
+    // Kept only when nothing changed while it was read and the last change is old enough.
+    if FileStamp::of(&metadata) == before && changed.is_some_and(|age| age >= SETTLED) {
+        let mut scans = SCANS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let scans = scans.get_or_insert_with(HashMap::new);
+        if scans.len() >= MAX_SCANS {
+            scans.clear();
+        }
+        scans.insert(path.to_owned(), (before, scan));
+    }
+    Ok(Ok(scan))
+}
+
 /// Reads the log position of the stopped node in `data_dir`.
 pub(crate) fn read_log_position(data_dir: &Path) -> Result<LogPosition, NodeError> {
     let read_error = |path: &Path, source: io::Error| NodeError::ReadLog {
@@ -345,8 +487,9 @@ pub(crate) fn read_log_position(data_dir: &Path) -> Result<LogPosition, NodeErro
     let mut next_index = plan.start_index;
     if let Some(&(first, end)) = plan.closed.last() {
         let path = data_dir.join(format!("{first:016}-{end:016}"));
-        let bytes = fs::read(&path).map_err(|source| read_error(&path, source))?;
-        let scan = scan_segment(&bytes).map_err(|reason| parse_error(&path, reason))?;
+        let scan = scan_segment_file(&path, false)
+            .map_err(|source| read_error(&path, source))?
+            .map_err(|reason| parse_error(&path, reason))?;
         let expected = end - first + 1;
         if !scan.complete || scan.entries != expected {
             return Err(parse_error(
@@ -365,8 +508,9 @@ pub(crate) fn read_log_position(data_dir: &Path) -> Result<LogPosition, NodeErro
     }
     for counter in &plan.open {
         let path = data_dir.join(format!("open-{counter}"));
-        let bytes = fs::read(&path).map_err(|source| read_error(&path, source))?;
-        let scan = scan_segment(&bytes).map_err(|reason| parse_error(&path, reason))?;
+        let scan = scan_segment_file(&path, true)
+            .map_err(|source| read_error(&path, source))?
+            .map_err(|reason| parse_error(&path, reason))?;
         if let Some(term) = scan.last_term {
             next_index += scan.entries;
             last = Some(LogPosition {
@@ -564,6 +708,116 @@ mod tests {
             files(&[], &[4], &[(1, 2, 5), (3, 1, 5)]),
             plan(Some((3, 1)), 2, &[], &[4]),
         );
+    }
+
+    /// Reading an open segment only as far as its batches' lengths go finds what reading it
+    /// whole finds: entries, last term, and errors.
+    #[test]
+    fn open_segments_read_as_far_as_their_batches_scan_as_whole_ones() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let two = batch(&[(1, 8), (1, 24)]);
+        let mut torn = batch(&[(2, 16)]);
+        torn.truncate(torn.len() - 3);
+        let mut bad_crc = batch(&[(2, 8)]);
+        let last = bad_crc.len() - 1;
+        bad_crc[last] ^= 0xff;
+        let mut nonzero_unused = vec![0u8; 4096];
+        nonzero_unused[100] = 7;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", vec![]),
+            ("short", vec![1, 0, 0]),
+            ("unused", vec![0; 64 * 1024]),
+            ("format 0 with bytes", nonzero_unused),
+            ("unknown format", vec![9; 64]),
+            (
+                "two batches, zero tail",
+                segment(&[two.clone(), batch(&[(2, 8)])], 64 * 1024),
+            ),
+            ("no tail", segment(std::slice::from_ref(&two), 0)),
+            ("torn last batch", {
+                let mut bytes = segment(std::slice::from_ref(&two), 0);
+                bytes.extend_from_slice(&torn);
+                bytes
+            }),
+            (
+                "bad checksum",
+                segment(&[two.clone(), bad_crc, batch(&[(3, 8)])], 512),
+            ),
+            ("huge count", {
+                let mut bytes = segment(&[two], 0);
+                bytes.extend_from_slice(&[0; 8]);
+                bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+                bytes
+            }),
+        ];
+        for (name, bytes) in cases {
+            let path = dir.path().join(name);
+            fs::write(&path, &bytes).expect("write");
+            let whole = scan_segment(&bytes);
+            let read = read_open_segment(&path).expect("readable");
+            assert!(read.len() <= bytes.len(), "{name}");
+            let prefix = scan_segment(&read);
+            let summary = |scan: &Result<SegmentScan, String>| {
+                scan.as_ref()
+                    .map(|s| (s.entries, s.last_term))
+                    .map_err(Clone::clone)
+            };
+            assert_eq!(summary(&prefix), summary(&whole), "{name}");
+        }
+        // The zeros after the batches are not read.
+        let bytes = segment(&[batch(&[(1, 8)])], 1 << 20);
+        let path = dir.path().join("preallocated");
+        fs::write(&path, &bytes).expect("write");
+        assert!(read_open_segment(&path).expect("readable").len() < 1024);
+    }
+
+    /// A segment left unchanged for a while is scanned once; any write to it (a newer
+    /// modification time, another length) is read again; a fresh one is never kept.
+    #[test]
+    fn settled_segments_are_scanned_once_and_changed_ones_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("open-1");
+        let cached = |path: &Path| {
+            SCANS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .and_then(|scans| scans.get(path).map(|(_, scan)| *scan))
+        };
+        let write_aged = |bytes: Vec<u8>, age: Duration| {
+            fs::write(&path, bytes).expect("write segment");
+            let file = fs::File::options()
+                .write(true)
+                .open(&path)
+                .expect("open segment");
+            file.set_modified(SystemTime::now() - age)
+                .expect("set mtime");
+        };
+        let scan = |path: &Path| {
+            scan_segment_file(path, true)
+                .expect("readable")
+                .expect("a segment")
+        };
+        // Fresh: scanned, not kept.
+        write_aged(segment(&[batch(&[(1, 8)])], 4096), Duration::ZERO);
+        assert_eq!(scan(&path).entries, 1);
+        assert_eq!(cached(&path), None);
+        // Settled: kept.
+        write_aged(
+            segment(&[batch(&[(1, 8)]), batch(&[(2, 8)])], 4096),
+            SETTLED * 2,
+        );
+        let first = scan(&path);
+        assert_eq!((first.entries, first.last_term), (2, Some(2)));
+        assert_eq!(cached(&path), Some(first));
+        // Written again (same length, older time than now but a different one): read again.
+        write_aged(
+            segment(&[batch(&[(3, 8)]), batch(&[(3, 8)])], 4096),
+            SETTLED * 3,
+        );
+        let second = scan(&path);
+        assert_eq!((second.entries, second.last_term), (2, Some(3)));
+        assert_eq!(cached(&path), Some(second));
     }
 
     #[test]
