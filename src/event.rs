@@ -82,6 +82,15 @@ pub struct HookEnv {
     pub charm_dir: PathBuf,
 }
 
+impl HookEnv {
+    /// The application's name, from the unit's (`controller/0` -> `controller`).
+    pub fn application(&self) -> &str {
+        self.unit
+            .split_once('/')
+            .map_or(self.unit.as_str(), |(app, _)| app)
+    }
+}
+
 /// Why the environment does not describe an event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {

@@ -208,10 +208,7 @@ fn observe_relation(
         },
     };
     let own = tools.relation_get(&id, &env.unit, false)?;
-    let app_name = env
-        .unit
-        .split_once('/')
-        .map_or(env.unit.as_str(), |(app, _)| app);
+    let app_name = env.application();
     let app = tools.relation_get(&id, app_name, true)?;
     let listed = tools.relation_list(&id)?;
     let to_read = plan::peer_bags_to_read(is_leader, &app, &listed);
@@ -242,10 +239,7 @@ fn observe_app_bag(
     relation_event: Option<&RelationEvent>,
 ) -> Option<PeerView> {
     let id = relation_event?.relation_id.clone();
-    let app_name = env
-        .unit
-        .split_once('/')
-        .map_or(env.unit.as_str(), |(app, _)| app);
+    let app_name = env.application();
     match tools.relation_get(&id, app_name, true) {
         Ok(app) => Some(PeerView {
             id,

@@ -13,7 +13,6 @@ use serde_json::Value;
 use crate::agent::{self, AgentSpec};
 use crate::charm::Charm;
 use crate::client;
-use crate::cluster;
 use crate::engine::{self, SettleOptions};
 use crate::report;
 use crate::runner::{Invocation, HOOK_TOOL_BINARY};
@@ -1294,15 +1293,7 @@ fn sql_shell(
             .map(controller_contract::dqlite_address)
             .collect();
     }
-    let certificate = simulation::shell_certificate(&sim.dir, &sim.world);
-    Ok(cluster::shell(
-        &sim.world.net_namespace(),
-        &servers,
-        certificate.as_ref(),
-        database,
-        statement,
-        json,
-    )?)
+    Ok(sim.shell(&servers, database, statement, json)?)
 }
 
 /// The client store's dir.

@@ -160,31 +160,17 @@ pub fn parse_leases(output: &str) -> Result<Vec<LeaseReport>, String> {
 
 /// The lease rows, through the go-dqlite shell in the cloud namespace.
 pub fn leases(sim: &Simulation, servers: &[String]) -> Result<Vec<LeaseReport>, String> {
-    let certificate = crate::simulation::shell_certificate(&sim.dir, &sim.world);
-    let output = cluster::shell(
-        &sim.world.net_namespace(),
-        servers,
-        certificate.as_ref(),
-        "controller",
-        LEASES_SQL,
-        false,
-    )
-    .map_err(|e| e.to_string())?;
+    let output = sim
+        .shell(servers, "controller", LEASES_SQL, false)
+        .map_err(|e| e.to_string())?;
     parse_leases(&output)
 }
 
 /// The requested machines, through the go-dqlite shell in the cloud namespace.
 pub fn requested(sim: &Simulation, servers: &[String]) -> Result<Vec<RequestedMachine>, String> {
-    let certificate = crate::simulation::shell_certificate(&sim.dir, &sim.world);
-    let output = cluster::shell(
-        &sim.world.net_namespace(),
-        servers,
-        certificate.as_ref(),
-        "controller",
-        REQUESTED_SQL,
-        false,
-    )
-    .map_err(|e| e.to_string())?;
+    let output = sim
+        .shell(servers, "controller", REQUESTED_SQL, false)
+        .map_err(|e| e.to_string())?;
     parse_requested(&output)
 }
 

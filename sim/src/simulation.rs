@@ -198,6 +198,29 @@ impl WorkloadAgentConf {
     }
 }
 
+impl Simulation {
+    /// Runs `command` on `database` through the go-dqlite shell in the model's cloud
+    /// namespace against `servers`, with a controller's node certificate when the nodes
+    /// have one ([`shell_certificate`]).
+    pub fn shell(
+        &self,
+        servers: &[String],
+        database: &str,
+        command: &str,
+        json: bool,
+    ) -> Result<String, crate::cluster::ClusterError> {
+        let certificate = shell_certificate(&self.dir, &self.world);
+        crate::cluster::shell(
+            &self.world.net_namespace(),
+            servers,
+            certificate.as_ref(),
+            database,
+            command,
+            json,
+        )
+    }
+}
+
 /// The CA files a controller shares with every other, as Juju's agent.conf carries them.
 const CA_FILES: [&str; 2] = ["ca.pem", "ca.key"];
 
@@ -533,23 +556,8 @@ impl Simulation {
     ) -> Result<(), SimError> {
         let agent_dir = machine_agent_dir(&self.dir, id);
         fs::create_dir_all(&agent_dir).map_err(io("create", &agent_dir))?;
-        let path = agent_dir.join("agent.conf");
         let text = conf.render(id, &machine_data_dir(&self.dir, id));
-        let temp = agent_dir.join(".agent.conf.new");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temp)
-                .map_err(io("create", &temp))?;
-            file.write_all(text.as_bytes())
-                .map_err(io("write", &temp))?;
-        }
-        fs::rename(&temp, &path).map_err(io("replace", &path))?;
+        write_private(&agent_dir.join("agent.conf"), text.as_bytes())?;
         let spec = self.agent_spec(id);
         let pid = agent::start(&self.bins.juju_sim, &spec)?;
         if let Some(machine) = self.world.machines.get_mut(&id) {
@@ -876,15 +884,7 @@ impl Simulation {
                 return;
             }
         };
-        let certificate = shell_certificate(&self.dir, &self.world);
-        if let Err(e) = crate::cluster::shell(
-            &self.world.net_namespace(),
-            &servers,
-            certificate.as_ref(),
-            "controller",
-            &statement,
-            false,
-        ) {
+        if let Err(e) = self.shell(&servers, "controller", &statement, false) {
             log::warn!("cannot revoke {unit}'s leadership: {e}");
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use super::{application, Outcome, Results};
+use super::{Outcome, Results};
 use crate::address::{self, Choice};
 use crate::event::HookEnv;
 use crate::hook::{self, HookError};
@@ -28,7 +28,7 @@ pub(super) fn run(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError
         .and_then(|text| address::parse_binding(text).ok())
         .map(|binding| binding.subnets)
         .unwrap_or_default();
-    Ok((describe_choice(&choice, &subnets, &application(env)), None))
+    Ok((describe_choice(&choice, &subnets, env.application()), None))
 }
 
 /// The action results for an address choice: the verdict, every address with its scope and

@@ -48,14 +48,6 @@ pub fn run(tools: &HookTools, env: &HookEnv, name: &str) -> Result<(), HookError
 /// What an action reports, and why it failed if it did.
 pub(crate) type Outcome = (Results, Option<String>);
 
-/// The application's name, from the unit's.
-fn application(env: &HookEnv) -> String {
-    env.unit
-        .split_once('/')
-        .map_or(env.unit.as_str(), |(app, _)| app)
-        .to_owned()
-}
-
 /// A boolean action parameter (absent: false).
 fn flag(params: &Map<String, Value>, name: &str) -> Result<bool, String> {
     match params.get(name) {

@@ -370,23 +370,24 @@ mod tests {
             member,
             stopping: true,
         };
-        let mut memory = AbsenceMemory::default();
-        let mut due_at = |ms: u64, absent: &[Absent]| -> Vec<u64> {
-            due_for_removal(&mut memory, absent, t0 + Duration::from_millis(ms), grace)
+        let due_at = |memory: &mut AbsenceMemory, ms: u64, absent: &[Absent]| -> Vec<u64> {
+            due_for_removal(memory, absent, t0 + Duration::from_millis(ms), grace)
                 .iter()
                 .map(|m| m.id)
                 .collect()
         };
+        let mut memory = AbsenceMemory::default();
         // A voter that says it is stopping is still handing over: it stays, and its
         // answer starts no silence clock.
         assert_eq!(
-            due_at(0, &[stopping(member(2, NodeRole::Voter))]),
+            due_at(&mut memory, 0, &[stopping(member(2, NodeRole::Voter))]),
             [0u64; 0]
         );
         // Once a spare (handed over) it goes at the first check, beside a silent voter
         // that still waits out the grace.
         assert_eq!(
             due_at(
+                &mut memory,
                 100,
                 &[
                     stopping(member(2, NodeRole::Spare)),
@@ -397,20 +398,17 @@ mod tests {
         );
         // Seen stopping, then silent (it stopped before the next check): at once too.
         let mut memory = AbsenceMemory::default();
-        let mut due_at = |ms: u64, absent: &[Absent]| -> Vec<u64> {
-            due_for_removal(&mut memory, absent, t0 + Duration::from_millis(ms), grace)
-                .iter()
-                .map(|m| m.id)
-                .collect()
-        };
         assert_eq!(
-            due_at(0, &[stopping(member(4, NodeRole::Voter))]),
+            due_at(&mut memory, 0, &[stopping(member(4, NodeRole::Voter))]),
             [0u64; 0]
         );
-        assert_eq!(due_at(150, &[silent(member(4, NodeRole::Spare))]), [4]);
+        assert_eq!(
+            due_at(&mut memory, 150, &[silent(member(4, NodeRole::Spare))]),
+            [4]
+        );
         // A silent spare never seen stopping waits for its second failed check.
         assert_eq!(
-            due_at(300, &[silent(member(5, NodeRole::Spare))]),
+            due_at(&mut memory, 300, &[silent(member(5, NodeRole::Spare))]),
             [0u64; 0]
         );
         // A silent spare that the map named before (a controller that handed over and
@@ -418,25 +416,24 @@ mod tests {
         // the map named before still waits out the grace.
         let mut known = AbsenceMemory::default();
         known.mapped.extend([7, 8]);
-        let due = due_for_removal(
+        let due = due_at(
             &mut known,
+            0,
             &[
                 silent(member(7, NodeRole::Spare)),
                 silent(member(8, NodeRole::Voter)),
                 silent(member(9, NodeRole::StandBy)),
             ],
-            t0,
-            grace,
         );
-        assert_eq!(due.iter().map(|m| m.id).collect::<Vec<_>>(), [7]);
+        assert_eq!(due, [7]);
         // A member that answers normally again is forgotten: seen stopping no longer counts.
         assert_eq!(
-            due_at(400, &[stopping(member(6, NodeRole::Voter))]),
+            due_at(&mut memory, 400, &[stopping(member(6, NodeRole::Voter))]),
             [0u64; 0]
         );
-        assert_eq!(due_at(500, &[]), [0u64; 0]);
+        assert_eq!(due_at(&mut memory, 500, &[]), [0u64; 0]);
         assert_eq!(
-            due_at(600, &[silent(member(6, NodeRole::Spare))]),
+            due_at(&mut memory, 600, &[silent(member(6, NodeRole::Spare))]),
             [0u64; 0]
         );
     }

@@ -810,6 +810,21 @@ mod tests {
         let first = scan(&path);
         assert_eq!((first.entries, first.last_term), (2, Some(2)));
         assert_eq!(cached(&path), Some(first));
+        // The kept scan is what the next read answers, without reading the file: a marked
+        // scan put in its place comes back.
+        let marked = SegmentScan {
+            entries: 99,
+            ..first
+        };
+        {
+            let mut scans = SCANS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((_, scan)) = scans.as_mut().and_then(|scans| scans.get_mut(&path)) {
+                *scan = marked;
+            }
+        }
+        assert_eq!(scan(&path), marked);
         // Written again (same length, older time than now but a different one): read again.
         write_aged(
             segment(&[batch(&[(3, 8)]), batch(&[(3, 8)])], 4096),
