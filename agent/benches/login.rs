@@ -1,10 +1,12 @@
 //! The login benchmark: one controller's API server (the agent's own worker, in this
 //! process) over a real single-node Dqlite cluster on loopback (127.61.0.0/24), dialled by
 //! the `juju-client` library as a real client dials: a new TCP and TLS connection, then
-//! `POST /login` (an Argon2id check and two database reads on the server).
+//! `POST /login` (a password check and two database reads on the server), for the admin
+//! user (Argon2id) and for an agent (its random secret's HMAC-SHA256).
 //!
 //! Prints login latency p50/p99 of sequential logins, logins/s with several clients at
-//! once, and the latency of `GET /status` on a logged-in connection. Asserts no timing.
+//! once, both for the user and for the agent, and the latency of `GET /status` on a
+//! logged-in connection. Asserts no timing.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -38,6 +40,65 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(bench());
+}
+
+/// Sequential logins (each a new TCP and TLS connection), then logins/s with several
+/// clients at once, of one `who`; prints both and returns (p50 ms, logins/s).
+async fn logins(
+    who: &str,
+    endpoints: &[String],
+    ca: &str,
+    request: &LoginRequest,
+    options: &DialOptions,
+) -> (f64, f64) {
+    let mut latencies = Vec::with_capacity(SEQUENTIAL);
+    for _ in 0..SEQUENTIAL {
+        let began = Instant::now();
+        juju_client::dial_endpoints(endpoints, ca, request, options)
+            .await
+            .expect("login");
+        latencies.push(began.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "login latency of {who} over {SEQUENTIAL} sequential logins (new TLS connection each): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(*latencies.last().expect("latencies"))
+    );
+    let began = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CONCURRENT_CLIENTS {
+        let (endpoints, ca, request, options) = (
+            endpoints.to_vec(),
+            ca.to_owned(),
+            request.clone(),
+            options.clone(),
+        );
+        clients.spawn(async move {
+            let mut done = 0usize;
+            let mut failed = 0usize;
+            while began.elapsed() < THROUGHPUT_WINDOW {
+                match juju_client::dial_endpoints(&endpoints, &ca, &request, &options).await {
+                    Ok(_) => done += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            (done, failed)
+        });
+    }
+    let (mut done, mut failed) = (0, 0);
+    while let Some(joined) = clients.join_next().await {
+        let (d, f) = joined.expect("client");
+        done += d;
+        failed += f;
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    let rate = done as f64 / elapsed;
+    println!(
+        "throughput of {who} with {CONCURRENT_CLIENTS} concurrent clients: {rate:.1} logins/s ({done} in {elapsed:.1} s, {failed} failed)"
+    );
+    (ms(percentile(&latencies, 0.5)), rate)
 }
 
 async fn bench() {
@@ -114,56 +175,46 @@ async fn bench() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
 
-    // Sequential logins: each a new TCP + TLS connection and a login.
-    let mut latencies = Vec::with_capacity(SEQUENTIAL);
-    for _ in 0..SEQUENTIAL {
-        let began = Instant::now();
-        juju_client::dial_endpoints(&endpoints, &ca, &request, &options)
-            .await
-            .expect("login");
-        latencies.push(began.elapsed());
-    }
-    latencies.sort();
-    println!(
-        "login latency over {SEQUENTIAL} sequential logins (new TLS connection each): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        ms(percentile(&latencies, 0.5)),
-        ms(percentile(&latencies, 0.99)),
-        ms(*latencies.last().expect("latencies"))
-    );
+    // An agent's credential as the controller agent registers a unit's: a random secret,
+    // hashed with the agents' HMAC (identity::hash_credential).
+    let secret = agent::identity::new_password();
+    let mut db = dqlite::client::Client::connect_leader(
+        &[app.address().to_owned()],
+        dqlite::client::Options::default(),
+    )
+    .await
+    .expect("a database client");
+    agent::identity::ensure_agent_credential(&mut db, "unit-bench-0", &secret)
+        .await
+        .expect("register the agent");
+    let agent_request = LoginRequest {
+        user: None,
+        tag: Some("unit-bench-0".into()),
+        password: secret,
+    };
 
-    // Throughput: several clients logging in back to back for a fixed window.
-    let began = Instant::now();
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..CONCURRENT_CLIENTS {
-        let (endpoints, ca, request, options) = (
-            endpoints.clone(),
-            ca.clone(),
-            request.clone(),
-            options.clone(),
-        );
-        clients.spawn(async move {
-            let mut done = 0usize;
-            let mut failed = 0usize;
-            while began.elapsed() < THROUGHPUT_WINDOW {
-                match juju_client::dial_endpoints(&endpoints, &ca, &request, &options).await {
-                    Ok(_) => done += 1,
-                    Err(_) => failed += 1,
-                }
-            }
-            (done, failed)
-        });
-    }
-    let (mut done, mut failed) = (0, 0);
-    while let Some(joined) = clients.join_next().await {
-        let (d, f) = joined.expect("client");
-        done += d;
-        failed += f;
-    }
-    let elapsed = began.elapsed().as_secs_f64();
+    let user = logins("the admin (Argon2id)", &endpoints, &ca, &request, &options).await;
+    let agent = logins(
+        "an agent (HMAC-SHA256)",
+        &endpoints,
+        &ca,
+        &agent_request,
+        &options,
+    )
+    .await;
     println!(
-        "throughput with {CONCURRENT_CLIENTS} concurrent clients: {:.1} logins/s ({done} in {elapsed:.1} s, {failed} failed)",
-        done as f64 / elapsed
+        "summary: login p50 ms, agent (HMAC) vs user (Argon2id) | {:.1} | {:.1} | {:.2}x",
+        agent.0,
+        user.0,
+        agent.0 / user.0
     );
+    println!(
+        "summary: logins/s with {CONCURRENT_CLIENTS} clients, agent vs user | {:.0} | {:.0} | {:.1}x",
+        agent.1,
+        user.1,
+        agent.1 / user.1
+    );
+    let latencies_p50 = user.0;
 
     // A read on a logged-in connection: no TLS handshake, no password check.
     let mut connection = juju_client::dial_endpoints(&endpoints, &ca, &request, &options)
@@ -185,8 +236,8 @@ async fn bench() {
         ms(percentile(&reads, 0.99))
     );
     println!(
-        "ratio: a login costs {:.0}x a status read on an open connection",
-        ms(percentile(&latencies, 0.5)) / ms(percentile(&reads, 0.5)).max(0.001)
+        "ratio: a user's login costs {:.0}x a status read on an open connection",
+        latencies_p50 / ms(percentile(&reads, 0.5)).max(0.001)
     );
 
     drop(connection);

@@ -129,7 +129,8 @@ pub async fn ensure_controller_uuid(client: &mut Client) -> anyhow::Result<Strin
         .ok_or_else(|| anyhow::anyhow!("no controller UUID in the database after offering one"))
 }
 
-/// An Argon2id PHC string for `password` with a fresh random salt.
+/// An Argon2id PHC string for `password` with a fresh random salt: for people's passwords,
+/// which may be guessable, so every guess must cost (about 20-40 ms of CPU and 19 MiB here).
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
@@ -138,13 +139,95 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("cannot hash a password: {e}"))
 }
 
-/// Whether `password` matches the PHC string `hash` (false for an unreadable hash too).
+/// The prefix of an agent secret's hash: `$hmac-sha256$<salt hex>$<tag hex>`.
+const AGENT_HASH_PREFIX: &str = "$hmac-sha256$";
+
+/// The shortest password taken as an agent's random secret: Juju's agent passwords are 18
+/// random bytes in base64 (24 characters), ours 16 random bytes in hex (32).
+pub const AGENT_SECRET_MIN_LEN: usize = 24;
+
+/// Whether `name` is an agent's tag (a machine, unit or controller agent), whose password
+/// is a random secret the controller or the deployer made, never a person's choice.
+pub fn is_agent_tag(name: &str) -> bool {
+    ["machine-", "unit-", "controller-"].iter().any(|prefix| {
+        name.strip_prefix(prefix)
+            .is_some_and(|rest| !rest.is_empty())
+    })
+}
+
+/// The hash to store for `name`'s `password`. An agent's secret of at least
+/// [`AGENT_SECRET_MIN_LEN`] characters gets a salted HMAC-SHA256, as Juju hashes agent
+/// passwords with a fast salted hash: a 128-bit random secret cannot be guessed whatever
+/// the hash costs, and after a controller restart every agent of the model logs in again
+/// at once (Argon2 made that 20-40 ms of CPU per agent, and each of the seven trackers of
+/// an `enable-ha -n 7` paid it twice). Anything else gets Argon2id.
+pub fn hash_credential(name: &str, password: &str) -> anyhow::Result<String> {
+    if fast_hash_applies(name, password) {
+        let mut salt = [0u8; 16];
+        OsRng.fill_bytes(&mut salt);
+        Ok(agent_hash(&salt, password))
+    } else {
+        hash_password(password)
+    }
+}
+
+/// Whether [`hash_credential`] gives `name`'s `password` the agents' HMAC. Pure.
+fn fast_hash_applies(name: &str, password: &str) -> bool {
+    is_agent_tag(name) && password.len() >= AGENT_SECRET_MIN_LEN
+}
+
+/// `$hmac-sha256$<salt hex>$<HMAC-SHA256(key = salt, password) hex>`. Pure.
+fn agent_hash(salt: &[u8], password: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, salt);
+    let tag = ring::hmac::sign(&key, password.as_bytes());
+    format!("{AGENT_HASH_PREFIX}{}${}", hex(salt), hex(tag.as_ref()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
+        .collect()
+}
+
+/// Whether `password` matches the stored `hash`: an agent secret's HMAC (compared in
+/// constant time by ring) or an Argon2id PHC string. False for an unreadable hash.
 pub fn verify_password(password: &str, hash: &str) -> bool {
+    if let Some(rest) = hash.strip_prefix(AGENT_HASH_PREFIX) {
+        let Some((salt, tag)) = rest.split_once('$') else {
+            return false;
+        };
+        let (Some(salt), Some(tag)) = (unhex(salt), unhex(tag)) else {
+            return false;
+        };
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salt);
+        return ring::hmac::verify(&key, password.as_bytes(), &tag).is_ok();
+    }
     PasswordHash::new(hash).is_ok_and(|parsed| {
         Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok()
     })
+}
+
+/// A stored hash for a name nobody has, checked when a login names no credential, so that
+/// the answer takes as long as a wrong password for a name of the same kind would: an
+/// agent's HMAC for an agent tag, Argon2id for anything else. (Which tags exist is no
+/// secret from timing, as in Juju; which user names exist is.)
+pub fn unknown_name_hash(name: &str) -> &'static str {
+    if is_agent_tag(name) {
+        "$hmac-sha256$736f6d6573616c74736f6d6573616c74$\
+         0000000000000000000000000000000000000000000000000000000000000000"
+    } else {
+        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Kn+6B0Xr7Y0T3eS9Hj7qz3y2Ww8cN2b3kq0eH9oP0aE"
+    }
 }
 
 /// A random password: 32 characters of lower-case hex (128 bits).
@@ -176,13 +259,17 @@ pub async fn ensure_agent_credential(
     password: &str,
 ) -> anyhow::Result<bool> {
     if let Some(hash) = password_hash(client, name).await? {
+        // A hash of the scheme this secret would get now (an older Argon2id one of an
+        // agent's secret is replaced by the cheaper HMAC, once).
+        let current = hash.starts_with(AGENT_HASH_PREFIX) == fast_hash_applies(name, password);
         let password = password.to_owned();
-        if tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await? {
+        if current && tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await?
+        {
             return Ok(false);
         }
     }
-    let owned = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&owned)).await??;
+    let (owned, tag) = (password.to_owned(), name.to_owned());
+    let hash = tokio::task::spawn_blocking(move || hash_credential(&tag, &owned)).await??;
     client
         .exec(
             DATABASE,
@@ -243,6 +330,70 @@ mod tests {
         assert!(!verify_password("s3cret", "not a phc string"));
         // Salted: the same password hashes differently each time.
         assert_ne!(hash, hash_password("s3cret").expect("hash"));
+    }
+
+    #[test]
+    fn agent_secrets_get_a_salted_hmac_and_verify_only_against_it() {
+        let secret = new_password();
+        let hash = hash_credential("unit-my-app-3", &secret).expect("hash");
+        assert!(hash.starts_with("$hmac-sha256$"), "{hash}");
+        assert!(verify_password(&secret, &hash));
+        assert!(!verify_password(&format!("{secret} "), &hash));
+        assert!(!verify_password(&secret[1..], &hash));
+        assert!(!verify_password("", &hash));
+        // Salted: the same secret hashes differently each time, and both verify.
+        let again = hash_credential("unit-my-app-3", &secret).expect("hash");
+        assert_ne!(hash, again);
+        assert!(verify_password(&secret, &again));
+        // A tampered tag or salt, or a cut hash, verifies nothing.
+        let tampered = format!("{}0", &hash[..hash.len() - 1]);
+        let tampered = if tampered == hash {
+            format!("{}1", &hash[..hash.len() - 1])
+        } else {
+            tampered
+        };
+        assert!(!verify_password(&secret, &tampered));
+        assert!(!verify_password(&secret, &hash[..hash.len() - 2]));
+        assert!(!verify_password(&secret, "$hmac-sha256$zz$00"));
+        assert!(!verify_password(&secret, "$hmac-sha256$"));
+    }
+
+    #[test]
+    fn only_long_secrets_of_agent_tags_get_the_fast_hash() {
+        let secret = new_password();
+        for name in ["machine-0", "unit-controller-2", "controller-1"] {
+            let hash = hash_credential(name, &secret).expect("hash");
+            assert!(hash.starts_with("$hmac-sha256$"), "{name}: {hash}");
+        }
+        // People's names, a tag without its number, and an agent's short password keep
+        // Argon2id.
+        for (name, password) in [
+            ("admin", secret.as_str()),
+            ("machine-", secret.as_str()),
+            ("unit-my-app-3", "short-password"),
+        ] {
+            let hash = hash_credential(name, password).expect("hash");
+            assert!(hash.starts_with("$argon2id$"), "{name}: {hash}");
+            assert!(verify_password(password, &hash));
+        }
+    }
+
+    #[test]
+    fn unknown_names_are_checked_against_a_hash_of_their_own_kind_that_nothing_verifies() {
+        for (name, prefix) in [("machine-9", "$hmac-sha256$"), ("bob", "$argon2id$")] {
+            let hash = unknown_name_hash(name);
+            assert!(hash.starts_with(prefix), "{name}: {hash}");
+            for guess in ["", "admin", &new_password()] {
+                assert!(!verify_password(guess, hash), "{name}: {guess:?} verified");
+            }
+        }
+        assert!(argon2::password_hash::PasswordHash::new(unknown_name_hash("bob")).is_ok());
+        // Well formed, so that checking it costs what checking a real agent hash costs.
+        let agent = unknown_name_hash("unit-a-1");
+        let rest = agent.strip_prefix(AGENT_HASH_PREFIX).expect("prefix");
+        let (salt, tag) = rest.split_once('$').expect("two fields");
+        assert_eq!(unhex(salt).map(|s| s.len()), Some(16));
+        assert_eq!(unhex(tag).map(|t| t.len()), Some(32));
     }
 
     #[test]

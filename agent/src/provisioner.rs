@@ -289,11 +289,11 @@ async fn provision(
         }
         CloudReply::Instance { instance: None } => {
             let password = identity::new_password();
-            let hash = identity::hash_password(&password)?;
+            let tag = format!("machine-{id}");
+            let hash = identity::hash_credential(&tag, &password)?;
             let credential = format!(
                 "INSERT OR REPLACE INTO credential (name, password_hash) SELECT ?6, ?7 WHERE {holds}"
             );
-            let tag = format!("machine-{id}");
             if fenced(
                 client,
                 fence,

@@ -116,6 +116,39 @@ impl Controller {
     }
 }
 
+/// TCP_NODELAY of this process's socket connected from `peer` to `local` (the server's
+/// side of an accepted connection), read through a `pidfd_getfd` copy so that the server's
+/// socket is never borrowed; `None` while there is no such socket.
+fn accepted_nodelay(local: SocketAddr, peer: SocketAddr) -> Option<bool> {
+    let me = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .expect("pidfd_open on this process");
+    for entry in std::fs::read_dir("/proc/self/fd").expect("list /proc/self/fd") {
+        let Some(fd) = entry
+            .ok()
+            .and_then(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let flags = rustix::process::PidfdGetfdFlags::empty();
+        let Ok(copy) = rustix::process::pidfd_getfd(&me, fd, flags) else {
+            continue;
+        };
+        let named = |address: rustix::io::Result<rustix::net::SocketAddrAny>| {
+            address.ok().and_then(|a| SocketAddr::try_from(a).ok())
+        };
+        let peer_of = rustix::net::getpeername(&copy).map(|p| p.ok_or(rustix::io::Errno::NOTCONN));
+        if named(rustix::net::getsockname(&copy)) == Some(local)
+            && named(peer_of.and_then(|p| p)) == Some(peer)
+        {
+            return Some(rustix::net::sockopt::tcp_nodelay(&copy).expect("read TCP_NODELAY"));
+        }
+    }
+    None
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("file").permissions().mode() & 0o777
 }
@@ -166,6 +199,26 @@ async fn login_answers_the_addresses_and_refuses_what_it_must() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(result.controller_uuid.len(), 36);
+    // The server's side of a connection has Nagle off: its answers are several small TLS
+    // records, and with Nagle on each later one waited for the client's delayed ACK (every
+    // login took 44 ms instead of 1).
+    let dialled = tokio::net::TcpStream::connect(second.address)
+        .await
+        .expect("dial the API");
+    let ours = dialled.local_addr().expect("our address");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let nodelay = loop {
+        if let Some(nodelay) = accepted_nodelay(second.address, ours) {
+            break nodelay;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never accepted {ours}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(nodelay, "the API server's accepted socket has TCP_NODELAY");
+    drop(dialled);
     let values: Vec<Vec<String>> = result
         .servers
         .iter()
@@ -706,6 +759,43 @@ async fn application_leadership_is_claimed_extended_and_lapses_through_the_api()
         .login(serde_json::json!({"tag": "unit-my-app-1", "password": unit_password}))
         .await;
     assert_eq!(status, 200);
+
+    // A unit agent's random secret registered by its machine's controller agent: an older
+    // Argon2id hash of it is replaced by the agents' HMAC once, and logins verify either.
+    let secret = agent::identity::new_password();
+    let old = agent::identity::hash_password(&secret).expect("hash");
+    db.exec(
+        agent::schema::DATABASE,
+        "INSERT INTO credential (name, password_hash) VALUES ('unit-my-app-2', ?)",
+        &[dqlite::wire::Value::Text(old)],
+    )
+    .await
+    .expect("credential");
+    let mut second = ApiClient::new(&controller.ca_pem(), controller.address);
+    let login = serde_json::json!({"tag": "unit-my-app-2", "password": secret});
+    assert_eq!(
+        second.login(login.clone()).await.0,
+        200,
+        "the Argon2id hash"
+    );
+    let wrote = agent::identity::ensure_agent_credential(&mut db, "unit-my-app-2", &secret)
+        .await
+        .expect("register");
+    assert!(wrote, "the Argon2id hash of an agent's secret is replaced");
+    let stored = agent::identity::password_hash(&mut db, "unit-my-app-2")
+        .await
+        .expect("read")
+        .expect("a hash");
+    assert!(stored.starts_with("$hmac-sha256$"), "{stored}");
+    let wrote = agent::identity::ensure_agent_credential(&mut db, "unit-my-app-2", &secret)
+        .await
+        .expect("register");
+    assert!(!wrote, "a current hash that verifies is kept");
+    assert_eq!(second.login(login).await.0, 200, "the HMAC");
+    let wrong = serde_json::json!({"tag": "unit-my-app-2", "password": format!("{secret}x")});
+    assert_eq!(second.login(wrong).await.0, 401);
+    let unknown = serde_json::json!({"tag": "unit-my-app-9", "password": secret});
+    assert_eq!(second.login(unknown).await.0, 401);
     let (status, _) = leadership(&mut unit, "my-app/2", None).await;
     assert_eq!(status, 403);
     let (status, own) = leadership(&mut unit, "my-app/1", Some(1000)).await;

@@ -8,7 +8,12 @@
 //! ```text
 //! flock /tmp/net-tests.lock cargo bench -p dqlite --bench cluster_sizes
 //! DQLITE_BENCH_SECONDS=5 DQLITE_BENCH_SIZES=3,5 flock /tmp/net-tests.lock cargo bench -p dqlite --bench cluster_sizes
+//! DQLITE_BENCH_ROUNDS=5 DQLITE_BENCH_SIZES=5 flock /tmp/net-tests.lock cargo bench -p dqlite --bench cluster_sizes
 //! ```
+//!
+//! With `DQLITE_BENCH_ROUNDS` above 1 every kind runs once per round, each round starting
+//! with the next kind, and the ratios are paired round by round and reported as a median
+//! with their range: one pass on two shared cores moves by a fifth from run to run.
 //!
 //! How dqlite-benchmark reaches an existing cluster (go-dqlite 1.11.5,
 //! `cmd/dqlite-benchmark`): it is always a go-dqlite `app` node itself; `--join` makes it
@@ -146,10 +151,27 @@ impl Measured {
 struct Row {
     size: usize,
     kind: Kind,
+    /// Which of the `DQLITE_BENCH_ROUNDS` rounds (from 0).
+    round: usize,
     go: Measured,
     ours: Measured,
     /// Voters and stand-bys before the Go driver joined, and the driver's role meanwhile.
     roles: String,
+    /// CPU the cluster's node processes used during the dqlite-benchmark run (not the
+    /// driver's own): on two shared cores, what a write costs the nodes decides throughput.
+    nodes_cpu: Option<Duration>,
+}
+
+impl Row {
+    /// The nodes' CPU milliseconds per write of the dqlite-benchmark run.
+    fn cpu_ms_per_write(&self) -> f64 {
+        match self.nodes_cpu {
+            Some(cpu) if !self.go.writes.is_empty() => {
+                cpu.as_secs_f64() * 1000.0 / self.go.writes.len() as f64
+            }
+            _ => f64::NAN,
+        }
+    }
 }
 
 async fn run() -> Result<()> {
@@ -164,30 +186,48 @@ async fn run() -> Result<()> {
             .collect::<Result<_>>()?,
         Err(_) => vec![1, 3, 5, 7],
     };
+    let rounds: usize = env_number("DQLITE_BENCH_ROUNDS", 1)?;
+    if rounds < 1 {
+        bail!("DQLITE_BENCH_ROUNDS must be at least 1");
+    }
     let duration = Duration::from_secs(seconds);
     let dir = tempfile::tempdir().context("create a temp dir")?;
     let mut rows = Vec::new();
     for &size in &sizes {
-        for kind in Kind::ALL {
-            let started = Instant::now();
-            // A cluster that fails is a row saying why; the others still run.
-            let row = match measure(dir.path(), kind, size, duration).await {
-                Ok(row) => row,
-                Err(error) => Row {
+        for round in 0..rounds {
+            // Each round starts with another kind, so that no kind always runs first (or
+            // right after the same neighbour) and a drift of the machine is shared out.
+            let mut order = Kind::ALL;
+            order.rotate_left(round % Kind::ALL.len());
+            for kind in order {
+                let started = Instant::now();
+                let cluster_dir = dir.path().join(format!("{round}-{}", kind.subnet(size)));
+                // A cluster that fails is a row saying why; the others still run.
+                let mut row = match measure(&cluster_dir, kind, size, duration).await {
+                    Ok(row) => row,
+                    Err(error) => Row {
+                        size,
+                        kind,
+                        round,
+                        go: Measured::default(),
+                        ours: Measured::default(),
+                        roles: format!("FAILED: {error:#}"),
+                        nodes_cpu: None,
+                    },
+                };
+                row.round = round;
+                // The next cluster starts on a clean disk: no earlier cluster's files left
+                // for the kernel to write back meanwhile.
+                let _ = std::fs::remove_dir_all(&cluster_dir);
+                eprintln!(
+                    "{:>2} x {:<26} round {} done in {:.1} s",
                     size,
-                    kind,
-                    go: Measured::default(),
-                    ours: Measured::default(),
-                    roles: format!("FAILED: {error:#}"),
-                },
-            };
-            eprintln!(
-                "{:>2} x {:<26} done in {:.1} s",
-                size,
-                kind.name(),
-                started.elapsed().as_secs_f64()
-            );
-            rows.push(row);
+                    kind.name(),
+                    round + 1,
+                    started.elapsed().as_secs_f64()
+                );
+                rows.push(row);
+            }
         }
     }
     print_table(&rows, seconds);
@@ -206,9 +246,8 @@ where
 
 /// Starts a cluster of `kind` and `size`, runs our client then dqlite-benchmark against
 /// it, and stops it.
-async fn measure(dir: &Path, kind: Kind, size: usize, duration: Duration) -> Result<Row> {
+async fn measure(cluster_dir: &Path, kind: Kind, size: usize, duration: Duration) -> Result<Row> {
     let subnet = kind.subnet(size);
-    let cluster_dir = dir.join(format!("{subnet}"));
     let addresses: Vec<String> = (1..=size)
         .map(|host| format!("127.13.{subnet}.{host}:{PORT}"))
         .collect();
@@ -271,7 +310,12 @@ async fn measure(dir: &Path, kind: Kind, size: usize, duration: Duration) -> Res
             }
         })
     };
+    let cpu_before = nodes_cpu(&nodes);
     let go = run_go(&go_dir, &driver, &addresses, &addresses, duration).await?;
+    let nodes_cpu = match (cpu_before, nodes_cpu(&nodes)) {
+        (Some(before), Some(after)) => after.checked_sub(before),
+        _ => None,
+    };
     role_keeper.abort();
     let driver_role = match role_keeper.await {
         Ok(role) => role,
@@ -281,10 +325,21 @@ async fn measure(dir: &Path, kind: Kind, size: usize, duration: Duration) -> Res
     Ok(Row {
         size,
         kind,
+        round: 0,
         go,
         ours,
         roles: format!("{roles}; driver {driver_role}"),
+        nodes_cpu,
     })
+}
+
+/// The CPU time the node processes have used so far, summed; `None` when one cannot be read
+/// (it died: the row's errors then say more).
+fn nodes_cpu(nodes: &[NodeProcess]) -> Option<Duration> {
+    nodes
+        .iter()
+        .map(|node| test_support::process::cpu_time(node.child.id()).ok())
+        .sum()
 }
 
 /// "3v 2s 0p": voters, stand-bys, spares.
@@ -596,18 +651,20 @@ fn print_table(rows: &[Row], seconds: u64) {
          1 worker, {seconds} s per client and cluster, loopback"
     );
     println!(
-        "{:>4} {:<26} {:>9} {:>8} {:>8} {:>6} | {:>9} {:>8} {:>8} {:>6} | roles (before the driver joined; its role)",
-        "size", "cluster", "bench w/s", "p50 ms", "p99 ms", "errors", "ours w/s", "p50 ms", "p99 ms", "errors"
+        "{:>4} {:>5} {:<26} {:>9} {:>8} {:>8} {:>6} {:>8} | {:>9} {:>8} {:>8} {:>6} | roles (before the driver joined; its role)",
+        "size", "round", "cluster", "bench w/s", "p50 ms", "p99 ms", "errors", "cpu ms/w", "ours w/s", "p50 ms", "p99 ms", "errors"
     );
     for row in rows {
         println!(
-            "{:>4} {:<26} {:>9.0} {:>8.2} {:>8.2} {:>6} | {:>9.0} {:>8.2} {:>8.2} {:>6} | {}",
+            "{:>4} {:>5} {:<26} {:>9.0} {:>8.2} {:>8.2} {:>6} {:>8.2} | {:>9.0} {:>8.2} {:>8.2} {:>6} | {}",
             row.size,
+            row.round + 1,
             row.kind.name(),
             row.go.per_second(),
             row.go.percentile_ms(0.50),
             row.go.percentile_ms(0.99),
             row.go.errors,
+            row.cpu_ms_per_write(),
             row.ours.per_second(),
             row.ours.percentile_ms(0.50),
             row.ours.percentile_ms(0.99),
@@ -618,67 +675,135 @@ fn print_table(rows: &[Row], seconds: u64) {
             println!("       error: {sample}");
         }
     }
-    println!("ratios to the anchor (go-dqlite dqlite-demo cluster, same size, dqlite-benchmark):");
     println!(
-        "{:>4} {:<26} {:>12} {:>10} {:>16}",
-        "size", "cluster", "writes/s", "p99", "our client w/s"
+        "ratios to the anchor (go-dqlite dqlite-demo cluster, same size and round, \
+         dqlite-benchmark); median over the rounds [lowest-highest]:"
     );
-    for row in rows.iter().filter(|row| row.kind != Kind::GoDemo) {
-        let Some(anchor) = rows
-            .iter()
-            .find(|other| other.kind == Kind::GoDemo && other.size == row.size)
-        else {
-            continue;
-        };
-        println!(
-            "{:>4} {:<26} {:>11.2}x {:>9.2}x {:>15.2}x",
-            row.size,
-            row.kind.name(),
-            row.go.per_second() / anchor.go.per_second(),
-            row.go.percentile_ms(0.99) / anchor.go.percentile_ms(0.99),
-            row.ours.per_second() / anchor.go.per_second(),
-        );
-    }
-    // The lines scripts/bench.sh gathers: our nodes (bounded connect) against dqlite-demo's,
-    // both driven by dqlite-benchmark.
-    for row in rows
-        .iter()
-        .filter(|row| matches!(row.kind, Kind::Ours | Kind::OursDemoSettings))
-    {
-        let ours = match row.kind {
-            Kind::OursDemoSettings => "our nodes at dqlite-demo's timers",
-            _ => "our nodes",
-        };
-        let Some(anchor) = rows
-            .iter()
-            .find(|other| other.kind == Kind::GoDemo && other.size == row.size)
-        else {
-            continue;
-        };
-        println!(
-            "summary: kvwrite writes/s, {} node(s), {ours} vs dqlite-demo (dqlite-benchmark) | {:.0} | {:.0} | {:.2}x (target >= 1.0x)",
-            row.size,
-            row.go.per_second(),
-            anchor.go.per_second(),
-            row.go.per_second() / anchor.go.per_second()
-        );
-        println!(
-            "summary: kvwrite p50/p99 ms, {} node(s), {ours} vs dqlite-demo (dqlite-benchmark) | {:.2}/{:.2} | {:.2}/{:.2} | p99 {:.2}x (target <= 1.0x)",
-            row.size,
-            row.go.percentile_ms(0.50),
-            row.go.percentile_ms(0.99),
-            anchor.go.percentile_ms(0.50),
-            anchor.go.percentile_ms(0.99),
-            row.go.percentile_ms(0.99) / anchor.go.percentile_ms(0.99)
-        );
+    println!(
+        "{:>4} {:<26} {:>20} {:>20} {:>20} {:>20}",
+        "size", "cluster", "writes/s", "p99", "cpu/write", "our client w/s"
+    );
+    let mut sizes: Vec<usize> = rows.iter().map(|row| row.size).collect();
+    sizes.dedup();
+    for &size in &sizes {
+        for kind in Kind::ALL.into_iter().filter(|&kind| kind != Kind::GoDemo) {
+            let ratios = Ratios::of(rows, size, kind);
+            if ratios.writes.is_empty() {
+                continue;
+            }
+            println!(
+                "{:>4} {:<26} {:>20} {:>20} {:>20} {:>20}",
+                size,
+                kind.name(),
+                spread(&ratios.writes),
+                spread(&ratios.p99),
+                spread(&ratios.cpu),
+                spread(&ratios.our_client),
+            );
+            // The lines scripts/bench.sh gathers: our nodes against dqlite-demo's, both
+            // driven by dqlite-benchmark.
+            let ours = match kind {
+                Kind::Ours => "our nodes",
+                Kind::OursDemoSettings => "our nodes at dqlite-demo's timers",
+                _ => continue,
+            };
+            let rounds = ratios.writes.len();
+            println!(
+                "summary: kvwrite writes/s, {size} node(s), {ours} vs dqlite-demo (dqlite-benchmark, median of {rounds} round(s)) | {:.0} | {:.0} | {:.2}x (target >= 1.0x)",
+                median(&ratios.our_writes),
+                median(&ratios.anchor_writes),
+                median(&ratios.writes),
+            );
+            println!(
+                "summary: kvwrite p99 ms, {size} node(s), {ours} vs dqlite-demo (dqlite-benchmark, median of {rounds} round(s)) | {:.2} | {:.2} | p99 {:.2}x (target <= 1.0x)",
+                median(&ratios.our_p99),
+                median(&ratios.anchor_p99),
+                median(&ratios.p99),
+            );
+        }
     }
     println!(
         "settings that differ: our nodes 20 ms network latency (300 ms election timeout, 30 ms \
          heartbeat), role review every 200 ms (\"ours (dqlite-demo's timers)\": libdqlite's \
          default timers, as dqlite-demo, and a 1 s role review); dqlite-demo libdqlite's default latency (3 s election timeout), \
          go-dqlite's Go dialer as raft connect (TCP_NODELAY, 5 s timeout, connects serialized \
-         by a lock). dqlite-benchmark is a member during its run; our client is not."
+         by a lock). dqlite-benchmark is a member during its run; our client is not. \
+         cpu/write: the nodes' own CPU (user and system, every node process, not the driver) \
+         per write of the dqlite-benchmark run."
     );
+}
+
+/// One kind's figures against the anchor's, paired round by round (a round runs every kind
+/// back to back, so pairing cancels most of the machine's drift between rounds).
+#[derive(Default)]
+struct Ratios {
+    writes: Vec<f64>,
+    p99: Vec<f64>,
+    cpu: Vec<f64>,
+    our_client: Vec<f64>,
+    our_writes: Vec<f64>,
+    anchor_writes: Vec<f64>,
+    our_p99: Vec<f64>,
+    anchor_p99: Vec<f64>,
+}
+
+impl Ratios {
+    fn of(rows: &[Row], size: usize, kind: Kind) -> Ratios {
+        let mut ratios = Ratios::default();
+        for row in rows
+            .iter()
+            .filter(|row| row.size == size && row.kind == kind)
+        {
+            let Some(anchor) = rows.iter().find(|other| {
+                other.kind == Kind::GoDemo && other.size == size && other.round == row.round
+            }) else {
+                continue;
+            };
+            if row.go.writes.is_empty() || anchor.go.writes.is_empty() {
+                continue;
+            }
+            ratios
+                .writes
+                .push(row.go.per_second() / anchor.go.per_second());
+            ratios
+                .p99
+                .push(row.go.percentile_ms(0.99) / anchor.go.percentile_ms(0.99));
+            ratios
+                .cpu
+                .push(row.cpu_ms_per_write() / anchor.cpu_ms_per_write());
+            ratios
+                .our_client
+                .push(row.ours.per_second() / anchor.go.per_second());
+            ratios.our_writes.push(row.go.per_second());
+            ratios.anchor_writes.push(anchor.go.per_second());
+            ratios.our_p99.push(row.go.percentile_ms(0.99));
+            ratios.anchor_p99.push(anchor.go.percentile_ms(0.99));
+        }
+        ratios
+    }
+}
+
+/// The median of `values` (NaN for none, the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// "0.94x [0.82-1.01]": the median ratio and its range over the rounds.
+fn spread(ratios: &[f64]) -> String {
+    let finite: Vec<f64> = ratios.iter().copied().filter(|v| !v.is_nan()).collect();
+    let low = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match finite.len() {
+        0 => "-".to_owned(),
+        1 => format!("{:.2}x", finite[0]),
+        _ => format!("{:.2}x [{low:.2}-{high:.2}]", median(&finite)),
+    }
 }
 
 /// xorshift64*: enough randomness for keys, without a dependency.
