@@ -133,18 +133,18 @@ fn commit(
     exit_code: Option<i32>,
     span: Span,
 ) -> Result<(Shared, Shared), SimError> {
-    Ok(sim.store().update(|state| {
+    let shared = sim.store().update(|state| {
         let before = Shared::of(state, &prepared.unit);
         Runner::commit(state, prepared, exit_code, span);
-        let excess = state.calls.len().saturating_sub(KEEP_CALLS);
-        state.calls.drain(..excess);
         let excess = state.juju_log.len().saturating_sub(KEEP_LOG_LINES);
         state.juju_log.drain(..excess);
         let excess = state.history.len().saturating_sub(KEEP_HISTORY);
         state.history.drain(..excess);
         let after = Shared::of(state, &prepared.unit);
         (before, after)
-    })?)
+    })?;
+    sim.store().trim_calls(KEEP_CALLS)?;
+    Ok(shared)
 }
 
 /// Seconds since the epoch.

@@ -41,6 +41,11 @@ pub struct State {
     /// Every `juju-log` line, in order (never rolled back, as in Juju).
     pub juju_log: Vec<LogLine>,
     /// Every hook-tool invocation, in order: what a test or a benchmark can replay or check.
+    /// Kept apart from the state file, in the store's append-only calls log
+    /// ([`crate::store::Store`]): [`Store::load`](crate::store::Store::load) fills it in, and
+    /// the calls a tool records here are appended to the log, so that a tool that changes
+    /// nothing need not rewrite the state.
+    #[serde(skip)]
     pub calls: Vec<ToolCall>,
     /// Every finished action, in order.
     pub actions: Vec<ActionRecord>,

@@ -67,6 +67,32 @@ pub fn reads_stdin(tool: &str, args: &[String]) -> bool {
             })
 }
 
+/// Whether `tool` only reads the model: its process then runs under the store's shared lock
+/// and never rewrites the state ([`crate::store::Store::read_only`]), so that the many
+/// reads of concurrent hooks run side by side. Its call is still logged.
+pub fn is_read_only(tool: &str) -> bool {
+    matches!(
+        tool,
+        "network-get"
+            | "relation-ids"
+            | "relation-list"
+            | "relation-get"
+            | "is-leader"
+            | "config-get"
+            | "status-get"
+            | "action-get"
+            | "leader-get"
+            | "goal-state"
+            | "opened-ports"
+            | "storage-list"
+            | "storage-get"
+            | "unit-get"
+            | "relation-model-get"
+            | "credential-get"
+            | "resource-get"
+    )
+}
+
 /// What a tool process prints and exits with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolOutput {

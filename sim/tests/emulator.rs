@@ -612,6 +612,105 @@ fn concurrent_tool_processes_lose_nothing() {
     assert_eq!(lines.len(), 24, "{lines:?}");
 }
 
+/// The tools that only read run under the shared lock and never rewrite the state file
+/// (its inode stays, where any write renames a new file in), yet every call is logged; a
+/// tool that changes the state still rewrites it.
+#[test]
+fn reading_tools_never_rewrite_the_state_and_every_call_is_logged() {
+    let fixture = Fixture::new();
+    let state_file = fixture.runner.store().path().display().to_string();
+    let reads = [
+        "relation-ids db-cluster",
+        "relation-list -r db-cluster:0",
+        "relation-get -r db-cluster:0 - controller/1",
+        "relation-get -r db-cluster:0 --app - controller",
+        "is-leader",
+        "config-get",
+        "status-get",
+        "leader-get",
+        "goal-state",
+        "opened-ports",
+        "network-get db-cluster",
+        "unit-get private-address",
+        "relation-model-get -r db-cluster:0",
+        "storage-list",
+    ];
+    let body: String = reads
+        .iter()
+        .map(|read| format!("{read} >/dev/null 2>&1\n"))
+        .collect();
+    fixture.script(
+        0,
+        &format!(
+            "before=$(stat -c %i {state_file})\n{body}\
+             test \"$(stat -c %i {state_file})\" = \"$before\" || exit 7\n\
+             status-set active changed\n\
+             test \"$(stat -c %i {state_file})\" != \"$before\" || exit 8"
+        ),
+    );
+    let calls_before = fixture.state().calls.len();
+    let outcome = fixture
+        .runner
+        .run("controller/0", &Invocation::hook("update-status"))
+        .expect("run");
+    assert_eq!(
+        outcome.exit_code,
+        Some(0),
+        "7: a reading tool rewrote the state; 8: status-set did not: {outcome:?}"
+    );
+    let state = fixture.state();
+    let logged: Vec<String> = state.calls[calls_before..]
+        .iter()
+        .map(|call| [&[call.tool.clone()][..], &call.args].concat().join(" "))
+        .collect();
+    let mut expected: Vec<String> = reads.iter().map(|read| (*read).to_owned()).collect();
+    expected.push("status-set active changed".to_owned());
+    assert_eq!(logged, expected);
+    for tool in reads
+        .iter()
+        .map(|read| read.split(' ').next().expect("a tool"))
+    {
+        assert!(juju_sim::tools::is_read_only(tool), "{tool}");
+    }
+    assert!(!juju_sim::tools::is_read_only("status-set"));
+    assert!(!juju_sim::tools::is_read_only("relation-set"));
+}
+
+/// Readers (shared lock) and writers (exclusive) side by side: every write lands, every
+/// call is logged once and whole.
+#[test]
+fn concurrent_readers_and_writers_lose_no_write_and_no_call() {
+    let fixture = Fixture::new();
+    let before = fixture.state().calls.len();
+    let children: Vec<_> = (0..32)
+        .map(|i| {
+            let args: Vec<String> = if i % 2 == 0 {
+                vec!["juju-log".into(), format!("line {i}")]
+            } else {
+                vec!["relation-list".into(), "-r".into(), "db-cluster:0".into()]
+            };
+            Command::new(HOOK_TOOL)
+                .args(&args)
+                .env("JUJU_SIM_STATE", fixture.runner.store().path())
+                .env("JUJU_UNIT_NAME", "controller/0")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().expect("wait").success());
+    }
+    let state = fixture.state();
+    assert_eq!(state.juju_log.len(), 16, "{:?}", state.juju_log);
+    let calls = &state.calls[before..];
+    assert_eq!(calls.len(), 32, "{calls:?}");
+    assert_eq!(
+        calls.iter().filter(|c| c.tool == "relation-list").count(),
+        16
+    );
+}
+
 #[test]
 fn a_missing_hook_is_skipped_and_a_missing_action_fails() {
     let fixture = Fixture::new();

@@ -81,7 +81,13 @@ fn main() -> ExitCode {
         stdin,
     };
     let store = Store::new(state_path);
-    match store.update(|state| run_tool(state, &caller, &tool, &args)) {
+    let run = |state: &mut _| run_tool(state, &caller, &tool, &args);
+    let outcome = if juju_sim::tools::is_read_only(&tool) {
+        store.read_only(run)
+    } else {
+        store.update(run)
+    };
+    match outcome {
         Ok(output) => {
             // A closed stdout or stderr is the caller's choice; the exit code still tells.
             let _ = std::io::stdout().write_all(output.stdout.as_bytes());
