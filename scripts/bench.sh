@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The benches run the release binaries of other packages (dispatch, juju-hook-tool, dbaccessor).
 cargo build --release --workspace --bins --locked
-# The hook bench measures the dispatch that scripts/build-charm.sh packs (linked statically).
-export CONTROLLER_CHARM_DISPATCH
+# The hook bench measures the dispatch that scripts/build-charm.sh packs (linked statically),
+# and the simulator's benches run that one too (juju-sim reads JUJU_SIM_DISPATCH).
+export CONTROLLER_CHARM_DISPATCH JUJU_SIM_DISPATCH
 CONTROLLER_CHARM_DISPATCH=$(bash scripts/build-dispatch.sh)
+JUJU_SIM_DISPATCH=$CONTROLLER_CHARM_DISPATCH
 # package, bench name, the manifest that declares it
 benches=(
   "controller-charm hook Cargo.toml"

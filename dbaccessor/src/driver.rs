@@ -173,6 +173,12 @@ impl Driver for DqliteDriver {
         self.reporter.as_ref()?.view().map(|view| view.aged())
     }
 
+    fn kick_progress(&self) {
+        if let Some(reporter) = &self.reporter {
+            reporter.kick();
+        }
+    }
+
     async fn rebind(&mut self, address: &str) -> Result<(), DriverError> {
         // A lone member has nobody to hand anything over to.
         self.stop_without_handover().await?;

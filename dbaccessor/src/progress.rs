@@ -17,7 +17,9 @@ use std::time::Duration;
 use controller_contract::status::LogPosition;
 use dqlite::client::{Client, Options};
 use dqlite::wire::Value;
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -86,6 +88,8 @@ impl View {
 pub struct Reporter {
     task: JoinHandle<()>,
     view: watch::Receiver<Option<View>>,
+    /// Wakes the loop for a round now (see [`Reporter::kick`]).
+    kick: Arc<Notify>,
 }
 
 impl Drop for Reporter {
@@ -108,8 +112,25 @@ impl Reporter {
         F: Fn() -> Result<LogPosition, String> + Send + Sync + Clone + 'static,
     {
         let (tx, view) = watch::channel(None);
-        let task = tokio::spawn(report_loop(node_id, data_dir, interval, tls, position, tx));
-        Reporter { task, view }
+        let kick = Arc::new(Notify::new());
+        let task = tokio::spawn(report_loop(
+            node_id,
+            data_dir,
+            interval,
+            tls,
+            position,
+            tx,
+            kick.clone(),
+        ));
+        Reporter { task, view, kick }
+    }
+
+    /// Reports and reads the reports now rather than at the next interval (the interval
+    /// then counts from this round): while the cluster settles after a change, so that a
+    /// member that just joined or caught up shows in the verdict at once. The caller paces
+    /// it; a kick during a round runs one more round right after.
+    pub fn kick(&self) {
+        self.kick.notify_one();
     }
 
     /// The last reports read, if any.
@@ -125,6 +146,7 @@ async fn report_loop<F>(
     tls: Option<dqlite::tls::Tls>,
     position: F,
     view: watch::Sender<Option<View>>,
+    kick: Arc<Notify>,
 ) where
     F: Fn() -> Result<LogPosition, String> + Send + Sync + Clone + 'static,
 {
@@ -134,7 +156,10 @@ async fn report_loop<F>(
     let mut rounds: u32 = 0;
     let mut last_error = String::new();
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = kick.notified() => ticker.reset(),
+        }
         rounds = rounds.wrapping_add(1);
         let reported = report_once(
             node_id,
@@ -295,6 +320,56 @@ fn parse_rows(rows: &[Vec<Value>]) -> BTreeMap<u64, Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Waits up to 20 s for a view read after `after`.
+    async fn view_after(reporter: &Reporter, after: Option<Instant>) -> View {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(view) = reporter.view() {
+                if after.is_none_or(|after| view.read_at > after) {
+                    return view;
+                }
+            }
+            assert!(Instant::now() < deadline, "no report read after {after:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A reporter whose interval is an hour reports once at its start and again only when
+    /// kicked: a kick is a round now.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kick_reports_and_reads_now_rather_than_at_the_interval() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let address = "127.21.250.1:17666";
+        let app = dqlite::app::App::start(dqlite::app::AppConfig::new(dir.path(), address))
+            .await
+            .expect("a node starts");
+        app.ready(Duration::from_secs(20)).await.expect("ready");
+        let position = || Ok(LogPosition { term: 1, index: 7 });
+        let reporter = Reporter::spawn(
+            app.id(),
+            dir.path().to_path_buf(),
+            Duration::from_secs(3600),
+            None,
+            position,
+        );
+        let first = view_after(&reporter, None).await;
+        assert_eq!(
+            first.reports.get(&app.id()).map(|r| r.position.index),
+            Some(7)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            reporter.view().map(|v| v.read_at),
+            Some(first.read_at),
+            "no second round without a kick"
+        );
+        reporter.kick();
+        let second = view_after(&reporter, Some(first.read_at)).await;
+        assert!(second.read_at > first.read_at);
+        drop(reporter);
+        app.stop().await.expect("stop");
+    }
 
     #[test]
     fn ids_keep_their_bits() {

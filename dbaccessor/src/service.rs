@@ -19,7 +19,7 @@ use status::from_member;
 pub(crate) use status::{availability, classify_membership};
 
 use controller_backoff::Backoff;
-use controller_contract::status::{LogPosition, NodeState, Role, Status};
+use controller_contract::status::{LogPosition, NodeState, Role, Status, Verdict};
 use dqlite::NodeInfo;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -102,6 +102,8 @@ pub(crate) trait Driver {
     /// The members' last progress reports (log positions), with their age now; `None`
     /// while the node does not run or nothing has been read yet.
     fn progress(&self) -> Option<BTreeMap<u64, Report>>;
+    /// Has the progress reporter report and read now (nothing while the node does not run).
+    fn kick_progress(&self) {}
     /// Hands leadership and the vote over, then stops the node.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), DriverError>>;
     /// Stops the node without handing anything over (there is nobody to hand over to).
@@ -111,6 +113,27 @@ pub(crate) trait Driver {
     fn log_position(&mut self) -> impl Future<Output = Result<LogPosition, DriverError>>;
 }
 
+/// How long after a map change the status is refreshed every
+/// [`Timings::health_interval_settling`] while it is not healthy: long enough for joins and
+/// promotions (well under a second each), short enough that a controller that stays down
+/// costs the quick checks only this long after each change.
+pub const SETTLING_WINDOW: Duration = Duration::from_secs(5);
+
+/// How long until the next health check: the settling interval while a map change within
+/// [`SETTLING_WINDOW`] has not yet led to a healthy verdict, the normal interval otherwise.
+/// Pure.
+pub(crate) fn health_delay(
+    timings: &Timings,
+    healthy: bool,
+    now: Instant,
+    settling_until: Option<Instant>,
+) -> Duration {
+    match settling_until {
+        Some(until) if now < until && !healthy => timings.health_interval_settling,
+        _ => timings.health_interval,
+    }
+}
+
 /// Timings of the loop.
 #[derive(Debug, Clone)]
 pub struct Timings {
@@ -118,6 +141,11 @@ pub struct Timings {
     pub quorum_timeout: Duration,
     /// How often the status is refreshed and the leader checked.
     pub health_interval: Duration,
+    /// How often instead while the cluster settles: within [`SETTLING_WINDOW`] of a map
+    /// change, until the verdict is healthy, so that a member that joined or was promoted
+    /// shows in the status (and the verdict turns healthy) within this rather than at the
+    /// next tick. Each check is one request to the leader.
+    pub health_interval_settling: Duration,
     /// The first pause after a failed start.
     pub retry_initial: Duration,
     /// The longest pause between failed starts.
@@ -129,6 +157,7 @@ impl Timings {
         Self {
             quorum_timeout: config.quorum_timeout,
             health_interval: Duration::from_secs(1),
+            health_interval_settling: Duration::from_millis(100),
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
         }
@@ -171,6 +200,10 @@ pub(crate) struct Service<D> {
     /// After a map change: until when the membership is checked every
     /// [`DEPARTURE_CHECK_EVERY`] rather than every health tick, and when next.
     departure_watch: Option<(Instant, Instant)>,
+    /// Until when the status is refreshed at the settling pace ([`health_delay`]).
+    settling_until: Option<Instant>,
+    /// When the next health check is due.
+    next_health: Instant,
     /// "The database is available": set while the node is a member, cleared otherwise, so
     /// that the workers beside the dbaccessor in an agent reach the cluster only through it.
     available: watch::Sender<Option<Database>>,
@@ -192,6 +225,7 @@ impl<D: Driver> Service<D> {
             health: None,
             decisions: Vec::new(),
         };
+        let timings_health_interval = timings.health_interval;
         Self {
             backoff: Backoff::new(timings.retry_initial, timings.retry_max),
             config,
@@ -206,6 +240,8 @@ impl<D: Driver> Service<D> {
             last_probe: None,
             kept_absent: BTreeSet::new(),
             departure_watch: None,
+            settling_until: None,
+            next_health: Instant::now() + timings_health_interval,
             deferred: VecDeque::new(),
             reason: String::new(),
             available: watch::Sender::new(None),
@@ -248,8 +284,6 @@ impl<D: Driver> Service<D> {
     /// Runs until [`Event::Shutdown`] (or every sender is gone), then shuts the node down.
     pub async fn run(mut self) -> Result<(), DriverError> {
         self.converge(Trigger::Startup, Quorum::Unknown).await;
-        let mut health = tokio::time::interval(self.timings.health_interval);
-        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.publish_availability();
             // Events that arrived while an operation ran come first, in order; one round
@@ -290,8 +324,21 @@ impl<D: Driver> Service<D> {
                     self.retry_at = None;
                     self.converge(Trigger::Retry, Quorum::Unknown).await;
                 }
-                _ = health.tick() => {
-                    if let Some(failure) = self.check_health().await {
+                () = tokio::time::sleep_until(self.next_health) => {
+                    let failure = self.check_health().await;
+                    let healthy = self
+                        .status
+                        .health
+                        .as_ref()
+                        .is_some_and(|health| health.verdict == Verdict::Healthy);
+                    let now = Instant::now();
+                    let delay = health_delay(&self.timings, healthy, now, self.settling_until);
+                    if delay < self.timings.health_interval {
+                        // Settling: fresh reports for the next check, not the last second's.
+                        self.driver.kick_progress();
+                    }
+                    self.next_health = now + delay;
+                    if let Some(failure) = failure {
                         self.handle(Event::NodeFailed(failure)).await;
                     }
                 }
@@ -314,6 +361,12 @@ impl<D: Driver> Service<D> {
                 // which hands leadership over just before it goes.
                 let now = Instant::now();
                 self.departure_watch = Some((now + self.timings.quorum_timeout * 2, now));
+                // Joins and promotions follow a map change: look at the cluster at the
+                // settling pace until it is healthy.
+                self.settling_until = Some(now + SETTLING_WINDOW);
+                self.next_health = self
+                    .next_health
+                    .min(now + self.timings.health_interval_settling);
             }
             Event::NodeFailed(why) => {
                 log::warn!("node failed: {why}");
@@ -512,10 +565,41 @@ mod tests {
         config
     }
 
+    #[test]
+    fn the_status_is_checked_at_the_settling_pace_only_after_a_change_until_healthy() {
+        let timings = Timings {
+            health_interval_settling: Duration::from_millis(100),
+            health_interval: Duration::from_secs(1),
+            ..test_timings()
+        };
+        let now = Instant::now();
+        let window = Some(now + SETTLING_WINDOW);
+        let fast = Duration::from_millis(100);
+        let slow = Duration::from_secs(1);
+        // (healthy, now, settling until) -> delay
+        let table = [
+            (false, now, window, fast),
+            (true, now, window, slow),
+            (false, now + SETTLING_WINDOW, window, slow),
+            (false, now + SETTLING_WINDOW * 2, window, slow),
+            (false, now, None, slow),
+            (true, now, None, slow),
+        ];
+        for (healthy, at, until, expected) in table {
+            assert_eq!(
+                health_delay(&timings, healthy, at, until),
+                expected,
+                "healthy {healthy}, {:?} into the window",
+                at - now
+            );
+        }
+    }
+
     fn test_timings() -> Timings {
         Timings {
             quorum_timeout: Duration::from_secs(2),
             health_interval: Duration::from_secs(3600),
+            health_interval_settling: Duration::from_secs(3600),
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
         }

@@ -304,11 +304,13 @@ pub fn settle(
                 continue;
             };
             let mut command = std::mem::replace(&mut prepared.command, Command::new("true"));
+            let mounts = prepared.mounts.clone();
             let tx = done_tx.clone();
             let name = unit.clone();
             std::thread::spawn(move || {
                 let started_ms = crate::tools::now_ms();
-                let output = crate::runner::output_retrying_busy(command.stdin(Stdio::null()));
+                let output =
+                    crate::runner::run_command(command.stdin(Stdio::null()), mounts.as_deref());
                 let span = Span {
                     started_ms,
                     ended_ms: crate::tools::now_ms(),

@@ -128,6 +128,10 @@ impl Invocation {
 pub struct Prepared {
     /// The charm's program, with the environment, working dir and arguments set.
     pub command: Command,
+    /// The machine data dir the program must see as `/var/lib/juju` (a unit of a simulated
+    /// machine): [`run_command`] spawns it from a thread in such a mount namespace. The
+    /// command's program and working dir are paths in that view.
+    pub mounts: Option<PathBuf>,
     /// `JUJU_CONTEXT_ID` of this run.
     pub context_id: String,
     /// The unit.
@@ -222,7 +226,8 @@ impl Runner {
             });
         };
         let program = PathBuf::from(prepared.command.get_program());
-        let output = output_retrying_busy(prepared.command.stdin(Stdio::null()))
+        let mounts = prepared.mounts.clone();
+        let output = run_command(prepared.command.stdin(Stdio::null()), mounts.as_deref())
             .map_err(|source| RunError::Spawn { program, source });
         let output = match output {
             Ok(output) => output,
@@ -324,7 +329,7 @@ impl Runner {
 
         // On a simulated machine the hook runs in the machine's mount namespace and sees its
         // charm dir below `/var/lib/juju`, as on a Juju machine.
-        let (mut command, seen_charm_dir) = match unit_state
+        let (mut command, seen_charm_dir, mounts) = match unit_state
             .data_dir
             .as_ref()
             .and_then(|data_dir| Some((data_dir, charm_dir.strip_prefix(data_dir).ok()?)))
@@ -332,15 +337,14 @@ impl Runner {
             Some((data_dir, below)) => {
                 let seen = Path::new(crate::mounts::JUJU_DATA_DIR).join(below);
                 let seen_program = seen.join(program.strip_prefix(&charm_dir).unwrap_or(&program));
-                (
-                    crate::mounts::in_machine_mounts(data_dir, &seen_program, &seen),
-                    seen,
-                )
+                let mut command = Command::new(seen_program);
+                command.current_dir(&seen);
+                (command, seen, Some(data_dir.clone()))
             }
             None => {
                 let mut command = Command::new(&program);
                 command.current_dir(&charm_dir);
-                (command, charm_dir.clone())
+                (command, charm_dir.clone(), None)
             }
         };
         command.env_clear();
@@ -417,6 +421,7 @@ impl Runner {
         }
         Ok(Some(Prepared {
             command,
+            mounts,
             context_id,
             unit: unit.to_owned(),
             dispatch_path,
@@ -550,6 +555,36 @@ pub fn locate_hook_tool() -> Result<PathBuf, String> {
          (or `cargo build --release -p juju-sim` for benchmarks) first",
         exe.display()
     ))
+}
+
+/// Runs `command` to its end ([`output_retrying_busy`]); with `mounts`, from a thread of
+/// its own that first enters a mount namespace in which `/var/lib/juju` is that dir
+/// ([`crate::mounts::enter_machine_mounts`]), so the caller's view never changes.
+pub fn run_command(
+    command: &mut Command,
+    mounts: Option<&Path>,
+) -> std::io::Result<std::process::Output> {
+    let Some(data_dir) = mounts else {
+        return output_retrying_busy(command);
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                crate::mounts::enter_machine_mounts(data_dir).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot give the hook {} as {}: {e}",
+                            data_dir.display(),
+                            crate::mounts::JUJU_DATA_DIR
+                        ),
+                    )
+                })?;
+                output_retrying_busy(command)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the hook's spawning thread panicked")))
+    })
 }
 
 /// `command.output()`, tried again for a moment while exec fails with "text file busy": a
