@@ -351,6 +351,16 @@ impl<D: Driver> Service<D> {
         self.driver.shutdown().await
     }
 
+    /// Looks at the cluster at the settling pace ([`health_delay`]) for
+    /// [`SETTLING_WINDOW`] from now, or until healthy.
+    fn settle_from_now(&mut self) {
+        let now = Instant::now();
+        self.settling_until = Some(now + SETTLING_WINDOW);
+        self.next_health = self
+            .next_health
+            .min(now + self.timings.health_interval_settling);
+    }
+
     async fn handle(&mut self, event: Event) {
         match event {
             Event::ConfigChanged(trigger) => {
@@ -363,10 +373,7 @@ impl<D: Driver> Service<D> {
                 self.departure_watch = Some((now + self.timings.quorum_timeout * 2, now));
                 // Joins and promotions follow a map change: look at the cluster at the
                 // settling pace until it is healthy.
-                self.settling_until = Some(now + SETTLING_WINDOW);
-                self.next_health = self
-                    .next_health
-                    .min(now + self.timings.health_interval_settling);
+                self.settle_from_now();
             }
             Event::NodeFailed(why) => {
                 log::warn!("node failed: {why}");

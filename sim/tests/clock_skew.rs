@@ -52,11 +52,23 @@ impl Model {
                     return log;
                 }
             }
-            assert!(
-                Instant::now() < until,
-                "no new holder acted within {within:?}; status: {:#?}",
-                self.status()
-            );
+            if Instant::now() >= until {
+                // The agents' own account of what happened, for whoever reads the failure.
+                let log = self.run(&["debug-log"]);
+                let log = String::from_utf8_lossy(&log.stdout);
+                for machine in 0..3 {
+                    let prefix = format!("machine-{machine}:");
+                    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with(&prefix)).collect();
+                    eprintln!("debug-log of machine {machine}, last 80 lines:");
+                    for line in &lines[lines.len().saturating_sub(80)..] {
+                        eprintln!("{line}");
+                    }
+                }
+                panic!(
+                    "no new holder acted within {within:?}; status: {:#?}",
+                    self.status()
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -102,6 +114,18 @@ fn tokens(log: &[FencedAction]) -> Vec<Token> {
     tokens
 }
 
+/// `wait` after agents restarted: settled, then settled again once every dbaccessor has
+/// looked at the cluster afresh. `wait` reads the leader's dbaccessor, whose member list
+/// may be up to one health tick (1 s) old when no map change came with the restarts; a
+/// restarted voter rejoins as a spare and is promoted again by the leader, and a kill in
+/// that second found two voters, one of them the killed leader (quorum lost, seen here:
+/// the test was then about Dqlite's voter count, not the leases).
+fn settled_after_restarts(model: &Model) {
+    model.ok(&["wait"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    model.ok(&["wait"]);
+}
+
 #[test]
 fn skewed_controller_clocks_never_give_the_lease_to_two_holders() {
     let model = Model::new();
@@ -128,7 +152,7 @@ fn skewed_controller_clocks_never_give_the_lease_to_two_holders() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    model.ok(&["wait"]);
+    settled_after_restarts(&model);
 
     // Kill holders one after another until a skewed controller has held the lease and
     // been killed too (at least 3 rounds): every takeover within the lease plus a bound.
@@ -177,7 +201,7 @@ fn skewed_controller_clocks_never_give_the_lease_to_two_holders() {
         );
         check_commit_order(&log).expect("one holder at a time");
         // The killed agent restarts and rejoins before the next round.
-        model.ok(&["wait"]);
+        settled_after_restarts(&model);
     }
     let log = model.fencing_log().expect("the fencing log");
     let grants = check_commit_order(&log).expect("one holder at a time");

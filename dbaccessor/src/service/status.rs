@@ -26,7 +26,13 @@ impl<D: Driver> Service<D> {
         }
         match self.driver.cluster().await {
             Some((members, leader)) => {
-                self.status.members = members.iter().map(to_member).collect();
+                let members_now: Vec<Member> = members.iter().map(to_member).collect();
+                if !self.status.members.is_empty() && members_now != self.status.members {
+                    // A join, a promotion, a member back after a restart: follow it at the
+                    // settling pace until healthy, as after a map change.
+                    self.settle_from_now();
+                }
+                self.status.members = members_now;
                 self.status.leader_id = leader;
                 self.note_mapped_members(&members);
             }
