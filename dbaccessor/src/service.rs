@@ -119,20 +119,28 @@ pub(crate) trait Driver {
 /// costs the quick checks only this long after each change.
 pub const SETTLING_WINDOW: Duration = Duration::from_secs(5);
 
-/// How long until the next health check: the settling interval while a map change within
-/// [`SETTLING_WINDOW`] has not yet led to a healthy verdict, the normal interval otherwise.
-/// Pure.
+/// How long until the next health check: the settling interval within [`SETTLING_WINDOW`]
+/// of a map change or a membership change while the verdict is not healthy or the last
+/// check still saw the membership change (a lone voter is healthy while two joiners wait
+/// for their promotion), the normal interval otherwise. Pure.
 pub(crate) fn health_delay(
     timings: &Timings,
     healthy: bool,
+    membership_changed: bool,
     now: Instant,
     settling_until: Option<Instant>,
 ) -> Duration {
     match settling_until {
-        Some(until) if now < until && !healthy => timings.health_interval_settling,
+        Some(until) if now < until && (!healthy || membership_changed) => {
+            timings.health_interval_settling
+        }
         _ => timings.health_interval,
     }
 }
+
+/// The progress reporter is kicked at most this often while settling: each kick is a
+/// write through the leader, from every settling node.
+const KICK_EVERY: Duration = Duration::from_millis(250);
 
 /// Timings of the loop.
 #[derive(Debug, Clone)]
@@ -202,6 +210,11 @@ pub(crate) struct Service<D> {
     departure_watch: Option<(Instant, Instant)>,
     /// Until when the status is refreshed at the settling pace ([`health_delay`]).
     settling_until: Option<Instant>,
+    /// Whether a cluster refresh saw the members or their roles change since the last
+    /// health check chose its pace.
+    membership_changed: bool,
+    /// When the progress reporter was last kicked.
+    last_kick: Option<Instant>,
     /// When the next health check is due.
     next_health: Instant,
     /// "The database is available": set while the node is a member, cleared otherwise, so
@@ -241,6 +254,8 @@ impl<D: Driver> Service<D> {
             kept_absent: BTreeSet::new(),
             departure_watch: None,
             settling_until: None,
+            membership_changed: false,
+            last_kick: None,
             next_health: Instant::now() + timings_health_interval,
             deferred: VecDeque::new(),
             reason: String::new(),
@@ -332,10 +347,20 @@ impl<D: Driver> Service<D> {
                         .as_ref()
                         .is_some_and(|health| health.verdict == Verdict::Healthy);
                     let now = Instant::now();
-                    let delay = health_delay(&self.timings, healthy, now, self.settling_until);
-                    if delay < self.timings.health_interval {
+                    let delay = health_delay(
+                        &self.timings,
+                        healthy,
+                        std::mem::take(&mut self.membership_changed),
+                        now,
+                        self.settling_until,
+                    );
+                    let kicked_lately = self
+                        .last_kick
+                        .is_some_and(|at| now.duration_since(at) < KICK_EVERY);
+                    if delay < self.timings.health_interval && !kicked_lately {
                         // Settling: fresh reports for the next check, not the last second's.
                         self.driver.kick_progress();
+                        self.last_kick = Some(now);
                     }
                     self.next_health = now + delay;
                     if let Some(failure) = failure {
@@ -583,20 +608,21 @@ mod tests {
         let window = Some(now + SETTLING_WINDOW);
         let fast = Duration::from_millis(100);
         let slow = Duration::from_secs(1);
-        // (healthy, now, settling until) -> delay
+        // (healthy, membership changed at the last check, now, settling until) -> delay
         let table = [
-            (false, now, window, fast),
-            (true, now, window, slow),
-            (false, now + SETTLING_WINDOW, window, slow),
-            (false, now + SETTLING_WINDOW * 2, window, slow),
-            (false, now, None, slow),
-            (true, now, None, slow),
+            (false, false, now, window, fast),
+            (true, false, now, window, slow),
+            (true, true, now, window, fast),
+            (false, true, now + SETTLING_WINDOW, window, slow),
+            (false, false, now + SETTLING_WINDOW * 2, window, slow),
+            (false, true, now, None, slow),
+            (true, false, now, None, slow),
         ];
-        for (healthy, at, until, expected) in table {
+        for (healthy, changed, at, until, expected) in table {
             assert_eq!(
-                health_delay(&timings, healthy, at, until),
+                health_delay(&timings, healthy, changed, at, until),
                 expected,
-                "healthy {healthy}, {:?} into the window",
+                "healthy {healthy}, changed {changed}, {:?} into the window",
                 at - now
             );
         }

@@ -28,8 +28,11 @@ impl<D: Driver> Service<D> {
             Some((members, leader)) => {
                 let members_now: Vec<Member> = members.iter().map(to_member).collect();
                 if !self.status.members.is_empty() && members_now != self.status.members {
+                    // Kept until the next health check has chosen its pace (a departure
+                    // check may be the refresh that sees it).
+                    self.membership_changed = true;
                     // A join, a promotion, a member back after a restart: follow it at the
-                    // settling pace until healthy, as after a map change.
+                    // settling pace, as after a map change.
                     self.settle_from_now();
                 }
                 self.status.members = members_now;
