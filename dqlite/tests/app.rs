@@ -11,6 +11,7 @@ use dqlite::NodeRole::{Spare, StandBy, Voter};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_nodes_become_voters_then_stand_bys_and_replace_a_lost_voter() {
+    let _serial = app_support::one_at_a_time().await;
     let dirs: Vec<_> = (0..5)
         .map(|_| tempfile::tempdir().expect("a temp dir"))
         .collect();
@@ -80,6 +81,7 @@ async fn joining_nodes_become_voters_then_stand_bys_and_replace_a_lost_voter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_voter_is_never_removed() {
+    let _serial = app_support::one_at_a_time().await;
     let dirs: Vec<_> = (0..2)
         .map(|_| tempfile::tempdir().expect("a temp dir"))
         .collect();
@@ -123,6 +125,7 @@ async fn the_last_voter_is_never_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_leader_hands_over_and_writes_continue() {
+    let _serial = app_support::one_at_a_time().await;
     let dirs: Vec<_> = (0..4)
         .map(|_| tempfile::tempdir().expect("a temp dir"))
         .collect();
@@ -185,6 +188,7 @@ async fn a_stopping_leader_hands_over_and_writes_continue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_restarts_from_its_persisted_state() {
+    let _serial = app_support::one_at_a_time().await;
     let dirs: Vec<_> = (0..3)
         .map(|_| tempfile::tempdir().expect("a temp dir"))
         .collect();
@@ -244,6 +248,7 @@ async fn a_cluster_restarts_from_its_persisted_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shrink_to_one_from_the_most_up_to_date_member_keeps_every_row() {
+    let _serial = app_support::one_at_a_time().await;
     let dirs: Vec<_> = (0..3)
         .map(|_| tempfile::tempdir().expect("a temp dir"))
         .collect();
@@ -291,6 +296,7 @@ async fn shrink_to_one_from_the_most_up_to_date_member_keeps_every_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_node_rebinds_to_a_new_address() {
+    let _serial = app_support::one_at_a_time().await;
     let dir = tempfile::tempdir().expect("a temp dir");
     let old = address(6, 1);
     let new = address(6, 2);
@@ -311,6 +317,7 @@ async fn a_lone_node_rebinds_to_a_new_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_voter_leaves_an_odd_count_and_rejoins_as_a_voter() {
+    let _serial = app_support::one_at_a_time().await;
     let dirs: Vec<_> = (0..4)
         .map(|_| tempfile::tempdir().expect("a temp dir"))
         .collect();
@@ -338,6 +345,7 @@ async fn a_removed_voter_leaves_an_odd_count_and_rejoins_as_a_voter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_voter_hands_over_to_its_stand_by() {
+    let _serial = app_support::one_at_a_time().await;
     let dirs: Vec<_> = (0..2)
         .map(|_| tempfile::tempdir().expect("a temp dir"))
         .collect();
@@ -358,6 +366,7 @@ async fn a_lone_voter_hands_over_to_its_stand_by() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_joining_at_once_all_get_in() {
+    let _serial = app_support::one_at_a_time().await;
     let dirs: Vec<_> = (0..4)
         .map(|_| tempfile::tempdir().expect("a temp dir"))
         .collect();
@@ -391,6 +400,7 @@ async fn nodes_joining_at_once_all_get_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_join_resumes_with_the_same_id() {
+    let _serial = app_support::one_at_a_time().await;
     let dirs: Vec<_> = (0..2)
         .map(|_| tempfile::tempdir().expect("a temp dir"))
         .collect();
@@ -425,6 +435,7 @@ async fn an_interrupted_join_resumes_with_the_same_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_cluster_reuses_its_connections() {
+    let _serial = app_support::one_at_a_time().await;
     let dirs: Vec<_> = (0..3)
         .map(|_| tempfile::tempdir().expect("a temp dir"))
         .collect();

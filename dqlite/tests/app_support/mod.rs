@@ -26,6 +26,17 @@ pub fn address(scenario: u8, host: u8) -> String {
     format!("127.11.{}.{host}:9001", 128 + u16::from(scenario))
 }
 
+/// Held by each in-process scenario for its whole run, so that this binary's scenarios run
+/// one at a time. libdqlite 1.11 registers each node's SQLite VFS process-wide under a name
+/// made from the node id, and every scenario bootstraps a node 1: two scenarios at once in
+/// one process can open each other's databases (seen once: a restarted cluster's node
+/// answered "no such table" for a table its own cluster had). Production runs one node per
+/// process; the agent's tests guard their in-process clusters the same way.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static SCENARIO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SCENARIO.lock().await
+}
+
 /// A configuration with short timers, so that scenarios stay quick.
 pub fn config(dir: &Path, address: &str, peers: &[String]) -> AppConfig {
     let mut config = AppConfig::new(dir, address);
