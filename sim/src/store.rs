@@ -63,9 +63,9 @@ impl Store {
         &self.path
     }
 
-    /// Reads the state, with the calls log, under the lock.
+    /// Reads the state, with the calls log, under the shared lock (it changes nothing).
     pub fn load(&self) -> Result<State, StoreError> {
-        let _lock = self.lock(Lock::Exclusive)?;
+        let _lock = self.lock(Lock::Shared)?;
         let mut state = self.read()?;
         state.calls = self.read_calls()?;
         Ok(state)
