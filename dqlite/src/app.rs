@@ -8,7 +8,10 @@
 //! - A background task finds the leader every `role_interval`, refreshes the persisted
 //!   member list (`cluster.yaml`), and, on the leader, probes every member and applies the
 //!   role plan ([`roles::plan_roles`]): the configured numbers of voters and stand-bys,
-//!   promoting and demoting as nodes come and go.
+//!   promoting and demoting as nodes come and go. A ready follower that still follows the
+//!   same leader asks only its own node in most rounds and the leader about once a second
+//!   ([`App::rounds`] counts both kinds), so that the leader's event loop, which carries
+//!   every write, is not also answering every follower five times a second.
 //! - [`App::stop`] hands leadership and the node's vote over first ([`App::handover`]).
 //! - [`App::remove`] refuses to remove the last voter: libdqlite 1.11 accepts it and the
 //!   cluster is dead until an offline recovery.
@@ -38,6 +41,7 @@ mod run;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -229,6 +233,25 @@ struct Shared {
     /// (the leader probes every member every round). Dropped when a probe fails or the
     /// member leaves.
     peers: Mutex<HashMap<String, crate::client::Connection>>,
+    /// The member list `cluster.yaml` was last read or written with by this process: a
+    /// round whose list matches it skips the file (a blocking-pool hop, a read and a parse
+    /// five times a second on every node at the dbaccessor's pace).
+    persisted: Mutex<Option<Vec<NodeInfo>>>,
+    /// The connection a follower's quiet rounds ask its own node through (`run::background`).
+    local: Mutex<Option<crate::client::Connection>>,
+    /// The background rounds so far, full and quiet: see [`App::rounds`].
+    full_rounds: AtomicU64,
+    quiet_rounds: AtomicU64,
+}
+
+/// How many background rounds a node has run since it started ([`App::rounds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rounds {
+    /// Rounds that asked the leader for the member list (and, on the leader, reviewed the
+    /// roles); failed ones included.
+    pub full: u64,
+    /// A follower's rounds that asked only its own node which leader it follows.
+    pub quiet: u64,
 }
 
 /// How many leader connections [`Shared`] keeps: one for the status queries and one for the
@@ -439,6 +462,10 @@ impl App {
             probe_memory: Mutex::new(HashMap::new()),
             leaders: Mutex::new(Vec::new()),
             peers: Mutex::new(HashMap::new()),
+            persisted: Mutex::new(None),
+            local: Mutex::new(None),
+            full_rounds: AtomicU64::new(0),
+            quiet_rounds: AtomicU64::new(0),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready) = watch::channel(false);
@@ -489,6 +516,15 @@ impl App {
     /// The local node's raft id.
     pub fn id(&self) -> u64 {
         self.shared.id
+    }
+
+    /// How many background rounds this node has run, full and quiet: a follower that
+    /// keeps following the same leader runs mostly quiet ones, the leader only full ones.
+    pub fn rounds(&self) -> Rounds {
+        Rounds {
+            full: self.shared.full_rounds.load(Ordering::Relaxed),
+            quiet: self.shared.quiet_rounds.load(Ordering::Relaxed),
+        }
     }
 
     /// The local node's address.

@@ -472,3 +472,84 @@ async fn an_idle_cluster_reuses_its_connections() {
         app.stop().await.expect("the node stops");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_leave_the_leader_alone_but_see_changes() {
+    let _serial = app_support::one_at_a_time().await;
+    let dirs: Vec<_> = (0..4)
+        .map(|_| tempfile::tempdir().expect("a temp dir"))
+        .collect();
+    let a: Vec<String> = (1..=4).map(|host| address(12, host)).collect();
+    let first = start(dirs[0].path(), &a[0], &[]).await;
+    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
+    let third = start(dirs[2].path(), &a[2], &a[..2]).await;
+    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Two seconds of rounds every 100 ms: the leader runs only full ones, the followers
+    // ask the leader about once in five rounds.
+    let before: Vec<_> = [&first, &second, &third].map(App::rounds).to_vec();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after: Vec<_> = [&first, &second, &third].map(App::rounds).to_vec();
+    let delta = |i: usize| {
+        (
+            after[i].full - before[i].full,
+            after[i].quiet - before[i].quiet,
+        )
+    };
+    let (full, quiet) = delta(0);
+    assert!(
+        quiet == 0 && full >= 10,
+        "the leader ran {full} full and {quiet} quiet rounds in 2 s"
+    );
+    for follower in [1, 2] {
+        let (full, quiet) = delta(follower);
+        assert!(
+            full <= 7 && quiet >= 10,
+            "follower {follower} ran {full} full and {quiet} quiet rounds in 2 s"
+        );
+    }
+
+    // A new member reaches the followers' persisted member lists within a few rounds.
+    let fourth = start(dirs[3].path(), &a[3], &a[..1]).await;
+    for dir in [dirs[1].path(), dirs[2].path()] {
+        wait_for(
+            "the new member in a follower's cluster.yaml",
+            Duration::from_secs(3),
+            || async {
+                let listed = app::store::load(dir).map_err(|e| e.to_string())?;
+                if listed.iter().any(|m| m.address == a[3]) {
+                    Ok(())
+                } else {
+                    Err(format!("{listed:?}"))
+                }
+            },
+        )
+        .await;
+    }
+
+    // The leader stops and hands over: the new leader's rounds are full again at once.
+    first.stop().await.expect("the node stops");
+    let new_leader = wait_for("a new leader", Duration::from_secs(5), || async {
+        match second.leader().await {
+            Ok(Some(leader)) if leader.address != a[0] => Ok(leader.address),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let leader = if new_leader == a[1] { &second } else { &third };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = leader.rounds();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = leader.rounds();
+    assert!(
+        after.quiet == before.quiet && after.full >= before.full + 5,
+        "the new leader ran {} full and {} quiet rounds in 1 s",
+        after.full - before.full,
+        after.quiet - before.quiet
+    );
+
+    for app in [fourth, third, second] {
+        app.stop().await.expect("the node stops");
+    }
+}

@@ -234,6 +234,31 @@ pub(crate) async fn describe(
     }
 }
 
+/// The leader the node at `address` follows, as its own raft state names it (LEADER asked
+/// of that node alone, answered from its memory), through `kept` when it still serves, else
+/// through a new connection. `None` when the node names no leader or does not answer.
+/// Returns the connection to keep for the next question: none after a failure.
+pub(crate) async fn named_leader(
+    address: &str,
+    options: &Options,
+    kept: Option<Connection>,
+) -> (Option<u64>, Option<Connection>) {
+    let kept = kept
+        .filter(|c| c.address() == address)
+        .and_then(|mut c| c.is_usable().then_some(c));
+    let mut connection = match kept {
+        Some(connection) => connection,
+        None => match Connection::connect(address, &peer_options(options)).await {
+            Ok(connection) => connection,
+            Err(_) => return (None, None),
+        },
+    };
+    match tokio::time::timeout(KEPT_REQUEST_TIMEOUT, connection.leader()).await {
+        Ok(Ok(named)) => (named.map(|leader| leader.id), Some(connection)),
+        _ => (None, None),
+    }
+}
+
 /// Sets the weight of the node at `address` (WEIGHT goes to the node itself).
 pub(crate) async fn set_weight(
     address: &str,

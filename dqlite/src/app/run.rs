@@ -3,6 +3,7 @@
 //! leader, asks a pure decision in `roles`, and applies it.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use controller_backoff::Backoff;
@@ -54,29 +55,66 @@ async fn join_once(shared: &Shared) -> Result<(), AppError> {
     }
 }
 
+/// How many rounds in a row a follower may keep quiet (see [`background`]) before it
+/// refreshes the member list from the leader again: at the dbaccessor's 200 ms interval,
+/// once a second.
+pub(super) const QUIET_ROUNDS: u32 = 4;
+
 /// The background task: every `role_interval` (or when kicked) find the leader, refresh the
 /// member list, mark the node ready once it is a member, and on the leader review the
 /// roles. The first round runs at once and reviews the roles from any node, so that a node
 /// that just joined gets promoted without waiting for the leader's next round.
+///
+/// A ready follower keeps most rounds quiet: it asks only its own node which leader it
+/// follows, and while that is the leader of its last full round it leaves the leader alone
+/// for up to [`QUIET_ROUNDS`] rounds. Every follower asking the leader for the leader and the
+/// member list five times a second is traffic on the one event loop that carries every
+/// write. A change of leader (this node's included) is still seen within one interval.
 pub(super) async fn background(
     shared: std::sync::Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     ready: watch::Sender<bool>,
 ) {
     let mut first = true;
+    // The leader of the last full round, when it was another node, and the quiet rounds
+    // since.
+    let mut followed: Option<u64> = None;
+    let mut quiet = 0;
     loop {
         if *shutdown.borrow() {
             return;
         }
+        let may_keep_quiet = !first && *ready.borrow() && quiet < QUIET_ROUNDS;
+        let keep_quiet = async {
+            match followed {
+                Some(leader) if may_keep_quiet => follows(&shared, leader).await,
+                _ => false,
+            }
+        };
         tokio::select! {
             changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
-            result = round(&shared, &ready, first) => {
-                if let Err(error) = result {
+            result = async {
+                if keep_quiet.await {
+                    return None;
+                }
+                shared.full_rounds.fetch_add(1, Ordering::Relaxed);
+                Some(round(&shared, &ready, first).await)
+            } => match result {
+                None => {
+                    quiet += 1;
+                    shared.quiet_rounds.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Ok(leader)) => {
+                    followed = (leader != shared.id).then_some(leader);
+                    quiet = 0;
+                }
+                Some(Err(error)) => {
+                    followed = None;
                     log::debug!(
-                    "node {}: background round failed: {}",
-                    shared.id,
-                    crate::error_chain(&error)
-                );
+                        "node {}: background round failed: {}",
+                        shared.id,
+                        crate::error_chain(&error)
+                    );
                 }
             }
         }
@@ -89,13 +127,29 @@ pub(super) async fn background(
     }
 }
 
+/// Whether this node's own raft still names `leader` as the leader it follows.
+async fn follows(shared: &Shared, leader: u64) -> bool {
+    let lock = || {
+        shared
+            .local
+            .lock()
+            .expect("the local connection lock is never poisoned: no panic holds it")
+    };
+    let kept = lock().take();
+    let (named, connection) = ops::named_leader(&shared.address, &shared.dial, kept).await;
+    *lock() = connection;
+    named == Some(leader)
+}
+
+/// One full round; returns the leader's id.
 async fn round(
     shared: &Shared,
     ready: &watch::Sender<bool>,
     review_anyway: bool,
-) -> Result<(), AppError> {
+) -> Result<u64, AppError> {
     let mut client = shared.leader().await?;
-    let leader = Some(client.id);
+    let leader_id = client.id;
+    let leader = Some(leader_id);
     let members = ops::cluster(&mut client).await?;
     remember_members(shared, &members).await?;
     if members.iter().any(|m| m.id == shared.id) {
@@ -115,7 +169,7 @@ async fn round(
             .expect("the probe memory lock is never poisoned: no panic holds it")
             .clear();
     }
-    Ok(())
+    Ok(leader_id)
 }
 
 /// One role review, applied through the leader: only when this node leads.
@@ -459,15 +513,26 @@ async fn remember_members(shared: &Shared, members: &[NodeInfo]) -> Result<(), A
         return Ok(());
     }
     shared.set_seeds(members);
+    let persisted = || {
+        shared
+            .persisted
+            .lock()
+            .expect("the persisted list lock is never poisoned: no panic holds it")
+    };
+    if persisted().as_deref() == Some(members) {
+        return Ok(());
+    }
     let data_dir = shared.data_dir.clone();
-    let members = members.to_vec();
+    let list = members.to_vec();
     super::blocking(move || {
-        if store::load(&data_dir)? != members {
-            store::save(&data_dir, &members)?;
+        if store::load(&data_dir)? != list {
+            store::save(&data_dir, &list)?;
         }
-        Ok(())
+        Ok::<(), AppError>(())
     })
-    .await?
+    .await??;
+    *persisted() = Some(members.to_vec());
+    Ok(())
 }
 
 #[cfg(test)]
