@@ -35,6 +35,30 @@ struct Usage {
     maxrss: u64,
 }
 
+/// The CPU one spawn of `/bin/true` (stdout and stderr piped and read to the end, then
+/// waited for) costs this thread: the median over 200 spawns, from the thread's own clock.
+fn spawn_cost() -> Duration {
+    let thread_cpu = || {
+        let time = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(
+            u64::try_from(time.tv_sec).unwrap_or(0),
+            u32::try_from(time.tv_nsec).unwrap_or(0),
+        )
+    };
+    let costs = (0..200)
+        .map(|_| {
+            let before = thread_cpu();
+            let output = Command::new("/bin/true")
+                .stdin(Stdio::null())
+                .output()
+                .expect("spawn /bin/true");
+            assert!(output.status.success(), "/bin/true failed");
+            thread_cpu() - before
+        })
+        .collect();
+    median(costs)
+}
+
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
@@ -232,6 +256,7 @@ fn main() {
         "            dispatch: {} ({linked}ally linked)",
         dispatch.display()
     );
+    let mut serial = 0;
     for (scenario, changed, with_memo) in [
         ("map changes (rewrite + reload)", true, true),
         ("steady state (no writes)", false, true),
@@ -250,6 +275,11 @@ fn main() {
         let mut tree_rss = 0;
         for _ in 0..RUNS {
             let mut fresh = state.clone();
+            // A context id of its own (the runner numbers them from the state's counter):
+            // the calls log outlives the state reset below, and this run's calls are told
+            // apart by that id.
+            serial += 1;
+            fresh.next_id += serial;
             if !changed {
                 let new_map = r#"{"0":"10.0.0.5","1":"10.0.0.6","2":"10.0.0.7"}"#;
                 fresh
@@ -319,6 +349,13 @@ fn main() {
                 .filter(|c| c.context_id == prepared.context_id)
                 .cloned()
                 .collect();
+            // A run's calls are about ten; more means calls of other runs matched its id.
+            assert!(
+                calls.len() <= 20,
+                "{} calls carry this run's context id {}: the calls log mixes runs",
+                calls.len(),
+                prepared.context_id
+            );
             tool_calls = calls.len();
             tool_names = calls.iter().map(|c| c.tool.clone()).collect();
             let mut sum = Usage::default();
@@ -394,6 +431,19 @@ fn main() {
         ms(median(startup.iter().map(|u| u.wall).collect())),
         ms(median(startup.iter().map(|u| u.cpu).collect())),
         mib(startup.iter().map(|u| u.maxrss).max().unwrap_or_default())
+    );
+    // The floors on this machine, for reading the figures above: any process's start-up,
+    // and what one spawn of a tool costs the process that spawns it.
+    let floor: Vec<Usage> = (0..RUNS)
+        .map(|_| measure(Command::new("/bin/true")))
+        .collect();
+    println!(
+        "process start-up of /bin/true (the floor for any process here): cpu {}",
+        ms(median(floor.iter().map(|u| u.cpu).collect()))
+    );
+    println!(
+        "one spawn of /bin/true, its output piped and read, costs the spawning thread: cpu {}",
+        ms(spawn_cost())
     );
     println!("the charm's own work includes spawning and waiting for each hook tool (pipes, poll,");
     println!("posix_spawn) besides parsing, deciding and writing.");
