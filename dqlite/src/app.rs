@@ -230,15 +230,13 @@ struct Shared {
     /// node must still name itself the leader, see `ops::Leader::still_leads`).
     leaders: Mutex<Vec<ops::Leader>>,
     /// The connection the last probe of each member used, by address, for the next probe
-    /// (the leader probes every member every round). Dropped when a probe fails or the
-    /// member leaves.
+    /// (the leader probes every member every round; a follower's quiet round asks its own
+    /// node through its entry). Dropped when a probe fails or the member leaves.
     peers: Mutex<HashMap<String, crate::client::Connection>>,
     /// The member list `cluster.yaml` was last read or written with by this process: a
     /// round whose list matches it skips the file (a blocking-pool hop, a read and a parse
     /// five times a second on every node at the dbaccessor's pace).
     persisted: Mutex<Option<Vec<NodeInfo>>>,
-    /// The connection a follower's quiet rounds ask its own node through (`run::background`).
-    local: Mutex<Option<crate::client::Connection>>,
     /// The background rounds so far, full and quiet: see [`App::rounds`].
     full_rounds: AtomicU64,
     quiet_rounds: AtomicU64,
@@ -463,7 +461,6 @@ impl App {
             leaders: Mutex::new(Vec::new()),
             peers: Mutex::new(HashMap::new()),
             persisted: Mutex::new(None),
-            local: Mutex::new(None),
             full_rounds: AtomicU64::new(0),
             quiet_rounds: AtomicU64::new(0),
         });

@@ -249,14 +249,9 @@ async fn a_cluster_restarts_from_its_persisted_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shrink_to_one_from_the_most_up_to_date_member_keeps_every_row() {
     let _serial = app_support::one_at_a_time().await;
-    let dirs: Vec<_> = (0..3)
-        .map(|_| tempfile::tempdir().expect("a temp dir"))
-        .collect();
+    let dirs = app_support::temp_dirs(3);
     let a: Vec<String> = (1..=3).map(|host| address(5, host)).collect();
-    let first = start(dirs[0].path(), &a[0], &[]).await;
-    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
-    let third = start(dirs[2].path(), &a[2], &a[..1]).await;
-    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
+    let (first, second, third) = app_support::start_three_voters(&dirs, &a).await;
     let mut client = first.client().await.expect("a client");
     insert_rows(&mut client, 0..50).await;
 
@@ -318,14 +313,9 @@ async fn a_lone_node_rebinds_to_a_new_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_voter_leaves_an_odd_count_and_rejoins_as_a_voter() {
     let _serial = app_support::one_at_a_time().await;
-    let dirs: Vec<_> = (0..4)
-        .map(|_| tempfile::tempdir().expect("a temp dir"))
-        .collect();
+    let dirs = app_support::temp_dirs(4);
     let a: Vec<String> = (1..=3).map(|host| address(7, host)).collect();
-    let first = start(dirs[0].path(), &a[0], &[]).await;
-    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
-    let third = start(dirs[2].path(), &a[2], &a[..1]).await;
-    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
+    let (first, second, third) = app_support::start_three_voters(&dirs, &a).await;
 
     // The third goes for good: with two voters left, both would be needed, so one steps
     // down to stand-by.
@@ -436,14 +426,9 @@ async fn an_interrupted_join_resumes_with_the_same_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_cluster_reuses_its_connections() {
     let _serial = app_support::one_at_a_time().await;
-    let dirs: Vec<_> = (0..3)
-        .map(|_| tempfile::tempdir().expect("a temp dir"))
-        .collect();
+    let dirs = app_support::temp_dirs(3);
     let a: Vec<String> = (1..=3).map(|host| address(11, host)).collect();
-    let first = start(dirs[0].path(), &a[0], &[]).await;
-    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
-    let third = start(dirs[2].path(), &a[2], &a[..2]).await;
-    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
+    let (first, second, third) = app_support::start_three_voters(&dirs, &a).await;
     // Settled: every background round (every 100 ms on each node) and every status query
     // now has a connection to reuse.
     for app in [&first, &second, &third] {
@@ -476,14 +461,9 @@ async fn an_idle_cluster_reuses_its_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_leave_the_leader_alone_but_see_changes() {
     let _serial = app_support::one_at_a_time().await;
-    let dirs: Vec<_> = (0..4)
-        .map(|_| tempfile::tempdir().expect("a temp dir"))
-        .collect();
+    let dirs = app_support::temp_dirs(4);
     let a: Vec<String> = (1..=4).map(|host| address(12, host)).collect();
-    let first = start(dirs[0].path(), &a[0], &[]).await;
-    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
-    let third = start(dirs[2].path(), &a[2], &a[..2]).await;
-    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
+    let (first, second, third) = app_support::start_three_voters(&dirs, &a).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Two seconds of rounds every 100 ms: the leader runs only full ones, the followers

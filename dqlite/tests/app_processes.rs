@@ -76,14 +76,9 @@ async fn writes_continue_after_kill_9_of_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_go_dqlite_shell_lists_and_queries_our_cluster_from_its_member_list() {
-    let dirs: Vec<_> = (0..3)
-        .map(|_| tempfile::tempdir().expect("a temp dir"))
-        .collect();
+    let dirs = app_support::temp_dirs(3);
     let a: Vec<String> = (1..=3).map(|host| address(21, host)).collect();
-    let first = start(dirs[0].path(), &a[0], &[]).await;
-    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
-    let third = start(dirs[2].path(), &a[2], &a[..1]).await;
-    wait_for_roles(&first, &[(&a[0], Voter), (&a[1], Voter), (&a[2], Voter)]).await;
+    let (first, second, third) = app_support::start_three_voters(&dirs, &a).await;
     let mut client = first.client().await.expect("a client");
     insert_rows(&mut client, 40..43).await;
 

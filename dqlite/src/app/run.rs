@@ -129,15 +129,11 @@ pub(super) async fn background(
 
 /// Whether this node's own raft still names `leader` as the leader it follows.
 async fn follows(shared: &Shared, leader: u64) -> bool {
-    let lock = || {
-        shared
-            .local
-            .lock()
-            .expect("the local connection lock is never poisoned: no panic holds it")
-    };
-    let kept = lock().take();
+    let kept = shared.take_peer(&shared.address);
     let (named, connection) = ops::named_leader(&shared.address, &shared.dial, kept).await;
-    *lock() = connection;
+    if let Some(connection) = connection {
+        shared.keep_peer(connection);
+    }
     named == Some(leader)
 }
 

@@ -93,6 +93,31 @@ pub async fn start(dir: &Path, address: &str, peers: &[String]) -> App {
     app
 }
 
+/// `count` temp dirs, one per node.
+pub fn temp_dirs(count: usize) -> Vec<tempfile::TempDir> {
+    (0..count)
+        .map(|_| tempfile::tempdir().expect("a temp dir"))
+        .collect()
+}
+
+/// Starts three nodes at `a[..3]` in `dirs[..3]` (the second and third join through the
+/// first) and waits until all three are voters.
+pub async fn start_three_voters(dirs: &[tempfile::TempDir], a: &[String]) -> (App, App, App) {
+    let first = start(dirs[0].path(), &a[0], &[]).await;
+    let second = start(dirs[1].path(), &a[1], &a[..1]).await;
+    let third = start(dirs[2].path(), &a[2], &a[..1]).await;
+    wait_for_roles(
+        &first,
+        &[
+            (&a[0], NodeRole::Voter),
+            (&a[1], NodeRole::Voter),
+            (&a[2], NodeRole::Voter),
+        ],
+    )
+    .await;
+    (first, second, third)
+}
+
 /// Polls `probe` every 50 ms until it returns `Some`, failing the test after `limit`
 /// with `what` and the last value seen.
 pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
