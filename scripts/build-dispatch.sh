@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 host=$(rustc -vV | sed -n 's/^host: //p')
 path=${CARGO_TARGET_DIR:-$(pwd)/target}/$host/release/dispatch
 if [ "${1:-}" != "--path" ]; then
-  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static --cfg httparse_disable_simd=\"1\"" \
     cargo build --release --locked -p controller-charm --bin dispatch --target "$host" >&2
 fi
 echo "$path"

@@ -294,24 +294,29 @@ pub fn apply(tools: &HookTools, env: &HookEnv, world: &World, plan: Plan) -> Res
     }
     let mut memo = world.memo.clone();
     set_status(tools, env, &mut memo, &world.memo_on_disk, &status)?;
-    if let Some(dir) = world.conf_path.as_deref().and_then(|path| path.parent()) {
-        // A hook killed mid-write leaves a temp file; the next hook removes it whether or not
-        // it writes. Failing to is only worth a warning: the leftover harms nothing.
-        if let Err(error) = conffile::remove_leftovers(dir) {
-            eprintln!("WARNING {}", printable(&error.to_string()));
-        }
-    }
-    if let (Some(conf), Some(path), Some(paths)) = (&plan.conf, &world.conf_path, &world.paths) {
-        if conffile::write_if_changed(path, &conf.render())? {
-            if let Err(error) = reload::reload(&paths.reload_socket) {
-                // The file is in place; the agent reads it when it (re)starts.
-                let status = Status::new(
-                    StatusKind::Waiting,
-                    format!("controller.conf updated but the agent was not told: {error}"),
-                );
-                set_status(tools, env, &mut memo, &world.memo_on_disk, &status)?;
+    // A hook killed mid-write leaves a temp file; the next hook removes it whether or not it
+    // writes (write_if_changed sweeps before it writes).
+    match (&plan.conf, &world.conf_path, &world.paths) {
+        (Some(conf), Some(path), Some(paths)) => {
+            if conffile::write_if_changed(path, &conf.render())? {
+                if let Err(error) = reload::reload(&paths.reload_socket) {
+                    // The file is in place; the agent reads it when it (re)starts.
+                    let status = Status::new(
+                        StatusKind::Waiting,
+                        format!("controller.conf updated but the agent was not told: {error}"),
+                    );
+                    set_status(tools, env, &mut memo, &world.memo_on_disk, &status)?;
+                }
             }
         }
+        (_, Some(path), _) => {
+            // Failing to sweep is only worth a warning here: the leftover harms nothing.
+            let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+            if let Err(error) = conffile::remove_leftovers(dir) {
+                eprintln!("WARNING {}", printable(&error.to_string()));
+            }
+        }
+        (_, None, _) => {}
     }
     Ok(())
 }
