@@ -2,6 +2,7 @@
 //! and controller.conf; plan; apply the plan. Errors here are the ones that fail the hook
 //! (Juju retries it); everything an operator must fix becomes a status instead.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use controller_contract::paths;
@@ -10,7 +11,7 @@ use crate::address::{self, Choice, NetworkError};
 use crate::conffile::{self, ConfFileError};
 use crate::config::{CharmConfig, ConfigError, Paths};
 use crate::event::{Event, Hook, HookEnv, RelationEvent, RelationKind, PEER_ENDPOINT};
-use crate::memo::{self, Memo};
+use crate::memo::{self, Memo, PeerBags};
 use crate::plan::{self, ConfView, Membership, Observed, PeerView, Plan};
 use crate::reload::{self, ReloadError};
 use crate::service_unit;
@@ -119,7 +120,7 @@ pub fn observe(
     remembered: &Memo,
 ) -> Result<World, HookError> {
     let is_leader = tools.is_leader()?;
-    let (config, choice, memo) = observe_address(tools, env, remembered)?;
+    let (config, choice, mut memo) = observe_address(tools, env, remembered)?;
     let paths = config.as_ref().ok().map(|(_, paths)| paths.clone());
     let agent_id = paths.as_ref().map(observe_agent_id);
 
@@ -133,8 +134,15 @@ pub fn observe(
         }
         _ => Membership::Member,
     };
+    // The memo keeps the peer bags of this hook only, if it reads any.
+    memo.peers = None;
     let relation = match membership {
-        Membership::Member => observe_relation(tools, env, relation_event, is_leader)?,
+        Membership::Member => {
+            let reusable = remembered.reusable_bags(&env.event);
+            let (view, known) = observe_relation(tools, env, relation_event, is_leader, reusable)?;
+            memo.peers = known;
+            view
+        }
         // A leader that leaves publishes the map without itself (plan_membership), so it
         // reads the application bag once more.
         Membership::Departing if is_leader => observe_app_bag(tools, env, relation_event),
@@ -193,18 +201,21 @@ pub fn observe(
 
 /// The peer relation's bags (the lowest-numbered `db-cluster` relation; there is one). In a
 /// `db-cluster` relation hook Juju names it in `JUJU_RELATION_ID`, which saves a tool call.
-/// A non-leader reads only the bags [`plan::peer_bags_to_read`] says its plan can use.
+/// A non-leader reads only the bags [`plan::peer_bags_to_read`] says its plan can use, and
+/// a bag in `reusable` (the memo's, see [`Memo::reusable_bags`]) is not read again. Returns
+/// the view and, for the memo, every peer bag read or reused.
 fn observe_relation(
     tools: &HookTools,
     env: &HookEnv,
     relation_event: Option<&RelationEvent>,
     is_leader: bool,
-) -> Result<Option<PeerView>, HookError> {
+    mut reusable: BTreeMap<String, plan::Bag>,
+) -> Result<(Option<PeerView>, Option<PeerBags>), HookError> {
     let id = match relation_event {
         Some(event) => event.relation_id.clone(),
         None => match tools.relation_ids(PEER_ENDPOINT)?.into_iter().next() {
             Some(id) => id,
-            None => return Ok(None),
+            None => return Ok((None, None)),
         },
     };
     let own = tools.relation_get(&id, &env.unit, false)?;
@@ -212,21 +223,32 @@ fn observe_relation(
     let app = tools.relation_get(&id, app_name, true)?;
     let listed = tools.relation_list(&id)?;
     let to_read = plan::peer_bags_to_read(is_leader, &app, &listed);
-    let mut peers = std::collections::BTreeMap::new();
+    let mut peers = BTreeMap::new();
+    let mut known = BTreeMap::new();
     for unit in listed {
         let bag = if to_read.contains(&unit) {
-            tools.relation_get(&id, &unit, false)?
+            let bag = match reusable.remove(&unit) {
+                Some(bag) => bag,
+                None => tools.relation_get(&id, &unit, false)?,
+            };
+            known.insert(unit.clone(), bag.clone());
+            bag
         } else {
             plan::Bag::new()
         };
         peers.insert(unit, bag);
     }
-    Ok(Some(PeerView {
-        id,
+    let view = PeerView {
+        id: id.clone(),
         own,
         app,
         peers,
-    }))
+    };
+    let known = PeerBags {
+        relation: id,
+        bags: known,
+    };
+    Ok((Some(view), Some(known)))
 }
 
 /// The application bag alone, for a leader that is leaving (see `plan::depart_as_leader`).

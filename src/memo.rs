@@ -9,14 +9,23 @@
 //!   reads both afresh.
 //! - `status-set` runs only when the status differs from the one last set, except in
 //!   `update-status`, which always sets it (a periodic repair if anything else set one).
+//! - A peer's bag changes only when that peer writes it, and then Juju fires
+//!   `-relation-changed` for that peer on every other unit. So a relation hook of the same
+//!   relation re-reads only the remote unit's bag (and any listed unit's it never read) and
+//!   takes the others from the last hook ([`Memo::reusable_bags`]); every non-relation hook
+//!   reads them all afresh. The leader of seven controllers reads one peer bag per
+//!   `-relation-changed` instead of six. Only bags read are remembered: what was read stays
+//!   true even if the hook that read it fails, unlike what a hook writes (Juju discards a
+//!   failed hook's `relation-set`), so this unit's own bag and the application bag are read
+//!   in every hook.
 //!
 //! The memo is a cache, never a source of truth: a missing, unreadable, corrupt or
 //! other-version file is as if there were none (everything is read afresh) and is rewritten;
 //! a failed write is a warning. A hook that fails after it changed the status forgets the
 //! memo, so that the next hook sets its status whatever it is.
 //!
-//! **Architecture Invariant:** only [`may_reuse_inputs`] and [`must_set_status`] decide (pure,
-//! table-tested); `load`, `save` and `forget` are the IO.
+//! **Architecture Invariant:** only [`may_reuse_inputs`], [`must_set_status`] and
+//! [`Memo::reusable_bags`] decide (pure, table-tested); `load`, `save` and `forget` are the IO.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,14 +33,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::event::{Event, Hook};
+use std::collections::BTreeMap;
+
+use crate::event::{Event, Hook, RelationKind};
+use crate::plan::Bag;
 use crate::status::Status;
 
 /// The memo's file name in the charm dir.
 pub const FILE_NAME: &str = ".controller-charm-memo.json";
 
 /// The memo's format; a file of another version is ignored.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// The most bytes of memo read; a larger file is ignored.
 const MAX_BYTES: u64 = 1024 * 1024;
@@ -46,6 +58,17 @@ pub struct Memo {
     pub network: Option<String>,
     /// The status last set, as (kind, message).
     pub status: Option<(String, String)>,
+    /// The peer bags the last hook read or reused, when it observed the peer relation.
+    pub peers: Option<PeerBags>,
+}
+
+/// Peer bags as read, with the relation they were read from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerBags {
+    /// The relation id (`db-cluster:0`); a relation made anew has another.
+    pub relation: String,
+    /// Each unit's bag, by unit name: only units whose bag was read, never a placeholder.
+    pub bags: BTreeMap<String, Bag>,
 }
 
 impl Memo {
@@ -60,6 +83,28 @@ impl Memo {
     /// Records `status` as the one shown.
     pub fn set_status(&mut self, status: &Status) {
         self.status = Some((status.kind.as_str().to_owned(), status.message.clone()));
+    }
+
+    /// The remembered peer bags `event` may use instead of reading them: in a `-joined`,
+    /// `-changed` or `-departed` hook of the relation they were read from, every one but the
+    /// remote unit's (its change is what fired the hook). Nothing for any other event.
+    pub fn reusable_bags(&self, event: &Event) -> BTreeMap<String, Bag> {
+        let (Event::Relation(relation), Some(peers)) = (event, &self.peers) else {
+            return BTreeMap::new();
+        };
+        let reusable_kind = matches!(
+            relation.kind,
+            RelationKind::Joined | RelationKind::Changed | RelationKind::Departed
+        );
+        if !reusable_kind || peers.relation != relation.relation_id {
+            return BTreeMap::new();
+        }
+        peers
+            .bags
+            .iter()
+            .filter(|(unit, _)| relation.remote_unit.as_deref() != Some(unit.as_str()))
+            .map(|(unit, bag)| (unit.clone(), bag.clone()))
+            .collect()
     }
 
     /// Whether `status` is the one last set.
@@ -167,6 +212,72 @@ mod tests {
     }
 
     #[test]
+    fn only_relation_hooks_of_the_same_relation_reuse_bags_and_never_the_remote_units() {
+        let bag = |address: &str| Bag::from([("db-bind-address".to_owned(), address.to_owned())]);
+        let mut memo = Memo::new();
+        memo.peers = Some(PeerBags {
+            relation: "db-cluster:0".into(),
+            bags: BTreeMap::from([
+                ("controller/1".to_owned(), bag("10.0.0.6")),
+                ("controller/2".to_owned(), bag("10.0.0.7")),
+            ]),
+        });
+        let on = |kind, relation_id: &str, remote: Option<&str>| {
+            Event::Relation(RelationEvent {
+                kind,
+                relation_id: relation_id.into(),
+                remote_unit: remote.map(str::to_owned),
+                departing_unit: None,
+            })
+        };
+        let both: &[&str] = &["controller/1", "controller/2"];
+        // (event, the units whose remembered bags it may use)
+        let table: Vec<(Event, &[&str])> = vec![
+            (
+                on(RelationKind::Changed, "db-cluster:0", Some("controller/1")),
+                &["controller/2"],
+            ),
+            (
+                on(RelationKind::Joined, "db-cluster:0", Some("controller/2")),
+                &["controller/1"],
+            ),
+            (
+                on(RelationKind::Departed, "db-cluster:0", Some("controller/2")),
+                &["controller/1"],
+            ),
+            (
+                on(RelationKind::Changed, "db-cluster:0", Some("controller/3")),
+                both,
+            ),
+            // The application bag's -changed: no unit's bag changed.
+            (on(RelationKind::Changed, "db-cluster:0", None), both),
+            // Another relation id: a relation made anew.
+            (
+                on(RelationKind::Changed, "db-cluster:7", Some("controller/1")),
+                &[],
+            ),
+            (on(RelationKind::Created, "db-cluster:0", None), &[]),
+            (on(RelationKind::Broken, "db-cluster:0", None), &[]),
+            (Event::Hook(Hook::UpdateStatus), &[]),
+            (Event::Hook(Hook::ConfigChanged), &[]),
+            (Event::Hook(Hook::LeaderElected), &[]),
+            (Event::Action("cluster-status".into()), &[]),
+        ];
+        let remembered = memo.peers.clone().expect("peers").bags;
+        for (event, expected) in table {
+            let reusable = memo.reusable_bags(&event);
+            let units: Vec<&str> = reusable.keys().map(String::as_str).collect();
+            assert_eq!(units, expected, "{event:?}");
+            for (unit, reused) in &reusable {
+                assert_eq!(Some(reused), remembered.get(unit), "{unit}");
+            }
+        }
+        assert!(Memo::new()
+            .reusable_bags(&on(RelationKind::Changed, "db-cluster:0", None))
+            .is_empty());
+    }
+
+    #[test]
     fn a_saved_memo_loads_back_and_a_bad_one_is_empty() {
         let dir = tempfile::tempdir().expect("dir");
         assert_eq!(load(dir.path()), Memo::new(), "missing file");
@@ -179,6 +290,13 @@ mod tests {
             "db bind address 10.0.0.5 (1 controller)",
         );
         memo.set_status(&status);
+        memo.peers = Some(PeerBags {
+            relation: "db-cluster:0".into(),
+            bags: BTreeMap::from([(
+                "controller/1".to_owned(),
+                Bag::from([("agent-id".to_owned(), "1".to_owned())]),
+            )]),
+        });
         save(dir.path(), &memo).expect("save");
         let loaded = load(dir.path());
         assert_eq!(loaded, memo);
@@ -196,7 +314,10 @@ mod tests {
             "{",
             "null",
             "{\"version\":99,\"options\":null,\"network\":null,\"status\":null}",
-            "{\"version\":1,\"options\":7}",
+            "{\"version\":2,\"options\":7}",
+            "{\"version\":2,\"peers\":{\"relation\":\"db-cluster:0\",\"bags\":[]}}",
+            // The first version had no peer bags.
+            "{\"version\":1,\"options\":null,\"network\":null,\"status\":null}",
         ] {
             std::fs::write(path(dir.path()), bad).expect("write");
             assert_eq!(load(dir.path()), Memo::new(), "{bad:?}");

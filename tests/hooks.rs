@@ -126,12 +126,10 @@ fn relation_hooks_skip_the_tool_calls_their_event_makes_unnecessary() {
     let model = converged_three();
     let changed = |remote: usize| Invocation::relation("changed", RELATION, Some(&unit(remote)));
     let reads = ["is-leader", "relation-get", "relation-get", "relation-list"];
-    // The leader reads every peer's bag: their claims make the map.
+    // The leader uses every peer's bag (their claims make the map) but reads only the remote
+    // unit's: the others are as its last hook read them (see the next test).
     let leader = model.tools_called(0, changed(1));
-    assert_eq!(
-        leader,
-        [&reads[..], &["relation-get", "relation-get"]].concat()
-    );
+    assert_eq!(leader, [&reads[..], &["relation-get"]].concat());
     // A non-leader reads no bag the leader's record covers.
     assert_eq!(model.tools_called(1, changed(2)), reads);
     // Non-relation hooks read the options and the binding afresh.
@@ -182,6 +180,68 @@ fn relation_hooks_skip_the_tool_calls_their_event_makes_unnecessary() {
     let text = fs::read_to_string(&memo).expect("memo rewritten");
     assert!(text.contains("\"status\":[\"active\""), "{text}");
     assert_eq!(model.tools_called(1, changed(0)), reads);
+}
+
+/// The bags `relation-get` read in these calls, by owner (`controller/1`, or `controller`
+/// for the application bag).
+fn bags_read(calls: &[juju_sim::model::ToolCall]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|call| call.tool == "relation-get")
+        .filter_map(|call| {
+            let at = call.args.iter().position(|arg| arg == "-")?;
+            call.args.get(at + 1).cloned()
+        })
+        .collect()
+}
+
+/// A peer's bag changes only when that peer writes it, and Juju then fires
+/// `-relation-changed` for it on every other unit: a relation hook re-reads the remote
+/// unit's bag and takes the others from its last hook. A bag it never read, a hook of
+/// another relation id, and every non-relation hook read them afresh.
+#[test]
+fn relation_hooks_read_the_remote_units_bag_and_remember_the_others() {
+    let model = converged_three();
+    let changed = |remote: usize| Invocation::relation("changed", RELATION, Some(&unit(remote)));
+    let own_and_app = ["controller/0", "controller"];
+    let calls = model.calls_made(0, changed(1));
+    assert_eq!(
+        bags_read(&calls),
+        [&own_and_app[..], &["controller/1"]].concat()
+    );
+
+    // Controller 2 moves; its own hook writes its bag ...
+    model.set_addresses(2, &[("eth0", &["10.0.0.17/24"])]);
+    model.hook(2, Invocation::hook("config-changed"));
+    assert_eq!(
+        model.unit_bag(2).get("db-bind-address").map(String::as_str),
+        Some("10.0.0.17")
+    );
+    // ... and Juju tells the leader with controller 2's -relation-changed, which reads it.
+    let calls = model.calls_made(0, changed(2));
+    assert_eq!(
+        bags_read(&calls),
+        [&own_and_app[..], &["controller/2"]].concat()
+    );
+    assert_eq!(
+        model.published().as_deref(),
+        Some(r#"{"0":"10.0.0.5","1":"10.0.0.6","2":"10.0.0.17"}"#)
+    );
+    // The app-bag -changed (no remote unit) re-reads no peer bag.
+    let calls = model.calls_made(0, Invocation::relation("changed", RELATION, None));
+    assert_eq!(bags_read(&calls), own_and_app);
+
+    // Every non-relation hook reads every bag afresh.
+    let all = [&own_and_app[..], &["controller/1", "controller/2"]].concat();
+    for hook in ["update-status", "config-changed", "leader-elected", "start"] {
+        let calls = model.calls_made(0, Invocation::hook(hook));
+        assert_eq!(bags_read(&calls), all, "{hook}");
+    }
+    // A memo that cannot be read remembers nothing.
+    let memo = model.charm_dir(0).join(controller_charm::memo::FILE_NAME);
+    fs::write(&memo, "{\"version\": 2, \"peers\": 7}").expect("corrupt the memo");
+    let calls = model.calls_made(0, changed(1));
+    assert_eq!(bags_read(&calls), all);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use juju_sim::model::Application;
+use juju_sim::model::{Application, ToolCall};
 use juju_sim::responder::Responder;
 use juju_sim::{locate_hook_tool, Invocation, NetworkInfo, Outcome, Runner, State, Store};
 use serde_json::json;
@@ -153,12 +153,18 @@ impl Model {
     /// Runs a hook on unit n, insists it exits 0, and returns the hook tools it called, in
     /// order.
     pub fn tools_called(&self, n: usize, invocation: Invocation) -> Vec<String> {
+        self.calls_made(n, invocation)
+            .into_iter()
+            .map(|call| call.tool)
+            .collect()
+    }
+
+    /// Runs a hook on unit n, insists it exits 0, and returns its hook-tool calls (tool and
+    /// arguments), in order.
+    pub fn calls_made(&self, n: usize, invocation: Invocation) -> Vec<ToolCall> {
         let before = self.state().calls.len();
         self.hook(n, invocation);
-        self.state().calls[before..]
-            .iter()
-            .map(|call| call.tool.clone())
-            .collect()
+        self.state().calls[before..].to_vec()
     }
 
     /// Unit n's charm dir.
