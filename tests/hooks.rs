@@ -244,6 +244,43 @@ fn relation_hooks_read_the_remote_units_bag_and_remember_the_others() {
     assert_eq!(bags_read(&calls), all);
 }
 
+/// The agent id never changes for a machine: relation hooks take it from the memo, every
+/// other hook asks the reload socket, and a relation hook that changes the map still finds
+/// a stopped agent when it asks it to reload.
+#[test]
+fn relation_hooks_take_the_agent_id_from_the_memo() {
+    let mut model = converged_three();
+    let agent_id_requests = |model: &Model| {
+        model
+            .agent(0)
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == controller_contract::reload::AGENT_ID_PATH)
+            .count()
+    };
+    model.agent(0).clear();
+    model.hook(0, Invocation::relation("changed", RELATION, Some(&unit(1))));
+    assert_eq!(agent_id_requests(&model), 0);
+    model.hook(0, Invocation::hook("update-status"));
+    assert_eq!(agent_id_requests(&model), 1);
+
+    // The agent stops; controller 2 moves and the leader hears of it in a relation hook.
+    model.stop_agent(0);
+    model.set_addresses(2, &[("eth0", &["10.0.0.17/24"])]);
+    model.hook(2, Invocation::hook("config-changed"));
+    model.hook(0, Invocation::relation("changed", RELATION, Some(&unit(2))));
+    assert!(
+        model.conf(0).is_some_and(|conf| conf.contains("10.0.0.17")),
+        "the map is written for the agent to read when it starts"
+    );
+    let (kind, message) = model.status(0);
+    assert_eq!(kind, "waiting");
+    assert!(
+        message.contains("controller.conf updated but the agent was not told"),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_departed_unit_leaves_the_map() {
     let model = converged_three();
