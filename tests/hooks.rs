@@ -895,6 +895,55 @@ fn hook_shims_run_the_same_binary_for_agents_without_dispatch() {
     );
 }
 
+/// dispatch started with fds 0-2 closed (no supervisor should, but nothing stops one) still
+/// converges, and controller.conf and the memo hold nothing but their own content. (dispatch
+/// opens `/dev/null` in their place, as std's start-up does, so that no file opened later can
+/// become its stdout; today no file is open while it prints, so this also passes without.)
+#[test]
+fn a_hook_started_without_standard_fds_writes_only_its_files() {
+    let mut model = Model::new(1);
+    model.start_agent(0);
+    let prepared = model
+        .runner
+        .prepare(&unit(0), &Invocation::hook("config-changed"))
+        .expect("prepare")
+        .expect("the charm has dispatch");
+    let program = prepared.command.get_program().to_owned();
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", "exec 0<&- 1>&- 2>&- \"$0\""])
+        .arg(&program)
+        .env_clear();
+    if let Some(dir) = prepared.command.get_current_dir() {
+        command.current_dir(dir);
+    }
+    for (name, value) in prepared.command.get_envs() {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+    let exit = command.status().expect("run dispatch");
+    let outcome = model
+        .runner
+        .finish(&prepared, exit, String::new(), String::new())
+        .expect("finish");
+    assert!(outcome.success(), "{outcome:?}");
+    assert_eq!(
+        model.conf(0).as_deref(),
+        Some("db-bind-addresses:\n  '0': 10.0.0.5\n")
+    );
+    let memo = fs::read_to_string(model.charm_dir(0).join(controller_charm::memo::FILE_NAME))
+        .expect("memo");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&memo).is_ok(),
+        "the memo is JSON and nothing else: {memo}"
+    );
+    assert_eq!(
+        model.status(0),
+        status("active", "db bind address 10.0.0.5 (1 controller)")
+    );
+}
+
 #[test]
 fn run_dbaccessor_blocks_when_the_service_cannot_be_set_up() {
     let mut model = Model::new(1);
