@@ -59,6 +59,22 @@ fn spawn_cost() -> Duration {
     median(costs)
 }
 
+/// This machine's CPU time so far and the part of it the hypervisor gave to others (steal),
+/// in ticks, from `/proc/stat`'s first line; `None` where it cannot be read.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let text = fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = text
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let steal = *fields.get(7)?;
+    Some((fields.iter().take(8).sum(), steal))
+}
+
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
@@ -244,18 +260,44 @@ fn main() {
             .into(),
         );
     store.save(&settled).expect("model");
-    let outcome = runner
-        .run("controller/0", &Invocation::hook("config-changed"))
-        .expect("config-changed");
-    assert!(outcome.success(), "config-changed failed: {outcome:?}");
-    let memo = fs::read(&memo_path).expect("config-changed leaves a memo");
+    // The tools each kind of hook calls on the leader: a unit's first hooks (no memo), the
+    // 5-minute update-status, and (below) relation-changed. Counted from the calls log.
+    let called = |hook: &str| -> Vec<String> {
+        let before = store.load().expect("model").calls.len();
+        let outcome = runner
+            .run("controller/0", &Invocation::hook(hook))
+            .expect("run the hook");
+        assert!(outcome.success(), "{hook} failed: {outcome:?}");
+        let calls = store.load().expect("model").calls;
+        calls[before..]
+            .iter()
+            .map(|call| call.tool.clone())
+            .collect()
+    };
+    let _ = fs::remove_file(&memo_path);
+    let per_hook: Vec<(&str, Vec<String>)> = ["install", "config-changed", "update-status"]
+        .into_iter()
+        .map(|hook| (hook, called(hook)))
+        .collect();
+    let memo = fs::read(&memo_path).expect("the hooks leave a memo");
 
+    println!("hook-tool calls per hook, leader with two peers (each a process, and in Juju an");
+    println!("RPC to the unit agent):");
+    for (hook, tools) in &per_hook {
+        println!("  {hook:<15} {:>2}: {}", tools.len(), tools.join(" "));
+        println!(
+            "summary: leader {hook}, 2 peers: tool calls | {} | - | -",
+            tools.len()
+        );
+    }
+    println!();
     println!("benchmark: dispatch for db-cluster-relation-changed as leader with two peers");
     println!("            {RUNS} runs per scenario, release build, under the hook-tool emulator");
     println!(
         "            dispatch: {} ({linked}ally linked)",
         dispatch.display()
     );
+    let ticks_before = cpu_ticks();
     let mut serial = 0;
     for (scenario, changed, with_memo) in [
         ("map changes (rewrite + reload)", true, true),
@@ -414,6 +456,16 @@ fn main() {
             verdict(own_cpu < Duration::from_millis(2)),
             ms(own_cpu),
             verdict(tree_rss < 5_000_000)
+        );
+    }
+    // On a VM, time the hypervisor runs other guests still counts as this guest's CPU time
+    // in part, so a busy host inflates every figure above; say how busy it was.
+    if let (Some((total0, steal0)), Some((total1, steal1))) = (ticks_before, cpu_ticks()) {
+        let share = (steal1 - steal0) as f64 * 100.0 / (total1 - total0).max(1) as f64;
+        println!();
+        println!(
+            "host steal during the scenarios: {share:.0}% of this machine's CPU time (above a few \
+             per cent, expect every figure above to be inflated; rerun when the host is quiet)"
         );
     }
     // The fixed cost of starting the binary at all: dispatch with no hook environment exits
