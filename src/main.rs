@@ -23,7 +23,7 @@ const PANICKED: i32 = 101;
 
 /// The process's entry point, in place of std's runtime start-up.
 ///
-/// Juju execs dispatch for every hook and action, and std's start-up costs about 70 µs of
+/// Juju execs dispatch for every hook and action, and std's start-up costs about 90 µs of
 /// CPU on a VM (of a 2 ms budget per hook): it reads `/proc/self/maps` to find the main
 /// thread's stack guard, maps an alternate signal stack for its stack-overflow message, and
 /// ignores SIGPIPE. dispatch needs none of it: a stack overflow still kills it (SIGSEGV,

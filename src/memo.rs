@@ -29,13 +29,12 @@
 //! **Architecture Invariant:** only [`may_reuse_inputs`], [`must_set_status`] and
 //! [`Memo::reusable_bags`] decide (pure, table-tested); `load`, `save` and `forget` are the IO.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-
-use std::collections::BTreeMap;
 
 use crate::event::{Event, Hook, RelationKind};
 use crate::plan::Bag;
