@@ -343,8 +343,7 @@ pub fn apply(tools: &HookTools, env: &HookEnv, world: &World, plan: Plan) -> Res
         }
         (_, Some(path), _) => {
             // Failing to sweep is only worth a warning here: the leftover harms nothing.
-            let dir = path.parent().unwrap_or(std::path::Path::new("/"));
-            if let Err(error) = conffile::remove_leftovers(dir) {
+            if let Some(Err(error)) = path.parent().map(conffile::remove_leftovers) {
                 eprintln!("WARNING {}", printable(&error.to_string()));
             }
         }

@@ -900,7 +900,7 @@ fn hook_shims_run_the_same_binary_for_agents_without_dispatch() {
 /// opens `/dev/null` in their place, as std's start-up does, so that no file opened later can
 /// become its stdout; today no file is open while it prints, so this also passes without.)
 #[test]
-fn a_hook_started_without_standard_fds_writes_only_its_files() {
+fn a_hook_started_without_standard_fds_converges() {
     let mut model = Model::new(1);
     model.start_agent(0);
     let prepared = model
