@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 
@@ -46,18 +45,6 @@ pub enum ToolError {
     },
 }
 
-/// Finds `tool` on `PATH` (the hook-tool dir comes first) once, here, so that the child is
-/// spawned by absolute path (std's `posix_spawn`, no search in the child); a tool not found
-/// is left to the spawn to report.
-fn resolve(tool: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(tool))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| PathBuf::from(tool))
-}
-
 /// A tool's stdin: `/dev/null`, opened once per process and duplicated for each tool (a
 /// `dup` costs less than opening the path again, ~9 µs of a ~90 µs spawn here).
 fn null_stdin() -> Stdio {
@@ -92,7 +79,9 @@ impl HookTools {
             });
         }
         // The environment is inherited whole: the tools find the hook context through it.
-        let mut child = Command::new(resolve(tool))
+        // By name: std's posix_spawnp looks it up on PATH in the child, where Juju puts the
+        // hook-tool dir first, so the first exec finds it and this process stats nothing.
+        let mut child = Command::new(tool)
             .args(args)
             .stdin(null_stdin())
             .stdout(Stdio::piped())
