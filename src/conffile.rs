@@ -16,8 +16,8 @@ use crate::plan::OnDisk;
 /// The largest controller.conf read; a bigger one is not ours to parse.
 pub const MAX_CONF: u64 = 1024 * 1024;
 
-/// The name prefix of this writer's temp files, beside controller.conf.
-const TEMP_PREFIX: &str = ".controller.conf.";
+/// The name of this writer's temp file, beside controller.conf.
+const TEMP_NAME: &str = ".controller.conf.new";
 
 /// Why controller.conf could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -121,78 +121,85 @@ pub fn read(path: &Path) -> Result<OnDisk, ConfFileError> {
     })
 }
 
-/// Removes this writer's temp files left in `dir` by a hook killed between creating one
-/// and renaming it. Only regular files and symlinks named `.controller.conf.*` go; one hook
-/// runs at a time on a unit, so none of them belongs to a live writer.
-pub fn remove_leftovers(dir: &Path) -> Result<usize, ConfFileError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(source) => {
-            return Err(ConfFileError::Read {
-                path: dir.to_owned(),
-                source,
-            })
-        }
-    };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().starts_with(TEMP_PREFIX) {
-            continue;
-        }
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        if kind.is_file() || kind.is_symlink() {
-            let path = entry.path();
-            match fs::remove_file(&path) {
-                Ok(()) => removed += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(ConfFileError::Write { path, source }),
-            }
-        }
-    }
-    Ok(removed)
+/// The path of this writer's temp file beside `path`: one fixed name, so that a leftover of
+/// a hook killed between create and rename is found without listing the dir.
+fn temp_path(path: &Path) -> PathBuf {
+    path.with_file_name(TEMP_NAME)
 }
 
-/// Writes `content` to `path` atomically with mode 0600, unless the file already holds
-/// exactly that. Returns whether it wrote.
-pub fn write_if_changed(path: &Path, content: &str) -> Result<bool, ConfFileError> {
+/// Removes what a hook killed between creating its temp file and renaming it left beside
+/// `path`, whatever it is (file, symlink, FIFO). One hook runs at a time on a machine, so
+/// no live writer owns it. A missing one is the usual case and fine.
+pub fn remove_leftover(path: &Path) -> Result<(), ConfFileError> {
+    let temp = temp_path(path);
+    match fs::remove_file(&temp) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ConfFileError::Write { path: temp, source }),
+    }
+}
+
+/// Writes `content` to `path` atomically with mode 0600, unless `current` (what this hook
+/// read from `path`, see [`read`]) holds exactly that already. Returns whether it wrote.
+/// Never writes over a file read as [`OnDisk::Unreadable`]: that is the operator's.
+///
+/// No second read: one hook runs at a time on a machine and only hooks write the
+/// `db-bind-addresses` block, so what [`read`] found earlier in the hook is still there.
+pub fn write_if_changed(
+    path: &Path,
+    content: &str,
+    current: &OnDisk,
+) -> Result<bool, ConfFileError> {
     let write_error = |source| ConfFileError::Write {
         path: path.to_owned(),
         source,
     };
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    remove_leftovers(dir)?;
-    match read_bytes(path)? {
-        Bytes::Content(current) if current == content.as_bytes() => return Ok(false),
-        Bytes::Refused(why) => {
-            // The plan never writes over such a file; refuse rather than replace it.
-            return Err(write_error(std::io::Error::other(why)));
-        }
-        Bytes::Missing | Bytes::Content(_) => {}
+    match current {
+        OnDisk::Parsed(conf) if conf.text() == content => return Ok(false),
+        OnDisk::Unreadable(why) => return Err(write_error(std::io::Error::other(why.clone()))),
+        OnDisk::Missing | OnDisk::Parsed(_) => {}
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| ConfFileError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-    // The temp file lives in the target's dir so the rename is atomic; tempfile creates it
-    // with mode 0600 and removes it if anything below fails.
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(write_error)?;
-    temp.as_file()
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let temp = temp_path(path);
+    // The temp file lives in the target's dir so the rename is atomic. A leftover goes
+    // first; O_EXCL then creates a new inode (never following a symlink or opening a FIFO
+    // that appeared in its place), mode 0600 from the start.
+    remove_leftover(path)?;
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+    };
+    let mut file = match create() {
+        Ok(file) => file,
+        // The dir is made only when missing (a first write): one system call less for
+        // every other write.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| ConfFileError::CreateDir {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+            create().map_err(write_error)?
+        }
+        Err(e) => return Err(write_error(e)),
+    };
+    // The umask may have taken bits off the create mode; the agent expects exactly 0600.
+    let written = file
         .set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(write_error)?;
-    temp.write_all(content.as_bytes()).map_err(write_error)?;
-    temp.as_file().sync_all().map_err(write_error)?;
-    temp.persist(path).map_err(|e| write_error(e.error))?;
+        .and_then(|()| file.write_all(content.as_bytes()))
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&temp, path));
+    if let Err(source) = written {
+        drop(file);
+        let _ = fs::remove_file(&temp);
+        return Err(write_error(source));
+    }
     // The rename is durable only once the dir entry is.
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -210,23 +217,28 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("agents/controller-0/controller.conf");
         assert_eq!(read(&path).expect("read"), OnDisk::Missing);
-        assert!(write_if_changed(&path, "a: 1\n").expect("first write"));
+        // The first write also makes the dir, private.
+        assert!(write_if_changed(&path, "a: 1\n", &OnDisk::Missing).expect("first write"));
         assert_eq!(fs::read_to_string(&path).expect("read back"), "a: 1\n");
         assert_eq!(fs::metadata(&path).expect("meta").mode() & 0o777, 0o600);
+        let parent = path.parent().expect("dir");
+        assert_eq!(fs::metadata(parent).expect("meta").mode() & 0o777, 0o700);
         let inode = fs::metadata(&path).expect("meta").ino();
-        assert!(!write_if_changed(&path, "a: 1\n").expect("same content"));
+        let current = read(&path).expect("read");
+        assert!(!write_if_changed(&path, "a: 1\n", &current).expect("same content"));
         assert_eq!(
             fs::metadata(&path).expect("meta").ino(),
             inode,
             "unchanged file untouched"
         );
-        assert!(write_if_changed(&path, "a: 2\n").expect("changed"));
+        assert!(write_if_changed(&path, "a: 2\n", &current).expect("changed"));
+        assert_eq!(fs::read_to_string(&path).expect("read back"), "a: 2\n");
         assert_ne!(
             fs::metadata(&path).expect("meta").ino(),
             inode,
             "replaced by rename"
         );
-        let leftovers: Vec<_> = fs::read_dir(path.parent().expect("dir"))
+        let leftovers: Vec<_> = fs::read_dir(parent)
             .expect("list")
             .filter_map(Result::ok)
             .filter(|e| e.file_name() != "controller.conf")
@@ -304,7 +316,8 @@ mod tests {
             )
         );
         // Nothing is ever written over such a file.
-        assert!(write_if_changed(&fifo, "a: 1\n").is_err());
+        let current = read(&fifo).expect("read");
+        assert!(write_if_changed(&fifo, "a: 1\n", &current).is_err());
         assert!(fs::symlink_metadata(&fifo)
             .expect("still there")
             .file_type()
@@ -312,27 +325,51 @@ mod tests {
     }
 
     #[test]
-    fn leftover_temp_files_are_removed() {
+    fn a_killed_writers_leftover_is_removed_or_replaced_whatever_it_is() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("controller.conf");
+        let temp = dir.path().join(TEMP_NAME);
         fs::write(&path, "a: 1\n").expect("write");
-        // What a writer killed between create and rename leaves, and what is not ours.
-        fs::write(dir.path().join(".controller.conf.Ab12Cd"), "torn").expect("leftover");
-        fs::write(dir.path().join(".controller.conf.x"), "").expect("leftover");
-        fs::create_dir(dir.path().join(".controller.conf.dir")).expect("a dir");
         fs::write(dir.path().join("agent.conf"), "keep").expect("other file");
-        // Even a write skipped as unchanged cleans up.
-        assert!(!write_if_changed(&path, "a: 1\n").expect("unchanged"));
-        let mut names: Vec<String> = fs::read_dir(dir.path())
-            .expect("list")
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(
-            names,
-            [".controller.conf.dir", "agent.conf", "controller.conf"]
-        );
+        let names = || {
+            let mut names: Vec<String> = fs::read_dir(dir.path())
+                .expect("list")
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        // A hook that does not write removes what a killed writer left.
+        fs::write(&temp, "torn").expect("leftover");
+        remove_leftover(&path).expect("removed");
+        assert_eq!(names(), ["agent.conf", "controller.conf"]);
+        remove_leftover(&path).expect("nothing to remove is fine");
+        // A writer replaces it, even a FIFO or a symlink to a file that is not ours: the
+        // new temp file is a new inode and nothing is written through the link.
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "not ours").expect("outside");
+        for plant in ["fifo", "symlink"] {
+            if plant == "fifo" {
+                let status = std::process::Command::new("mkfifo")
+                    .arg(&temp)
+                    .status()
+                    .expect("run mkfifo");
+                assert!(status.success());
+            } else {
+                std::os::unix::fs::symlink(&outside, &temp).expect("symlink");
+            }
+            let current = read(&path).expect("read");
+            let content = format!("a: {plant}\n");
+            assert!(write_if_changed(&path, &content, &current).expect("written"));
+            assert_eq!(fs::read_to_string(&path).expect("read back"), content);
+            assert_eq!(
+                names(),
+                ["agent.conf", "controller.conf", "outside"],
+                "{plant}"
+            );
+        }
+        assert_eq!(fs::read_to_string(&outside).expect("outside"), "not ours");
     }
 
     #[test]
@@ -356,7 +393,8 @@ mod tests {
         ]
         .into();
         conf.set_bind_addresses(map).expect("replaceable");
-        assert!(write_if_changed(&path, &conf.render()).expect("write"));
+        let current = read(&path).expect("read");
+        assert!(write_if_changed(&path, conf.text(), &current).expect("write"));
         assert_eq!(
             fs::read_to_string(&path).expect("read back"),
             format!("{head}db-bind-addresses:\n  '0': 10.0.0.5\n  '1': 10.0.0.6\n{tail}")

@@ -326,11 +326,16 @@ pub fn apply(tools: &HookTools, env: &HookEnv, world: &World, plan: Plan) -> Res
     }
     let mut memo = world.memo.clone();
     set_status(tools, env, &mut memo, &world.memo_on_disk, &status)?;
-    // A hook killed mid-write leaves a temp file; the next hook removes it whether or not it
-    // writes (write_if_changed sweeps before it writes).
-    match (&plan.conf, &world.conf_path, &world.paths) {
-        (Some(conf), Some(path), Some(paths)) => {
-            if conffile::write_if_changed(path, &conf.render())? {
+    // A hook killed mid-write leaves its temp file; the next hook removes it whether or not
+    // it writes (write_if_changed removes it before it creates its own).
+    match (
+        &plan.conf,
+        &world.conf_path,
+        &world.paths,
+        &world.observed.conf,
+    ) {
+        (Some(conf), Some(path), Some(paths), Some(view)) => {
+            if conffile::write_if_changed(path, conf.text(), &view.on_disk)? {
                 if let Err(error) = reload::reload(&paths.reload_socket) {
                     // The file is in place; the agent reads it when it (re)starts.
                     let status = Status::new(
@@ -341,13 +346,13 @@ pub fn apply(tools: &HookTools, env: &HookEnv, world: &World, plan: Plan) -> Res
                 }
             }
         }
-        (_, Some(path), _) => {
-            // Failing to sweep is only worth a warning here: the leftover harms nothing.
-            if let Some(Err(error)) = path.parent().map(conffile::remove_leftovers) {
+        (_, Some(path), _, _) => {
+            // Failing to remove it is only worth a warning here: the leftover harms nothing.
+            if let Err(error) = conffile::remove_leftover(path) {
                 eprintln!("WARNING {}", printable(&error.to_string()));
             }
         }
-        (_, None, _) => {}
+        (_, None, _, _) => {}
     }
     Ok(())
 }

@@ -412,12 +412,13 @@ fn install_never_writes_controller_conf() {
 }
 
 #[test]
-fn a_hook_removes_a_killed_writers_temp_files() {
+fn a_hook_removes_a_killed_writers_temp_file() {
     let mut model = Model::new(1);
     model.start_agent(0);
     model.hook(0, Invocation::hook("config-changed"));
     let dir = model.conf_path(0).parent().expect("dir").to_owned();
-    fs::write(dir.join(".controller.conf.k1LLed"), "db-bind-add").expect("leftover");
+    // The writer's one temp file name (conffile::TEMP_NAME).
+    fs::write(dir.join(".controller.conf.new"), "db-bind-add").expect("leftover");
     // Converged: nothing to write, and the leftover still goes.
     model.hook(0, Invocation::hook("update-status"));
     let names: Vec<String> = fs::read_dir(&dir)

@@ -127,6 +127,11 @@ impl ControllerConf {
         Ok(())
     }
 
+    /// The document's text, borrowed.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The document's text.
     pub fn render(&self) -> String {
         self.text.clone()
