@@ -974,3 +974,92 @@ fn run_dbaccessor_blocks_when_the_service_cannot_be_set_up() {
         Some("10.0.0.5")
     );
 }
+
+/// Every hook tool whose output the charm parses, made to print what Juju never prints:
+/// the hook fails (exit 1, not a panic, the tool named), commits nothing and leaves
+/// controller.conf, the status and the agent alone. An answer too big to read is the same
+/// failure, except from network-get, where it is a fact about the binding: blocked, saying
+/// so, with the map and controller.conf kept. Put back, the next hook restores the model.
+#[test]
+fn malformed_output_of_any_parsed_hook_tool_fails_the_hook_and_commits_nothing() {
+    let model = converged_three();
+    let deep = "[".repeat(100_000);
+    let huge = format!("{{\"k\":\"{}\"}}", "x".repeat(2 << 20));
+    // The too-big answer last: network-get takes it as a fact (see below).
+    let outputs: [&[u8]; 10] = [
+        b"",
+        b"{",
+        b"[\"controller/1\"",
+        b"42",
+        b"\"a string\"",
+        b"{}{}",
+        b"null\0",
+        b"\xff\xfe\xfd",
+        deep.as_bytes(),
+        huge.as_bytes(),
+    ];
+    let relation = model.state().relations[RELATION].clone();
+    let published = model.published();
+    let conf = model.conf(0);
+    let status = model.status(0);
+    let reloads = model.agent(0).reloads();
+    let tools = model.runner.tools_dir().to_owned();
+    let garbage = model.dir.path().join("garbage");
+    for tool in [
+        "is-leader",
+        "config-get",
+        "network-get",
+        "relation-ids",
+        "relation-get",
+        "relation-list",
+    ] {
+        let link = tools.join(tool);
+        let target = fs::read_link(&link).expect("the emulator's link");
+        fs::remove_file(&link).expect("remove the link");
+        fs::write(&link, format!("#!/bin/sh\ncat '{}'\n", garbage.display())).expect("script");
+        fs::set_permissions(&link, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        for output in outputs {
+            fs::write(&garbage, output).expect("garbage");
+            // config-changed on the leader calls every one of these tools.
+            let outcome = model.run(0, Invocation::hook("config-changed"));
+            let case = format!(
+                "{tool} printing {} bytes {:?}",
+                output.len(),
+                String::from_utf8_lossy(&output[..output.len().min(20)])
+            );
+            assert!(!outcome.stderr.contains("panicked"), "{case}: {outcome:?}");
+            assert_eq!(model.published(), published, "{case}");
+            assert_eq!(model.conf(0), conf, "{case}");
+            assert_eq!(model.agent(0).reloads(), reloads, "{case}");
+            if tool == "network-get" && output.len() == huge.len() {
+                assert_eq!(outcome.exit_code, Some(0), "{case}: {outcome:?}");
+                let (kind, message) = model.status(0);
+                assert_eq!(kind, "blocked", "{case}");
+                assert!(
+                    message.contains("network-get printed more than"),
+                    "{case}: {message}"
+                );
+                // The last case: the model is put back below.
+                continue;
+            }
+            assert_eq!(outcome.exit_code, Some(1), "{case}: {outcome:?}");
+            assert!(outcome.stderr.contains(tool), "{case}: {}", outcome.stderr);
+            assert!(!outcome.committed, "{case}");
+            assert_eq!(model.state().relations[RELATION], relation, "{case}");
+            assert_eq!(model.status(0), status, "{case}");
+        }
+        fs::remove_file(&link).expect("remove the script");
+        std::os::unix::fs::symlink(&target, &link).expect("put the link back");
+        // The next hook repairs whatever the last case left (network-get's blocked status
+        // and the address it took out of this unit's bag).
+        model.hook(0, Invocation::hook("config-changed"));
+        assert_eq!(
+            model.state().relations[RELATION],
+            relation,
+            "{tool} put back"
+        );
+        assert_eq!(model.status(0), status, "{tool} put back");
+        assert_eq!(model.conf(0), conf, "{tool} put back");
+    }
+}
