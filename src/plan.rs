@@ -558,6 +558,9 @@ fn lead(
             )));
             continue;
         };
+        // An IPv4-mapped IPv6 address is its IPv4 address, as this unit's own choice is:
+        // two spellings of one IP must collide below, not become two controllers.
+        let ip = ip.to_canonical();
         if let Some(scope) = never_valid(ip) {
             log.push(ignore(format!(
                 "{BIND_ADDRESS_KEY} {ip} is {scope}, never a node's address"
@@ -1399,6 +1402,18 @@ mod tests {
                         o,
                         "controller/1",
                         &[("agent-id", "1"), ("db-bind-address", "10.0.0.7")],
+                    )
+                }),
+                StatusKind::Active,
+                "10.0.0.7 of controller 1 is also controller 2's",
+            ),
+            (
+                "peer takes another controller's IP, IPv4-mapped",
+                Box::new(|o| {
+                    peer_bag(
+                        o,
+                        "controller/1",
+                        &[("agent-id", "1"), ("db-bind-address", "::ffff:10.0.0.7")],
                     )
                 }),
                 StatusKind::Active,
