@@ -34,6 +34,24 @@ use event::{Event, Hook, HookEnv};
 use hook::HookError;
 use tools::HookTools;
 
+/// An error and its causes on one line, each cause once. The charm's errors print their
+/// cause in their own message (a status or an action's failure shows that message alone),
+/// and std's chain would name it again: `{:#}` printed a bad tool's answer three times.
+/// A cause whose message the line already holds is left out.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let message = error.to_string();
+        if !line.contains(&message) {
+            line.push_str(": ");
+            line.push_str(&message);
+        }
+        cause = error.source();
+    }
+    line
+}
+
 /// Handles the event. An `Err` means the hook must fail so that Juju retries it.
 pub fn run(env: &HookEnv) -> Result<(), HookError> {
     let tools = HookTools;
@@ -47,5 +65,35 @@ pub fn run(env: &HookEnv) -> Result<(), HookError> {
         Event::Relation(relation) => hook::converge(&tools, env, Some(relation)),
         Event::Action(name) => actions::run(&tools, env, name),
         Event::Unhandled(name) => hook::unhandled(&tools, name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tools::ToolError;
+
+    #[test]
+    fn describe_names_each_cause_once() {
+        let parse = serde_json::from_str::<bool>("{").expect_err("not a boolean");
+        let cause = parse.to_string();
+        let error = HookError::Tool(ToolError::Parse {
+            tool: "is-leader".into(),
+            source: parse,
+        });
+        let line = describe(&error);
+        assert_eq!(
+            line,
+            format!(
+                "hook tool failed: is-leader printed output that is not what Juju prints: {cause}"
+            )
+        );
+        assert_eq!(line.matches(&cause).count(), 1, "{line}");
+        // A wrapper that does not repeat its cause gets it appended.
+        let wrapped = anyhow::Error::new(error).context("cluster-status failed");
+        assert_eq!(
+            describe(wrapped.as_ref()),
+            format!("cluster-status failed: {line}")
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! `dispatch`: the charm's one entry point. Juju runs it for every hook and action; it reads
 //! the event from the environment and hands it to the library. Exit 0 commits the hook's
-//! relation writes; a non-zero exit (printed on stderr with its cause chain) makes Juju retry.
+//! relation writes; a non-zero exit (printed on stderr with its causes) makes Juju retry.
 //!
 //! Its `main` is C's, called by glibc's start-up, not std's: see [`main`].
 #![no_main]
@@ -61,7 +61,7 @@ fn dispatch() -> i32 {
     let code = match run() {
         Ok(()) => 0,
         Err(error) => {
-            eprintln!("ERROR {error:#}");
+            eprintln!("ERROR {}", controller_charm::describe(error.as_ref()));
             FAILED
         }
     };

@@ -977,7 +977,8 @@ fn run_dbaccessor_blocks_when_the_service_cannot_be_set_up() {
 
 /// Every hook tool whose output the charm parses, made to print what Juju never prints:
 /// the hook fails (exit 1, not a panic, the tool named), commits nothing and leaves
-/// controller.conf, the status and the agent alone. An answer too big to read is the same
+/// controller.conf, the status and the agent alone, and the `cluster-status` action fails
+/// with the reason as its message. An answer too big to read is the same
 /// failure, except from network-get, where it is a fact about the binding: blocked, saying
 /// so, with the map and controller.conf kept. Put back, the next hook restores the model.
 #[test]
@@ -1045,9 +1046,28 @@ fn malformed_output_of_any_parsed_hook_tool_fails_the_hook_and_commits_nothing()
             }
             assert_eq!(outcome.exit_code, Some(1), "{case}: {outcome:?}");
             assert!(outcome.stderr.contains(tool), "{case}: {}", outcome.stderr);
+            // One line, each cause in it once.
+            let line = outcome
+                .stderr
+                .lines()
+                .find(|line| line.starts_with("ERROR "))
+                .unwrap_or_else(|| panic!("{case}: no ERROR line in {}", outcome.stderr));
+            let parts: Vec<&str> = line.split(": ").collect();
+            let distinct: std::collections::BTreeSet<&str> = parts.iter().copied().collect();
+            assert_eq!(distinct.len(), parts.len(), "{case}: repeats: {line}");
             assert!(!outcome.committed, "{case}");
             assert_eq!(model.state().relations[RELATION], relation, "{case}");
             assert_eq!(model.status(0), status, "{case}");
+            // An action that meets the same tool fails with the reason as its message.
+            let outcome = model.run(0, Invocation::action("cluster-status", json!({})));
+            assert!(!outcome.stderr.contains("panicked"), "{case}: {outcome:?}");
+            let state = model.state();
+            let record = state.actions.last().expect("action record");
+            assert_eq!(record.outcome, "failed", "{case}: {outcome:?}");
+            if outcome.exit_code == Some(1) {
+                let message = record.action.failed.clone().unwrap_or_default();
+                assert!(message.contains(tool), "{case}: {message:?}");
+            }
         }
         fs::remove_file(&link).expect("remove the script");
         std::os::unix::fs::symlink(&target, &link).expect("put the link back");

@@ -30,11 +30,20 @@ pub type Results = BTreeMap<String, String>;
 
 /// Runs action `name`. Failures the operator can act on end in `action-fail` and exit 0.
 pub fn run(tools: &HookTools, env: &HookEnv, name: &str) -> Result<(), HookError> {
-    let (results, failure) = match name {
-        "bind-candidates" => bind_candidates::run(tools, env)?,
-        "cluster-status" => cluster_status::run(tools, env)?,
-        "recover-cluster" => recover_cluster::run(tools, env)?,
-        other => (Results::new(), Some(format!("unknown action {other:?}"))),
+    let outcome = match name {
+        "bind-candidates" => bind_candidates::run(tools, env),
+        "cluster-status" => cluster_status::run(tools, env),
+        "recover-cluster" => recover_cluster::run(tools, env),
+        other => Ok((Results::new(), Some(format!("unknown action {other:?}")))),
+    };
+    let (results, failure) = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            // The action fails either way (exit 1); the message is what `juju run` shows
+            // in place of a bare exit status. action-fail may be the broken tool itself.
+            let _ = tools.action_fail(&crate::describe(&error));
+            return Err(error);
+        }
     };
     if !results.is_empty() {
         tools.action_set(&results)?;
