@@ -34,24 +34,6 @@ use event::{Event, Hook, HookEnv};
 use hook::HookError;
 use tools::HookTools;
 
-/// An error and its causes on one line, each cause once. The charm's errors print their
-/// cause in their own message (a status or an action's failure shows that message alone),
-/// and std's chain would name it again: `{:#}` printed a bad tool's answer three times.
-/// A cause whose message the line already holds is left out.
-pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        let message = error.to_string();
-        if !line.contains(&message) {
-            line.push_str(": ");
-            line.push_str(&message);
-        }
-        cause = error.source();
-    }
-    line
-}
-
 /// Handles the event. An `Err` means the hook must fail so that Juju retries it.
 pub fn run(env: &HookEnv) -> Result<(), HookError> {
     let tools = HookTools;
@@ -71,17 +53,18 @@ pub fn run(env: &HookEnv) -> Result<(), HookError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use controller_contract::describe_error;
     use tools::ToolError;
 
     #[test]
-    fn describe_names_each_cause_once() {
+    fn a_tool_errors_line_names_each_cause_once() {
         let parse = serde_json::from_str::<bool>("{").expect_err("not a boolean");
         let cause = parse.to_string();
         let error = HookError::Tool(ToolError::Parse {
             tool: "is-leader".into(),
             source: parse,
         });
-        let line = describe(&error);
+        let line = describe_error(&error);
         assert_eq!(
             line,
             format!(
@@ -92,7 +75,7 @@ mod tests {
         // A wrapper that does not repeat its cause gets it appended.
         let wrapped = anyhow::Error::new(error).context("cluster-status failed");
         assert_eq!(
-            describe(wrapped.as_ref()),
+            describe_error(wrapped.as_ref()),
             format!("cluster-status failed: {line}")
         );
     }

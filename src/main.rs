@@ -61,7 +61,10 @@ fn dispatch() -> i32 {
     let code = match run() {
         Ok(()) => 0,
         Err(error) => {
-            eprintln!("ERROR {}", controller_charm::describe(error.as_ref()));
+            eprintln!(
+                "ERROR {}",
+                controller_contract::describe_error(error.as_ref())
+            );
             FAILED
         }
     };

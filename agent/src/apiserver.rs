@@ -39,6 +39,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use controller_contract::describe_error;
 use dbaccessor::Database;
 use dqlite::client::Client;
 use dqlite::wire::Value;
@@ -674,7 +675,7 @@ async fn login_answer(state: &State, name: &str, password: String) -> Answer {
         Err(e) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &format!("cannot read credentials: {e:#}"),
+                &format!("cannot read credentials: {}", describe_error(e.as_ref())),
             )
         }
     };

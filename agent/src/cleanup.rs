@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use controller_contract::describe_error;
 use dbaccessor::Database;
 use dqlite::client::Client;
 use dqlite::wire::Value;
@@ -139,7 +140,10 @@ pub async fn run(
                 return Ok(());
             }
             // Whatever happened, the next round reads again; nothing is removed on doubt.
-            Err(e) => log::warn!("{who}: cannot sweep departed controllers: {e:#}"),
+            Err(e) => log::warn!(
+                "{who}: cannot sweep departed controllers: {}",
+                describe_error(e.as_ref())
+            ),
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use controller_backoff::Backoff;
+use controller_contract::describe_error;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -330,7 +331,10 @@ async fn supervise(
         };
         if stop.is_requested() {
             if let Err(e) = result {
-                log::warn!("worker {name} failed while stopping: {e:#}");
+                log::warn!(
+                    "worker {name} failed while stopping: {}",
+                    describe_error(e.as_ref())
+                );
             }
             break;
         }
@@ -343,14 +347,15 @@ async fn supervise(
             Err(e) => {
                 let delay = policy.delay_after_failure(&mut backoff, began.elapsed());
                 log::warn!(
-                    "worker {name} failed: {e:#}; restarting in {} ms",
+                    "worker {name} failed: {}; restarting in {} ms",
+                    describe_error(e.as_ref()),
                     delay.as_millis()
                 );
                 report(
                     &events,
                     WorkerEvent::Failed {
                         name: name.clone(),
-                        error: format!("{e:#}"),
+                        error: describe_error(e.as_ref()),
                         restart_in: delay,
                     },
                 );

@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use controller_backoff::Backoff;
 use controller_contract::api::{LeadershipRequest, LeadershipResult, LoginRequest};
+use controller_contract::describe_error;
 use controller_contract::leadership::{HeldGrant, UnitLeadership, KEEP_GRANTS};
 use dbaccessor::Database;
 use juju_client::DialOptions;
@@ -166,7 +167,7 @@ async fn run(
                 Ok(conf) if !conf.apipassword.is_empty() => conf,
                 Ok(_) => continue, // no password (yet): nothing to log in with
                 Err(e) => {
-                    log::warn!("leadership of {unit}: {e:#}");
+                    log::warn!("leadership of {unit}: {}", describe_error(e.as_ref()));
                     continue;
                 }
             };
@@ -194,7 +195,11 @@ async fn run(
                     log::info!("leadership tracker of {unit} starts");
                     trackers.insert(unit.clone(), (conf.apipassword.clone(), task));
                 }
-                Err(e) => log::warn!("cannot register the credential of {}: {e:#}", conf.tag),
+                Err(e) => log::warn!(
+                    "cannot register the credential of {}: {}",
+                    conf.tag,
+                    describe_error(e.as_ref())
+                ),
             }
         }
         tokio::select! {
@@ -245,7 +250,11 @@ impl Tracker {
         self.file.written_unix_ms = wall_ms();
         let json = serde_json::to_vec_pretty(&self.file).expect("plain data serializes");
         if let Err(e) = addresses::write_atomically(&self.path, &json) {
-            log::warn!("cannot write {}: {e:#}", self.path.display());
+            log::warn!(
+                "cannot write {}: {}",
+                self.path.display(),
+                describe_error(e.as_ref())
+            );
         }
     }
 
@@ -380,8 +389,8 @@ async fn track(settings: Settings, unit: String, unit_dir: PathBuf) {
         let mut connection = match connection {
             Ok(connection) => connection,
             Err(e) => {
-                log::warn!("leadership of {unit}: {e:#}");
-                tracker.file.error = format!("{e:#}");
+                tracker.file.error = describe_error(e.as_ref());
+                log::warn!("leadership of {unit}: {}", tracker.file.error);
                 tracker.write();
                 pause(&mut tracker, &mut deadline, backoff.next_delay()).await;
                 continue;

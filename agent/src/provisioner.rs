@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use controller_contract::cloud::{AgentBootstrap, CloudFence, CloudReply, CloudRequest, Instance};
+use controller_contract::describe_error;
 use dbaccessor::Database;
 use dqlite::client::Client;
 use dqlite::wire::Value;
@@ -201,7 +202,11 @@ pub async fn round(
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(e) => {
-                log::warn!("machine {}: {e:#}; trying again next round", machine.id);
+                log::warn!(
+                    "machine {}: {}; trying again next round",
+                    machine.id,
+                    describe_error(e.as_ref())
+                );
                 continue;
             }
         };

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use controller_backoff::Backoff;
+use controller_contract::describe_error;
 use dbaccessor::Database;
 use dqlite::client::Client;
 use tokio::sync::watch;
@@ -413,7 +414,10 @@ async fn run_status(
                     log::warn!("{who}: cannot write {}: {e}", path.display());
                 }
             }
-            Err(e) => log::warn!("{who}: cannot read the leases: {e:#}"),
+            Err(e) => log::warn!(
+                "{who}: cannot read the leases: {}",
+                describe_error(e.as_ref())
+            ),
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}

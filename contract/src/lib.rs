@@ -50,9 +50,71 @@ pub fn dqlite_address(ip: std::net::IpAddr) -> String {
     ip_port(ip, DQLITE_PORT)
 }
 
+/// An error and its causes on one line, each cause once: the workspace's one way to print
+/// an error chain (a failed hook's `ERROR` line, the agent's worker logs). Most errors here
+/// print their cause in their own message, because a status, an action's failure or a
+/// log line often shows that message alone; std's chain (`{:#}` of an `anyhow::Error`)
+/// then names the cause again, and a bad hook tool's answer came out three times. A cause
+/// whose message the line already holds is left out.
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let message = error.to_string();
+        if !line.contains(&message) {
+            line.push_str(": ");
+            line.push_str(&message);
+        }
+        cause = error.source();
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message with an optional cause, printed in the message or not.
+    #[derive(Debug)]
+    struct Layer {
+        message: String,
+        cause: Option<Box<Layer>>,
+    }
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.message)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.cause
+                .as_deref()
+                .map(|cause| cause as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn describe_error_names_each_cause_once() {
+        let layer = |message: &str, cause: Option<Layer>| Layer {
+            message: message.to_owned(),
+            cause: cause.map(Box::new),
+        };
+        // A cause its wrapper prints, under a wrapper that does not print its own.
+        let error = layer(
+            "worker lease failed",
+            Some(layer(
+                "cannot read lease k: disk I/O error",
+                Some(layer("disk I/O error", None)),
+            )),
+        );
+        assert_eq!(
+            describe_error(&error),
+            "worker lease failed: cannot read lease k: disk I/O error"
+        );
+        assert_eq!(describe_error(&layer("alone", None)), "alone");
+    }
 
     #[test]
     fn dqlite_address_brackets_ipv6() {

@@ -41,7 +41,7 @@ pub fn run(tools: &HookTools, env: &HookEnv, name: &str) -> Result<(), HookError
         Err(error) => {
             // The action fails either way (exit 1); the message is what `juju run` shows
             // in place of a bare exit status. action-fail may be the broken tool itself.
-            let _ = tools.action_fail(&crate::describe(&error));
+            let _ = tools.action_fail(&controller_contract::describe_error(&error));
             return Err(error);
         }
     };

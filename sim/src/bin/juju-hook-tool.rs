@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             return match result {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("ERROR {e:#}");
+                    eprintln!("ERROR {}", controller_contract::describe_error(e.as_ref()));
                     ExitCode::from(1)
                 }
             };

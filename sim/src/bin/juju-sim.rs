@@ -5,7 +5,10 @@ fn main() -> std::process::ExitCode {
     match juju_sim::commands::main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("ERROR {error:#}");
+            eprintln!(
+                "ERROR {}",
+                controller_contract::describe_error(error.as_ref())
+            );
             std::process::ExitCode::FAILURE
         }
     }
