@@ -93,7 +93,8 @@ struct AgentArgs {
     singular_heartbeat_ms: u64,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the agent; a fatal error is logged on one line (each cause once) and exits 1.
+fn main() -> std::process::ExitCode {
     // First, while this is the only thread (see dbaccessor::threadpool).
     dbaccessor::threadpool::configure();
     let args = AgentArgs::parse();
@@ -102,11 +103,18 @@ fn main() -> anyhow::Result<()> {
     )
     .format_timestamp_millis()
     .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the tokio runtime")?;
-    runtime.block_on(run(args))
+        .context("cannot start the tokio runtime")
+        .and_then(|runtime| runtime.block_on(run(args)));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            log::error!("{}", controller_contract::describe_error(error.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT and logs which came.
