@@ -30,7 +30,9 @@
 //! [`Memo::reusable_bags`] decide (pure, table-tested); `load`, `save` and `forget` are the IO.
 
 use std::collections::BTreeMap;
+use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -138,7 +140,12 @@ pub fn path(charm_dir: &Path) -> PathBuf {
 /// another version.
 pub fn load(charm_dir: &Path) -> Memo {
     let read = || -> Option<Memo> {
-        let file = std::fs::File::open(path(charm_dir)).ok()?;
+        // O_NONBLOCK: a FIFO in its place must not hold the hook up waiting for a writer.
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path(charm_dir))
+            .ok()?;
         if !file.metadata().ok()?.is_file() {
             return None;
         }
@@ -155,16 +162,34 @@ pub fn load(charm_dir: &Path) -> Memo {
     read().unwrap_or_else(Memo::new)
 }
 
+/// The memo's temp file, beside it: one fixed name, so that a hook killed between its write
+/// and the rename leaves one file, which the next save replaces.
+const TEMP_NAME: &str = ".controller-charm-memo.new";
+
 /// Writes the memo (temp file, rename). Not fsynced: a torn file after a crash is ignored.
 pub fn save(charm_dir: &Path, memo: &Memo) -> std::io::Result<()> {
-    let mut file = tempfile::Builder::new()
-        .prefix(".controller-charm-memo.")
-        .tempfile_in(charm_dir)?;
+    let temp = charm_dir.join(TEMP_NAME);
+    // A leftover goes first, whatever it is; O_EXCL then creates a new file (never opening
+    // a FIFO or following a symlink left in its place).
+    match std::fs::remove_file(&temp) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)?;
     // One write: serde_json writes each token on its own to an unbuffered writer, which was
     // about 150 system calls of a byte or two for one memo.
-    file.write_all(&serde_json::to_vec(memo)?)?;
-    file.persist(path(charm_dir)).map_err(|e| e.error)?;
-    Ok(())
+    let written = serde_json::to_vec(memo)
+        .map_err(std::io::Error::from)
+        .and_then(|bytes| file.write_all(&bytes))
+        .and_then(|()| std::fs::rename(&temp, path(charm_dir)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
 
 /// Removes the memo (a missing file is fine).
@@ -335,5 +360,51 @@ mod tests {
         // A directory in its place is ignored, not read.
         std::fs::create_dir(path(dir.path())).expect("dir in place");
         assert_eq!(load(dir.path()), Memo::new());
+    }
+
+    /// What a hook killed mid-save, or anything else, left in the way.
+    #[test]
+    fn a_fifo_in_place_is_not_waited_on_and_a_leftover_temp_is_replaced() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mkfifo = |at: &Path| {
+            let status = std::process::Command::new("mkfifo")
+                .arg(at)
+                .status()
+                .expect("run mkfifo");
+            assert!(status.success());
+        };
+        // A FIFO with no writer as the memo: read on a thread, so that a regression fails
+        // the test instead of hanging it.
+        mkfifo(&path(dir.path()));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let charm_dir = dir.path().to_owned();
+        std::thread::spawn(move || sender.send(load(&charm_dir) == Memo::new()));
+        let empty = receiver
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("loading returns at once");
+        assert!(empty, "a FIFO holds no memo");
+        forget(dir.path()).expect("forget the FIFO");
+
+        // A FIFO, then a symlink to a file that is not ours, as the temp file: saving
+        // replaces it and writes nothing through it.
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "not ours").expect("outside");
+        let mut memo = Memo::new();
+        memo.network = Some("{}".into());
+        for plant in ["fifo", "symlink"] {
+            let temp = dir.path().join(TEMP_NAME);
+            if plant == "fifo" {
+                mkfifo(&temp);
+            } else {
+                std::os::unix::fs::symlink(&outside, &temp).expect("symlink");
+            }
+            save(dir.path(), &memo).expect("saved");
+            assert_eq!(load(dir.path()), memo, "{plant}");
+            assert!(!temp.exists(), "{plant}: the temp file is renamed");
+        }
+        assert_eq!(
+            std::fs::read_to_string(&outside).expect("outside"),
+            "not ours"
+        );
     }
 }
