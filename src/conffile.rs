@@ -1,16 +1,17 @@
 //! Reading and writing `controller.conf` on disk. Writes are atomic (a temp file in the same
 //! dir, fsync, rename, fsync of the dir), mode 0600, and skipped when the content is already
 //! there, so the agent never sees a torn or truncated file and is not reloaded for nothing.
-//! Reads never block and never read without end: the file is opened non-blocking, must be a
-//! regular file (a FIFO, device or directory is refused) and at most [`MAX_CONF`] bytes.
+//! Reads never block and never read without end ([`crate::files`]): a FIFO, device or
+//! directory in its place is refused, and so is a file of more than [`MAX_CONF`] bytes.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use controller_contract::conf::{ConfError, ControllerConf};
 
+use crate::files::{self, Contents};
 use crate::plan::OnDisk;
 
 /// The largest controller.conf read; a bigger one is not ours to parse.
@@ -39,75 +40,18 @@ pub enum ConfFileError {
     },
 }
 
-/// What reading the file's bytes found.
-enum Bytes {
-    Missing,
-    Content(Vec<u8>),
-    /// Not something to parse, with why.
-    Refused(String),
-}
-
-/// Reads the file's bytes without blocking on a FIFO or device and without reading more
-/// than [`MAX_CONF`] + 1 bytes.
-fn read_bytes(path: &Path) -> Result<Bytes, ConfFileError> {
-    let read_error = |source| ConfFileError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    // O_NONBLOCK: opening a FIFO with no writer would otherwise wait for one. O_NOCTTY: a
-    // terminal device never becomes this process's controlling terminal.
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Bytes::Missing),
-        Err(e) => return Err(read_error(e)),
-    };
-    let meta = file.metadata().map_err(read_error)?;
-    let kind = meta.file_type();
-    if !kind.is_file() {
-        let what = if kind.is_dir() {
-            "a directory"
-        } else if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_socket() {
-            "a socket"
-        } else if kind.is_block_device() || kind.is_char_device() {
-            "a device"
-        } else {
-            "not a regular file"
-        };
-        return Ok(Bytes::Refused(format!(
-            "controller.conf is {what}, not a regular file"
-        )));
-    }
-    if meta.len() > MAX_CONF {
-        return Ok(Bytes::Refused(format!(
-            "controller.conf is {} bytes, more than the {MAX_CONF} it can be",
-            meta.len()
-        )));
-    }
-    // The size can grow after fstat: read one byte more than allowed to notice.
-    let mut bytes = Vec::new();
-    file.take(MAX_CONF + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() as u64 > MAX_CONF {
-        return Ok(Bytes::Refused(format!(
-            "controller.conf is more than the {MAX_CONF} bytes it can be"
-        )));
-    }
-    Ok(Bytes::Content(bytes))
-}
-
 /// Reads controller.conf.
 pub fn read(path: &Path) -> Result<OnDisk, ConfFileError> {
-    let text = match read_bytes(path)? {
-        Bytes::Missing => return Ok(OnDisk::Missing),
-        Bytes::Refused(why) => return Ok(OnDisk::Unreadable(why)),
-        Bytes::Content(bytes) => bytes,
+    let read = files::read_capped(path, MAX_CONF, "controller.conf").map_err(|source| {
+        ConfFileError::Read {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    let text = match read {
+        Contents::Missing => return Ok(OnDisk::Missing),
+        Contents::Refused(why) => return Ok(OnDisk::Unreadable(why)),
+        Contents::Bytes(bytes) => bytes,
     };
     let Ok(text) = String::from_utf8(text) else {
         return Ok(OnDisk::Unreadable(
@@ -210,7 +154,7 @@ pub fn write_if_changed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
     #[test]
     fn write_is_atomic_private_and_skipped_when_unchanged() {
@@ -281,30 +225,23 @@ mod tests {
     }
 
     #[test]
-    fn non_regular_and_oversized_files_are_refused_without_blocking() {
+    fn non_regular_and_oversized_files_are_unreadable_and_never_written_over() {
+        // How each is refused without blocking is crate::files' to test; here, what the
+        // hook sees (the name in the reason) and that it writes nothing over them.
         let dir = tempfile::tempdir().expect("temp dir");
-        // A FIFO with no writer: a blocking open would wait for one for ever. The read runs
-        // on a thread so that a regression fails the test instead of hanging it.
         let fifo = dir.path().join("fifo.conf");
         let status = std::process::Command::new("mkfifo")
             .arg(&fifo)
             .status()
             .expect("run mkfifo");
         assert!(status.success());
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let path = fifo.clone();
-        std::thread::spawn(move || sender.send(unreadable(&path)));
-        let why = receiver
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .expect("reading a FIFO returns at once");
-        assert_eq!(why, "controller.conf is a FIFO, not a regular file");
+        assert_eq!(
+            unreadable(&fifo),
+            "controller.conf is a FIFO, not a regular file"
+        );
         assert_eq!(
             unreadable(dir.path()),
             "controller.conf is a directory, not a regular file"
-        );
-        assert_eq!(
-            unreadable(Path::new("/dev/null")),
-            "controller.conf is a device, not a regular file"
         );
         let big = dir.path().join("big.conf");
         fs::write(&big, vec![b'#'; MAX_CONF as usize + 1]).expect("write");
@@ -315,13 +252,15 @@ mod tests {
                 MAX_CONF + 1
             )
         );
-        // Nothing is ever written over such a file.
-        let current = read(&fifo).expect("read");
-        assert!(write_if_changed(&fifo, "a: 1\n", &current).is_err());
+        for path in [&fifo, &big] {
+            let current = read(path).expect("read");
+            assert!(write_if_changed(path, "a: 1\n", &current).is_err());
+        }
         assert!(fs::symlink_metadata(&fifo)
             .expect("still there")
             .file_type()
             .is_fifo());
+        assert_eq!(fs::metadata(&big).expect("still there").len(), MAX_CONF + 1);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! Dqlite members with their reachability, a health verdict, and the leases from the
 //! agent's lease-status file.
 
-use std::io::Read;
 use std::path::Path;
 
 use controller_contract::paths;
@@ -12,6 +11,7 @@ use super::{Outcome, Results};
 use crate::address::{self, Choice};
 
 use crate::event::HookEnv;
+use crate::files::{self, Contents};
 use crate::hook::{self, HookError};
 use crate::memo::Memo;
 use crate::plan::{self, OnDisk, BIND_ADDRESSES_KEY};
@@ -122,36 +122,28 @@ pub(super) fn run(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError
 /// cannot reach the database): a missing or unreadable file is said, not an action failure.
 fn read_leases(data_dir: &Path) -> Results {
     let path = paths::lease_status(data_dir);
-    let read = std::fs::File::open(&path).and_then(|file| {
-        let mut bytes = Vec::new();
-        file.take(controller_contract::lease::MAX_BYTES + 1)
-            .read_to_end(&mut bytes)?;
-        Ok(bytes)
-    });
+    let error = |message: String| Results::from([("leases.error".into(), message)]);
+    let name = path.display().to_string();
+    let bytes = match files::read_capped(&path, controller_contract::lease::MAX_BYTES, &name) {
+        Ok(Contents::Bytes(bytes)) => bytes,
+        Ok(Contents::Refused(why)) => return error(why),
+        Ok(Contents::Missing) => {
+            return error(format!(
+                "cannot read {name} (is the controller agent running?): it does not exist"
+            ))
+        }
+        Err(e) => {
+            return error(format!(
+                "cannot read {name} (is the controller agent running?): {e}"
+            ))
+        }
+    };
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    match read {
-        Ok(bytes) if bytes.len() as u64 > controller_contract::lease::MAX_BYTES => {
-            Results::from([(
-                "leases.error".into(),
-                format!("{} is too large", path.display()),
-            )])
-        }
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(status) => describe_leases(&status, now_ms),
-            Err(e) => Results::from([(
-                "leases.error".into(),
-                format!("{} is malformed: {e}", path.display()),
-            )]),
-        },
-        Err(e) => Results::from([(
-            "leases.error".into(),
-            format!(
-                "cannot read {} (is the controller agent running?): {e}",
-                path.display()
-            ),
-        )]),
+    match serde_json::from_slice(&bytes) {
+        Ok(status) => describe_leases(&status, now_ms),
+        Err(e) => error(format!("{name} is malformed: {e}")),
     }
 }
 
@@ -419,5 +411,11 @@ mod tests {
         );
         std::fs::write(paths::lease_status(dir.path()), "{").expect("write");
         assert!(read_leases(dir.path())["leases.error"].contains("malformed"));
+        // Something else in its place is refused, not waited on or read.
+        std::fs::remove_file(paths::lease_status(dir.path())).expect("remove");
+        std::fs::create_dir(paths::lease_status(dir.path())).expect("a dir in its place");
+        assert!(
+            read_leases(dir.path())["leases.error"].ends_with("is a directory, not a regular file")
+        );
     }
 }
