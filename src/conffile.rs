@@ -1,7 +1,7 @@
 //! Reading and writing `controller.conf` on disk. Writes are atomic (a temp file in the same
 //! dir, fsync, rename, fsync of the dir), mode 0600, and skipped when the content is already
 //! there, so the agent never sees a torn or truncated file and is not reloaded for nothing.
-//! Reads never block and never read without end ([`crate::files`]): a FIFO, device or
+//! Reads never block and never read without end ([`controller_contract::files`]): a FIFO, device or
 //! directory in its place is refused, and so is a file of more than [`MAX_CONF`] bytes.
 
 use std::fs::{self, File, OpenOptions};
@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use controller_contract::conf::{ConfError, ControllerConf};
 
-use crate::files::{self, Contents};
 use crate::plan::OnDisk;
+use controller_contract::files::{self, Contents};
 
 /// The largest controller.conf read; a bigger one is not ours to parse.
-pub const MAX_CONF: u64 = 1024 * 1024;
+pub const MAX_CONF: u64 = controller_contract::conf::MAX_BYTES;
 
 /// The name of this writer's temp file, beside controller.conf.
 const TEMP_NAME: &str = ".controller.conf.new";
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn non_regular_and_oversized_files_are_unreadable_and_never_written_over() {
-        // How each is refused without blocking is crate::files' to test; here, what the
+        // How each is refused without blocking is controller_contract::files' to test; here, what the
         // hook sees (the name in the reason) and that it writes nothing over them.
         let dir = tempfile::tempdir().expect("temp dir");
         let fifo = dir.path().join("fifo.conf");

@@ -9,7 +9,6 @@
 //! - [`address`]: the address choice by Juju's scopes (pure).
 //! - [`plan`]: the relation writes, the controller.conf map and the status (pure).
 //! - [`conffile`]: controller.conf on disk, written atomically (IO).
-//! - [`files`]: small files read without blocking or reading without end (IO).
 //! - [`reload`]: the reload socket client (IO).
 //! - [`hook`]: observe and apply around the plan (IO).
 //! - [`memo`]: what the last hook read and showed, so that relation hooks skip tool calls.
@@ -22,7 +21,6 @@ pub mod address;
 pub mod conffile;
 pub mod config;
 pub mod event;
-pub mod files;
 pub mod hook;
 pub mod memo;
 pub mod plan;

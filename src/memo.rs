@@ -39,9 +39,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::event::{Event, Hook, RelationKind};
-use crate::files::{self, Contents};
 use crate::plan::Bag;
 use crate::status::Status;
+use controller_contract::files::{self, Contents};
 
 /// The memo's file name in the charm dir.
 pub const FILE_NAME: &str = ".controller-charm-memo.json";
@@ -362,7 +362,7 @@ mod tests {
                 .expect("run mkfifo");
             assert!(status.success());
         };
-        // A FIFO with no writer as the memo (crate::files refuses it without waiting).
+        // A FIFO with no writer as the memo (controller_contract::files refuses it without waiting).
         mkfifo(&path(dir.path()));
         assert_eq!(load(dir.path()), Memo::new());
         forget(dir.path()).expect("forget the FIFO");

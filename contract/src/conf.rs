@@ -15,6 +15,10 @@ use serde::de::{
 /// The top-level key the charm owns.
 pub const BIND_ADDRESSES_KEY: &str = "db-bind-addresses";
 
+/// The largest `controller.conf` either side reads ([`crate::files::read_capped`]); a bigger
+/// one is not a map of controllers.
+pub const MAX_BYTES: u64 = 1024 * 1024;
+
 /// Agent id (`"0"`, `"1"`, ...) to that controller's Dqlite bind IP, sorted by agent id.
 pub type BindAddresses = BTreeMap<String, IpAddr>;
 

@@ -2,9 +2,11 @@
 //! serde types of every file, socket and API payload they exchange, and the paths where
 //! those live.
 //!
-//! This crate is an API boundary. It holds no policy and does no IO, with one exception:
+//! This crate is an API boundary. It holds no policy and does no IO, with two exceptions:
 //! [`status::client`], the status socket's one (synchronous) client, kept beside the
-//! protocol's types so that the charm, the simulator and the tests speak it alike. The charm
+//! protocol's types so that the charm, the simulator and the tests speak it alike; and
+//! [`files::read_capped`], the one reader of the files the charm and the agents hand each
+//! other (controller.conf above all), so that both sides refuse what is in the way alike. The charm
 //! (synchronous, short-lived) and the daemon (tokio) both convert to and from these types at
 //! their edges.
 //!
@@ -15,6 +17,7 @@
 //! - [`cloud`]: the compute provisioner's requests to the cloud (a command's stdin and
 //!   stdout), each fenced by the lease token.
 //! - [`conf`]: `controller.conf`, the map of every controller's Dqlite bind address.
+//! - [`files`]: small files read without blocking or reading without end (IO).
 //! - [`lease`]: `lease-status.json`, the leases as the agent last read them.
 //! - [`paths`]: where Juju (or the simulator) keeps the files and sockets.
 //! - [`reload`]: the HTTP routes of the reload socket.
@@ -27,6 +30,7 @@ pub mod agentaddr;
 pub mod api;
 pub mod cloud;
 pub mod conf;
+pub mod files;
 pub mod leadership;
 pub mod lease;
 pub mod paths;

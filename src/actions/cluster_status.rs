@@ -11,12 +11,12 @@ use super::{Outcome, Results};
 use crate::address::{self, Choice};
 
 use crate::event::HookEnv;
-use crate::files::{self, Contents};
 use crate::hook::{self, HookError};
 use crate::memo::Memo;
 use crate::plan::{self, OnDisk, BIND_ADDRESSES_KEY};
 use crate::status_socket;
 use crate::tools::HookTools;
+use controller_contract::files::{self, Contents};
 
 pub(super) fn run(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError> {
     let world = hook::observe(tools, env, None, &Memo::new())?;

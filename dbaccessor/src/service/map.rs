@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use controller_contract::conf::ControllerConf;
+use controller_contract::conf::{self, ControllerConf};
+use controller_contract::files::{self, Contents};
 use controller_contract::status::ConfigSeen;
 
 use crate::decide::MapRead;
@@ -15,15 +16,22 @@ pub(crate) fn read_map(path: &Path) -> (MapRead, ConfigSeen) {
     let read_at_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let map = match std::fs::read_to_string(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => MapRead::Missing,
+    // Non-blocking and capped: a FIFO, a device or a huge file in the map's place must not
+    // hold this (async) loop up or fill the memory; it is an unusable map, said so.
+    let read = files::read_capped(path, conf::MAX_BYTES, "controller.conf");
+    let map = match read {
+        Ok(Contents::Missing) => MapRead::Missing,
+        Ok(Contents::Refused(why)) => MapRead::Unusable(why),
         Err(e) => MapRead::Unusable(format!("cannot read {}: {e}", path.display())),
-        Ok(text) => match ControllerConf::parse(&text) {
-            Err(e) => MapRead::Unusable(e.to_string()),
-            Ok(conf) if !conf.has_bind_addresses() => {
-                MapRead::Unusable("controller.conf has no db-bind-addresses key".into())
-            }
-            Ok(conf) => MapRead::Map(conf.bind_addresses().clone()),
+        Ok(Contents::Bytes(bytes)) => match String::from_utf8(bytes) {
+            Err(_) => MapRead::Unusable("controller.conf is not UTF-8 text".into()),
+            Ok(text) => match ControllerConf::parse(&text) {
+                Err(e) => MapRead::Unusable(e.to_string()),
+                Ok(conf) if !conf.has_bind_addresses() => {
+                    MapRead::Unusable("controller.conf has no db-bind-addresses key".into())
+                }
+                Ok(conf) => MapRead::Map(conf.bind_addresses().clone()),
+            },
         },
     };
     let (bind_addresses, error) = match &map {
@@ -77,6 +85,41 @@ mod tests {
             Some("db-bind-addresses:\n  '0': 127.21.0.1\n"),
             "127.21.0.1",
         );
+    }
+
+    /// What a fault or an operator leaves in the map's place is an unusable map at once:
+    /// never waited on (the loop is async), never read whole.
+    #[test]
+    fn a_fifo_a_dir_or_a_huge_file_is_unusable_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("controller.conf");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success());
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let fifo = path.clone();
+        std::thread::spawn(move || sender.send(format!("{:?}", read_map(&fifo).0)));
+        let got = receiver
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a FIFO is refused at once");
+        assert!(got.contains("controller.conf is a FIFO"), "{got}");
+        std::fs::remove_file(&path).expect("remove the FIFO");
+
+        std::fs::create_dir(&path).expect("a dir in its place");
+        let (map, seen) = read_map(&path);
+        assert!(format!("{map:?}").contains("is a directory"), "{map:?}");
+        assert!(seen.error.is_some_and(|e| e.contains("is a directory")));
+        std::fs::remove_dir(&path).expect("remove the dir");
+
+        let file = std::fs::File::create(&path).expect("create");
+        file.set_len(conf::MAX_BYTES + 1)
+            .expect("a sparse huge file");
+        let (map, _) = read_map(&path);
+        assert!(format!("{map:?}").contains("more than the"), "{map:?}");
+        std::fs::write(&path, b"db-bind-addresses:\n  '0': \xff\n").expect("write");
+        assert!(format!("{:?}", read_map(&path).0).contains("not UTF-8"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Reading the small files a hook or action does not own (controller.conf, the memo, the
-//! agent's lease status) without blocking and without reading without end: the file is
-//! opened non-blocking, must be a regular file (a FIFO, device, socket or directory in its
-//! place is refused, never waited on) and is read through a cap of `max` + 1 bytes.
+//! Reading the small files one process writes and another reads (controller.conf, the
+//! charm's memo, the agent's lease status) without blocking and without reading without
+//! end: the file is opened non-blocking, must be a regular file (a FIFO, device, socket or
+//! directory in its place is refused, never waited on) and is read through a cap of one
+//! byte more than its limit. Something else in a file's place is an operator's or a
+//! fault's doing, and its reader says so instead of hanging or filling its memory.
 
 use std::fs::OpenOptions;
 use std::io::Read;
