@@ -664,7 +664,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             // that needs it (controller-config, add-machine) writes every space again.
             if let Err(e) = sync_spaces(&sim) {
                 eprintln!(
-                    "WARNING: the controller database does not know space {name:?} yet: {e:#}"
+                    "WARNING: the controller database does not know space {name:?} yet: {}",
+                    controller_contract::describe_error(e.as_ref())
                 );
             }
         }
@@ -785,7 +786,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                         Err(e) => report::ApiReport {
                             endpoint: String::new(),
                             status: None,
-                            error: Some(format!("{e:#}")),
+                            error: Some(controller_contract::describe_error(e.as_ref())),
                         },
                     },
                 );
@@ -1258,7 +1259,7 @@ pub fn wait_for_machines(cli: &Cli, ids: &[u32], want: MachineWait) -> anyhow::R
                 }
                 format!("{rows:?}")
             }
-            Err(e) => format!("{e:#}"),
+            Err(e) => controller_contract::describe_error(e.as_ref()),
         };
         if started.elapsed() >= timeout {
             bail!(
