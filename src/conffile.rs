@@ -1,8 +1,9 @@
 //! Reading and writing `controller.conf` on disk. Writes are atomic (a temp file in the same
 //! dir, fsync, rename, fsync of the dir), mode 0600, and skipped when the content is already
 //! there, so the agent never sees a torn or truncated file and is not reloaded for nothing.
-//! Reads never block and never read without end ([`controller_contract::files`]): a FIFO, device or
-//! directory in its place is refused, and so is a file of more than [`MAX_CONF`] bytes.
+//! Reads never block and never read without end ([`controller_contract::files`]): a FIFO,
+//! device or directory in its place is refused, and so is a file of more than [`MAX_CONF`]
+//! bytes. [`replace`] is the charm's one way to replace a file (the memo's too).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -10,26 +11,18 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use controller_contract::conf::{ConfError, ControllerConf};
+use controller_contract::files::{self, Contents};
 
 use crate::plan::OnDisk;
-use controller_contract::files::{self, Contents};
 
 /// The largest controller.conf read; a bigger one is not ours to parse.
 pub const MAX_CONF: u64 = controller_contract::conf::MAX_BYTES;
-
-/// The name of this writer's temp file, beside controller.conf.
-const TEMP_NAME: &str = ".controller.conf.new";
 
 /// Why controller.conf could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfFileError {
     #[error("cannot read {path}: {source}")]
     Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot create the dir {path}: {source}")]
-    CreateDir {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -65,27 +58,81 @@ pub fn read(path: &Path) -> Result<OnDisk, ConfFileError> {
     })
 }
 
-/// The path of this writer's temp file beside `path`: one fixed name, so that a leftover of
-/// a hook killed between create and rename is found without listing the dir.
-fn temp_path(path: &Path) -> PathBuf {
-    path.with_file_name(TEMP_NAME)
+/// The temp file [`replace`] writes beside `path`: `.<name>.new`, one fixed name, so that
+/// a leftover of a hook killed between create and rename is found without listing the dir.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.new"))
 }
 
 /// Removes what a hook killed between creating its temp file and renaming it left beside
-/// `path`, whatever it is (file, symlink, FIFO). One hook runs at a time on a machine, so
-/// no live writer owns it. A missing one is the usual case and fine.
-pub fn remove_leftover(path: &Path) -> Result<(), ConfFileError> {
-    let temp = temp_path(path);
-    match fs::remove_file(&temp) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(ConfFileError::Write { path: temp, source }),
+/// `path`, whatever it is (file, symlink, FIFO). A missing one is the usual case and fine.
+pub fn remove_leftover(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(temp_path(path)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
-/// Writes `content` to `path` atomically with mode 0600, unless `current` (what this hook
-/// read from `path`, see [`read`]) holds exactly that already. Returns whether it wrote.
-/// Never writes over a file read as [`OnDisk::Unreadable`]: that is the operator's.
+/// How a replaced file reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The file fsynced before the rename and its dir after it: controller.conf.
+    Synced,
+    /// Left to the page cache: the memo, a cache whose torn copy after a crash is ignored.
+    Cached,
+}
+
+/// Replaces `path` with `bytes`, mode 0600, through [`temp_path`] and a rename, so a reader
+/// sees the old file or the new one, never a part. A leftover temp file goes first; O_EXCL
+/// then creates a new inode (never following a symlink or opening a FIFO that appeared in
+/// its place). The dir (0700) is made only when the create finds it missing.
+///
+/// One fixed temp name is safe because the charm is the only writer and Juju runs one hook
+/// or action at a time on a machine; a writer that can race another must not use it.
+pub fn replace(path: &Path, bytes: &[u8], durability: Durability) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let temp = temp_path(path);
+    remove_leftover(path)?;
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+    };
+    let mut file = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            create()?
+        }
+        created => created?,
+    };
+    let synced = durability == Durability::Synced;
+    // The umask may have taken bits off the create mode; the agent expects exactly 0600.
+    let written = file
+        .set_permissions(fs::Permissions::from_mode(0o600))
+        .and_then(|()| file.write_all(bytes))
+        .and_then(|()| if synced { file.sync_all() } else { Ok(()) })
+        .and_then(|()| fs::rename(&temp, path));
+    if let Err(error) = written {
+        drop(file);
+        let _ = fs::remove_file(&temp);
+        return Err(error);
+    }
+    if synced {
+        // The rename is durable only once the dir entry is.
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Writes `content` to `path` atomically ([`replace`], synced), unless `current` (what this
+/// hook read from `path`, see [`read`]) holds exactly that already. Returns whether it
+/// wrote. Never writes over a file read as [`OnDisk::Unreadable`]: that is the operator's.
 ///
 /// No second read: one hook runs at a time on a machine and only hooks write the
 /// `db-bind-addresses` block, so what [`read`] found earlier in the hook is still there.
@@ -103,51 +150,7 @@ pub fn write_if_changed(
         OnDisk::Unreadable(why) => return Err(write_error(std::io::Error::other(why.clone()))),
         OnDisk::Missing | OnDisk::Parsed(_) => {}
     }
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let temp = temp_path(path);
-    // The temp file lives in the target's dir so the rename is atomic. A leftover goes
-    // first; O_EXCL then creates a new inode (never following a symlink or opening a FIFO
-    // that appeared in its place), mode 0600 from the start.
-    remove_leftover(path)?;
-    let create = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-    };
-    let mut file = match create() {
-        Ok(file) => file,
-        // The dir is made only when missing (a first write): one system call less for
-        // every other write.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| ConfFileError::CreateDir {
-                    path: dir.to_owned(),
-                    source,
-                })?;
-            create().map_err(write_error)?
-        }
-        Err(e) => return Err(write_error(e)),
-    };
-    // The umask may have taken bits off the create mode; the agent expects exactly 0600.
-    let written = file
-        .set_permissions(fs::Permissions::from_mode(0o600))
-        .and_then(|()| file.write_all(content.as_bytes()))
-        .and_then(|()| file.sync_all())
-        .and_then(|()| fs::rename(&temp, path));
-    if let Err(source) = written {
-        drop(file);
-        let _ = fs::remove_file(&temp);
-        return Err(write_error(source));
-    }
-    // The rename is durable only once the dir entry is.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(write_error)?;
+    replace(path, content.as_bytes(), Durability::Synced).map_err(write_error)?;
     Ok(true)
 }
 
@@ -226,8 +229,8 @@ mod tests {
 
     #[test]
     fn non_regular_and_oversized_files_are_unreadable_and_never_written_over() {
-        // How each is refused without blocking is controller_contract::files' to test; here, what the
-        // hook sees (the name in the reason) and that it writes nothing over them.
+        // How each is refused without blocking is controller_contract::files' to test; here,
+        // what the hook sees (the name in the reason) and that it writes nothing over them.
         let dir = tempfile::tempdir().expect("temp dir");
         let fifo = dir.path().join("fifo.conf");
         let status = std::process::Command::new("mkfifo")
@@ -267,7 +270,8 @@ mod tests {
     fn a_killed_writers_leftover_is_removed_or_replaced_whatever_it_is() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("controller.conf");
-        let temp = dir.path().join(TEMP_NAME);
+        let temp = dir.path().join(".controller.conf.new");
+        assert_eq!(temp_path(&path), temp);
         fs::write(&path, "a: 1\n").expect("write");
         fs::write(dir.path().join("agent.conf"), "keep").expect("other file");
         let names = || {

@@ -349,7 +349,9 @@ pub fn apply(tools: &HookTools, env: &HookEnv, world: &World, plan: Plan) -> Res
         (_, Some(path), _, _) => {
             // Failing to remove it is only worth a warning here: the leftover harms nothing.
             if let Err(error) = conffile::remove_leftover(path) {
-                eprintln!("WARNING {}", printable(&error.to_string()));
+                let temp = conffile::temp_path(path);
+                let line = format!("cannot remove {}: {error}", temp.display());
+                eprintln!("WARNING {}", printable(&line));
             }
         }
         (_, None, _, _) => {}

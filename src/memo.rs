@@ -30,18 +30,16 @@
 //! [`Memo::reusable_bags`] decide (pure, table-tested); `load`, `save` and `forget` are the IO.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use controller_contract::files::{self, Contents};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::conffile::{self, Durability};
 use crate::event::{Event, Hook, RelationKind};
 use crate::plan::Bag;
 use crate::status::Status;
-use controller_contract::files::{self, Contents};
 
 /// The memo's file name in the charm dir.
 pub const FILE_NAME: &str = ".controller-charm-memo.json";
@@ -151,34 +149,12 @@ pub fn load(charm_dir: &Path) -> Memo {
     read().unwrap_or_else(Memo::new)
 }
 
-/// The memo's temp file, beside it: one fixed name, so that a hook killed between its write
-/// and the rename leaves one file, which the next save replaces.
-const TEMP_NAME: &str = ".controller-charm-memo.new";
-
-/// Writes the memo (temp file, rename). Not fsynced: a torn file after a crash is ignored.
+/// Writes the memo (temp file, rename: [`conffile::replace`]). Not fsynced: a torn file
+/// after a crash is ignored. One write: serde_json writes each token on its own to an
+/// unbuffered writer, which was about 150 system calls of a byte or two for one memo.
 pub fn save(charm_dir: &Path, memo: &Memo) -> std::io::Result<()> {
-    let temp = charm_dir.join(TEMP_NAME);
-    // A leftover goes first, whatever it is; O_EXCL then creates a new file (never opening
-    // a FIFO or following a symlink left in its place).
-    match std::fs::remove_file(&temp) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
-        _ => {}
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)?;
-    // One write: serde_json writes each token on its own to an unbuffered writer, which was
-    // about 150 system calls of a byte or two for one memo.
-    let written = serde_json::to_vec(memo)
-        .map_err(std::io::Error::from)
-        .and_then(|bytes| file.write_all(&bytes))
-        .and_then(|()| std::fs::rename(&temp, path(charm_dir)));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written
+    let bytes = serde_json::to_vec(memo)?;
+    conffile::replace(&path(charm_dir), &bytes, Durability::Cached)
 }
 
 /// Removes the memo (a missing file is fine).
@@ -374,7 +350,7 @@ mod tests {
         let mut memo = Memo::new();
         memo.network = Some("{}".into());
         for plant in ["fifo", "symlink"] {
-            let temp = dir.path().join(TEMP_NAME);
+            let temp = conffile::temp_path(&path(dir.path()));
             if plant == "fifo" {
                 mkfifo(&temp);
             } else {

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use controller_contract::files::{self, Contents};
 use controller_contract::paths;
 use controller_contract::status::Probe;
 
@@ -16,7 +17,6 @@ use crate::memo::Memo;
 use crate::plan::{self, OnDisk, BIND_ADDRESSES_KEY};
 use crate::status_socket;
 use crate::tools::HookTools;
-use controller_contract::files::{self, Contents};
 
 pub(super) fn run(tools: &HookTools, env: &HookEnv) -> Result<Outcome, HookError> {
     let world = hook::observe(tools, env, None, &Memo::new())?;
